@@ -1,0 +1,54 @@
+# pinpipe — the two commands are `make demo` and `make test`; everything else is what they need.
+# Needs only Python 3.11 (+ Java 17 for the Spark engine); builds .venv from requirements.lock, installs the
+# Debian servers the integration tests start (mariadb-server, postgresql, chromium) when they are missing.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+APT_PACKAGES := mariadb-server postgresql chromium
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint typecheck venv system-deps clean lock help
+
+help:
+	@echo "make demo   - set up .venv and run the pipeline end to end (pinpipe demo)"
+	@echo "make test   - set up everything and run the whole test suite (lint, types, unit, integration)"
+	@echo "make lock   - refresh requirements.lock from pyproject.toml"
+
+venv: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+system-deps:
+	@missing=""; \
+	for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+lint: venv
+	$(BIN)/ruff check src tests bench dags
+	$(BIN)/ruff format --check src
+
+typecheck: venv
+	$(BIN)/mypy
+
+test: venv system-deps lint typecheck
+	$(BIN)/pytest
+
+demo: venv
+	$(BIN)/pinpipe demo
+
+lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install --quiet -e '.[mysql,postgres,kafka,kinesis,spark,dev]'
+	.lockenv/bin/pip freeze --exclude-editable | grep -v '^pinpipe' > requirements.lock && rm -rf .lockenv
+
+clean:
+	rm -rf $(VENV) pinpipe-data .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,81 @@
+"""The ``pinpipe`` command: a thin Typer shell over the library.
+
+Each command group lives in its own module (``pinpipe.cli.<module>``) exposing ``register(app)``. A
+:class:`~pinpipe.errors.PinpipeError` prints one clear line (what happened — what to do) and exits with the
+error's code; ``--debug`` prints the traceback instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from pinpipe.errors import PinpipeError
+from pinpipe.logs import LogFormat, setup_logging
+
+COMMAND_MODULES = ("config_cmd",)
+"""Modules under ``pinpipe.cli`` that add commands, in ``--help`` order."""
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(
+    name="pinpipe",
+    help="The Pinterest data pipeline: source DB → ingestion API → event log → lake → silver/gold Delta.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+    pretty_exceptions_enable=False,
+)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    log_format: Annotated[
+        str, typer.Option("--log-format", help="Log line format: human or json.", case_sensitive=False)
+    ] = "human",
+) -> None:
+    if log_format not in ("human", "json"):
+        raise typer.BadParameter("must be 'human' or 'json'", param_hint="--log-format")
+    fmt: LogFormat = "json" if log_format == "json" else "human"
+    _state["debug"] = debug
+    setup_logging(fmt)
+
+
+for _module in COMMAND_MODULES:
+    importlib.import_module(f"pinpipe.cli.{_module}").register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``pinpipe`` script."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except PinpipeError as exc:
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        if exc.hint:
+            err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err_console.print("aborted")
+        sys.exit(1)
+    except Exception as exc:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

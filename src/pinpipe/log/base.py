@@ -1,0 +1,112 @@
+"""The event-log port: an append-only, partitioned, durable log of records per topic.
+
+Who calls what:
+
+- the ingestion API calls :meth:`EventLog.append` and answers 2xx only after it returns (records durable);
+- the sink and the stream worker call :meth:`EventLog.read` from a position, and :meth:`EventLog.commit` once
+  what they read is safely stored downstream; on restart they resume from :meth:`EventLog.committed`;
+- the CLI and the API call :meth:`EventLog.ensure_topics` and :meth:`EventLog.topics`.
+
+Positions are per (topic, partition) integers: the *offset* of a record, and a consumer *position* is the
+offset of the next record to read. Records with the same key always go to the same partition, so per-key order
+is the append order. Backends raise :class:`pinpipe.errors.LogUnavailableError` when the log cannot serve a call
+right now, and :class:`pinpipe.errors.UnknownTopicError` for a topic it does not hold — never their SDK's errors.
+"""
+
+from __future__ import annotations
+
+import zlib
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class LogRecord:
+    """One record as stored: where it is, its value bytes (a JSON object), its key and append time."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    key: bytes | None = None
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend guarantees, so callers and tests can adapt instead of guessing."""
+
+    durable: bool
+    """``append`` returns only after the records would survive a crash of this process and the machine."""
+    shared: bool
+    """Several processes can use the same log at once (one writer, many readers at least)."""
+    consumer_groups: bool
+    """The backend balances partitions across the members of a group by itself (Kafka)."""
+
+
+def partition_for(key: bytes | None, partitions: int, fallback: int = 0) -> int:
+    """Partition of a keyed record for backends that choose it themselves (CRC32 of the key)."""
+    if key is None or partitions == 1:
+        return fallback % partitions
+    return zlib.crc32(key) % partitions
+
+
+class EventLog(ABC):
+    """A durable partitioned log. Subclasses implement the abstract methods; all are thread-safe."""
+
+    url: str
+    capabilities: Capabilities
+
+    @classmethod
+    @abstractmethod
+    def from_url(cls, url: str) -> EventLog:
+        """Open the backend from its URL (``scheme://...``); raise ConfigError naming what is wrong."""
+
+    @abstractmethod
+    def ensure_topics(self, topics: Sequence[str], partitions: int = 1) -> None:
+        """Create the topics that do not exist yet (existing ones keep their partition count)."""
+
+    @abstractmethod
+    def topics(self) -> dict[str, int]:
+        """Every topic with its partition count."""
+
+    @abstractmethod
+    def append(
+        self, topic: str, values: Sequence[bytes], keys: Sequence[bytes | None] | None = None
+    ) -> list[tuple[int, int]]:
+        """Append records in order; return ``(partition, offset)`` per record once all are durable.
+
+        Either every record is appended or the call raises (no partial success is reported as success).
+        Raises UnknownTopicError for a topic that does not exist, LogUnavailableError when it cannot write.
+        """
+
+    @abstractmethod
+    def read(
+        self, topic: str, partition: int, offset: int, max_records: int = 1000, timeout_s: float = 0.0
+    ) -> list[LogRecord]:
+        """Records of one partition from ``offset`` on, at most ``max_records``, in offset order.
+
+        Waits up to ``timeout_s`` for at least one record when none is available; returns [] then.
+        """
+
+    @abstractmethod
+    def end_offset(self, topic: str, partition: int) -> int:
+        """The offset the next appended record of this partition will get."""
+
+    @abstractmethod
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        """The committed position per partition of ``group`` on ``topic`` (partitions never committed are absent)."""
+
+    @abstractmethod
+    def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
+        """Durably record ``group``'s next position per partition of ``topic``."""
+
+    def close(self) -> None:
+        """Release connections and files. Safe to call twice."""
+
+    def __enter__(self) -> EventLog:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,53 @@
+"""Structured logging for long-running commands: human lines by default, one JSON object per line with
+``--log-format json``. Extra facts go in ``extra={"fields": {...}}`` and appear as key=value / JSON keys."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from typing import Any, Literal
+
+import orjson
+
+LogFormat = Literal["human", "json"]
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        doc: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        doc.update(getattr(record, "fields", {}) or {})
+        if record.exc_info:
+            doc["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(doc, default=str).decode()
+
+
+class _HumanFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        fields = getattr(record, "fields", {}) or {}
+        tail = " ".join(f"{k}={v}" for k, v in fields.items())
+        stamp = time.strftime("%H:%M:%S", time.localtime(record.created))
+        line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}" + (f"  {tail}" if tail else "")
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        return line
+
+
+def setup_logging(fmt: LogFormat = "human", level: int = logging.INFO) -> None:
+    """Send pinpipe's log lines to stderr in ``fmt``. Idempotent."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else _HumanFormatter())
+    root = logging.getLogger("pinpipe")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def get_logger(name: str) -> logging.Logger:
+    """A logger under the ``pinpipe`` namespace."""
+    return logging.getLogger(name if name.startswith("pinpipe") else f"pinpipe.{name}")
