@@ -1,0 +1,157 @@
+"""The lake: one object store (``file://``, ``s3://``, ``memory://``) holding landed JSON and Delta tables.
+
+Who calls what: the sink writes landed objects with :meth:`Lake.put`; the batch job lists and reads them; the
+Delta writers use :meth:`Lake.table_uri` and :attr:`Lake.storage_options` to hand the same location to
+``deltalake``. Foreign errors are mapped here: a missing object is ``None``/``FileNotFoundError`` semantics
+become :class:`~pinpipe.errors.InvalidInputError` only where the caller asks; an unreachable store raises
+:class:`~pinpipe.errors.StoreUnavailableError`.
+
+URLs:
+
+- ``file://DIR`` — a directory; relative paths (``file://pinpipe-data/lake``) resolve against the working
+  directory, absolute ones are ``file:///abs/dir``. A put is atomic (temporary file + rename).
+- ``s3://BUCKET[/PREFIX]`` — any S3-compatible store; endpoint, region and keys come from
+  :class:`~pinpipe.config.LakeSettings` (or the standard ``AWS_*`` variables, read by the SDK itself).
+- ``memory://`` — process-local, for tests (Delta tables are not supported there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import obstore
+from obstore.store import LocalStore, MemoryStore, S3Store
+
+from pinpipe.config import LakeSettings
+from pinpipe.errors import ConfigError, StoreUnavailableError
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+
+
+class Lake:
+    """An object store rooted at a lake URL. Keys are ``/``-separated paths relative to the root."""
+
+    def __init__(self, url: str, settings: LakeSettings | None = None) -> None:
+        settings = settings or LakeSettings()
+        self.url = url
+        scheme, sep, rest = url.partition("://")
+        if not sep:
+            raise ConfigError(f"lake URL {url!r} has no scheme", hint="use file://DIR, s3://BUCKET/PREFIX or memory://")
+        self.scheme = scheme
+        self.storage_options: dict[str, str] = {}
+        self._store: Any
+        if scheme == "file":
+            root = Path(rest).expanduser().resolve()
+            root.mkdir(parents=True, exist_ok=True)
+            self.root = str(root)
+            self._store = LocalStore(root, mkdir=True)
+        elif scheme == "memory":
+            self.root = f"memory://{rest}"
+            self._store = MemoryStore()
+        elif scheme == "s3":
+            bucket, _, prefix = rest.partition("/")
+            if not bucket:
+                raise ConfigError(f"lake URL {url!r} names no bucket", hint="use s3://BUCKET/PREFIX")
+            self.root = f"s3://{bucket}/{prefix.strip('/')}".rstrip("/")
+            options: dict[str, str] = {"region": settings.region}
+            if settings.endpoint:
+                options["endpoint"] = settings.endpoint
+            if settings.access_key_id and settings.secret_access_key:
+                options["access_key_id"] = settings.access_key_id.get_secret_value()
+                options["secret_access_key"] = settings.secret_access_key.get_secret_value()
+            client_options = {"allow_http": True} if (settings.endpoint or "").startswith("http://") else {}
+            self._store = S3Store(
+                bucket,
+                prefix=prefix.strip("/") or None,
+                virtual_hosted_style_request=False,
+                client_options=client_options,
+                **options,
+            )
+            self.storage_options = {"AWS_REGION": settings.region}
+            if settings.endpoint:
+                self.storage_options["AWS_ENDPOINT_URL"] = settings.endpoint
+                if settings.endpoint.startswith("http://"):
+                    self.storage_options["AWS_ALLOW_HTTP"] = "true"
+            if settings.access_key_id and settings.secret_access_key:
+                self.storage_options["AWS_ACCESS_KEY_ID"] = settings.access_key_id.get_secret_value()
+                self.storage_options["AWS_SECRET_ACCESS_KEY"] = settings.secret_access_key.get_secret_value()
+        else:
+            raise ConfigError(f"unknown lake URL scheme {scheme!r} in {url!r}", hint="use file://, s3:// or memory://")
+
+    def __repr__(self) -> str:
+        return f"Lake({self.url!r})"
+
+    # -------------------------------------------------------------------------------- objects
+
+    def put(self, key: str, data: bytes) -> None:
+        """Write an object whole (atomically: readers see the old object or the new one, never a part)."""
+        try:
+            obstore.put(self._store, key, data)
+        except (OSError, RuntimeError) as exc:
+            raise StoreUnavailableError(f"could not write {key} to {self.url}: {exc}", key=key) from exc
+
+    def get(self, key: str) -> bytes | None:
+        """The object's bytes, or None if there is no such object."""
+        try:
+            return bytes(obstore.get(self._store, key).bytes())
+        except FileNotFoundError:
+            return None
+        except (OSError, RuntimeError) as exc:
+            raise StoreUnavailableError(f"could not read {key} from {self.url}: {exc}", key=key) from exc
+
+    def list(self, prefix: str = "") -> list[ObjectInfo]:
+        """Every object under ``prefix``, sorted by key."""
+        return sorted(self.iter(prefix), key=lambda o: o.key)
+
+    def iter(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        try:
+            for batch in obstore.list(self._store, prefix=prefix or None):
+                for meta in batch:
+                    yield ObjectInfo(str(meta["path"]), int(meta["size"]))
+        except FileNotFoundError:
+            return
+        except (OSError, RuntimeError) as exc:
+            raise StoreUnavailableError(f"could not list {prefix!r} in {self.url}: {exc}") from exc
+
+    def delete(self, key: str) -> None:
+        try:
+            obstore.delete(self._store, key)
+        except FileNotFoundError:
+            return
+
+    # -------------------------------------------------------------------------------- tables
+
+    def table_uri(self, *parts: str) -> str:
+        """Location of a Delta table under the lake (``silver``, ``pin`` → ``<root>/silver/pin``) for deltalake."""
+        if self.scheme == "memory":
+            raise ConfigError("Delta tables need a file:// or s3:// lake", hint="use --lake file://DIR")
+        return "/".join([self.root, *parts])
+
+
+def open_lake(url: str | Lake, settings: LakeSettings | None = None) -> Lake:
+    """The lake at ``url`` (or ``url`` itself if it is already a :class:`Lake`: tests inject one)."""
+    return url if isinstance(url, Lake) else Lake(url, settings)
+
+
+def landed_key(topic: str, partition: int, start_offset: int) -> str:
+    """Confluent S3-sink object key: ``topics/<topic>/partition=<p>/<topic>+<p>+<start:010d>.json``."""
+    return f"topics/{topic}/partition={partition}/{topic}+{partition}+{start_offset:010d}.json"
+
+
+def parse_landed_key(key: str) -> tuple[str, int, int] | None:
+    """``(topic, partition, start_offset)`` of a landed object key, or None if the key is not one."""
+    name = key.rsplit("/", 1)[-1]
+    if not name.endswith(".json"):
+        return None
+    try:
+        topic, partition, start = name[: -len(".json")].rsplit("+", 2)
+        return topic, int(partition), int(start)
+    except ValueError:
+        return None
