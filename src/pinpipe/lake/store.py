@@ -60,13 +60,13 @@ class Lake:
             if not bucket:
                 raise ConfigError(f"lake URL {url!r} names no bucket", hint="use s3://BUCKET/PREFIX")
             self.root = f"s3://{bucket}/{prefix.strip('/')}".rstrip("/")
-            options: dict[str, str] = {"region": settings.region}
+            options: dict[str, Any] = {"region": settings.region}
             if settings.endpoint:
                 options["endpoint"] = settings.endpoint
             if settings.access_key_id and settings.secret_access_key:
                 options["access_key_id"] = settings.access_key_id.get_secret_value()
                 options["secret_access_key"] = settings.secret_access_key.get_secret_value()
-            client_options = {"allow_http": True} if (settings.endpoint or "").startswith("http://") else {}
+            client_options: Any = {"allow_http": True} if (settings.endpoint or "").startswith("http://") else {}
             self._store = S3Store(
                 bucket,
                 prefix=prefix.strip("/") or None,
