@@ -1,0 +1,323 @@
+"""The embedded durable event log (``file://DIR``, the default): files on local disk, fsync before ack.
+
+Who calls what: the API process calls :meth:`EmbeddedLog.append` (from many threads at once); sink and stream
+processes call :meth:`EmbeddedLog.read`, :meth:`EmbeddedLog.commit` and :meth:`EmbeddedLog.committed`.
+
+- **Layout**: ``DIR/topics.json`` (topic → partition count), ``DIR/<topic>/<partition>/{data,index}`` (format in
+  :mod:`pinpipe.log.segment`), ``DIR/commits/<group>/<topic>.json`` (:class:`~pinpipe.log.commits.FileCommitStore`),
+  ``DIR/writer.lock``.
+- **One writer process, many readers**: the first ``append`` (or ``ensure_topics`` that creates a topic) takes an
+  exclusive ``flock`` on ``writer.lock``; a second process that tries to write gets a ConfigError naming the
+  holder's pid. Readers need no lock: they see a record once its index entry exists, which the writer adds only
+  after the record is fsynced. Taking the lock recovers every partition (torn tails are truncated, lost index
+  entries rebuilt), so a crashed writer's successor starts clean.
+- **Group commit**: ``append`` hands its records to one writer thread and waits. The thread takes everything
+  pending, writes it, fdatasyncs each touched partition once and publishes — concurrent appenders share fsyncs.
+- Records are never deleted (no retention); topics are created with a fixed partition count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import re
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
+from pathlib import Path
+
+import orjson
+
+from pinpipe.errors import ConfigError, LogUnavailableError, PinpipeError, UnknownTopicError
+from pinpipe.log import segment
+from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
+from pinpipe.log.commits import FileCommitStore
+from pinpipe.logs import get_logger
+
+_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
+_POLL_S = 0.005
+log = get_logger("log.embedded")
+
+_Pending = tuple[str, Sequence[bytes], Sequence[bytes | None] | None, "Future[list[tuple[int, int]]]"]
+
+
+class EmbeddedLog(EventLog):
+    capabilities = Capabilities(durable=True, shared=True, consumer_groups=False)
+
+    def __init__(self, directory: str | Path) -> None:
+        self.path = Path(directory)
+        self.url = f"file://{self.path}"
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the log directory {self.path}: {exc}", hint="check --log") from exc
+        self._commits = FileCommitStore(self.path / "commits")
+        self._meta_lock = threading.Lock()
+        self._topics: dict[str, int] = {}
+        self._topics_mtime = -1.0
+        self._readers: dict[tuple[str, int], tuple[int, int]] = {}
+        self._writers: dict[tuple[str, int], segment.PartitionWriter] = {}
+        self._lock_fd: int | None = None
+        self._rr = 0
+        self._cond = threading.Condition()
+        self._pending: list[_Pending] = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    @classmethod
+    def from_url(cls, url: str) -> EmbeddedLog:
+        rest = url.partition("://")[2]
+        if not rest:
+            raise ConfigError(
+                f"event log URL {url!r} has no directory", hint="use file://DIR, e.g. file://pinpipe-data/log"
+            )
+        return cls(rest)
+
+    # ------------------------------------------------------------------------------------------ metadata
+
+    def _load_topics(self) -> dict[str, int]:
+        meta = self.path / "topics.json"
+        try:
+            mtime = meta.stat().st_mtime
+        except FileNotFoundError:
+            return self._topics
+        if mtime != self._topics_mtime:
+            self._topics = {str(t): int(n) for t, n in orjson.loads(meta.read_bytes()).items()}
+            self._topics_mtime = mtime
+        return self._topics
+
+    def _partitions(self, topic: str) -> int:
+        with self._meta_lock:
+            n = self._load_topics().get(topic)
+        if n is None:
+            raise UnknownTopicError(
+                f"topic {topic!r} does not exist in {self.url}", hint="create it with ensure_topics", topic=topic
+            )
+        return n
+
+    def ensure_topics(self, topics: Sequence[str], partitions: int = 1) -> None:
+        for topic in topics:
+            if not _TOPIC_RE.match(topic):
+                raise ConfigError(f"invalid topic name {topic!r}", hint="use 1-249 characters from A-Za-z0-9._-")
+        with self._meta_lock:
+            current = dict(self._load_topics())
+            missing = [t for t in topics if t not in current]
+            if not missing:
+                return
+            self._acquire_writer()
+            current = dict(self._load_topics())
+            for topic in missing:
+                current.setdefault(topic, partitions)
+            tmp = self.path / f"topics.json.{os.getpid()}.tmp"
+            tmp.write_bytes(orjson.dumps(current))
+            with open(tmp, "rb+") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path / "topics.json")
+            self._topics_mtime = -1.0
+            self._load_topics()
+
+    def topics(self) -> dict[str, int]:
+        with self._meta_lock:
+            return dict(self._load_topics())
+
+    # ------------------------------------------------------------------------------------------ writing
+
+    def _acquire_writer(self) -> None:
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.path / "writer.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise ConfigError(
+                f"another process (pid {holder}) is already writing to the event log {self.url}",
+                hint="run one writer (one `pinpipe api`) per log directory, or give this one its own --log",
+                pid=holder,
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+        for topic, n in self._load_topics().items():  # recover every partition before the first write
+            for p in range(n):
+                self._writer_for(topic, p)
+
+    def _writer_for(self, topic: str, partition: int) -> segment.PartitionWriter:
+        key = (topic, partition)
+        writer = self._writers.get(key)
+        if writer is None:
+            writer = segment.PartitionWriter(self.path / topic / str(partition), topic, partition)
+            rec = writer.recovery
+            if rec.reindexed or rec.truncated_bytes:
+                log.warning(
+                    "recovered partition",
+                    extra={
+                        "fields": {
+                            "topic": topic,
+                            "partition": partition,
+                            "records": rec.records,
+                            "reindexed": rec.reindexed,
+                            "truncated_bytes": rec.truncated_bytes,
+                        }
+                    },
+                )
+            self._writers[key] = writer
+        return writer
+
+    def append(
+        self, topic: str, values: Sequence[bytes], keys: Sequence[bytes | None] | None = None
+    ) -> list[tuple[int, int]]:
+        return self.submit(topic, values, keys).result()
+
+    def submit(
+        self, topic: str, values: Sequence[bytes], keys: Sequence[bytes | None] | None = None
+    ) -> Future[list[tuple[int, int]]]:
+        """Like :meth:`append` but returns at once with a future (an extension the API uses to wait without a
+        thread per request). The future's result is the ``(partition, offset)`` list once durable."""
+        if keys is not None and len(keys) != len(values):
+            raise ValueError("keys and values must have the same length")
+        if self._closed:
+            raise LogUnavailableError(f"event log {self.url} is closed", backend="file")
+        self._partitions(topic)
+        with self._meta_lock:
+            self._acquire_writer()
+        fut: Future[list[tuple[int, int]]] = Future()
+        if not values:
+            fut.set_result([])
+            return fut
+        with self._cond:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="pinpipe-log-writer", daemon=True)
+                self._thread.start()
+            self._pending.append((topic, values, keys, fut))
+            self._cond.notify()
+        return fut
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending and self._closed:
+                    return
+                batch, self._pending = self._pending, []
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[_Pending]) -> None:
+        now = int(time.time() * 1000)
+        touched: dict[tuple[str, int], list[tuple[int, list[int]]]] = {}
+        results: list[tuple[Future[list[tuple[int, int]]], list[tuple[int, int]]]] = []
+        failed: list[tuple[Future[list[tuple[int, int]]], BaseException]] = []
+        for topic, values, keys, fut in batch:
+            try:
+                n = self._partitions(topic)
+                groups: dict[int, list[int]] = {}
+                for i in range(len(values)):
+                    self._rr += 1
+                    groups.setdefault(partition_for(keys[i] if keys else None, n, self._rr), []).append(i)
+                out: list[tuple[int, int]] = [(0, 0)] * len(values)
+                for p, idxs in groups.items():
+                    writer = self._writer_for(topic, p)
+                    recs = [(keys[i] if keys is not None else None, bytes(values[i])) for i in idxs]
+                    first, positions = writer.write(recs, now)
+                    touched.setdefault((topic, p), []).append((first, positions))
+                    for j, i in enumerate(idxs):
+                        out[i] = (p, first + j)
+                results.append((fut, out))
+            except PinpipeError as exc:
+                failed.append((fut, exc))
+            except OSError as exc:
+                failed.append((fut, LogUnavailableError(f"cannot write to {self.url}: {exc}", backend="file")))
+        try:
+            for tp in touched:
+                self._writers[tp].sync()
+            for tp, chunks in touched.items():
+                for first, positions in chunks:
+                    self._writers[tp].publish(positions, first)
+        except OSError as exc:
+            # Nothing of this batch is acknowledged; reopening the partitions truncates what was not synced.
+            err = LogUnavailableError(f"cannot make records durable in {self.url}: {exc}", backend="file")
+            for tp in touched:
+                writer = self._writers.pop(tp)
+                with contextlib.suppress(OSError):
+                    writer.rollback()
+                writer.close()
+            failed.extend((fut, err) for fut, _ in results)
+            results = []
+        for fut, out in results:
+            fut.set_result(out)
+        for fut, problem in failed:
+            fut.set_exception(problem)
+        with self._cond:
+            self._cond.notify_all()
+
+    # ------------------------------------------------------------------------------------------ reading
+
+    def _reader_fds(self, topic: str, partition: int) -> tuple[int, int]:
+        key = (topic, partition)
+        fds = self._readers.get(key)
+        if fds is None:
+            n = self._partitions(topic)
+            if not 0 <= partition < n:
+                raise UnknownTopicError(f"topic {topic!r} has no partition {partition}", topic=topic)
+            pdir = self.path / topic / str(partition)
+            try:
+                fds = (os.open(pdir / "data", os.O_RDONLY), os.open(pdir / "index", os.O_RDONLY))
+            except FileNotFoundError:
+                return (-1, -1)  # nothing was ever written
+            with self._meta_lock:
+                fds = self._readers.setdefault(key, fds)
+        return fds
+
+    def read(
+        self, topic: str, partition: int, offset: int, max_records: int = 1000, timeout_s: float = 0.0
+    ) -> list[LogRecord]:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            data_fd, index_fd = self._reader_fds(topic, partition)
+            if data_fd >= 0:
+                try:
+                    records = segment.read_records(data_fd, index_fd, topic, partition, offset, max_records)
+                except OSError as exc:
+                    raise LogUnavailableError(f"cannot read {self.url}: {exc}", backend="file") from exc
+                if records:
+                    return records
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return []
+            with self._cond:
+                self._cond.wait(min(remaining, _POLL_S))
+
+    def end_offset(self, topic: str, partition: int) -> int:
+        data_fd, index_fd = self._reader_fds(topic, partition)
+        return 0 if data_fd < 0 else segment.indexed_count(index_fd)
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        self._partitions(topic)
+        return self._commits.committed(group, topic)
+
+    def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
+        self._partitions(topic)
+        self._commits.commit(group, topic, positions)
+
+    def close(self) -> None:
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        for writer in self._writers.values():
+            writer.close()
+        self._writers.clear()
+        for data_fd, index_fd in self._readers.values():
+            os.close(data_fd)
+            os.close(index_fd)
+        self._readers.clear()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -1,0 +1,230 @@
+"""The EventLog contract, run against every backend: memory, embedded (file://), Kafka (Tansu) and Kinesis (moto).
+
+Each test gets a :class:`Backend` handle: ``open()`` returns a (new) client on the same storage, so resuming
+after a restart can be tested, and ``outage()`` makes the backend unavailable for the duration of a block.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pinpipe.errors import LogUnavailableError, UnknownTopicError
+from pinpipe.log import EventLog, open_log
+from tests.contract.log_backends import Backend, make_backend
+
+BACKENDS = [
+    "memory",
+    "embedded",
+    pytest.param("kafka", marks=pytest.mark.integration),
+    pytest.param("kinesis", marks=pytest.mark.integration),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    with make_backend(request.param, request, tmp_path) as handle:
+        yield handle
+
+
+def _topic() -> str:
+    return f"t-{uuid.uuid4().hex[:10]}"
+
+
+def test_append_and_read_in_order(backend: Backend) -> None:
+    log = backend.open()
+    topic = _topic()
+    log.ensure_topics([topic], partitions=1)
+    assert log.topics()[topic] == 1
+    first = log.append(topic, [b'{"n":0}', b'{"n":1}'])
+    second = log.append(topic, [b'{"n":2}'])
+    assert first == [(0, 0), (0, 1)]
+    assert second == [(0, 2)]
+    records = log.read(topic, 0, 0, timeout_s=5)
+    assert [r.value for r in records] == [b'{"n":0}', b'{"n":1}', b'{"n":2}']
+    assert [r.offset for r in records] == [0, 1, 2]
+    assert all(r.topic == topic and r.partition == 0 for r in records)
+    assert [r.value for r in log.read(topic, 0, 1, max_records=1, timeout_s=5)] == [b'{"n":1}']
+    assert log.end_offset(topic, 0) == 3
+    assert log.read(topic, 0, 3, timeout_s=0) == []
+
+
+def test_keyed_records_keep_their_partition(backend: Backend) -> None:
+    log = backend.open()
+    topic = _topic()
+    log.ensure_topics([topic], partitions=3)
+    keys = [str(i % 7).encode() for i in range(42)]
+    placed = log.append(topic, [f'{{"i":{i}}}'.encode() for i in range(42)], keys)
+    by_key: dict[bytes, set[int]] = {}
+    for key, (p, _) in zip(keys, placed, strict=True):
+        by_key.setdefault(key, set()).add(p)
+    assert all(len(ps) == 1 for ps in by_key.values())
+    for p in range(3):  # offsets are dense per partition, in append order
+        offsets = [o for (q, o) in placed if q == p]
+        assert offsets == list(range(len(offsets)))
+        got = _read_all(log, topic, p, len(offsets))
+        assert [r.offset for r in got] == offsets
+        assert all(r.key is not None and r.key in by_key and p in by_key[r.key] for r in got)
+
+
+def _read_all(log: EventLog, topic: str, partition: int, n: int) -> list:  # type: ignore[type-arg]
+    out: list = []  # type: ignore[type-arg]
+    while len(out) < n:
+        batch = log.read(topic, partition, len(out), timeout_s=5)
+        assert batch, f"only {len(out)} of {n} records came back"
+        out.extend(batch)
+    return out
+
+
+def test_commit_and_resume(backend: Backend) -> None:
+    log = backend.open()
+    topic = _topic()
+    log.ensure_topics([topic])
+    log.append(topic, [b"{}"] * 5)
+    assert log.committed("g1", topic) == {}
+    log.commit("g1", topic, {0: 3})
+    log.close()
+    again = backend.open()
+    assert again.committed("g1", topic) == {0: 3}
+    assert again.committed("g2", topic) == {}
+    assert [r.offset for r in again.read(topic, 0, 3, timeout_s=5)] == [3, 4]
+    again.commit("g1", topic, {0: 5})
+    assert again.committed("g1", topic) == {0: 5}
+
+
+def test_unknown_topic(backend: Backend) -> None:
+    log = backend.open()
+    with pytest.raises(UnknownTopicError):
+        log.append(f"missing-{uuid.uuid4().hex[:6]}", [b"{}"])
+
+
+def test_unavailable_backend(backend: Backend) -> None:
+    log = backend.open()
+    topic = _topic()
+    log.ensure_topics([topic])
+    log.append(topic, [b"{}"])
+    with backend.outage(log), pytest.raises(LogUnavailableError):
+        log.append(topic, [b'{"lost":true}'])
+    if backend.recovers:  # the failed append left nothing behind
+        assert log.append(topic, [b'{"after":true}']) == [(0, 1)]
+        assert [r.value for r in log.read(topic, 0, 0, timeout_s=5)] == [b"{}", b'{"after":true}']
+
+
+def test_read_waits_for_records(backend: Backend) -> None:
+    log = backend.open()
+    topic = _topic()
+    log.ensure_topics([topic])
+    assert log.read(topic, 0, 0, timeout_s=0.2) == []
+    log.append(topic, [b"{}"])
+    assert len(log.read(topic, 0, 0, timeout_s=5)) == 1
+
+
+# ---------------------------------------------------------------------------------------------- embedded only
+
+
+def _reader_process(url: str, topic: str, n: int, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    log = open_log(url)
+    got: list[bytes] = []
+    while len(got) < n:
+        batch = log.read(topic, 0, len(got), timeout_s=10)
+        if not batch:
+            break
+        got.extend(r.value for r in batch)
+    queue.put(got)
+
+
+def test_embedded_readers_in_other_processes(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'log'}"
+    log = open_log(url)
+    topic = "shared"
+    log.ensure_topics([topic])
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    readers = [ctx.Process(target=_reader_process, args=(url, topic, 300, queue)) for _ in range(2)]
+    for proc in readers:
+        proc.start()
+    for i in range(30):
+        log.append(topic, [f'{{"i":{i * 10 + j}}}'.encode() for j in range(10)])
+    results = [queue.get(timeout=30) for _ in readers]
+    for proc in readers:
+        proc.join(10)
+    expected = [f'{{"i":{i}}}'.encode() for i in range(300)]
+    assert results == [expected, expected]
+
+
+def _try_write(url: str, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+    from pinpipe.errors import ConfigError
+
+    try:
+        open_log(url).append("shared", [b"{}"])
+        queue.put("wrote")
+    except ConfigError as exc:
+        queue.put(str(exc))
+
+
+def test_embedded_refuses_a_second_writer(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'log'}"
+    log = open_log(url)
+    log.ensure_topics(["shared"])
+    log.append("shared", [b"{}"])
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_try_write, args=(url, queue))
+    proc.start()
+    answer = queue.get(timeout=30)
+    proc.join(10)
+    assert "already writing" in answer
+    log.close()
+
+
+def test_embedded_truncates_a_torn_tail(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'log'}"
+    log = open_log(url)
+    log.ensure_topics(["t"])
+    log.append("t", [b'{"a":1}', b'{"a":2}'])
+    log.close()
+    data = tmp_path / "log" / "t" / "0" / "data"
+    index = tmp_path / "log" / "t" / "0" / "index"
+    with data.open("ab") as fh:  # half a record, as a crash mid-write leaves it
+        fh.write(b"\x40\x00\x00\x00\x01\x02\x03")
+    with index.open("r+b") as fh:  # and the index lost its last entry
+        fh.truncate(8)
+    reader = open_log(url)
+    assert [r.value for r in reader.read("t", 0, 0)] == [b'{"a":1}']  # a reader trusts the index only
+    reopened = open_log(url)
+    assert reopened.append("t", [b'{"a":3}']) == [(0, 2)]  # the writer re-indexed and truncated
+    assert [r.value for r in reopened.read("t", 0, 0)] == [b'{"a":1}', b'{"a":2}', b'{"a":3}']
+    assert data.stat().st_size == sum(8 + 20 + len(v) for v in (b'{"a":1}', b'{"a":2}', b'{"a":3}'))
+
+
+def test_embedded_group_commit_shares_fsyncs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+    import threading
+
+    from pinpipe.log import embedded
+
+    log = embedded.EmbeddedLog(tmp_path / "log")
+    log.ensure_topics(["t"])
+    calls = 0
+    real = os.fdatasync
+
+    def counting(fd: int) -> None:
+        nonlocal calls
+        calls += 1
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting)
+    threads = [threading.Thread(target=lambda: [log.append("t", [b"{}"]) for _ in range(50)]) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert log.end_offset("t", 0) == 400
+    assert calls < 400
+    with contextlib.suppress(Exception):
+        log.close()
