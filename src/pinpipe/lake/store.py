@@ -17,16 +17,21 @@ URLs:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import obstore
+from obstore.exceptions import AlreadyExistsError, BaseError
 from obstore.store import LocalStore, MemoryStore, S3Store
 
 from pinpipe.config import LakeSettings
 from pinpipe.errors import ConfigError, StoreUnavailableError
+
+_FOREIGN = (OSError, RuntimeError, BaseError)
+"""What obstore raises when a store cannot be reached (its own ``BaseError`` tree is not an ``OSError``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,8 +99,29 @@ class Lake:
         """Write an object whole (atomically: readers see the old object or the new one, never a part)."""
         try:
             obstore.put(self._store, key, data)
-        except (OSError, RuntimeError) as exc:
+        except _FOREIGN as exc:
             raise StoreUnavailableError(f"could not write {key} to {self.url}: {exc}", key=key) from exc
+
+    def create(self, key: str, data: bytes) -> bool:
+        """Write a new object durably unless one with that key exists; True if written, False if it existed.
+
+        ``file://``: temporary file in the target directory, fsync, hard link to the key (fails if the key
+        exists), fsync the directory — a crash leaves the object whole or absent (plus, at worst, a hidden
+        ``.<name>.<pid>.tmp`` file that :func:`is_temporary_key` recognises). ``s3://`` and ``memory://``: a
+        conditional put (``If-None-Match: *``); S3 acknowledges a put only once it is durable.
+        """
+        if self.scheme == "file":
+            try:
+                return _create_file(Path(self.root), key, data)
+            except OSError as exc:
+                raise StoreUnavailableError(f"could not write {key} to {self.url}: {exc}", key=key) from exc
+        try:
+            obstore.put(self._store, key, data, mode="create")
+        except AlreadyExistsError:
+            return False
+        except _FOREIGN as exc:
+            raise StoreUnavailableError(f"could not write {key} to {self.url}: {exc}", key=key) from exc
+        return True
 
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None if there is no such object."""
@@ -103,7 +129,7 @@ class Lake:
             return bytes(obstore.get(self._store, key).bytes())
         except FileNotFoundError:
             return None
-        except (OSError, RuntimeError) as exc:
+        except _FOREIGN as exc:
             raise StoreUnavailableError(f"could not read {key} from {self.url}: {exc}", key=key) from exc
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
@@ -117,7 +143,7 @@ class Lake:
                     yield ObjectInfo(str(meta["path"]), int(meta["size"]))
         except FileNotFoundError:
             return
-        except (OSError, RuntimeError) as exc:
+        except _FOREIGN as exc:
             raise StoreUnavailableError(f"could not list {prefix!r} in {self.url}: {exc}") from exc
 
     def delete(self, key: str) -> None:
@@ -138,6 +164,42 @@ class Lake:
 def open_lake(url: str | Lake, settings: LakeSettings | None = None) -> Lake:
     """The lake at ``url`` (or ``url`` itself if it is already a :class:`Lake`: tests inject one)."""
     return url if isinstance(url, Lake) else Lake(url, settings)
+
+
+def _create_file(root: Path, key: str, data: bytes) -> bool:
+    path = root / key
+    folder = path.parent
+    if not folder.is_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(folder.parent)
+    tmp = folder / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(folder)
+    return True
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def is_temporary_key(key: str) -> bool:
+    """True for the hidden ``.<name>.<pid>.tmp`` file a crashed :meth:`Lake.create` may leave on ``file://``."""
+    name = key.rsplit("/", 1)[-1]
+    return name.startswith(".") and name.endswith(".tmp")
 
 
 def landed_key(topic: str, partition: int, start_offset: int) -> str:
