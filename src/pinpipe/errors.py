@@ -5,6 +5,7 @@ PinpipeError                  root: every deliberate failure; carries facts as a
 ├── RetryableError            the same call may succeed later (a server down, a timeout, a lost race)
 │   ├── LogUnavailableError   the event log cannot take or serve records right now (API answers 503)
 │   ├── StoreUnavailableError the object store / lake did not answer
+│   ├── CommitConflictError   a Delta commit lost a race with another writer (re-read, then retry)
 │   └── SourceUnavailableError the source database did not answer
 └── FatalError                retrying the same call will fail the same way; a person must act
     ├── ConfigError           a setting, flag or URL is wrong (names the setting and what is valid)
@@ -58,6 +59,10 @@ class LogUnavailableError(RetryableError):
 
 class StoreUnavailableError(RetryableError):
     """The object store holding the lake did not answer."""
+
+
+class CommitConflictError(RetryableError):
+    """A Delta commit conflicted with a concurrent writer's; re-reading the table and retrying may succeed."""
 
 
 class SourceUnavailableError(RetryableError):

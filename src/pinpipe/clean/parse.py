@@ -1,0 +1,200 @@
+"""Stage 1 of cleaning: JSON lines → typed raw columns, and raw-shape quarantine.
+
+A line becomes a row of its table's *raw* schema (:data:`RAW_ARROW_TYPES`: ``int``/``flag`` → int64, ``float`` →
+float64, ``text``/``datetime`` → string) or a quarantined record whose reason is exactly what the API would have
+answered (:func:`pinpipe.tables.validate_raw`), or ``invalid_json``.
+
+Speed: the common case is decided in bulk by DuckDB's JSON functions (one query over all lines); only lines that
+the bulk check does not clearly accept are parsed again in Python with orjson and judged by
+:func:`~pinpipe.tables.validate_raw` itself. The bulk check is conservative — it accepts a line only when every
+value already has its canonical JSON type (a digit string for an ``int`` column, ``true`` for a flag, a number in
+a text column, a duplicated key, … all go the Python way) — so the reasons, and the values, are always those of
+the Python rules.
+
+Beyond :func:`validate_raw`: an integer that does not fit in int64 is quarantined as ``bad_key:<key>`` (the key)
+or ``bad_type:<column>``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from pinpipe.clean.quarantine import INVALID_JSON
+from pinpipe.tables import QUARANTINE_SCHEMA, RAW_TABLES, Kind, RawType, validate_raw
+
+RAW_ARROW_TYPES: dict[RawType, pa.DataType] = {
+    "int": pa.int64(),
+    "flag": pa.int64(),
+    "float": pa.float64(),
+    "text": pa.string(),
+    "datetime": pa.string(),
+}
+
+PROVENANCE = pa.schema(
+    [
+        pa.field("_row", pa.int64(), nullable=False),  # row number in the records table (to find the line again)
+        pa.field("topic", pa.string(), nullable=False),
+        pa.field("partition", pa.int32(), nullable=False),
+        pa.field("offset", pa.int64(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+    ]
+)
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+def raw_schema(kind: Kind) -> pa.Schema:
+    """Provenance columns followed by the table's raw columns, typed."""
+    table = RAW_TABLES[kind]
+    return pa.schema([*PROVENANCE, *(pa.field(n, RAW_ARROW_TYPES[t]) for n, t in table.columns)])
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """Stage-1 output: ``rows`` (:func:`raw_schema`) and ``quarantine`` (:data:`QUARANTINE_SCHEMA`)."""
+
+    rows: pa.Table
+    quarantine: pa.Table
+
+
+def _sql_string(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _bulk_sql(kind: Kind) -> str:
+    """One query over ``__pinpipe_records``: each line's typed values and whether the bulk check accepts it.
+
+    Each line is parsed three times at most (valid? object? then types, strings and keys of all columns at once
+    with the list forms of ``json_type`` / ``json_extract_string``); no per-value JSON parsing.
+    """
+    table = RAW_TABLES[kind]
+    names = table.column_names
+    paths = "[" + ", ".join(_sql_string("$." + _json_path_key(n)) for n in names) + "]"
+    known = "[" + ", ".join(_sql_string(n) for n in names) + "]"
+    checks = [f"list_has_all({known}, ks)", "len(ks) = len(list_distinct(ks))"]
+    values = []
+    for i, (name, raw_type) in enumerate(table.columns, start=1):
+        typ, text = f"ts[{i}]", f"vs[{i}]"
+        absent = f"coalesce({typ}, 'NULL') = 'NULL'"
+        if name == table.key:
+            checks.append(f"{typ} = 'UBIGINT' AND TRY_CAST({text} AS BIGINT) IS NOT NULL")
+            value = f"TRY_CAST({text} AS BIGINT)"
+        elif raw_type == "int":
+            checks.append(f"({absent} OR ({typ} IN ('UBIGINT', 'BIGINT') AND TRY_CAST({text} AS BIGINT) IS NOT NULL))")
+            value = f"TRY_CAST({text} AS BIGINT)"
+        elif raw_type == "flag":
+            checks.append(f"({absent} OR ({typ} = 'UBIGINT' AND {text} IN ('0', '1')))")
+            value = f"TRY_CAST({text} AS BIGINT)"
+        elif raw_type == "float":
+            checks.append(f"({absent} OR {typ} IN ('DOUBLE', 'UBIGINT', 'BIGINT'))")
+            value = f"TRY_CAST({text} AS DOUBLE)"
+        else:  # text, datetime: only strings take the bulk path (numbers in text columns go to Python)
+            checks.append(f"({absent} OR {typ} = 'VARCHAR')")
+            value = text
+        values.append(f'{value} AS "{name}"')
+    return f"""
+        WITH o AS (
+            SELECT _row, topic, "partition", "offset", source, line,
+                   CASE WHEN utf8 AND json_valid(line) THEN json_type(line) = 'OBJECT' ELSE false END AS obj
+            FROM __pinpipe_records
+        ), x AS MATERIALIZED (
+            SELECT _row, topic, "partition", "offset", source, obj,
+                   CASE WHEN obj THEN json_type(line, {paths}) END AS ts,
+                   CASE WHEN obj THEN json_extract_string(line, {paths}) END AS vs,
+                   CASE WHEN obj THEN json_keys(line) END AS ks
+            FROM o
+        )
+        SELECT _row, topic, "partition", "offset", source,
+               CASE WHEN obj THEN ({" AND ".join(checks)}) ELSE false END AS fast,
+               {", ".join(values)}
+        FROM x
+    """
+
+
+def _json_path_key(name: str) -> str:
+    return name if name.isidentifier() else '"' + name + '"'
+
+
+def _convert(raw_type: RawType, value: Any) -> tuple[Any, bool]:
+    """A value that passed :func:`validate_raw` as its raw Arrow value; False if it does not fit (int64)."""
+    if value is None:
+        return None, True
+    if raw_type in ("int", "flag"):
+        number = int(value.strip()) if isinstance(value, str) else int(value)
+        return number, _INT64_MIN <= number <= _INT64_MAX
+    if raw_type == "float":
+        return float(value), True
+    if isinstance(value, str):
+        return value, True
+    return orjson.dumps(value).decode(), True  # a number in a text column: its JSON text
+
+
+def _judge(kind: Kind, line: str, utf8: bool) -> tuple[str | None, dict[str, Any] | None]:
+    """(reason, None) for a bad line, (None, typed values) for a good one — the Python rules."""
+    if not utf8:
+        return INVALID_JSON, None
+    try:
+        value = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return INVALID_JSON, None
+    reason = validate_raw(kind, value)
+    if reason is not None:
+        return reason, None
+    table = RAW_TABLES[kind]
+    out: dict[str, Any] = {}
+    for name, raw_type in table.columns:
+        converted, fits = _convert(raw_type, value.get(name))
+        if not fits:
+            return (f"bad_key:{name}" if name == table.key else f"bad_type:{name}"), None
+        out[name] = converted
+    return None, out
+
+
+def parse_records(kind: Kind, records: pa.Table, conn: duckdb.DuckDBPyConnection | None = None) -> Parsed:
+    """Split ``records`` (:data:`~pinpipe.clean.records.RECORDS_SCHEMA`) into typed raw rows and quarantine."""
+    schema = raw_schema(kind)
+    if records.num_rows == 0:
+        return Parsed(schema.empty_table(), QUARANTINE_SCHEMA.empty_table())
+    own = conn is None
+    db = duckdb.connect() if conn is None else conn
+    try:
+        numbered = records.append_column("_row", pa.array(range(records.num_rows), pa.int64()))
+        db.register("__pinpipe_records", numbered)
+        try:
+            bulk = db.sql(_bulk_sql(kind)).to_arrow_table()
+        finally:
+            db.unregister("__pinpipe_records")
+    finally:
+        if own:
+            db.close()
+    fast_mask = bulk.column("fast").fill_null(False)
+    fast = bulk.filter(fast_mask).drop_columns(["fast"]).cast(schema)
+    slow_rows = bulk.filter(pa.compute.invert(fast_mask)).column("_row").to_pylist()
+    if not slow_rows:
+        return Parsed(fast, QUARANTINE_SCHEMA.empty_table())
+
+    slow = records.take(pa.array(slow_rows, pa.int64())).to_pydict()
+    good: dict[str, list[Any]] = {name: [] for name in schema.names}
+    bad: dict[str, list[Any]] = {name: [] for name in QUARANTINE_SCHEMA.names}
+    for i, row in enumerate(slow_rows):
+        reason, values = _judge(kind, slow["line"][i], slow["utf8"][i])
+        if values is None:
+            bad["topic"].append(slow["topic"][i])
+            bad["partition"].append(slow["partition"][i])
+            bad["offset"].append(slow["offset"][i])
+            bad["source"].append(slow["source"][i])
+            bad["reason"].append(reason)
+            bad["raw"].append(slow["line"][i])
+            continue
+        good["_row"].append(row)
+        for name in ("topic", "partition", "offset", "source"):
+            good[name].append(slow[name][i])
+        for name, value in values.items():
+            good[name].append(value)
+    rows = pa.concat_tables([fast, pa.Table.from_pydict(good, schema=schema)])
+    return Parsed(rows, pa.Table.from_pydict(bad, schema=QUARANTINE_SCHEMA))
