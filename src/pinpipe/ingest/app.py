@@ -1,0 +1,197 @@
+"""The ingestion API: a FastAPI app speaking the Kafka REST v2 and the API-Gateway Kinesis dialects.
+
+Who calls what: ``pinpipe api`` (:mod:`pinpipe.cli.ingest_cmd`) and tests call :func:`create_app`; the dialect
+routers (:mod:`pinpipe.ingest.kafka_rest`, :mod:`pinpipe.ingest.kinesis`) validate requests and call
+:func:`append_durably`, which returns once :meth:`EventLog.append` has returned (records durable).
+
+Topic mapping: the REST dialect writes to log topics ``<prefix>.<kind>``; the Kinesis dialect writes to its own
+log topics named like the streams, ``streaming-<prefix>-<kind>``. Both are created at start-up. Keeping them apart
+keeps each dialect's offsets and sequence numbers its own, and lets the sink land each stream under its own name,
+as the original's two paths did.
+
+Every record is stored as the compact JSON of the value as received (strings such as datetimes untouched), keyed
+by ``str(<key column>)`` so one ``ind`` always lands in one partition. One invalid record rejects the whole
+request and nothing of it is appended (simplest to account for: a request is all-or-nothing).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request, Response
+
+from pinpipe.config import Settings
+from pinpipe.errors import LogUnavailableError
+from pinpipe.ingest import auth
+from pinpipe.ingest.metrics import ApiMetrics
+from pinpipe.log import EventLog, open_log
+from pinpipe.logs import get_logger
+from pinpipe.tables import KINDS, Kind, stream_name, topic_name
+
+APPEND_TIMEOUT_S = 30.0
+"""An append that takes longer is answered with a timeout (408 / 503); its records may still land (at least once)."""
+RETRY_AFTER_S = "1"
+MAX_RECORD_BYTES = 1024 * 1024
+"""Largest record (compact JSON of one value), as Kinesis' 1 MiB and Kafka's default ``max.message.bytes``."""
+
+log = get_logger("ingest")
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+@dataclass
+class IngestState:
+    """What the routes need, on ``app.state.ingest``."""
+
+    settings: Settings
+    log: EventLog
+    metrics: ApiMetrics
+    executor: ThreadPoolExecutor
+    rest_topics: dict[str, Kind]
+    streams: dict[str, Kind]
+
+
+def state_of(request: Request) -> IngestState:
+    state: IngestState = request.app.state.ingest
+    return state
+
+
+async def append_durably(
+    state: IngestState, topic: str, values: Sequence[bytes], keys: Sequence[bytes | None]
+) -> list[tuple[int, int]]:
+    """Append off the event loop and wait; raises TimeoutError after APPEND_TIMEOUT_S, else what the log raises.
+
+    A log with a ``submit`` method (the embedded log) hands back a future, so waiting costs no thread and many
+    concurrent requests share one fsync; other logs run ``append`` in the app's thread pool.
+    """
+    started = time.perf_counter()
+    submit: Callable[..., Future[list[tuple[int, int]]]] | None = getattr(state.log, "submit", None)
+    if submit is not None:
+        waiting: Awaitable[list[tuple[int, int]]] = asyncio.wrap_future(submit(topic, values, keys))
+    else:
+        loop = asyncio.get_running_loop()
+        waiting = loop.run_in_executor(state.executor, state.log.append, topic, values, keys)
+    result = await asyncio.wait_for(waiting, APPEND_TIMEOUT_S)
+    state.metrics.append_seconds.observe(time.perf_counter() - started)
+    state.metrics.records.labels(topic, "accepted").inc(len(values))
+    return result
+
+
+def json_response(status: int, doc: Any, media_type: str, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type=media_type, headers=headers)
+
+
+_STAGE_RE = re.compile(r"^/([^/]+)(/(?:topics|streams)(?:/.*)?)$")
+
+
+class IngestMiddleware:
+    """Pure ASGI middleware: strips an API-Gateway stage segment (``/test/topics/...``), checks the API key and
+    records request metrics."""
+
+    def __init__(self, app: ASGIApp, metrics: ApiMetrics, api_key: bytes | None) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.api_key = api_key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path: str = scope["path"]
+        match = _STAGE_RE.match(path)
+        if match and match.group(1) not in ("topics", "streams"):
+            path = match.group(2)
+            scope["path"] = path
+            scope["raw_path"] = path.encode()
+        status = [500]
+
+        async def send_wrapper(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            if path not in auth.OPEN_PATHS and not auth.authorised(self.api_key, scope["headers"]):
+                code, ctype, body = auth.refusal(path)
+                await send_wrapper(
+                    {"type": "http.response.start", "status": code, "headers": [(b"content-type", ctype)]}
+                )
+                await send({"type": "http.response.body", "body": body})
+            else:
+                await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            name = getattr(route, "path", None) or "unmatched"
+            self.metrics.requests.labels(name, scope["method"], str(status[0])).inc()
+            self.metrics.request_seconds.labels(name).observe(time.perf_counter() - started)
+
+
+def create_app(settings: Settings, event_log: EventLog | str | None = None) -> FastAPI:
+    """The API app over ``event_log`` (an EventLog or URL; default ``settings.log.url``).
+
+    Creates the six topics if missing and, for the embedded log, takes its writer lock, so a second API on the
+    same log directory fails here. Raises ConfigError when an API key is required and missing.
+    """
+    from pinpipe.ingest import kafka_rest, kinesis
+
+    api_key = auth.check_startup(settings)
+    owned = not isinstance(event_log, EventLog)
+    the_log = open_log(event_log if event_log is not None else settings.log.url)
+    rest_topics = {topic_name(settings.prefix, k): k for k in KINDS}
+    streams = {stream_name(settings.prefix, k): k for k in KINDS}
+    the_log.ensure_topics([*rest_topics, *streams], partitions=settings.log.partitions)
+    the_log.append(next(iter(rest_topics)), [])  # an empty append takes the embedded log's writer lock now
+    metrics = ApiMetrics()
+    state = IngestState(settings, the_log, metrics, ThreadPoolExecutor(64, "pinpipe-append"), rest_topics, streams)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        log.info("api ready", extra={"fields": {"log": the_log.url, "prefix": settings.prefix}})
+        yield
+        if owned:  # the executor stays: an app may be started again (tests run one lifespan per client)
+            the_log.close()
+
+    app = FastAPI(
+        title="pinpipe ingestion API",
+        version="1",
+        description="Kafka REST Proxy v2 produce API and API-Gateway Kinesis proxy, backed by a durable event log. "
+        "A 2xx means the records are durable. Send `X-API-Key` when the server requires it.",
+        lifespan=lifespan,
+    )
+    app.state.ingest = state
+    app.include_router(kafka_rest.router)
+    app.include_router(kinesis.router)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness and event-log health")
+    async def healthz() -> Response:
+        loop = asyncio.get_running_loop()
+        try:
+            topics = await asyncio.wait_for(loop.run_in_executor(state.executor, the_log.topics), 5.0)
+        except (LogUnavailableError, TimeoutError) as exc:
+            return json_response(
+                503,
+                {"status": "unavailable", "log": the_log.url, "error": str(exc)},
+                "application/json",
+                {"Retry-After": RETRY_AFTER_S},
+            )
+        return json_response(200, {"status": "ok", "log": the_log.url, "topics": len(topics)}, "application/json")
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    app.add_middleware(IngestMiddleware, metrics=metrics, api_key=api_key)
+    return app

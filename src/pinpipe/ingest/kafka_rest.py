@@ -1,0 +1,223 @@
+"""The Kafka REST Proxy v2 dialect: ``POST /topics/{topic}``, ``GET /topics``, ``GET /topics/{topic}``.
+
+Called by clients such as the original's batch emulator (``Content-Type: application/vnd.kafka.json.v2+json``,
+body ``{"records":[{"value":{...}}]}``). Answers as the proxy does (protocols §1):
+
+======  ============  ==========================================================================
+status  error_code    when
+======  ============  ==========================================================================
+200     —             every record durable; ``offsets`` in request order, nulls serialised
+404     40401         the topic is not one of ``<prefix>.pin|geo|user``
+413     413           the body is larger than ``api.max_request_bytes``
+415     415           the Content-Type is not ``application/vnd.kafka.json.v2+json``
+422     42203         the body is not valid JSON
+422     422           ``records`` missing, not a list, or empty ("records may not be empty")
+422     42206         a record has no ``value``, fails ``validate_raw`` (the reason verbatim), or is > 1 MiB;
+                      the message names the record index; nothing of the request is appended
+408     40801         the log did not answer within the append timeout (records may still land)
+503     50003         the log is unavailable (``Retry-After`` set); nothing acknowledged
+500     50002         any other log failure
+======  ============  ==========================================================================
+
+``key`` and ``partition`` fields of a record are accepted and ignored: the record is keyed by its ``ind``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from pinpipe.errors import LogUnavailableError, PinpipeError, UnknownTopicError
+from pinpipe.ingest.app import (
+    MAX_RECORD_BYTES,
+    RETRY_AFTER_S,
+    IngestState,
+    append_durably,
+    json_response,
+    state_of,
+)
+from pinpipe.tables import Kind, key_of, validate_raw
+
+PRODUCE_TYPE = "application/vnd.kafka.json.v2+json"
+RESPONSE_TYPE = "application/vnd.kafka.v2+json"
+
+router = APIRouter(tags=["kafka-rest-v2"])
+
+_ERROR = {
+    "type": "object",
+    "required": ["error_code", "message"],
+    "properties": {"error_code": {"type": "integer"}, "message": {"type": "string"}},
+}
+_PRODUCE_BODY = {
+    "type": "object",
+    "required": ["records"],
+    "properties": {
+        "records": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["value"],
+                "properties": {
+                    "key": {},
+                    "partition": {"type": "integer"},
+                    "value": {"type": "object", "description": "one row of the topic's table"},
+                },
+            },
+        }
+    },
+}
+_PRODUCE_OK = {
+    "type": "object",
+    "properties": {
+        "offsets": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "partition": {"type": ["integer", "null"]},
+                    "offset": {"type": ["integer", "null"]},
+                    "error_code": {"type": ["integer", "null"]},
+                    "error": {"type": ["string", "null"]},
+                },
+            },
+        },
+        "key_schema_id": {"type": "null"},
+        "value_schema_id": {"type": "null"},
+    },
+}
+
+
+def _error(status: int, code: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response(status, {"error_code": code, "message": message}, RESPONSE_TYPE, headers)
+
+
+def _err_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {c: {"description": "error envelope", "content": {RESPONSE_TYPE: {"schema": _ERROR}}} for c in codes}
+
+
+def _media_type(header: str) -> str:
+    return header.split(";", 1)[0].strip().lower()
+
+
+def _topic_not_found(topic: str) -> Response:
+    return _error(404, 40401, f"Topic {topic} not found.")
+
+
+def _prepare(kind: Kind, doc: Any) -> tuple[list[bytes], list[bytes | None]] | Response:
+    """Values and keys to append, or the 422 answer for the first bad record."""
+    records = doc.get("records") if isinstance(doc, dict) else None
+    if not isinstance(records, list) or not records:
+        return _error(422, 422, "records may not be empty")
+    values: list[bytes] = []
+    keys: list[bytes | None] = []
+    for i, record in enumerate(records):
+        if not isinstance(record, dict) or "value" not in record:
+            return _error(422, 42206, f"records[{i}] rejected: value is missing")
+        value = record["value"]
+        reason = validate_raw(kind, value)
+        if reason is not None:
+            return _error(422, 42206, f"records[{i}].value rejected: {reason}")
+        try:
+            blob = orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            return _error(422, 42206, f"records[{i}].value rejected: not_serialisable")
+        if len(blob) > MAX_RECORD_BYTES:
+            return _error(
+                422, 42206, f"records[{i}].value rejected: record_too_large ({len(blob)} bytes > {MAX_RECORD_BYTES})"
+            )
+        values.append(blob)
+        keys.append(str(key_of(kind, value)).encode())
+    return values, keys
+
+
+@router.post(
+    "/topics/{topic}",
+    summary="Produce JSON records to a topic (Kafka REST Proxy v2)",
+    openapi_extra={"requestBody": {"required": True, "content": {PRODUCE_TYPE: {"schema": _PRODUCE_BODY}}}},
+    responses={
+        200: {"description": "records durable", "content": {RESPONSE_TYPE: {"schema": _PRODUCE_OK}}},
+        **_err_responses(404, 408, 413, 415, 422, 500, 503),
+    },
+)
+async def produce(topic: str, request: Request) -> Response:
+    state = state_of(request)
+    if _media_type(request.headers.get("content-type", "")) != PRODUCE_TYPE:
+        return _error(415, 415, "HTTP 415 Unsupported Media Type")
+    kind = state.rest_topics.get(topic)
+    if kind is None:
+        return _topic_not_found(topic)
+    limit = state.settings.api.max_request_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return _error(413, 413, f"request body of {declared} bytes is larger than the limit of {limit} bytes")
+    body = await request.body()
+    if len(body) > limit:
+        return _error(413, 413, f"request body of {len(body)} bytes is larger than the limit of {limit} bytes")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _error(422, 42203, f"request body is not valid JSON: {exc}")
+    prepared = _prepare(kind, doc)
+    if isinstance(prepared, Response):
+        n = len(doc["records"]) if isinstance(doc, dict) and isinstance(doc.get("records"), list) else 1
+        state.metrics.records.labels(topic, "rejected").inc(max(n, 1))
+        return prepared
+    values, keys = prepared
+    return await _append(state, topic, values, keys)
+
+
+async def _append(state: IngestState, topic: str, values: list[bytes], keys: list[bytes | None]) -> Response:
+    try:
+        placed = await append_durably(state, topic, values, keys)
+    except TimeoutError:
+        return _error(
+            408, 40801, "the event log did not confirm the write in time; the records may or may not be stored"
+        )
+    except LogUnavailableError as exc:
+        return _error(503, 50003, f"the event log is unavailable: {exc.message}", {"Retry-After": RETRY_AFTER_S})
+    except UnknownTopicError:
+        return _topic_not_found(topic)
+    except PinpipeError as exc:
+        return _error(500, 50002, f"the event log failed: {exc.message}")
+    body = b"".join(
+        [
+            b'{"offsets":[',
+            b",".join(b'{"partition":%d,"offset":%d,"error_code":null,"error":null}' % po for po in placed),
+            b'],"key_schema_id":null,"value_schema_id":null}',
+        ]
+    )
+    return Response(body, media_type=RESPONSE_TYPE)
+
+
+@router.get(
+    "/topics",
+    summary="List topics",
+    responses={200: {"content": {RESPONSE_TYPE: {"schema": {"type": "array", "items": {"type": "string"}}}}}},
+)
+async def list_topics(request: Request) -> Response:
+    state = state_of(request)
+    return json_response(200, sorted(state.rest_topics), RESPONSE_TYPE)
+
+
+@router.get("/topics/{topic}", summary="Describe a topic", responses=_err_responses(404))
+async def describe_topic(topic: str, request: Request) -> Response:
+    state = state_of(request)
+    if topic not in state.rest_topics:
+        return _topic_not_found(topic)
+    partitions = state.settings.log.partitions
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(PinpipeError, TimeoutError):
+        known = await asyncio.wait_for(loop.run_in_executor(state.executor, state.log.topics), 5.0)
+        partitions = known.get(topic, partitions)
+    replica = [{"broker": 0, "leader": True, "in_sync": True}]
+    doc = {
+        "name": topic,
+        "configs": {},
+        "partitions": [{"partition": p, "leader": 0, "replicas": replica} for p in range(partitions)],
+    }
+    return json_response(200, doc, RESPONSE_TYPE)

@@ -1,0 +1,48 @@
+"""Prometheus metrics of one API app (its own registry: two apps in one process never share counters).
+
+Filled by :class:`pinpipe.ingest.app.IngestMiddleware` (requests, latency) and by the two dialect modules
+(records accepted/rejected, append latency); served by ``GET /metrics``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass
+class ApiMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.requests = Counter(
+            "pinpipe_api_requests_total",
+            "HTTP requests by route and status",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "pinpipe_api_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.records = Counter(
+            "pinpipe_api_records_total",
+            "records accepted (durably appended) or rejected, by topic",
+            ["topic", "outcome"],
+            registry=self.registry,
+        )
+        self.append_seconds = Histogram(
+            "pinpipe_api_append_seconds",
+            "time for the event log to durably append one request's records",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        return bytes(generate_latest(self.registry))
