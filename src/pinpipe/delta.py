@@ -91,6 +91,15 @@ def table_version(lake: Lake, *parts: str) -> int | None:
     return None if dt is None else int(dt.version())
 
 
+def row_count(lake: Lake, *parts: str) -> int | None:
+    """The number of rows of the table at ``parts`` (from the log's file statistics), None if there is none."""
+    dt = _open(lake, *parts)
+    if dt is None:
+        return None
+    with _mapped("counting", dt.table_uri):
+        return int(dt.count())
+
+
 def txn_version(lake: Lake, kind: Kind, app_id: str) -> int | None:
     """The last version committed by ``app_id`` on ``silver/<kind>``, None if it never committed (or no table)."""
     return txn_versions(lake, kind, [app_id])[app_id]
@@ -202,30 +211,30 @@ def _first_per_key(rows: pa.Table) -> pa.Table:
     return rows.take(pc.sort_indices(firsts))
 
 
-def overwrite_if_changed(lake: Lake, table: pa.Table, *parts: str, sort_by: list[str] | None = None) -> bool:
-    """Replace the table at ``parts`` with ``table`` unless it holds exactly these rows already (compared after
-    sorting by ``sort_by``, default all columns); True if it committed."""
-    keys = sort_by or [f.name for f in table.schema if not pa.types.is_nested(f.type)]
-    order = [(k, "ascending") for k in keys]
-    new = table.sort_by(order) if table.num_rows > 1 else table
+def overwrite_if_changed(lake: Lake, table: pa.Table, *parts: str) -> bool:
+    """Replace the table at ``parts`` with ``table`` (written in its own row order) unless it holds exactly these
+    rows already (compared as sets of rows); True if it committed."""
     uri = lake.table_uri(*parts)
     dt = _open(lake, *parts)
     if dt is not None:
         with _mapped("reading", uri):
             old = dt.to_pyarrow_table()
-        if old.schema.equals(new.schema, check_metadata=False):
-            old = old.sort_by(order) if old.num_rows > 1 else old
-            if old.equals(new):
-                return False
+        if old.schema.equals(table.schema, check_metadata=False) and _canonical(old).equals(_canonical(table)):
+            return False
     with _mapped("overwriting", uri):
         write_deltalake(
             dt if dt is not None else uri,
-            new,
+            table,
             mode="overwrite",
             schema_mode="overwrite",
             storage_options=None if dt is not None else (lake.storage_options or None),
         )
     return True
+
+
+def _canonical(table: pa.Table) -> pa.Table:
+    keys = [(f.name, "ascending") for f in table.schema if not pa.types.is_nested(f.type)]
+    return table.sort_by(keys) if table.num_rows > 1 and keys else table
 
 
 def append(lake: Lake, table: pa.Table, *parts: str) -> None:

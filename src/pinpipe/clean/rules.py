@@ -22,7 +22,9 @@ Semantic quarantine (checked in this order, first failure wins): ``bad_timestamp
 (UTC); ``bad_coordinates`` when latitude or longitude is null or outside [-90, 90] / [-180, 180].
 
 The winner per ``ind`` among the good rows is the last by ``(partition, offset)`` (then topic, for records of
-two topics at the same position); ``_differs`` marks a good row whose cleaned content is not the winner's.
+two topics at the same position); ``_differs`` marks a good row whose cleaned content differs from the previous
+good row of its ``ind`` in that order (a *conflict*: each change of a row's content counts once; a later row equal
+to its predecessor is a *duplicate*).
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ PIN_TEXT = (
 
 BLANK_RE = r"\A[ \t\n\r\f\x0B]*\z"
 FOLLOWER_RE = r"\A([0-9]+)(?:\.([0-9]+))?([kKmMbB]?)\z"
-TIMESTAMP_RE = r"\A[0-9]{4}-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}\z"
+TIMESTAMP_RE = (
+    r"\A(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}\z"
+)
 TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
 SAVE_PREFIX_RE = r"^Local save in "
 _SUFFIX_DIGITS = (("kK", 3), ("mM", 6), ("bB", 9))
@@ -188,21 +192,24 @@ def clean_frame(engine: Engine, kind: Kind, df: Any) -> CleanedFrame:
     cleaned, notes, _ = _KINDS[kind](F, df)
     silver = SILVER_SCHEMAS[kind].names
     good = F.col("reason").isNull()
-    window = Window.partitionBy("ind", "_bad").orderBy(
+    latest = Window.partitionBy("ind", "_bad").orderBy(
         F.col("partition").desc(), F.col("offset").desc(), F.col("topic").desc()
+    )
+    earliest = Window.partitionBy("ind", "_bad").orderBy(
+        F.col("partition").asc(), F.col("offset").asc(), F.col("topic").asc()
     )
     with_bad = cleaned.withColumn("_bad", ~good)
     differs = None
     for name in silver[1:]:
-        same = F.col(name).eqNullSafe(F.first(F.col(name)).over(window))
+        same = F.col(name).eqNullSafe(F.lag(F.col(name), 1).over(earliest))
         differs = ~same if differs is None else (differs | ~same)
     assert differs is not None
     out = with_bad.select(
         *PROVENANCE_COLUMNS,
         "reason",
         *silver,
-        (good & (F.row_number().over(window) == 1)).alias("_win"),
-        (good & differs).alias("_differs"),
+        (good & (F.row_number().over(latest) == 1)).alias("_win"),
+        (good & (F.row_number().over(earliest) > 1) & differs).alias("_differs"),
         *(F.col(f"_note{i}") for i in range(len(notes))),
     )
     return CleanedFrame(out, tuple(notes))
