@@ -9,12 +9,13 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := mariadb-server postgresql chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck venv system-deps clean lock help
+.PHONY: demo test lint typecheck venv system-deps clean lock help airflow airflow-lock
 
 help:
 	@echo "make demo   - set up .venv and run the pipeline end to end (pinpipe demo)"
 	@echo "make test   - set up everything and run the whole test suite (lint, types, unit, integration)"
 	@echo "make lock   - refresh requirements.lock from pyproject.toml"
+	@echo "make airflow - build .venv-airflow (Airflow 3 + Databricks provider) from requirements-airflow.lock"
 
 venv: $(STAMP)
 
@@ -40,7 +41,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv system-deps lint typecheck
+test: venv system-deps airflow lint typecheck
 	$(BIN)/pytest
 
 demo: venv
@@ -50,5 +51,22 @@ lock:
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install --quiet -e '.[mysql,postgres,kafka,kinesis,spark,dev]'
 	.lockenv/bin/pip freeze --exclude-editable | grep -v '^pinpipe' > requirements.lock && rm -rf .lockenv
 
+# Airflow lives in its own virtualenv (it caps FastAPI below ours); the DAGs call `pinpipe` as a subprocess.
+AIRFLOW_VENV  := .venv-airflow
+AIRFLOW_STAMP := $(AIRFLOW_VENV)/.installed
+
+airflow: $(AIRFLOW_STAMP)
+
+$(AIRFLOW_STAMP): requirements-airflow.lock
+	rm -rf $(AIRFLOW_VENV) && $(PYTHON) -m venv $(AIRFLOW_VENV)
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(AIRFLOW_VENV)/bin/python -m pip install --quiet -r requirements-airflow.lock
+	touch $@
+
+airflow-lock:
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install --quiet apache-airflow==3.3.2 apache-airflow-providers-databricks
+	{ sed -n '1,2p' requirements-airflow.lock; .lockenv/bin/pip freeze --all | grep -v -E '^(pip|setuptools|wheel)=='; } > requirements-airflow.lock.new
+	mv requirements-airflow.lock.new requirements-airflow.lock && rm -rf .lockenv
+
 clean:
-	rm -rf $(VENV) pinpipe-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) pinpipe-data .pytest_cache .mypy_cache .ruff_cache
