@@ -100,7 +100,7 @@ class Lake:
         try:
             obstore.put(self._store, key, data)
         except _FOREIGN as exc:
-            raise StoreUnavailableError(f"could not write {key} to {self.url}: {exc}", key=key) from exc
+            raise _store_error(exc, f"could not write {key} to {self.url}", key=key) from exc
 
     def create(self, key: str, data: bytes) -> bool:
         """Write a new object durably unless one with that key exists; True if written, False if it existed.
@@ -114,13 +114,13 @@ class Lake:
             try:
                 return _create_file(Path(self.root), key, data)
             except OSError as exc:
-                raise StoreUnavailableError(f"could not write {key} to {self.url}: {exc}", key=key) from exc
+                raise _store_error(exc, f"could not write {key} to {self.url}", key=key) from exc
         try:
             obstore.put(self._store, key, data, mode="create")
         except AlreadyExistsError:
             return False
         except _FOREIGN as exc:
-            raise StoreUnavailableError(f"could not write {key} to {self.url}: {exc}", key=key) from exc
+            raise _store_error(exc, f"could not write {key} to {self.url}", key=key) from exc
         return True
 
     def get(self, key: str) -> bytes | None:
@@ -130,7 +130,7 @@ class Lake:
         except FileNotFoundError:
             return None
         except _FOREIGN as exc:
-            raise StoreUnavailableError(f"could not read {key} from {self.url}: {exc}", key=key) from exc
+            raise _store_error(exc, f"could not read {key} from {self.url}", key=key) from exc
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         """Every object under ``prefix``, sorted by key."""
@@ -144,7 +144,7 @@ class Lake:
         except FileNotFoundError:
             return
         except _FOREIGN as exc:
-            raise StoreUnavailableError(f"could not list {prefix!r} in {self.url}: {exc}") from exc
+            raise _store_error(exc, f"could not list {prefix!r} in {self.url}") from exc
 
     def delete(self, key: str) -> None:
         try:
@@ -164,6 +164,23 @@ class Lake:
 def open_lake(url: str | Lake, settings: LakeSettings | None = None) -> Lake:
     """The lake at ``url`` (or ``url`` itself if it is already a :class:`Lake`: tests inject one)."""
     return url if isinstance(url, Lake) else Lake(url, settings)
+
+
+_NOT_RETRYABLE = ("NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")
+
+
+def _store_error(exc: BaseException, what: str, **facts: str) -> ConfigError | StoreUnavailableError:
+    """Map an obstore/OS error: a missing bucket or rejected credentials is a ConfigError (retrying will not
+    help), anything else StoreUnavailableError. The message keeps the first line of the foreign one."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    code = next((c for c in _NOT_RETRYABLE if c in str(exc)), None)
+    if code is not None:
+        return ConfigError(
+            f"{what}: the store answered {code}",
+            hint="check lake.url (the bucket must exist), lake.endpoint and the access keys",
+            **facts,
+        )
+    return StoreUnavailableError(f"{what}: {detail}", **facts)
 
 
 def _create_file(root: Path, key: str, data: bytes) -> bool:
