@@ -1,0 +1,294 @@
+"""The Kafka event log (``kafka://HOST:PORT[,HOST:PORT][?timeout_ms=10000]``) over confluent-kafka.
+
+Who calls what: as for every :class:`~pinpipe.log.base.EventLog` (API appends; sink and stream read and commit).
+
+- **append**: an idempotent producer with ``acks=all``; each record's partition is chosen here with
+  :func:`~pinpipe.log.base.partition_for` (the same CRC32 placement as the other backends), and ``append`` returns
+  after every delivery report arrived (a background thread polls the producer). A delivery that does not succeed
+  within ``timeout_ms`` raises LogUnavailableError.
+- **read**: an assigned (not subscribed) consumer per log object, repositioned only when the caller asks for an
+  offset other than where it stopped. ``enable.partition.eof`` tells when the end is reached.
+- **end_offset**: never the broker's watermarks (Tansu under-reports the high watermark: it gives the base of the
+  last batch); a probe consumer starts at the reported watermark and reads to the partition EOF, whose offset is
+  the true end.
+- **commit/committed**: consumer-group offset commits (``commit(offsets=..., asynchronous=False)`` /
+  ``committed``) by a group-named consumer that never joins, so commits do not trigger rebalances.
+- Tansu needs ``session.timeout.ms=6000`` and ``heartbeat.interval.ms=1000`` for groups to join quickly; both are set.
+
+KafkaException and delivery errors are mapped here, once: unknown topic → UnknownTopicError, everything else →
+LogUnavailableError.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from pinpipe.errors import ConfigError, LogUnavailableError, UnknownTopicError, require
+from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
+
+_GROUP_TIMEOUTS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+
+
+class KafkaLog(EventLog):
+    capabilities = Capabilities(durable=True, shared=True, consumer_groups=True)
+
+    def __init__(self, bootstrap: str, timeout_ms: int = 10_000) -> None:
+        self._ck: Any = require("confluent_kafka", "kafka")
+        admin_mod: Any = require("confluent_kafka.admin", "kafka")
+        self.url = f"kafka://{bootstrap}"
+        self.bootstrap = bootstrap
+        self.timeout_s = timeout_ms / 1000
+        self._common = {"bootstrap.servers": bootstrap, "socket.timeout.ms": min(timeout_ms, 60_000)}
+        self._admin = admin_mod.AdminClient(self._common)
+        self._new_topic = admin_mod.NewTopic
+        self._producer = self._ck.Producer(
+            {
+                **self._common,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 2,
+                "message.timeout.ms": timeout_ms,
+                "request.timeout.ms": min(timeout_ms, 30_000),
+            }
+        )
+        self._partitions: dict[str, int] = {}
+        self._rr = 0
+        self._lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._reader: Any = None
+        self._reader_at: tuple[str, int, int] | None = None
+        self._reader_eof: tuple[str, int, int] | None = None
+        self._groups: dict[str, Any] = {}
+        self._closed = threading.Event()
+        self._poller = threading.Thread(target=self._poll, name="pinpipe-kafka-poll", daemon=True)
+        self._poller.start()
+
+    @classmethod
+    def from_url(cls, url: str) -> KafkaLog:
+        parts = urlsplit(url)
+        if not parts.netloc:
+            raise ConfigError(f"Kafka URL {url!r} has no broker", hint="use kafka://HOST:PORT[,HOST:PORT]")
+        query = parse_qs(parts.query)
+        try:
+            timeout_ms = int(query.get("timeout_ms", ["10000"])[0])
+        except ValueError as exc:
+            raise ConfigError(f"timeout_ms in {url!r} is not an integer") from exc
+        return cls(parts.netloc, timeout_ms)
+
+    # ------------------------------------------------------------------------------------------ errors
+
+    def _unavailable(self, what: str, exc: Any) -> LogUnavailableError:
+        return LogUnavailableError(f"Kafka at {self.bootstrap} could not {what}: {exc}", backend="kafka")
+
+    def _map(self, what: str, topic: str, exc: BaseException) -> Exception:
+        err: Any = exc.args[0] if exc.args else None
+        code = err.code() if hasattr(err, "code") else None
+        if code == self._ck.KafkaError.UNKNOWN_TOPIC_OR_PART:
+            return UnknownTopicError(f"topic {topic!r} does not exist on {self.url}", topic=topic)
+        return self._unavailable(what, exc)
+
+    # ------------------------------------------------------------------------------------------ metadata
+
+    def _metadata(self, topic: str | None = None) -> dict[str, int]:
+        try:
+            md = self._admin.list_topics(topic=topic, timeout=self.timeout_s)
+        except self._ck.KafkaException as exc:
+            raise self._unavailable("list topics", exc) from exc
+        return {
+            name: len(t.partitions) for name, t in md.topics.items() if t.error is None and not name.startswith("__")
+        }
+
+    def _partition_count(self, topic: str) -> int:
+        n = self._partitions.get(topic)
+        if n is None:
+            n = self._metadata().get(topic)
+            if n is None:
+                raise UnknownTopicError(f"topic {topic!r} does not exist on {self.url}", topic=topic)
+            self._partitions[topic] = n
+        return n
+
+    def ensure_topics(self, topics: Sequence[str], partitions: int = 1) -> None:
+        existing = self._metadata()
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            futures = self._admin.create_topics([self._new_topic(t, partitions, 1) for t in missing])
+            for topic, fut in futures.items():
+                try:
+                    fut.result(self.timeout_s)
+                except self._ck.KafkaException as exc:
+                    if exc.args[0].code() != self._ck.KafkaError.TOPIC_ALREADY_EXISTS:
+                        raise self._unavailable(f"create topic {topic}", exc) from exc
+        self._partitions.update(self._metadata())
+
+    def topics(self) -> dict[str, int]:
+        found = self._metadata()
+        self._partitions.update(found)
+        return found
+
+    # ------------------------------------------------------------------------------------------ writing
+
+    def _poll(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(0.05)
+
+    def append(
+        self, topic: str, values: Sequence[bytes], keys: Sequence[bytes | None] | None = None
+    ) -> list[tuple[int, int]]:
+        if not values:
+            return []
+        n = self._partition_count(topic)
+        out: list[tuple[int, int]] = [(-1, -1)] * len(values)
+        errors: list[Any] = []
+        remaining = [len(values)]
+        done = threading.Event()
+
+        def report(i: int) -> Any:
+            def on_delivery(err: Any, msg: Any) -> None:
+                if err is not None:
+                    errors.append(err)
+                else:
+                    out[i] = (msg.partition(), msg.offset())
+                remaining[0] -= 1
+                if remaining[0] == 0:
+                    done.set()
+
+            return on_delivery
+
+        for i, value in enumerate(values):
+            key = keys[i] if keys is not None else None
+            with self._lock:
+                self._rr += 1
+                p = partition_for(key, n, self._rr)
+            while True:
+                try:
+                    self._producer.produce(topic, value, key, partition=p, on_delivery=report(i))
+                    break
+                except BufferError:
+                    time.sleep(0.01)
+                except self._ck.KafkaException as exc:
+                    raise self._map("produce", topic, exc) from exc
+        if not done.wait(self.timeout_s + 1):
+            raise LogUnavailableError(f"Kafka at {self.bootstrap} did not confirm delivery in time", backend="kafka")
+        if errors:
+            err = errors[0]
+            if err.code() == self._ck.KafkaError.UNKNOWN_TOPIC_OR_PART:
+                raise UnknownTopicError(f"topic {topic!r} does not exist on {self.url}", topic=topic)
+            raise self._unavailable("deliver records", err)
+        return out
+
+    # ------------------------------------------------------------------------------------------ reading
+
+    def _consumer(self, group: str, eof: bool = True) -> Any:
+        return self._ck.Consumer(
+            {
+                **self._common,
+                **_GROUP_TIMEOUTS,
+                "group.id": group,
+                "enable.auto.commit": False,
+                "enable.partition.eof": eof,
+                "auto.offset.reset": "earliest",
+            }
+        )
+
+    def read(
+        self, topic: str, partition: int, offset: int, max_records: int = 1000, timeout_s: float = 0.0
+    ) -> list[LogRecord]:
+        self._partition_count(topic)
+        with self._read_lock:
+            if self._reader is None:
+                self._reader = self._consumer(f"pinpipe-reader-{uuid.uuid4().hex[:8]}")
+            if self._reader_at != (topic, partition, offset):
+                self._reader.assign([self._ck.TopicPartition(topic, partition, offset)])
+                self._reader_eof = None
+            eof = self._reader_eof == (topic, partition, offset)
+            now = time.monotonic()
+            deadline, hard = now + timeout_s, now + max(timeout_s, 1.0)
+            out: list[LogRecord] = []
+            while len(out) < max_records:
+                try:
+                    msgs = self._reader.consume(num_messages=max_records - len(out), timeout=0.05)
+                except self._ck.KafkaException as exc:
+                    raise self._map("read", topic, exc) from exc
+                for msg in msgs:
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() == self._ck.KafkaError._PARTITION_EOF:
+                            eof = True
+                            continue
+                        raise self._map("read", topic, self._ck.KafkaException(err))
+                    eof = False
+                    ts = msg.timestamp()[1]
+                    out.append(LogRecord(topic, partition, msg.offset(), msg.value() or b"", msg.key(), max(ts, 0)))
+                now = time.monotonic()
+                if out and (eof or not msgs):
+                    break
+                if (eof and now >= deadline) or now >= hard:
+                    break
+            position = out[-1].offset + 1 if out else offset
+            self._reader_at = (topic, partition, position)
+            self._reader_eof = (topic, partition, position) if eof else None
+            return out
+
+    def end_offset(self, topic: str, partition: int) -> int:
+        self._partition_count(topic)
+        probe = self._consumer(f"pinpipe-probe-{uuid.uuid4().hex[:8]}")
+        try:
+            tp = self._ck.TopicPartition(topic, partition)
+            try:
+                hint = max(0, probe.get_watermark_offsets(tp, timeout=self.timeout_s)[1])
+            except self._ck.KafkaException as exc:
+                raise self._map("read watermarks", topic, exc) from exc
+            probe.assign([self._ck.TopicPartition(topic, partition, hint)])
+            end, deadline = hint, time.monotonic() + self.timeout_s
+            while time.monotonic() < deadline:
+                for msg in probe.consume(num_messages=10_000, timeout=0.1):
+                    err = msg.error()
+                    if err is None:
+                        end = msg.offset() + 1
+                    elif err.code() == self._ck.KafkaError._PARTITION_EOF:
+                        return int(max(end, msg.offset()))
+                    else:
+                        raise self._map("read", topic, self._ck.KafkaException(err))
+            raise LogUnavailableError(f"Kafka at {self.bootstrap} did not reach the end of {topic}", backend="kafka")
+        finally:
+            probe.close()
+
+    def _group(self, group: str) -> Any:
+        consumer = self._groups.get(group)
+        if consumer is None:
+            consumer = self._groups.setdefault(group, self._consumer(group, eof=False))
+        return consumer
+
+    def committed(self, group: str, topic: str) -> dict[int, int]:
+        n = self._partition_count(topic)
+        tps = [self._ck.TopicPartition(topic, p) for p in range(n)]
+        try:
+            found = self._group(group).committed(tps, timeout=self.timeout_s)
+        except self._ck.KafkaException as exc:
+            raise self._map("read commits", topic, exc) from exc
+        return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
+
+    def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
+        self._partition_count(topic)
+        offsets = [self._ck.TopicPartition(topic, p, pos) for p, pos in positions.items()]
+        try:
+            self._group(group).commit(offsets=offsets, asynchronous=False)
+        except self._ck.KafkaException as exc:
+            raise self._map("commit", topic, exc) from exc
+
+    def close(self) -> None:
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self._poller.join()
+        self._producer.flush(1.0)
+        for consumer in [self._reader, *self._groups.values()]:
+            if consumer is not None:
+                consumer.close()
+        self._reader = None
+        self._groups.clear()
