@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pinpipe.engine import Engine
-from pinpipe.errors import InvalidInputError, StoreUnavailableError
+from pinpipe.errors import InvalidInputError
 from pinpipe.lake.store import Lake
 from pinpipe.tables import Kind
 
@@ -236,47 +236,15 @@ def compute_gold_from_arrow(engine: Engine, silver: Mapping[Kind, pa.Table]) -> 
 # ---------------------------------------------------------------------------------------------- Delta I/O
 
 
-def write_gold(lake: Lake, gold: Mapping[str, pa.Table]) -> None:
-    """Replace each ``<lake>/gold/<name>`` Delta table with ``gold[name]`` (one overwrite commit per table).
+def write_gold(lake: Lake, gold: Mapping[str, pa.Table]) -> list[str]:
+    """Replace each ``<lake>/gold/<name>`` Delta table with ``gold[name]`` unless it holds these rows already.
 
-    Gold is recomputed from the whole of silver on every batch run, so an overwrite is the idempotent write.
+    Gold is recomputed from the whole of silver, so an overwrite is the idempotent write. Returns the names of
+    the tables that were committed.
     """
-    from deltalake import write_deltalake
-    from deltalake.exceptions import DeltaError
+    from pinpipe import delta
 
-    for name, table in gold.items():
-        uri = lake.table_uri("gold", name)
-        try:
-            write_deltalake(
-                uri,
-                table,
-                mode="overwrite",
-                schema_mode="overwrite",
-                storage_options=lake.storage_options or None,
-            )
-        except (DeltaError, OSError) as exc:
-            raise StoreUnavailableError(f"could not write gold table {name} to {uri}: {exc}", table=name) from exc
-
-
-def read_lake_table(lake: Lake, *parts: str) -> pa.Table | None:
-    """The Delta table at ``<lake>/<parts...>`` as Arrow (latest version), or None if there is none.
-
-    Read-only helper for the gold readers and the report (quarantine, ``_meta/runs``); deltalake errors are
-    mapped here.
-    """
-    from deltalake import DeltaTable
-    from deltalake.exceptions import DeltaError, TableNotFoundError
-
-    uri = lake.table_uri(*parts)
-    options = lake.storage_options or None
-    try:
-        if not DeltaTable.is_deltatable(uri, storage_options=options):
-            return None
-        return DeltaTable(uri, storage_options=options).to_pyarrow_table()
-    except TableNotFoundError:
-        return None
-    except (DeltaError, OSError) as exc:
-        raise StoreUnavailableError(f"could not read the Delta table {uri}: {exc}", table="/".join(parts)) from exc
+    return [name for name, table in gold.items() if delta.overwrite_if_changed(lake, table, "gold", name)]
 
 
 def read_gold_tables(lake: Lake, *, required: bool = True) -> dict[str, pa.Table]:
@@ -285,9 +253,11 @@ def read_gold_tables(lake: Lake, *, required: bool = True) -> dict[str, pa.Table
     With ``required`` (the default) a lake without every gold table raises :class:`InvalidInputError` naming
     the missing tables; otherwise the missing ones are left out.
     """
+    from pinpipe import delta
+
     found: dict[str, pa.Table] = {}
     for name in GOLD_TABLES:
-        table = read_lake_table(lake, "gold", name)
+        table = delta.read_table(lake, "gold", name)
         if table is not None:
             found[name] = _sorted(name, table)
     missing = [name for name in GOLD_TABLES if name not in found]

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.integration
 def spark() -> Iterator[Engine]:
     pytest.importorskip("pyspark")
     engine = SparkEngine()
+    engine.session.conf.set("spark.sql.shuffle.partitions", "1")  # tiny inputs: one task per stage
     try:
         yield engine
     finally:

@@ -121,8 +121,8 @@ def test_gold_round_trips_through_delta(tmp_path: Path, hand_gold: dict[str, pa.
     with pytest.raises(InvalidInputError, match="no gold tables") as info:
         read_gold(lake)
     assert "pinpipe batch" in str(info.value)
-    write_gold(lake, hand_gold)
-    write_gold(lake, hand_gold)  # an overwrite: a re-run replaces, never doubles
+    assert write_gold(lake, hand_gold) == list(GOLD_TABLES)
+    assert write_gold(lake, hand_gold) == []  # the same rows again: nothing to commit, never doubled
     assert read_gold(lake) == EXPECTED
     assert {n: t.schema for n, t in read_gold_tables(lake).items()} == GOLD_SCHEMAS
 
