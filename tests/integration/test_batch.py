@@ -1,0 +1,124 @@
+"""The batch job end to end on a file:// lake: oracle equality, crash safety, idempotence, engine parity."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pytest
+
+from pinpipe import delta
+from pinpipe.batch import run_batch
+from pinpipe.engine import DuckDBEngine, Engine, open_engine
+from pinpipe.lake.store import Lake
+from pinpipe.source.faults import send_list
+from pinpipe.source.oracle import expected_output
+from pinpipe.tables import KINDS
+from tests.fixtures.batch_lake import land
+
+PREFIX = "0affea73130b"
+
+
+@pytest.fixture(scope="module")
+def duck() -> Iterator[Engine]:
+    with DuckDBEngine() as eng:
+        yield eng
+
+
+def _versions(lake: Lake) -> dict[str, int | None]:
+    parts = [("silver", k) for k in KINDS] + [("quarantine", k) for k in KINDS]
+    return {"/".join(p): delta.table_version(lake, *p) for p in parts}
+
+
+@pytest.mark.parametrize(("rows", "seed"), [(300, 1), (1200, 7)])
+def test_batch_equals_oracle(tmp_path: Path, duck: Engine, rows: int, seed: int) -> None:
+    sent = send_list(rows, seed, resend_rate=0.1, conflict_rate=0.05, faults=0.05, iso_rate=0.3).by_kind()
+    lake = Lake(f"file://{tmp_path}")
+    land(lake, sent, per_object=97)
+    result = run_batch(lake, duck, PREFIX, gold=False)
+    expected = expected_output(sent)
+    for kind in KINDS:
+        got = delta.read_table(lake, "silver", kind)
+        assert got is not None
+        assert got.sort_by("ind").to_pylist() == expected.silver_table(kind).to_pylist(), kind
+        quarantine = delta.read_table(lake, "quarantine", kind)
+        got_q = (
+            []
+            if quarantine is None
+            else sorted(zip(quarantine["offset"].to_pylist(), quarantine["reason"].to_pylist(), strict=True))
+        )
+        assert got_q == [(q.position, q.reason) for q in expected.quarantine[kind]], kind
+        acc, run = expected.accounting[kind], result.kinds[kind]
+        assert (run.read, run.inserted, run.quarantined) == (acc.read, acc.written, acc.quarantined)
+        assert run.collapsed == acc.duplicates and run.conflicts == acc.conflicts
+        assert run.notes.get("follower_count_unparsed", 0) == acc.follower_count_unparsed
+
+
+def test_crash_between_quarantine_and_silver_then_rerun(
+    tmp_path: Path, duck: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sent = send_list(400, 3, resend_rate=0.1, faults=0.05).by_kind()
+    lake = Lake(f"file://{tmp_path}")
+    land(lake, sent, per_object=150)
+    real = delta.merge_silver
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(delta, "merge_silver", crash)
+    with pytest.raises(RuntimeError):
+        run_batch(lake, duck, PREFIX)
+    monkeypatch.setattr(delta, "merge_silver", real)
+    first = run_batch(lake, duck, PREFIX)
+    expected = expected_output(sent)
+    for kind in KINDS:
+        silver = delta.read_table(lake, "silver", kind)
+        assert silver is not None and silver.num_rows == len(expected.silver[kind])
+        quarantine = delta.read_table(lake, "quarantine", kind)
+        assert (0 if quarantine is None else quarantine.num_rows) == len(expected.quarantine[kind])
+        assert first.kinds[kind].balanced
+    assert len(first.gold_written) == 9
+    before = _versions(lake)
+    gold_before = {n: delta.table_version(lake, "gold", n) for n in first.gold_written}
+    again = run_batch(lake, duck, PREFIX)
+    assert again.total.read == 0 and again.gold_written == []
+    assert _versions(lake) == before
+    assert {n: delta.table_version(lake, "gold", n) for n in first.gold_written} == gold_before
+    # new data lands after the first objects: only it is processed
+    more = send_list(50, 9).by_kind()
+    shifted = {
+        k: [dict(r, **({"index": r["index"] + 10_000} if k == "pin" else {"ind": r["ind"] + 10_000})) for r in v]
+        for k, v in more.items()
+    }
+    land(lake, shifted, per_object=150, first_offset=len(sent["pin"]))
+    third = run_batch(lake, duck, PREFIX)
+    assert third.kinds["pin"].read == 50 and third.kinds["pin"].inserted == 50
+    runs = delta.read_table(lake, "_meta", "runs")
+    assert runs is not None and runs.num_rows == 9 and set(runs["path"].to_pylist()) == {"batch"}
+
+
+@pytest.mark.slow
+def test_duckdb_and_spark_give_identical_silver_on_the_sample(tmp_path: Path, duck: Engine) -> None:
+    pytest.importorskip("pyspark")
+    import orjson
+
+    sample = Path("/work/shared/data/pinterest-sample")
+    files = {"pin": "pinterest_data", "geo": "geolocation_data", "user": "user_data"}
+    records = {
+        k: [orjson.loads(x) for x in (sample / f"{f}.jsonl").read_bytes().splitlines()] for k, f in files.items()
+    }
+    tables: dict[str, dict[str, pa.Table]] = {}
+    for name in ("duckdb", "spark"):
+        lake = Lake(f"file://{tmp_path / name}")
+        land(lake, records, per_object=1000)
+        engine = duck if name == "duckdb" else open_engine("spark")
+        try:
+            run_batch(lake, engine, PREFIX, gold=False)
+        finally:
+            if engine is not duck:
+                engine.close()
+        tables[name] = {k: t.sort_by("ind") for k in KINDS if (t := delta.read_table(lake, "silver", k)) is not None}
+    for kind in KINDS:
+        assert tables["duckdb"][kind].equals(tables["spark"][kind]), kind
