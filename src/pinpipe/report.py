@@ -163,6 +163,13 @@ def _tile(label: str, value: str, sub: str = "") -> str:
     )
 
 
+def _interval(run: dict[str, Any]) -> str:
+    start, end = run.get("interval_start"), run.get("interval_end")
+    if start is None and end is None:
+        return "no data interval (run by hand)"
+    return f"data interval {_num(start, 'short')} → {_num(end, 'short')}"
+
+
 def _header(data: ReportData) -> str:
     runs = data.runs or []
     run_ids = {r.get("run_id") for r in runs}
@@ -175,9 +182,7 @@ def _header(data: ReportData) -> str:
         _tile(
             "last run",
             _num(last.get("finished_at") or last.get("started_at"), "short") if last else "–",
-            f"data interval {_num(last.get('interval_start'), 'short')} → {_num(last.get('interval_end'), 'short')}"
-            if last
-            else "",
+            _interval(last) if last else "",
         ),
         _tile("records read", f"{read:,}" if runs else "–", "all runs, all sources"),
         _tile("silver rows", f"{sum(n or 0 for n in data.silver_rows.values()):,}", " · ".join(silver) or "no silver"),
