@@ -149,7 +149,7 @@ def test_until_idle_returns_after_flush_seconds_without_records(lake: Lake) -> N
     log = _log({"t": 2})
     started = time.monotonic()
     stats = _sink(log, lake, flush_seconds=0.3).run(until_idle=True)
-    assert 0.3 <= time.monotonic() - started < 2.0
+    assert 0.3 <= time.monotonic() - started < 5.0
     assert stats.records == 0
 
 

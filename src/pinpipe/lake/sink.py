@@ -2,9 +2,10 @@
 
 Who calls what: ``pinpipe sink`` (and the batch DAG, through it with ``--until-idle``) builds a
 :class:`LakeSink` from an :class:`~pinpipe.log.base.EventLog` and a :class:`~pinpipe.lake.store.Lake` and calls
-:meth:`LakeSink.run`. Tests and the benchmark call the same. Objects are
-``topics/<topic>/partition=<p>/<topic>+<p>+<start offset:010d>.json``: the record values as stored, one per line,
-each newline-terminated, no envelope (:func:`encode_batch`).
+:meth:`LakeSink.run`; tests and ``bench/sink.py`` do the same. The run's thread reads the log and cuts batches;
+a :class:`~pinpipe.lake.landing.Lander` thread writes them and commits (see :mod:`pinpipe.lake.landing`). Objects
+are ``topics/<topic>/partition=<p>/<topic>+<p>+<start offset:010d>.json``: the record values as stored, one per
+line, each newline-terminated, no envelope (:func:`~pinpipe.lake.landing.encode_batch`).
 
 How it is exactly once
 ----------------------
@@ -29,15 +30,19 @@ This sink keeps the first two rules and replaces the third: **the lake itself re
    :class:`~pinpipe.errors.CorruptStateError` — and that end is committed at once.
 
 So boundaries may depend on timing (unlike Confluent's, they need not be replayable), yet no object is ever
-rewritten with other boundaries: a restart continues after the last object instead of replaying into it. A
+rewritten with other boundaries: a restart continues after the last object instead of replaying into it (close
+to what Confluent's current code does on a 412: skip ahead to the next missing file). A
 write retried after an error that hid a success meets the same key: identical bytes are accepted as already
 landed, different bytes raise CorruptStateError. One sink per (lake, group) at a time; a second one racing on
 the same partition is detected by that check, not prevented.
 
-Stopping: ``stop`` set (SIGTERM/Ctrl-C in the CLI) makes :meth:`LakeSink.run` write what it holds as (possibly
-smaller) objects, commit, and return — nothing is left uncommitted. With ``until_idle`` it returns once no
-partition has yielded a record for ``flush_seconds`` (after landing and committing everything read).
-Retryable failures (log or store down) are retried with back-off for :data:`RETRY_FOR_S`, then raised.
+Stopping: ``stop`` set (SIGTERM/Ctrl-C in the CLI) makes :meth:`LakeSink.run` cut what it holds into (possibly
+smaller) objects, wait until they are durable and committed, and return — nothing read is left uncommitted.
+With ``until_idle`` it does the same once every partition has been found empty for ``flush_seconds`` (from the
+first poll round that found no record; time spent failing does not count). Retryable failures (log or store
+down) are retried with back-off for :data:`~pinpipe.lake.landing.RETRY_FOR_S`, then raised. Topics are
+rediscovered every few seconds when no ``topics`` filter is given, so a sink started before the API lands the
+topics the API creates later.
 """
 
 from __future__ import annotations
@@ -47,31 +52,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import orjson
-
-from pinpipe.errors import CorruptStateError, PinpipeError, RetryableError, UnknownTopicError
+from pinpipe.errors import CorruptStateError, RetryableError, UnknownTopicError
+from pinpipe.lake.landing import RETRY_FOR_S, Batch, Lander, SinkStats, encode_batch
 from pinpipe.lake.metrics import SinkMetrics
-from pinpipe.lake.store import Lake, is_temporary_key, landed_key, parse_landed_key
+from pinpipe.lake.store import Lake, is_temporary_key, parse_landed_key
 from pinpipe.log.base import EventLog, LogRecord
 from pinpipe.logs import get_logger
 
-RETRY_FOR_S = 120.0
-"""How long retryable failures (log or store unavailable) are retried before :meth:`LakeSink.run` raises."""
+__all__ = ["RETRY_FOR_S", "LakeSink", "SinkStats", "encode_batch"]
+
 _RESCAN_S = 5.0
 log = get_logger("sink")
-
-
-@dataclass
-class SinkStats:
-    """What one :meth:`LakeSink.run` did."""
-
-    records: int = 0
-    objects: int = 0
-    bytes: int = 0
-    rewrites: int = 0
-    """Objects found already landed with identical bytes when writing (a retried put)."""
-    busy_s: float = 0.0
-    """Seconds from the start of the run to its last durable commit (excludes the final idle wait)."""
 
 
 @dataclass
@@ -79,33 +70,10 @@ class _Partition:
     topic: str
     partition: int
     position: int
-    """Offset of the next record to read."""
-    committed: int
-    landed: int
-    """Position after the last durable object (committed once ``landed > committed``)."""
+    """Offset of the next record to read (records before it are cut into batches or buffered here)."""
     values: list[bytes] = field(default_factory=list)
     start: int = 0
     opened: float = 0.0
-    sealed: tuple[str, bytes, int, int] | None = None
-    """A cut batch not yet durable: (key, bytes, records, end position); retried as is until written."""
-
-
-def encode_batch(values: Sequence[bytes]) -> bytes:
-    """Object bytes for record values: each value, then ``\\n``. A value holding a line break (pretty-printed
-    JSON) is re-serialised compactly first, so one line is always one record."""
-    blob = b"\n".join([*values, b""])
-    if blob.count(b"\n") == len(values) and b"\r" not in blob:
-        return blob
-    return b"\n".join([*(_one_line(v) for v in values), b""])
-
-
-def _one_line(value: bytes) -> bytes:
-    if b"\n" not in value and b"\r" not in value:
-        return value
-    try:
-        return orjson.dumps(orjson.loads(value))
-    except orjson.JSONDecodeError:
-        return value.replace(b"\r\n", b" ").replace(b"\n", b" ").replace(b"\r", b" ")
 
 
 class LakeSink:
@@ -131,7 +99,7 @@ class LakeSink:
         self.metrics = metrics
         self.stats = SinkStats()
         self._parts: dict[tuple[str, int], _Partition] = {}
-        self._started = time.monotonic()
+        self._lander: Lander | None = None
 
     # ------------------------------------------------------------------------------------------ recovery
 
@@ -189,7 +157,7 @@ class LakeSink:
             "partition ready",
             extra={"fields": {"topic": topic, "partition": partition, "position": resume}},
         )
-        return _Partition(topic, partition, position=resume, committed=resume, landed=resume)
+        return _Partition(topic, partition, position=resume)
 
     def _end_of(self, topic: str, partition: int, start: int, key: str, committed: int) -> int:
         """Position after the landed object ``key``: ``start`` + its line count when the committed position is
@@ -219,81 +187,38 @@ class LakeSink:
     # ------------------------------------------------------------------------------------------ landing
 
     def poll(self) -> int:
-        """Read one round (every partition once, without waiting); returns the number of records read."""
+        """Read one round (every partition once, without waiting) and cut the batches that are due; returns the
+        number of records read. Cutting may block while the lander has ``max_pending`` batches queued."""
         now = time.monotonic()
         got = 0
         for part in self._parts.values():
-            if part.sealed is not None:
-                continue
             room = self.flush_records - len(part.values)
             records = self.log.read(part.topic, part.partition, part.position, room)
             if records:
                 if not part.values:
                     part.start = records[0].offset
                     part.opened = now
-                part.values.extend(r.value for r in records)
+                part.values.extend([r.value for r in records])
                 part.position = records[-1].offset + 1
                 got += len(records)
+                if len(part.values) >= self.flush_records:
+                    self._cut(part)
         return got
 
     def flush(self, *, force: bool = False) -> None:
-        """Write every batch that is full, old enough, or (``force``) non-empty; then commit what is durable."""
+        """Cut every batch older than ``flush_seconds`` (``force``: every non-empty one) and queue it."""
         now = time.monotonic()
         for part in self._parts.values():
-            if part.sealed is None and part.values:
-                full = len(part.values) >= self.flush_records
-                if force or full or now - part.opened >= self.flush_seconds:
-                    data = encode_batch(part.values)
-                    key = landed_key(part.topic, part.partition, part.start)
-                    part.sealed = (key, data, len(part.values), part.position)
-                    part.values = []
-            if part.sealed is not None:
-                self._write(part)
-        self._commit()
+            if part.values and (force or now - part.opened >= self.flush_seconds):
+                self._cut(part)
 
-    def _write(self, part: _Partition) -> None:
-        assert part.sealed is not None
-        key, data, count, end = part.sealed
-        if not self.lake.create(key, data):
-            if self.lake.get(key) != data:
-                raise CorruptStateError(
-                    f"{key} already exists in {self.lake.url} with other content",
-                    hint="another sink may be landing the same log into this lake; run one sink per lake",
-                    key=key,
-                )
-            self.stats.rewrites += 1
-        part.sealed = None
-        part.landed = end
-        self.stats.records += count
-        self.stats.objects += 1
-        self.stats.bytes += len(data)
-        if self.metrics:
-            self.metrics.landed(part.topic, part.partition, count, len(data))
-        log.debug("landed", extra={"fields": {"key": key, "records": count}})
-
-    def _commit(self) -> None:
-        by_topic: dict[str, dict[int, int]] = {}
-        for part in self._parts.values():
-            if part.landed > part.committed:
-                by_topic.setdefault(part.topic, {})[part.partition] = part.landed
-        for topic, positions in by_topic.items():
-            self.log.commit(self.group, topic, positions)
-            for p, pos in positions.items():
-                self._parts[(topic, p)].committed = pos
-            self.stats.busy_s = time.monotonic() - self._started
-        if by_topic and self.metrics:
-            for part in self._parts.values():
-                self.metrics.position(part.topic, part.partition, part.committed, self._end(part))
-
-    def _end(self, part: _Partition) -> int | None:
-        try:
-            return self.log.end_offset(part.topic, part.partition)
-        except PinpipeError:
-            return None
-
-    def pending(self) -> bool:
-        """True while some record read is not yet committed."""
-        return any(p.values or p.sealed or p.landed > p.committed for p in self._parts.values())
+    def _cut(self, part: _Partition) -> None:
+        batch = Batch(
+            part.topic, part.partition, part.start, part.position, len(part.values), encode_batch(part.values)
+        )
+        part.values = []
+        assert self._lander is not None, "batches are cut only inside run()"
+        self._lander.submit(batch)
 
     # ------------------------------------------------------------------------------------------ the loop
 
@@ -303,48 +228,53 @@ class LakeSink:
         Either way it ends by writing what it holds and committing it. Returns the run's statistics.
         """
         stop = stop or threading.Event()
-        self._started = time.monotonic()
+        self._lander = lander = Lander(self.log, self.lake, self.group, self.stats, self.metrics)
         poll_wait = min(0.05, self.flush_seconds / 5)
-        last_record = last_scan = time.monotonic()
+        last_scan = time.monotonic()
+        idle_since: float | None = None
         failing_since: float | None = None
         backoff = 0.1
         ready = False
-        while True:
-            try:
-                if not ready:
-                    self.discover()
-                    ready = True
-                if stop.is_set():
-                    self.flush(force=True)
-                    break
-                now = time.monotonic()
-                if self.topic_filter is None and now - last_scan >= _RESCAN_S:
-                    last_scan = now
-                    if new := self.discover():
-                        log.info("new topics", extra={"fields": {"topics": ",".join(new)}})
-                got = self.poll()
-                self.flush()
-                now = time.monotonic()
-                if got:
-                    last_record = now
-                elif until_idle and now - last_record >= self.flush_seconds:
-                    self.flush(force=True)
-                    if not self.pending():
+        try:
+            while True:
+                try:
+                    if not ready:
+                        self.discover()
+                        ready = True
+                    now = time.monotonic()
+                    if stop.is_set() or (until_idle and idle_since and now - idle_since >= self.flush_seconds):
+                        self.flush(force=True)
+                        lander.drain()
                         break
-                else:
-                    stop.wait(poll_wait)
-                failing_since, backoff = None, 0.1
-            except RetryableError as exc:
-                now = time.monotonic()
-                failing_since = failing_since or now
-                if now - failing_since >= RETRY_FOR_S:
-                    raise
-                log.warning("retrying", extra={"fields": {"error": str(exc), "backoff_s": round(backoff, 2)}})
-                if stop.is_set():  # stopping: still retry the final write and commit, but without spinning
-                    time.sleep(backoff)
-                else:
-                    stop.wait(backoff)
-                backoff = min(backoff * 2, 5.0)
+                    if self.topic_filter is None and now - last_scan >= _RESCAN_S:
+                        last_scan = now
+                        if new := self.discover():
+                            log.info("new topics", extra={"fields": {"topics": ",".join(new)}})
+                    got = self.poll()
+                    self.flush()
+                    if got:
+                        idle_since = None
+                    else:
+                        idle_since = idle_since or time.monotonic()  # the first round that found nothing
+                        stop.wait(poll_wait)
+                    failing_since, backoff = None, 0.1
+                except RetryableError as exc:
+                    if exc is lander.error:
+                        raise  # the lander already retried for RETRY_FOR_S
+                    now = time.monotonic()
+                    failing_since = failing_since or now
+                    if now - failing_since >= RETRY_FOR_S:
+                        raise
+                    log.warning("retrying", extra={"fields": {"error": str(exc), "backoff_s": round(backoff, 2)}})
+                    if stop.is_set():  # stopping: still retry the final reads, but without spinning
+                        time.sleep(backoff)
+                    else:
+                        stop.wait(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    idle_since = None  # time spent failing does not count as idle
+        finally:
+            lander.close()
+            self._lander = None
         log.info(
             "sink stopped",
             extra={

@@ -1,0 +1,114 @@
+"""Sink throughput on ``file://``: records/s landed from the embedded log, against plain obstore puts of the same
+bytes in the same run (target ratio >= 0.8).
+
+    .venv/bin/python bench/sink.py [--records N] [--flush-records N] [--profile]
+
+The log is filled first (not timed). The sink then lands everything (timed to its last commit: reads, joins,
+durable writes with fsync, commits). The baseline writes the very objects the sink produced with ``obstore.put``
+to a fresh ``LocalStore`` (no fsync, no reads). Not a test: it prints figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+import obstore
+import orjson
+from obstore.store import LocalStore
+
+from pinpipe.lake.sink import LakeSink
+from pinpipe.lake.store import Lake
+from pinpipe.log.embedded import EmbeddedLog
+
+TOPICS = ("bench.pin", "bench.geo", "bench.user")
+
+
+def _value(i: int, topic: str) -> bytes:
+    if topic.endswith("pin"):
+        row = {
+            "index": i,
+            "unique_id": f"{i:08x}-58f0-4b5c-8b8e-4bd2c0b1e5d{i % 10}",
+            "title": "Every Thing You Need To Know About Decorating Your Home",
+            "description": "Everything you need to know about decorating, from color palettes to layouts. 15.1k Likes",
+            "poster_name": "Home Decor Ideas",
+            "follower_count": "124k",
+            "tag_list": "Home Decor,Living Room,Interior Design,Apartment",
+            "is_image_or_video": "image",
+            "image_src": "https://i.pinimg.com/originals/d4/12/78/d412789b1b8e3c4a5f6a7b8c9d0e1f2a.jpg",
+            "downloaded": 1,
+            "save_location": "Local save in /data/home-decor",
+            "category": "home-decor",
+        }
+    elif topic.endswith("geo"):
+        row = {
+            "ind": i,
+            "timestamp": "2020-08-28 03:52:47",
+            "latitude": -89.9787,
+            "longitude": -173.293,
+            "country": "Albania",
+        }
+    else:
+        row = {
+            "ind": i,
+            "first_name": "Alexandria",
+            "last_name": "Alvarado",
+            "age": 20,
+            "date_joined": "2015-10-31 11:13:23",
+        }
+    return orjson.dumps(row)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--flush-records", type=int, default=10_000)
+    parser.add_argument("--profile", action="store_true", help="print the sink's top functions by cumulative time")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="pinpipe-bench-sink-") as tmp:
+        root = Path(tmp)
+        log = EmbeddedLog(root / "log")
+        log.ensure_topics(list(TOPICS), 1)
+        per_topic = args.records // len(TOPICS)
+        started = time.perf_counter()
+        for topic in TOPICS:
+            for first in range(0, per_topic, 5_000):
+                log.append(topic, [_value(i, topic) for i in range(first, min(first + 5_000, per_topic))])
+        total = per_topic * len(TOPICS)
+        print(f"filled the log: {total:,} records in {time.perf_counter() - started:.2f} s (not timed below)")
+
+        lake = Lake(f"file://{root / 'lake'}")
+        sink = LakeSink(log, lake, group="bench", flush_records=args.flush_records, flush_seconds=0.5)
+        profile = cProfile.Profile() if args.profile else None
+        if profile:
+            profile.enable()
+        stats = sink.run(until_idle=True)
+        if profile:
+            profile.disable()
+        assert stats.records == total, stats
+        sink_s = stats.busy_s
+
+        objects = {o.key: lake.get(o.key) or b"" for o in lake.list("topics/")}
+        plain = LocalStore(root / "plain", mkdir=True)
+        started = time.perf_counter()
+        for key, data in objects.items():
+            obstore.put(plain, key, data)
+        plain_s = time.perf_counter() - started
+
+        size = sum(len(d) for d in objects.values())
+        sink_rate, plain_rate = total / sink_s, total / plain_s
+        print(f"objects: {len(objects)} of <= {args.flush_records:,} records, {size / 1e6:.1f} MB")
+        print(f"sink (read log + join + fsync'd create + commit): {sink_s:.3f} s  {sink_rate:,.0f} records/s")
+        print(f"plain obstore.put of the same bytes:              {plain_s:.3f} s  {plain_rate:,.0f} records/s")
+        print(f"ratio sink/plain: {sink_rate / plain_rate:.2f}  (target >= 0.8)")
+        if profile:
+            pstats.Stats(profile).sort_stats("cumulative").print_stats(18)
+        log.close()
+
+
+if __name__ == "__main__":
+    main()
