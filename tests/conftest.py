@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.databases import DatabaseServer, mariadb_server, postgres_server
 from tests.fixtures.services import Service, moto_server, tansu_broker
 
 os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
@@ -28,6 +29,20 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """A Tansu Kafka broker (in-memory storage) for the whole session; ``kafka.port`` is its port."""
     with tansu_broker(tmp_path_factory.mktemp("tansu")) as svc:
         yield svc
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseServer]:
+    """A MariaDB server for the whole session; ``mariadb.new_database()`` gives a test its own database URL."""
+    with mariadb_server(tmp_path_factory.mktemp("mariadb")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DatabaseServer]:
+    """A PostgreSQL server for the whole session; ``postgres.new_database()`` gives a test its own database URL."""
+    with postgres_server(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
 
 
 @pytest.fixture

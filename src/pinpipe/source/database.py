@@ -23,6 +23,7 @@ server cannot be reached, :class:`~pinpipe.errors.ConfigError` for a bad URL.
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -175,19 +176,23 @@ def insert_rows(conn: Connection, table: Kind | str, rows: list[tuple[Any, ...]]
 
     Callers: the loader, chunk by chunk. The statement is compiled once per call for the connection's dialect
     and the DBAPI gets plain tuples (only DATETIME values go through the dialect's converter), which is several
-    times faster than SQLAlchemy's per-row dict processing for wide tables."""
+    times faster than SQLAlchemy's per-row dict processing for wide tables. PostgreSQL (psycopg) gets the rows
+    through ``COPY FROM STDIN`` instead. MySQL loads are bound by PyMySQL's pure-Python escaping (~10k rows/s)."""
     if not rows:
         return 0
     t = source_table(table)
     dialect = conn.dialect
+    if dialect.name == "postgresql" and dialect.driver == "psycopg":
+        return _copy_rows(conn, t, rows)
     compiled = sa.insert(t).compile(dialect=dialect)
     converters = [
-        (i, processor)
+        (i, _datetime_converter(dialect, column))
         for i, column in enumerate(t.columns)
-        if (processor := column.type.bind_processor(dialect)) is not None
+        if isinstance(column.type, sa.DateTime)
     ]
+    converters = [(i, convert) for i, convert in converters if convert is not None]
     if converters:
-        rows = [_convert(row, converters) for row in rows]
+        rows = _convert(rows, converters)
     params: list[Any]
     if compiled.positional:
         params = rows
@@ -198,11 +203,30 @@ def insert_rows(conn: Connection, table: Kind | str, rows: list[tuple[Any, ...]]
     return len(rows)
 
 
-def _convert(row: tuple[Any, ...], converters: list[tuple[int, Any]]) -> tuple[Any, ...]:
-    values = list(row)
-    for i, processor in converters:
-        values[i] = processor(values[i])
-    return tuple(values)
+def _copy_rows(conn: Connection, t: sa.Table, rows: list[tuple[Any, ...]]) -> int:
+    """PostgreSQL: ``COPY ... FROM STDIN`` (binary-safe, ~10x faster than psycopg's pipelined executemany)."""
+    prepare = conn.dialect.identifier_preparer
+    columns = ", ".join(prepare.format_column(column) for column in t.columns)
+    cursor: Any = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    with cursor.copy(f"COPY {prepare.format_table(t)} ({columns}) FROM STDIN") as copy:
+        for row in rows:
+            copy.write_row(row)
+    return len(rows)
+
+
+def _datetime_converter(dialect: sa.Dialect, column: sa.Column[Any]) -> Any:
+    """How a DATETIME value reaches the driver: SQLite stores text in SQLAlchemy's default format
+    (``YYYY-MM-DD HH:MM:SS.ffffff``, which ``isoformat`` writes ten times faster than SQLAlchemy's processor);
+    other dialects use their bind processor, if any."""
+    if dialect.name == "sqlite":
+        return operator.methodcaller("isoformat", " ", "microseconds")
+    return column.type.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _convert(rows: list[tuple[Any, ...]], converters: list[tuple[int, Any]]) -> list[tuple[Any, ...]]:
+    for i, convert in converters:
+        rows = [row if row[i] is None else (*row[:i], convert(row[i]), *row[i + 1 :]) for row in rows]
+    return rows
 
 
 def read_row(conn: Connection, table: Kind | str, offset: int) -> dict[str, Any] | None:

@@ -39,7 +39,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -244,7 +244,7 @@ def _pins(rng: np.random.Generator, keys: list[int]) -> list[tuple[Any, ...]]:
             )
         else:
             image_src = f"https://i.pinimg.com/videos/thumbnails/originals/{h[32:34]}/{h[34:36]}/{h[36:38]}/{h[32:]}.0000001.jpg"
-        poster, followers = cast(tuple[str, str], posters[i])
+        poster, followers = posters[i]
         category_name = categories[c]
         rows.append(
             (

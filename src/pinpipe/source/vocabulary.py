@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,7 +37,7 @@ class Pool:
     offsets: npt.NDArray[np.int64]
     lengths: npt.NDArray[np.int64]
 
-    def pick(self, category: npt.NDArray[np.int64], uniform: npt.NDArray[np.float64]) -> list[object]:
+    def pick(self, category: npt.NDArray[np.int64], uniform: npt.NDArray[np.float64]) -> list[Any]:
         """One value per row from the row's category pool; ``uniform`` holds one U[0,1) draw per row."""
         index = self.offsets[category] + (uniform * self.lengths[category]).astype(np.int64)
         values = self.values
