@@ -27,7 +27,8 @@ original DAG. Everything that differs between installations is a **Param** (edit
   id/secret, extra ``{"endpoint_url": ..., "region_name": ...}``.
 
 Exit codes map to Airflow's retry semantics: pinpipe exits 2 on a configuration error and 3 on an accounting
-error — retrying cannot help, so the task fails at once; any other failure is retried.
+error — retrying cannot help, so the task fails at once (the quality gate's verdict, exit 1, too); any other
+failure (75: a service was unavailable) is retried.
 """
 
 from __future__ import annotations
@@ -89,8 +90,10 @@ def settings_env(params: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def run_pinpipe(*args: str) -> str:
-    """Run ``pinpipe ARGS`` in the ``workdir`` Param, stream its output to the task log, return the last lines."""
+def run_pinpipe(*args: str, final: dict[int, str] = NO_RETRY_EXIT_CODES) -> str:
+    """Run ``pinpipe ARGS`` in the ``workdir`` Param, stream its output to the task log, return the last lines.
+
+    An exit code in ``final`` fails the task without retries; any other non-zero code raises for a retry."""
     params = get_current_context()["params"]
     argv = [str(params["pinpipe"]), *args]
     workdir = Path(str(params["workdir"])).expanduser()
@@ -109,8 +112,8 @@ def run_pinpipe(*args: str) -> str:
         print(line.rstrip("\n"), flush=True)
         tail = [*tail[-19:], line.rstrip("\n")]
     code = proc.wait()
-    if code in NO_RETRY_EXIT_CODES:
-        raise AirflowFailException(f"`{shlex.join(argv)}` failed: {NO_RETRY_EXIT_CODES[code]} (exit {code})")
+    if code in final:
+        raise AirflowFailException(f"`{shlex.join(argv)}` failed: {final[code]} (exit {code})")
     if code != 0:
         raise AirflowException(f"`{shlex.join(argv)}` exited with code {code}")
     return "\n".join(tail)
@@ -167,6 +170,7 @@ with DAG(
             data_interval_start.isoformat(),
             "--interval-end",
             data_interval_end.isoformat(),
+            final={**NO_RETRY_EXIT_CODES, 1: "quality gate failed"},
         )
 
     @task

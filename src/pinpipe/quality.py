@@ -85,11 +85,11 @@ class QualityVerdict:
         )
         out = [f"run {self.run_id} ({self.path}, {interval}, finished {self.finished_at.isoformat()})"]
         for k in self.kinds:
-            mark = "ok" if k.balanced and k.share <= self.max_quarantine_share else "FAIL"
+            balance = "balanced" if k.balanced else "NOT BALANCED"
+            share = "ok" if k.share <= self.max_quarantine_share else "TOO HIGH"
             out.append(
                 f"  {k.kind:<5} read {k.read} = written {k.written} + collapsed {k.collapsed} + quarantined "
-                f"{k.quarantined} [{'balanced' if k.balanced else 'UNBALANCED'}], quarantined "
-                f"{k.share:.2%} (max {self.max_quarantine_share:.2%}) {mark}"
+                f"{k.quarantined}: {balance}; quarantined {k.share:.2%} (max {self.max_quarantine_share:.2%}): {share}"
             )
         out.append("quality gate: " + ("passed" if self.ok else "FAILED"))
         return out
