@@ -17,7 +17,7 @@ from rich.console import Console
 from pinpipe.errors import PinpipeError
 from pinpipe.logs import LogFormat, setup_logging
 
-COMMAND_MODULES = ("config_cmd", "sink_cmd", "source_cmd", "ingest_cmd", "quality_cmd", "results_cmd", "accounting_cmd", "demo_cmd")
+COMMAND_MODULES = ("config_cmd", "sink_cmd", "source_cmd", "ingest_cmd", "quality_cmd", "results_cmd", "accounting_cmd", "drill_cmd", "demo_cmd")
 """Modules under ``pinpipe.cli`` that add commands, in ``--help`` order."""
 
 console = Console()
