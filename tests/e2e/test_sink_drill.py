@@ -25,9 +25,8 @@ TOTAL = 50_000
 KILLS = 4
 
 
-def _feed(log: EmbeddedLog, first: int, n: int) -> None:
-    """Append records ``first``..``first+n`` in chunks of 500, round-robin over the topics, over ~0.6 s."""
-    names = list(TOPICS)
+def _feed(log: EmbeddedLog, first: int, n: int, names: tuple[str, ...] = tuple(TOPICS)) -> None:
+    """Append records ``first``..``first+n`` in chunks of 500, round-robin over ``names``, 0.03 s apart."""
     for chunk in range(first, first + n, 500):
         topic = names[(chunk // 500) % len(names)]
         size = min(500, first + n - chunk)
@@ -82,4 +81,24 @@ def test_sink_survives_random_sigkills_exactly_once(tmp_path: Path) -> None:
     assert assert_exactly_once(lake, log, "pinpipe-sink") == TOTAL
     resumed = sum(path.read_text().count("resumed after an uncommitted object") for path in tmp_path.glob("sink-*.log"))
     print(f"{KILLS} kills, {len(seen)} objects seen before kills, {len(final)} in the end, {resumed} resumes")
+    log.close()
+
+
+def test_sigterm_lands_what_was_read_commits_and_exits_0(tmp_path: Path) -> None:
+    log = EmbeddedLog(tmp_path / "log")
+    log.ensure_topics(["term.pin"], 1)
+    proc, err = _sink(tmp_path, "--flush-seconds", "600", "--flush-records", "100000")
+    _wait_ready(err, proc)
+    _feed(log, 0, 1_000, ("term.pin",))
+    time.sleep(1.0)  # let it read them; nothing is due before 600 s or 100,000 records
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == 0, err.read_text()
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    first = digests(landed_objects(lake))
+    assert list(first) == ["topics/term.pin/partition=0/term.pin+0+0000000000.json"]
+    assert "reason=stop" in err.read_text()
+    proc, err = _sink(tmp_path, "--until-idle")
+    assert proc.wait(60) == 0, err.read_text()
+    assert {k: v for k, v in digests(landed_objects(lake)).items() if k in first} == first
+    assert assert_exactly_once(lake, log, "pinpipe-sink") == 1_000
     log.close()
