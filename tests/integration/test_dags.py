@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from tests.fixtures.services import free_port, start, venv_bin
+
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
@@ -196,3 +198,40 @@ def test_a_failed_quality_gate_fails_the_run_at_once(airflow_home: AirflowHome, 
     assert calls[0] == "sink --until-idle"
     assert calls[1] == f"batch --interval-start {start} --interval-end {end}"
     assert calls[2].startswith("quality --max-quarantine-share 0.05 --interval-start")
+
+
+def test_the_daily_dag_lands_batches_gates_and_reports_end_to_end(airflow_home: AirflowHome, tmp_path: Path) -> None:
+    """A prepared deployment (source database, API, emulated traffic in both dialects), then ``dag.test()``."""
+    work = tmp_path / "work"
+    work.mkdir()
+    db, log, lake = f"sqlite:///{work / 'source.db'}", f"file://{work / 'log'}", f"file://{work / 'lake'}"
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PINPIPE")}
+    pinpipe = venv_bin("pinpipe")
+    subprocess.run([pinpipe, "source", "init", "--db", db], cwd=work, env=env, check=True, capture_output=True)
+    port = free_port()
+    api = start("api", [pinpipe, "api", "--port", str(port), "--log", log], port, work, env=env, timeout=60)
+    try:
+        for dialect in ("batch", "stream"):
+            emulate = ["emulate", "--dialect", dialect, "--api", api.url, "--db", db, "--count", "200"]
+            subprocess.run(
+                [pinpipe, *emulate, "--records-per-request", "20", "--send-log", str(work / "send-log.jsonl")],
+                cwd=work,
+                env=env,
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+    finally:
+        api.stop()
+
+    conf = {"pinpipe": pinpipe, "workdir": str(work), "lake_url": lake, "log_url": log}
+    result = airflow_home.run(f"CONF = {conf!r}\n" + DAG_TEST, timeout=300)
+    assert result["state"] == "success", result
+    assert {task: state for task, (state, _) in result["tasks"].items()} == dict.fromkeys(
+        ("land", "batch", "quality", "report"), "success"
+    )
+    gold = sorted(p.name for p in (work / "lake" / "gold").iterdir() if (p / "_delta_log").is_dir())
+    assert len(gold) == 9 and "top_category_by_country" in gold
+    reports = list((work / "pinpipe-data" / "reports").glob("pinpipe-*.html"))
+    assert len(reports) == 1 and reports[0].name == f"pinpipe-{result['interval'][0][:10]}.html"
+    assert reports[0].stat().st_size > 1000
