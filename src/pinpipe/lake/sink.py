@@ -171,7 +171,7 @@ class LakeSink:
         records: list[LogRecord] = []
         while len(records) < lines:
             offset = records[-1].offset + 1 if records else start
-            got = self.log.read(topic, partition, offset, lines - len(records))
+            got = self.log.read(topic, partition, offset, lines - len(records), timeout_s=2.0)
             if not got:
                 break
             records.extend(got)
