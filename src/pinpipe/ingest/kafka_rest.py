@@ -40,7 +40,8 @@ from pinpipe.ingest.app import (
     json_response,
     state_of,
 )
-from pinpipe.tables import Kind, key_of, validate_raw
+from pinpipe.ingest.validate import check_record
+from pinpipe.tables import Kind, key_of
 
 PRODUCE_TYPE = "application/vnd.kafka.json.v2+json"
 RESPONSE_TYPE = "application/vnd.kafka.v2+json"
@@ -119,7 +120,7 @@ def _prepare(kind: Kind, doc: Any) -> tuple[list[bytes], list[bytes | None]] | R
         if not isinstance(record, dict) or "value" not in record:
             return _error(422, 42206, f"records[{i}] rejected: value is missing")
         value = record["value"]
-        reason = validate_raw(kind, value)
+        reason = check_record(kind, value)
         if reason is not None:
             return _error(422, 42206, f"records[{i}].value rejected: {reason}")
         try:
@@ -165,7 +166,7 @@ async def produce(topic: str, request: Request) -> Response:
     prepared = _prepare(kind, doc)
     if isinstance(prepared, Response):
         n = len(doc["records"]) if isinstance(doc, dict) and isinstance(doc.get("records"), list) else 1
-        state.metrics.records.labels(topic, "rejected").inc(max(n, 1))
+        state.metrics.record_count(topic, "rejected", max(n, 1))
         return prepared
     values, keys = prepared
     return await _append(state, topic, values, keys)

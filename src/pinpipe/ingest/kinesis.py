@@ -40,7 +40,8 @@ from pinpipe.ingest.app import (
     json_response,
     state_of,
 )
-from pinpipe.tables import Kind, key_of, validate_raw
+from pinpipe.ingest.validate import check_record
+from pinpipe.tables import Kind, key_of
 
 MAX_RECORDS = 500
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
@@ -124,7 +125,7 @@ def _prepare(kind: Kind, entries: list[Any]) -> tuple[list[bytes], list[bytes | 
                 "Member must be a string of length 1 to 256"
             )
         row = _row(data)
-        reason = validate_raw(kind, row)
+        reason = check_record(kind, row)
         if reason is not None:
             return _validation(f"Records[{i}].Data rejected: {reason}")
         try:
@@ -187,7 +188,7 @@ async def put_record(stream: str, request: Request) -> Response:
         return _validation("the request body must be a JSON object")
     prepared = _prepare(kind, [doc])
     if isinstance(prepared, Response):
-        state.metrics.records.labels(stream, "rejected").inc()
+        state.metrics.record_count(stream, "rejected", 1)
         return prepared
     placed = await _append(state, stream, *prepared)
     if isinstance(placed, Response):
@@ -220,7 +221,7 @@ async def put_records(stream: str, request: Request) -> Response:
         )
     prepared = _prepare(kind, entries)
     if isinstance(prepared, Response):
-        state.metrics.records.labels(stream, "rejected").inc(len(entries))
+        state.metrics.record_count(stream, "rejected", len(entries))
         return prepared
     placed = await _append(state, stream, *prepared)
     if isinstance(placed, Response):

@@ -7,6 +7,7 @@ Filled by :class:`pinpipe.ingest.app.IngestMiddleware` (requests, latency) and b
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
@@ -43,6 +44,28 @@ class ApiMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+        self._children: dict[tuple[str, ...], Any] = {}
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request (label children are cached: this runs on every request)."""
+        key = ("req", route, method, str(status))
+        counter = self._children.get(key)
+        if counter is None:
+            counter = self._children[key] = self.requests.labels(route, method, str(status))
+        counter.inc()
+        hist = self._children.get(("lat", route))
+        if hist is None:
+            hist = self._children[("lat", route)] = self.request_seconds.labels(route)
+        hist.observe(seconds)
+
+    def record_count(self, topic: str, outcome: str, n: int) -> None:
+        """Count ``n`` records of ``topic`` as accepted or rejected."""
+        key = ("rec", topic, outcome)
+        counter = self._children.get(key)
+        if counter is None:
+            counter = self._children[key] = self.records.labels(topic, outcome)
+        counter.inc(n)
 
     def render(self) -> bytes:
         return bytes(generate_latest(self.registry))

@@ -38,6 +38,9 @@ from pinpipe.logs import get_logger
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _POLL_S = 0.005
+_GATHER_S = 0.0005
+_GATHER_MIN = 32
+"""A batch smaller than this waits up to _GATHER_S for more appenders before its fsync (group commit)."""
 log = get_logger("log.embedded")
 
 _Pending = tuple[str, Sequence[bytes], Sequence[bytes | None] | None, "Future[list[tuple[int, int]]]"]
@@ -78,6 +81,8 @@ class EmbeddedLog(EventLog):
     # ------------------------------------------------------------------------------------------ metadata
 
     def _load_topics(self) -> dict[str, int]:
+        if self._lock_fd is not None and self._topics_mtime != -1.0:
+            return self._topics  # the writer is the only process that changes topics.json: no need to stat
         meta = self.path / "topics.json"
         try:
             mtime = meta.stat().st_mtime
@@ -181,9 +186,10 @@ class EmbeddedLog(EventLog):
             raise ValueError("keys and values must have the same length")
         if self._closed:
             raise LogUnavailableError(f"event log {self.url} is closed", backend="file")
-        self._partitions(topic)
-        with self._meta_lock:
-            self._acquire_writer()
+        if self._lock_fd is None or topic not in self._topics:
+            self._partitions(topic)
+            with self._meta_lock:
+                self._acquire_writer()
         fut: Future[list[tuple[int, int]]] = Future()
         if not values:
             fut.set_result([])
@@ -203,6 +209,10 @@ class EmbeddedLog(EventLog):
                     self._cond.wait()
                 if not self._pending and self._closed:
                     return
+                small = len(self._pending) < _GATHER_MIN and not self._closed
+            if small:
+                time.sleep(_GATHER_S)  # let concurrent appenders join this fsync
+            with self._cond:
                 batch, self._pending = self._pending, []
             self._write_batch(batch)
 

@@ -1,0 +1,73 @@
+"""Per-record validation for the API hot path: a fast check that accepts the common well-typed record, falling
+back to :func:`pinpipe.tables.validate_raw` (the contract, with its reason strings) for anything else.
+
+Called by both dialect modules for every record. The fast path accepts a record only when ``validate_raw`` would
+(tested against it on generated records in ``tests/unit/test_ingest_validate.py``); whatever it is unsure about
+— strings in numeric columns, unknown fields, nulls in the key — goes to ``validate_raw``, so acceptance and the
+reasons are exactly the contract's.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pinpipe.tables import KINDS, RAW_TABLES, Kind, validate_raw
+
+_TEXT = (str, int, float)
+_ACCEPT: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "text": _TEXT,
+    "datetime": (str,),
+    "flag": (bool,),
+}
+_TYPES: dict[Kind, dict[str, tuple[type, ...]]] = {
+    kind: {name: _ACCEPT[raw_type] for name, raw_type in RAW_TABLES[kind].columns} for kind in KINDS
+}
+_FLAGS: dict[Kind, frozenset[str]] = {
+    kind: frozenset(name for name, raw_type in RAW_TABLES[kind].columns if raw_type == "flag") for kind in KINDS
+}
+
+
+def _shape_ok(kind: Kind, names: tuple[str, ...], types: tuple[type, ...]) -> bool:
+    accepted = _TYPES[kind]
+    for name, tv in zip(names, types, strict=True):
+        ok = accepted.get(name)
+        if ok is None:
+            return False
+        if tv is type(None) or tv in ok or (name in _FLAGS[kind] and tv is int):
+            continue
+        return False
+    return True
+
+
+_SHAPES: dict[tuple[Kind, tuple[str, ...], tuple[type, ...]], bool] = {}
+"""Verdicts per (kind, field names in order, value types): producers send the same shape again and again."""
+
+
+def _surely_valid(kind: Kind, value: Any) -> bool:
+    if type(value) is not dict:
+        return False
+    key = value.get(RAW_TABLES[kind].key)
+    if type(key) is not int or key < 0:
+        return False
+    shape = (kind, tuple(value), tuple(map(type, value.values())))
+    verdict = _SHAPES.get(shape)
+    if verdict is None:
+        if len(_SHAPES) > 10_000:
+            _SHAPES.clear()
+        verdict = _SHAPES[shape] = _shape_ok(kind, shape[1], shape[2])
+    if not verdict:
+        return False
+    for name in _FLAGS[kind]:  # an int flag must be 0 or 1, which the shape alone cannot say
+        flag = value.get(name)
+        if type(flag) is int and flag not in (0, 1):
+            return False
+    return True
+
+
+def check_record(kind: Kind, value: Any) -> str | None:
+    """Why ``value`` cannot be a raw row of ``kind`` (``validate_raw``'s reason), or None if it can."""
+    if _surely_valid(kind, value):
+        return None
+    return validate_raw(kind, value)

@@ -1,0 +1,49 @@
+"""The API's fast record check accepts and rejects exactly as ``validate_raw`` does, with the same reasons."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pinpipe.ingest.validate import check_record
+from pinpipe.tables import KINDS, RAW_TABLES, Kind, validate_raw
+
+_SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-5, max_value=2**70),
+    st.floats(allow_nan=False),
+    st.text(max_size=5),
+    st.sampled_from(["12", "-3", "1.5", "0", " 7 ", "2020-08-28 03:52:47"]),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=1),
+)
+
+
+@st.composite
+def records(draw: st.DrawFn) -> tuple[Kind, Any]:
+    kind = draw(st.sampled_from(KINDS))
+    names = list(RAW_TABLES[kind].column_names)
+    keys = draw(st.lists(st.sampled_from([*names, "extra"]), unique=True, max_size=len(names) + 1))
+    if draw(st.booleans()):
+        keys = [RAW_TABLES[kind].key, *[k for k in keys if k != RAW_TABLES[kind].key]]
+    value: Any = {k: draw(_SCALARS) for k in keys}
+    if draw(st.integers(0, 20)) == 0:
+        value = draw(_SCALARS)
+    return kind, value
+
+
+@given(records())
+@settings(max_examples=400, deadline=None)
+def test_same_verdict_as_validate_raw(case: tuple[Kind, Any]) -> None:
+    kind, value = case
+    assert check_record(kind, value) == validate_raw(kind, value)
+
+
+def test_typical_rows_pass() -> None:
+    geo = {"ind": 1, "timestamp": "2020-08-28 03:52:47", "latitude": 1.5, "longitude": -2, "country": "X"}
+    pin = {"index": 3, "downloaded": 1, "follower_count": "15.1k", "title": None}
+    assert check_record("geo", geo) is None and check_record("pin", pin) is None
+    assert check_record("pin", {**pin, "downloaded": 2}) == "bad_type:downloaded"
