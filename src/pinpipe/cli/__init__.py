@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,7 +17,18 @@ from rich.console import Console
 from pinpipe.errors import PinpipeError
 from pinpipe.logs import LogFormat, setup_logging
 
-COMMAND_MODULES = ("config_cmd", "sink_cmd", "source_cmd", "ingest_cmd", "quality_cmd", "results_cmd", "accounting_cmd", "drill_cmd", "demo_cmd")
+COMMAND_MODULES = (
+    "demo_cmd",
+    "source_cmd",
+    "ingest_cmd",
+    "sink_cmd",
+    "batch_cmd",
+    "results_cmd",
+    "quality_cmd",
+    "accounting_cmd",
+    "drill_cmd",
+    "config_cmd",
+)
 """Modules under ``pinpipe.cli`` that add commands, in ``--help`` order."""
 
 console = Console()
@@ -53,6 +64,23 @@ for _module in COMMAND_MODULES:
     importlib.import_module(f"pinpipe.cli.{_module}").register(app)
 
 
+def _click_error_types() -> tuple[type[Any], ...]:
+    """Click's usage-error class and Typer's vendored copy of it (Typer >= 0.29 raises its own)."""
+    import click
+
+    types: list[type[Any]] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as TyperClickException
+
+        types.append(TyperClickException)
+    except ImportError:
+        pass
+    return tuple(types)
+
+
+_CLICK_ERRORS = _click_error_types()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``pinpipe`` script."""
     try:
@@ -72,10 +100,6 @@ def main(argv: list[str] | None = None) -> None:
     except typer.Abort:
         err_console.print("aborted")
         sys.exit(1)
-    except Exception as exc:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    except _CLICK_ERRORS as exc:  # usage errors (bad flag values) in non-standalone mode
+        exc.show()
+        sys.exit(exc.exit_code)
