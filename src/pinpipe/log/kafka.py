@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pinpipe.errors import ConfigError, LogUnavailableError, UnknownTopicError, require
 from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
+from pinpipe.logs import get_logger
 
 _GROUP_TIMEOUTS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 
@@ -43,7 +44,11 @@ class KafkaLog(EventLog):
         self.url = f"kafka://{bootstrap}"
         self.bootstrap = bootstrap
         self.timeout_s = timeout_ms / 1000
-        self._common = {"bootstrap.servers": bootstrap, "socket.timeout.ms": min(timeout_ms, 60_000)}
+        self._common: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "socket.timeout.ms": min(timeout_ms, 60_000),
+            "logger": get_logger("log.kafka"),  # librdkafka's lines go through pinpipe's logging, not raw stderr
+        }
         self._admin = admin_mod.AdminClient(self._common)
         self._new_topic = admin_mod.NewTopic
         self._producer = self._ck.Producer(
