@@ -22,6 +22,8 @@ COMMAND_MODULES = (
     "source_cmd",
     "ingest_cmd",
     "sink_cmd",
+    "stream_cmd",
+    "parity_cmd",
     "batch_cmd",
     "results_cmd",
     "quality_cmd",

@@ -1,0 +1,118 @@
+"""Periodic small-file compaction of the silver tables, run by the stream worker between micro-batches.
+
+Every micro-batch commits at least one small Parquet file per touched table, and a MERGE has to scan every file
+of the table, so without compaction merge time grows with the number of batches. :class:`Compactor` rewrites the
+small files of ``silver/<kind>`` into bigger ones (delta-rs ``optimize.compact()``, a ``dataChange=false``
+commit: readers of older versions keep their files, new readers see the same rows).
+
+Who calls what: :class:`pinpipe.stream.StreamWorker` asks :meth:`Compactor.due` after each batch and calls
+:meth:`Compactor.run` when it is; ``pinpipe stream --compact-every N|Ns`` builds the schedule with
+:meth:`CompactSchedule.parse`. Running between batches means a worker never races its own merges; a conflict with
+another writer (another worker, a batch job) is a Retryable error: the compaction is retried a few times and
+otherwise skipped until the next interval, since the rows are already safe in the table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pinpipe.delta as delta
+from pinpipe.errors import ConfigError, RetryableError
+from pinpipe.lake.store import Lake
+from pinpipe.logs import get_logger
+from pinpipe.tables import KINDS, Kind
+
+if TYPE_CHECKING:
+    from pinpipe.stream_metrics import StreamMetrics
+
+log = get_logger("compaction")
+
+CompactFn = Callable[[Lake, str, str], object]
+
+
+@dataclass(frozen=True)
+class CompactSchedule:
+    """Compact every ``batches`` committed micro-batches or every ``seconds``, whichever is set."""
+
+    batches: int | None = None
+    seconds: float | None = None
+
+    @classmethod
+    def parse(cls, text: str | None) -> CompactSchedule | None:
+        """``"200"`` → every 200 batches; ``"30s"`` → every 30 seconds; ``"0"``, ``"off"`` or None → never."""
+        if text is None or text.strip().lower() in ("", "0", "off", "never"):
+            return None
+        raw = text.strip().lower()
+        try:
+            if raw.endswith("s"):
+                seconds = float(raw[:-1])
+                if seconds > 0:
+                    return cls(seconds=seconds)
+            else:
+                batches = int(raw)
+                if batches > 0:
+                    return cls(batches=batches)
+        except ValueError:
+            pass
+        raise ConfigError(
+            f"--compact-every {text!r} is not a number of batches or seconds",
+            hint="use e.g. 200 (batches), 30s (seconds) or off",
+        )
+
+
+class Compactor:
+    """Runs ``compact(lake, "silver", kind)`` for each kind on a :class:`CompactSchedule`."""
+
+    def __init__(
+        self,
+        lake: Lake,
+        schedule: CompactSchedule,
+        kinds: tuple[Kind, ...] = KINDS,
+        compact: CompactFn | None = None,
+        attempts: int = 3,
+    ) -> None:
+        self.lake = lake
+        self.schedule = schedule
+        self.kinds = kinds
+        self._compact: CompactFn = compact or delta.compact
+        self.attempts = attempts
+        self._last_batches = 0
+        self._last_time = time.monotonic()
+        self.runs = 0
+
+    def due(self, batches: int) -> bool:
+        """True when the schedule says a compaction is owed after ``batches`` committed micro-batches."""
+        if self.schedule.batches is not None:
+            return batches - self._last_batches >= self.schedule.batches
+        if self.schedule.seconds is not None:
+            return time.monotonic() - self._last_time >= self.schedule.seconds
+        return False
+
+    def run(self, metrics: StreamMetrics | None = None, batches: int | None = None) -> None:
+        """Compact every kind's silver table; conflicts are retried, then left for the next interval."""
+        self._last_time = time.monotonic()
+        if batches is not None:
+            self._last_batches = batches
+        for kind in self.kinds:
+            started = time.monotonic()
+            for attempt in range(1, self.attempts + 1):
+                try:
+                    result = self._compact(self.lake, "silver", kind)
+                except RetryableError as exc:
+                    log.warning(
+                        "compaction conflicted; retrying" if attempt < self.attempts else "compaction skipped",
+                        extra={"fields": {"kind": kind, "attempt": attempt, "error": str(exc)}},
+                    )
+                    time.sleep(0.05 * attempt)
+                    continue
+                self.runs += 1
+                if metrics is not None:
+                    metrics.compactions.labels(kind).inc()
+                log.info(
+                    "silver compacted",
+                    extra={"fields": {"kind": kind, "seconds": round(time.monotonic() - started, 3), "result": result}},
+                )
+                break
