@@ -2,8 +2,10 @@
 
 Who calls what: :class:`~pinpipe.lake.sink.LakeSink` (the read loop) builds a :class:`Batch` with
 :func:`encode_batch` and hands it to :meth:`Lander.submit`; one :class:`Lander` thread writes it with
-:meth:`Lake.create <pinpipe.lake.store.Lake.create>` and then calls ``EventLog.commit`` for that partition. So
-reading the next records (CPU) overlaps with writing and fsyncing the previous object (I/O, without the GIL).
+:meth:`Lake.create <pinpipe.lake.store.Lake.create>` and then commits the partition's new position with
+``EventLog.commit`` — at once when no other batch waits, otherwise together with the next ones (at least every
+:data:`COMMIT_EVERY_S`), so a lander that falls behind spends fewer fsyncs on commits. Reading the next records
+(CPU) overlaps with writing and fsyncing the previous object (I/O, without the GIL).
 
 Order is what keeps it exactly once: one thread, one FIFO, so a partition's objects are written in offset order
 and a position is committed only after every object before it is durable. A batch's key and bytes are fixed
@@ -31,6 +33,8 @@ from pinpipe.logs import get_logger
 
 RETRY_FOR_S = 120.0
 """How long retryable failures (log or store unavailable) are retried before the sink gives up and raises."""
+COMMIT_EVERY_S = 1.0
+"""While objects keep coming, commit at least this often (otherwise once the queue is empty)."""
 log = get_logger("sink")
 
 
@@ -102,6 +106,8 @@ class Lander:
         """Why the thread gave up (a PinpipeError, or a bug's exception); raised to the read loop."""
         self.started = time.monotonic()
         self._queue: queue.Queue[Batch | threading.Event | None] = queue.Queue(max_pending)
+        self._landed: dict[tuple[str, int], int] = {}
+        """Durable but not yet committed: (topic, partition) → position after its last landed object."""
         self._thread = threading.Thread(target=self._run, name="pinpipe-sink-lander", daemon=True)
         self._thread.start()
 
@@ -116,10 +122,6 @@ class Lander:
         while not reached.wait(0.5):
             self._raise()
         self._raise()
-
-    def busy(self) -> bool:
-        """True while a submitted batch is not yet committed."""
-        return self._queue.unfinished_tasks > 0
 
     def close(self) -> None:
         """End the thread once what is queued is done (call :meth:`drain` first to wait for that)."""
@@ -141,31 +143,43 @@ class Lander:
             raise self.error
 
     def _run(self) -> None:
+        last_commit = time.monotonic()
         while True:
             item = self._queue.get()
             try:
                 if item is None:
                     return
+                if self.error is None:
+                    if isinstance(item, Batch):
+                        self._retrying(self._write, item)
+                        self._landed[(item.topic, item.partition)] = item.end
+                    # Commit when nothing else waits (or at a drain marker, or every COMMIT_EVERY_S while
+                    # catching up): one commit then covers several objects, all already durable.
+                    quiet = self._queue.empty() or not isinstance(item, Batch)
+                    if self._landed and (quiet or time.monotonic() - last_commit >= COMMIT_EVERY_S):
+                        self._retrying(self._commit_landed)
+                        last_commit = time.monotonic()
                 if isinstance(item, threading.Event):
                     item.set()
-                elif self.error is None:
-                    self._retrying(self._write, item)
-                    self._retrying(self._commit, item)
             except Exception as exc:  # kept and raised in the read loop's thread
                 self.error = exc
+                if isinstance(item, threading.Event):
+                    item.set()
             finally:
                 self._queue.task_done()
 
-    def _retrying(self, step: Callable[[Batch], None], batch: Batch) -> None:
+    def _retrying(self, step: Callable[..., None], *args: Batch) -> None:
         backoff, since = 0.1, time.monotonic()
         while True:
             try:
-                step(batch)
+                step(*args)
                 return
             except RetryableError as exc:
                 if time.monotonic() - since >= RETRY_FOR_S:
                     raise
-                log.warning("retrying", extra={"fields": {"key": batch.key, "error": str(exc), "backoff_s": backoff}})
+                log.warning(
+                    "retrying", extra={"fields": {"step": step.__name__, "error": str(exc), "backoff_s": backoff}}
+                )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
@@ -185,12 +199,21 @@ class Lander:
             self.metrics.landed(batch.topic, batch.partition, batch.records, len(batch.data))
         log.debug("landed", extra={"fields": {"key": batch.key, "records": batch.records}})
 
-    def _commit(self, batch: Batch) -> None:
-        self.log.commit(self.group, batch.topic, {batch.partition: batch.end})
+    def _commit_landed(self) -> None:
+        by_topic: dict[str, dict[int, int]] = {}
+        for (topic, partition), end in self._landed.items():
+            by_topic.setdefault(topic, {})[partition] = end
+        for topic, positions in by_topic.items():
+            self.log.commit(self.group, topic, positions)
+            for partition in positions:
+                del self._landed[(topic, partition)]
+            if self.metrics:
+                for partition, position in positions.items():
+                    self.metrics.position(topic, partition, position, self._end_offset(topic, partition))
         self.stats.busy_s = time.monotonic() - self.started
-        if self.metrics:
-            try:
-                end: int | None = self.log.end_offset(batch.topic, batch.partition)
-            except PinpipeError:
-                end = None
-            self.metrics.position(batch.topic, batch.partition, batch.end, end)
+
+    def _end_offset(self, topic: str, partition: int) -> int | None:
+        try:
+            return self.log.end_offset(topic, partition)
+        except PinpipeError:
+            return None
