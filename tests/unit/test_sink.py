@@ -145,6 +145,25 @@ def test_batches_by_time_and_stop_writes_what_it_holds(lake: Lake) -> None:
     assert_exactly_once(lake, log, GROUP)
 
 
+def test_topics_created_while_running_are_landed(lake: Lake) -> None:
+    log = _log({"early": 1})
+    sink = _sink(log, lake, rescan_seconds=0.1)
+    stop = threading.Event()
+    worker = threading.Thread(target=sink.run, kwargs={"stop": stop})
+    worker.start()
+    try:
+        time.sleep(0.2)
+        log.ensure_topics(["late"], 2)
+        _append(log, "late", 10)
+        deadline = time.monotonic() + 5
+        while sum("/late/" in k for k in landed_objects(lake)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        worker.join(5)
+    assert assert_exactly_once(lake, log, GROUP) == 10
+
+
 def test_until_idle_returns_after_flush_seconds_without_records(lake: Lake) -> None:
     log = _log({"t": 2})
     started = time.monotonic()

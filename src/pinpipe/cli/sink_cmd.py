@@ -71,9 +71,9 @@ def register(app: typer.Typer) -> None:
         if metrics_port is not None and not 0 < metrics_port < 65536:
             raise ConfigError(f"--metrics-port {metrics_port} is not a port", hint="use 1-65535")
         wanted = _topics(topics)
-        lake = open_lake(settings.lake.url, settings.lake)
         metrics = SinkMetrics() if metrics_port else None
         with open_log(settings.log.url) as event_log:
+            lake = open_lake(settings.lake.url, settings.lake)
             sink = LakeSink(
                 event_log,
                 lake,

@@ -41,8 +41,8 @@ smaller) objects, wait until they are durable and committed, and return — noth
 With ``until_idle`` it does the same once every partition has been found empty for ``flush_seconds`` (from the
 first poll round that found no record; time spent failing does not count). Retryable failures (log or store
 down) are retried with back-off for :data:`~pinpipe.lake.landing.RETRY_FOR_S`, then raised. Topics are
-rediscovered every few seconds when no ``topics`` filter is given, so a sink started before the API lands the
-topics the API creates later.
+rediscovered every few seconds, so a sink started before the API lands the topics the API creates later
+(with a ``topics`` filter, only those topics, which must exist when the sink starts).
 """
 
 from __future__ import annotations
@@ -61,7 +61,6 @@ from pinpipe.logs import get_logger
 
 __all__ = ["RETRY_FOR_S", "LakeSink", "SinkStats", "encode_batch"]
 
-_RESCAN_S = 5.0
 log = get_logger("sink")
 
 
@@ -89,6 +88,7 @@ class LakeSink:
         flush_seconds: float,
         topics: Sequence[str] | None = None,
         metrics: SinkMetrics | None = None,
+        rescan_seconds: float = 5.0,
     ) -> None:
         self.log = log
         self.lake = lake
@@ -97,6 +97,7 @@ class LakeSink:
         self.flush_seconds = flush_seconds
         self.topic_filter = list(topics) if topics else None
         self.metrics = metrics
+        self.rescan_seconds = rescan_seconds
         self.stats = SinkStats()
         self._parts: dict[tuple[str, int], _Partition] = {}
         self._lander: Lander | None = None
@@ -246,7 +247,7 @@ class LakeSink:
                         self.flush(force=True)
                         lander.drain()
                         break
-                    if self.topic_filter is None and now - last_scan >= _RESCAN_S:
+                    if now - last_scan >= self.rescan_seconds:
                         last_scan = now
                         if new := self.discover():
                             log.info("new topics", extra={"fields": {"topics": ",".join(new)}})
