@@ -178,3 +178,62 @@ def test_emulator_retries_through_an_outage(source_db: str, tmp_path: Path) -> N
     assert summary.records_acked == 9 and summary.retries > 0
     events = [json.loads(line) for line in send_log.read_text().splitlines()]
     assert any(e["event"] == "error" and e["status"] == 503 and not e["final"] for e in events)
+
+
+def test_cli_api_and_emulate(source_db: str, tmp_path: Path) -> None:
+    import signal
+    import subprocess
+
+    from tests.fixtures.services import venv_bin, wait_for_port
+
+    port = free_port()
+    log_url = f"file://{tmp_path / 'log'}"
+    api = subprocess.Popen(
+        [venv_bin("pinpipe"), "api", "--port", str(port), "--log", log_url],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, 30, api)  # type: ignore[arg-type]
+        second = subprocess.run(
+            [venv_bin("pinpipe"), "api", "--port", str(free_port()), "--log", log_url],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert second.returncode == 2 and "already writing to the event log" in second.stderr
+        out = subprocess.run(
+            [
+                venv_bin("pinpipe"),
+                "emulate",
+                "--dialect",
+                "stream",
+                "--api",
+                f"http://127.0.0.1:{port}/test",
+                "--db",
+                source_db,
+                "--count",
+                "5",
+                "--send-log",
+                str(tmp_path / "send.jsonl"),
+                "--json",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        summary = json.loads(out.stdout)
+        assert summary["records_acked"] == 15 and summary["requests_failed"] == 0
+    finally:
+        api.send_signal(signal.SIGTERM)
+        api.wait(30)
+    output = api.stdout.read().decode() if api.stdout else ""
+    assert api.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises SIGTERM after a graceful shutdown
+    assert "Traceback" not in output
+    log = open_log(log_url)
+    assert log.end_offset(f"streaming-{PREFIX}-pin", 0) == 5
+    log.close()

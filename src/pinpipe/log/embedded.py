@@ -224,14 +224,19 @@ class EmbeddedLog(EventLog):
         for topic, values, keys, fut in batch:
             try:
                 n = self._partitions(topic)
+                count = len(values)
+                all_keys: Sequence[bytes | None] = keys if keys is not None else [None] * count
                 groups: dict[int, list[int]] = {}
-                for i in range(len(values)):
-                    self._rr += 1
-                    groups.setdefault(partition_for(keys[i] if keys else None, n, self._rr), []).append(i)
-                out: list[tuple[int, int]] = [(0, 0)] * len(values)
+                if n == 1:
+                    groups[0] = list(range(count))
+                else:
+                    for i in range(count):
+                        self._rr += 1
+                        groups.setdefault(partition_for(all_keys[i], n, self._rr), []).append(i)
+                out: list[tuple[int, int]] = [(0, 0)] * count
                 for p, idxs in groups.items():
                     writer = self._writer_for(topic, p)
-                    recs = [(keys[i] if keys is not None else None, bytes(values[i])) for i in idxs]
+                    recs = [(all_keys[i], values[i]) for i in idxs]
                     first, positions = writer.write(recs, now)
                     touched.setdefault((topic, p), []).append((first, positions))
                     for j, i in enumerate(idxs):

@@ -188,11 +188,17 @@ class PartitionWriter:
         parts: list[bytes] = []
         positions: list[int] = []
         pos = self.data_size
-        for i, (key, value) in enumerate(records):
-            blob = encode(first + i, timestamp_ms, key, value)
-            positions.append(pos)
-            pos += len(blob)
-            parts.append(blob)
+        body_pack, header_pack, crc32 = BODY.pack, HEADER.pack, zlib.crc32
+        append_part, append_pos = parts.append, positions.append
+        offset = first
+        for key, value in records:
+            body = body_pack(offset, timestamp_ms, -1 if key is None else len(key))
+            body = body + key + value if key else body + value
+            append_pos(pos)
+            append_part(header_pack(len(body), crc32(body)))
+            append_part(body)
+            pos += HEADER.size + len(body)
+            offset += 1
         payload = b"".join(parts)
         written = 0
         while written < len(payload):
