@@ -14,6 +14,7 @@ from pinpipe.errors import CorruptStateError, StoreUnavailableError, UnknownTopi
 from pinpipe.lake.metrics import SinkMetrics
 from pinpipe.lake.sink import LakeSink, encode_batch
 from pinpipe.lake.store import Lake, landed_key
+from pinpipe.log.base import LogRecord
 from pinpipe.log.memory import MemoryLog
 from tests.fixtures.landed import assert_exactly_once, digests, landed_objects
 
@@ -162,6 +163,23 @@ def test_topics_created_while_running_are_landed(lake: Lake) -> None:
         stop.set()
         worker.join(5)
     assert assert_exactly_once(lake, log, GROUP) == 10
+
+
+def test_buffered_bytes_are_bounded_across_partitions(lake: Lake) -> None:
+    class SmallReads(MemoryLog):
+        def read(
+            self, topic: str, partition: int, offset: int, max_records: int = 1000, timeout_s: float = 0.0
+        ) -> list[LogRecord]:
+            return super().read(topic, partition, offset, min(max_records, 10), timeout_s)
+
+    log = SmallReads(uuid.uuid4().hex)
+    log.ensure_topics(["t"], 4)
+    _append(log, "t", 400)  # ~24 bytes each, 100 per partition, read 10 at a time
+    stats = _sink(log, lake, flush_records=1000, flush_seconds=5.0, max_buffered_bytes=3000).run(until_idle=True)
+    sizes = sorted(len(data) for data in landed_objects(lake).values())
+    assert stats.records == 400
+    assert len(sizes) > 4 and sizes[-1] <= 3000  # cut early by the byte bound, not one object per partition
+    assert_exactly_once(lake, log, GROUP)
 
 
 def test_until_idle_returns_after_flush_seconds_without_records(lake: Lake) -> None:

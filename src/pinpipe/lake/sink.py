@@ -59,7 +59,11 @@ from pinpipe.lake.store import Lake, is_temporary_key, parse_landed_key
 from pinpipe.log.base import EventLog, LogRecord
 from pinpipe.logs import get_logger
 
-__all__ = ["RETRY_FOR_S", "LakeSink", "SinkStats", "encode_batch"]
+__all__ = ["MAX_BUFFERED_BYTES", "RETRY_FOR_S", "LakeSink", "SinkStats", "encode_batch"]
+
+MAX_BUFFERED_BYTES = 256 * 1024 * 1024
+"""Record bytes held in open batches across all partitions at most; past it the biggest batch is cut early (so
+many partitions cannot exhaust memory — a known failure of the Confluent sink, protocols §3.4)."""
 
 log = get_logger("sink")
 
@@ -71,6 +75,8 @@ class _Partition:
     position: int
     """Offset of the next record to read (records before it are cut into batches or buffered here)."""
     values: list[bytes] = field(default_factory=list)
+    size: int = 0
+    """Bytes in ``values``."""
     start: int = 0
     opened: float = 0.0
 
@@ -89,6 +95,7 @@ class LakeSink:
         topics: Sequence[str] | None = None,
         metrics: SinkMetrics | None = None,
         rescan_seconds: float = 5.0,
+        max_buffered_bytes: int = MAX_BUFFERED_BYTES,
     ) -> None:
         self.log = log
         self.lake = lake
@@ -98,6 +105,8 @@ class LakeSink:
         self.topic_filter = list(topics) if topics else None
         self.metrics = metrics
         self.rescan_seconds = rescan_seconds
+        self.max_buffered_bytes = max_buffered_bytes
+        self._buffered = 0
         self.stats = SinkStats()
         self._parts: dict[tuple[str, int], _Partition] = {}
         self._lander: Lander | None = None
@@ -199,11 +208,17 @@ class LakeSink:
                 if not part.values:
                     part.start = records[0].offset
                     part.opened = now
-                part.values.extend([r.value for r in records])
+                values = [r.value for r in records]
+                size = sum(map(len, values))
+                part.values.extend(values)
+                part.size += size
+                self._buffered += size
                 part.position = records[-1].offset + 1
                 got += len(records)
                 if len(part.values) >= self.flush_records:
                     self._cut(part)
+                while self._buffered > self.max_buffered_bytes:  # many partitions: cut the biggest early
+                    self._cut(max(self._parts.values(), key=lambda p: p.size))
         return got
 
     def flush(self, *, force: bool = False) -> None:
@@ -218,6 +233,8 @@ class LakeSink:
             part.topic, part.partition, part.start, part.position, len(part.values), encode_batch(part.values)
         )
         part.values = []
+        self._buffered -= part.size
+        part.size = 0
         assert self._lander is not None, "batches are cut only inside run()"
         self._lander.submit(batch)
 
