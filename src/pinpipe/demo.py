@@ -201,49 +201,22 @@ def _wait(what: str, done: Callable[[], bool], children: list[Child], timeout: f
         time.sleep(0.2)
 
 
-def _has_command(name: str) -> bool:
-    """Whether this build of the CLI has the command ``name``."""
-    from pinpipe.cli import app
-
-    return any(info.name == name for info in app.registered_commands)
-
-
 def _start_services(sup: Supervisor, layout: DemoLayout, opts: DemoOptions) -> tuple[str, dict[str, str], list[Child]]:
     api_port, sink_metrics, stream_metrics = free_port(), free_port(), free_port()
-    api = sup.start("api", _pinpipe("api", "--host", "127.0.0.1", "--port", str(api_port), "--log", layout.log_url))
-    sink = sup.start(
-        "sink",
-        _pinpipe(
-            "sink",
-            "--log",
-            layout.log_url,
-            "--lake",
-            layout.lake_url,
-            "--flush-seconds",
-            "0.5",
-            "--metrics-port",
-            str(sink_metrics),
-        ),
-    )
-    children = [api, sink]
-    if _has_command("stream"):
-        children.append(
-            sup.start(
-                "stream",
-                _pinpipe(
-                    "stream", "--log", layout.log_url, "--lake", layout.lake_url, "--metrics-port", str(stream_metrics)
-                ),
-            )
-        )
+    stores = ("--log", layout.log_url, "--lake", layout.lake_url)
+    children = [
+        sup.start("api", _pinpipe("api", "--host", "127.0.0.1", "--port", str(api_port), "--log", layout.log_url)),
+        sup.start("sink", _pinpipe("sink", *stores, "--flush-seconds", "0.5", "--metrics-port", str(sink_metrics))),
+        sup.start("stream", _pinpipe("stream", *stores, "--metrics-port", str(stream_metrics))),
+    ]
     base = f"http://127.0.0.1:{api_port}"
     urls = {
         "API (Kafka REST v2 + Kinesis proxy)": base,
         "API docs": f"{base}/docs",
         "API metrics": f"{base}/metrics",
         "sink metrics": f"http://127.0.0.1:{sink_metrics}/metrics",
+        "stream metrics": f"http://127.0.0.1:{stream_metrics}/metrics",
     }
-    if len(children) == 3:
-        urls["stream metrics"] = f"http://127.0.0.1:{stream_metrics}/metrics"
 
     def healthy() -> bool:
         with contextlib.suppress(httpx.HTTPError):
@@ -318,7 +291,7 @@ def _log_ends(log: Any, prefix: str) -> dict[tuple[str, int], int]:
 
 def _wait_for_workers(layout: DemoLayout, opts: DemoOptions, ui: DemoUI, children: list[Child]) -> None:
     """Wait for the sink to commit every partition to the log's end, then (best effort) for the stream worker."""
-    from pinpipe import delta
+    from pinpipe import delta, stream
     from pinpipe.lake.store import open_lake
     from pinpipe.log import open_log
 
@@ -345,10 +318,6 @@ def _wait_for_workers(layout: DemoLayout, opts: DemoOptions, ui: DemoUI, childre
                 got += min(version or 0, end)
             ui.progress("stream", got, total)
             return got >= total
-
-        if len(children) < 3:
-            return
-        from pinpipe import stream
 
         try:
             _wait("the stream worker catching up", streamed, children, min(opts.wait_timeout, 60.0))
