@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, 
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from fastapi import FastAPI, Request, Response
@@ -142,6 +142,44 @@ async def append_durably(
     return result
 
 
+class Answer(NamedTuple):
+    """An HTTP answer before it becomes a framework Response (the fast path sends it as raw ASGI messages)."""
+
+    status: int
+    media_type: str
+    body: bytes
+    headers: dict[str, str] | None
+
+
+def to_response(answer: Answer) -> Response:
+    return Response(answer.body, status_code=answer.status, media_type=answer.media_type, headers=answer.headers)
+
+
+async def send_answer(send: Send, answer: Answer) -> None:
+    headers = [(b"content-type", answer.media_type.encode()), (b"content-length", b"%d" % len(answer.body))]
+    if answer.headers:
+        headers.extend((k.lower().encode(), v.encode()) for k, v in answer.headers.items())
+    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+    await send({"type": "http.response.body", "body": answer.body})
+
+
+async def read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body from raw ASGI messages, or None once it exceeds ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            raise ConnectionResetError("client disconnected")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def json_response(status: int, doc: Any, media_type: str, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(doc), status_code=status, media_type=media_type, headers=headers)
 
@@ -149,14 +187,21 @@ def json_response(status: int, doc: Any, media_type: str, headers: dict[str, str
 _STAGE_RE = re.compile(r"^/([^/]+)(/(?:topics|streams)(?:/.*)?)$")
 
 
-class IngestMiddleware:
-    """Pure ASGI middleware: strips an API-Gateway stage segment (``/test/topics/...``), checks the API key and
-    records request metrics."""
+FastProduce = Callable[[Scope, Receive, str], Awaitable[Answer]]
 
-    def __init__(self, app: ASGIApp, metrics: ApiMetrics, api_key: bytes | None) -> None:
+
+class IngestMiddleware:
+    """Pure ASGI middleware: strips an API-Gateway stage segment (``/test/topics/...``), checks the API key,
+    records request metrics, and answers ``POST /topics/{topic}`` itself through ``fast_produce`` (the same
+    functions as the FastAPI route, without the framework's per-request routing and dependency overhead)."""
+
+    def __init__(
+        self, app: ASGIApp, metrics: ApiMetrics, api_key: bytes | None, fast_produce: FastProduce | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.api_key = api_key
+        self.fast_produce = fast_produce
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -170,6 +215,7 @@ class IngestMiddleware:
             scope["path"] = path
             scope["raw_path"] = path.encode()
         status = [500]
+        name = "unmatched"
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -179,15 +225,21 @@ class IngestMiddleware:
         try:
             if path not in auth.OPEN_PATHS and not auth.authorised(self.api_key, scope["headers"]):
                 code, ctype, body = auth.refusal(path)
-                await send_wrapper(
-                    {"type": "http.response.start", "status": code, "headers": [(b"content-type", ctype)]}
-                )
-                await send({"type": "http.response.body", "body": body})
+                await send_answer(send_wrapper, Answer(code, ctype.decode(), body, None))
+            elif (
+                self.fast_produce is not None
+                and scope["method"] == "POST"
+                and path.startswith("/topics/")
+                and "/" not in path[8:]
+                and len(path) > 8
+            ):
+                name = "/topics/{topic}"
+                await send_answer(send_wrapper, await self.fast_produce(scope, receive, path[8:]))
             else:
                 await self.app(scope, receive, send_wrapper)
+                route = scope.get("route")
+                name = getattr(route, "path", None) or "unmatched"
         finally:
-            route = scope.get("route")
-            name = getattr(route, "path", None) or "unmatched"
             self.metrics.observe_request(name, scope["method"], status[0], time.perf_counter() - started)
 
 
@@ -246,5 +298,20 @@ def create_app(settings: Settings, event_log: EventLog | str | None = None) -> F
     async def metrics_endpoint() -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
-    app.add_middleware(IngestMiddleware, metrics=metrics, api_key=api_key)
+    async def fast_produce(scope: Scope, receive: Receive, topic: str) -> Answer:
+        content_type = declared = b""
+        for header, value in scope["headers"]:
+            if header == b"content-type":
+                content_type = value
+            elif header == b"content-length":
+                declared = value
+        head = kafka_rest.check_head(state, topic, content_type.decode("latin-1"), declared.decode("latin-1"))
+        if isinstance(head, Answer):
+            return head
+        body = await read_body(receive, settings.api.max_request_bytes)
+        if body is None:
+            return kafka_rest.too_large(state)
+        return await kafka_rest.produce_body(state, topic, head, body)
+
+    app.add_middleware(IngestMiddleware, metrics=metrics, api_key=api_key, fast_produce=fast_produce)
     return app

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from pinpipe.tables import KINDS, RAW_TABLES, Kind, validate_raw
 
 _TEXT = (str, int, float)
@@ -71,3 +73,19 @@ def check_record(kind: Kind, value: Any) -> str | None:
     if _surely_valid(kind, value):
         return None
     return validate_raw(kind, value)
+
+
+def encode_valid(kind: Kind, rows: list[Any], max_bytes: int) -> tuple[list[bytes], list[bytes | None]] | None:
+    """Compact JSON values and ``ind`` keys of ``rows`` when every row is surely valid and small enough; None
+    when any row needs the per-record path (which names the first bad record and its reason)."""
+    if not all([_surely_valid(kind, row) for row in rows]):
+        return None
+    try:
+        values = [orjson.dumps(row) for row in rows]
+    except orjson.JSONEncodeError:
+        return None
+    if max(map(len, values)) > max_bytes:
+        return None
+    key = RAW_TABLES[kind].key
+    keys: list[bytes | None] = [b"%d" % row[key] for row in rows]
+    return values, keys
