@@ -237,7 +237,9 @@ def _emulate(
     todo = [c for c in chunks if c.key not in done]
     total = sum(c.count for c in chunks)
     sent = total - sum(c.count for c in todo)
-    if sent:
+    if sent == total and total:
+        ui.note(f"all {total:,} posts were sent by an earlier run; nothing to send")
+    elif sent:
         ui.note(f"{sent:,} of {total:,} posts were sent by an earlier run; sending the other {total - sent:,}")
     ui.progress("emulate", sent, total)
     acked = 0
