@@ -279,6 +279,20 @@ def create_app(settings: Settings, event_log: EventLog | str | None = None) -> F
     app.state.ingest = state
     app.include_router(kafka_rest.router)
     app.include_router(kinesis.router)
+    plain_openapi = app.openapi
+
+    def openapi_with_names() -> dict[str, Any]:
+        """The schema, with this server's topic and stream names as the allowed path values."""
+        schema = plain_openapi()
+        names = {"topic": sorted(rest_topics), "stream": sorted(streams)}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                for param in operation.get("parameters", []):
+                    if param.get("in") == "path" and param.get("name") in names:
+                        param.setdefault("schema", {})["enum"] = names[param["name"]]
+        return schema
+
+    app.openapi = openapi_with_names  # type: ignore[method-assign]
 
     @app.get("/healthz", tags=["operations"], summary="Liveness and event-log health")
     async def healthz() -> Response:

@@ -42,8 +42,8 @@ from pinpipe.ingest.app import (
     state_of,
     to_response,
 )
-from pinpipe.ingest.validate import check_record, encode_valid
-from pinpipe.tables import Kind, key_of
+from pinpipe.ingest.validate import check_record, encode_valid, row_schema
+from pinpipe.tables import KINDS, Kind, key_of
 
 PRODUCE_TYPE = "application/vnd.kafka.json.v2+json"
 RESPONSE_TYPE = "application/vnd.kafka.v2+json"
@@ -68,7 +68,7 @@ _PRODUCE_BODY = {
                 "properties": {
                     "key": {},
                     "partition": {"type": "integer"},
-                    "value": {"type": "object", "description": "one row of the topic's table"},
+                    "value": {"anyOf": [row_schema(k) for k in KINDS], "description": "one row of the topic's table"},
                 },
             },
         }

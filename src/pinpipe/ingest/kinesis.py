@@ -40,8 +40,8 @@ from pinpipe.ingest.app import (
     json_response,
     state_of,
 )
-from pinpipe.ingest.validate import check_record
-from pinpipe.tables import Kind, key_of
+from pinpipe.ingest.validate import check_record, row_schema
+from pinpipe.tables import KINDS, Kind, key_of
 
 MAX_RECORDS = 500
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
@@ -53,7 +53,10 @@ router = APIRouter(tags=["kinesis-proxy"])
 _ERROR = {"type": "object", "properties": {"__type": {"type": "string"}, "message": {"type": "string"}}}
 _ENTRY = {
     "type": "object",
-    "properties": {"Data": {}, "PartitionKey": {"type": "string", "minLength": 1, "maxLength": 256}},
+    "properties": {
+        "Data": {"anyOf": [row_schema(k) for k in KINDS]},
+        "PartitionKey": {"type": "string", "minLength": 1, "maxLength": 256},
+    },
 }
 _PUT_RECORD = {
     "type": "object",

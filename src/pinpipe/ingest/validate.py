@@ -89,3 +89,27 @@ def encode_valid(kind: Kind, rows: list[Any], max_bytes: int) -> tuple[list[byte
     key = RAW_TABLES[kind].key
     keys: list[bytes | None] = [b"%d" % row[key] for row in rows]
     return values, keys
+
+
+_JSON_TYPES: dict[str, dict[str, Any]] = {
+    "int": {"type": ["integer", "null"]},
+    "float": {"type": ["number", "null"]},
+    "text": {"type": ["string", "null"]},
+    "datetime": {"type": ["string", "null"], "examples": ["2020-08-28 03:52:47"]},
+    "flag": {"enum": [0, 1, True, False, None]},
+}
+
+
+def row_schema(kind: Kind) -> dict[str, Any]:
+    """JSON schema of one raw row of ``kind`` for the OpenAPI document (the API checks with ``validate_raw``,
+    which also takes numeric strings in numeric columns)."""
+    table = RAW_TABLES[kind]
+    properties = {name: dict(_JSON_TYPES[raw_type]) for name, raw_type in table.columns}
+    properties[table.key] = {"type": "integer", "minimum": 0}
+    return {
+        "title": f"{table.name} row",
+        "type": "object",
+        "required": [table.key],
+        "additionalProperties": False,
+        "properties": properties,
+    }
