@@ -158,6 +158,10 @@ def merge_silver(lake: Lake, kind: Kind, silver: pa.Table, app_txns: Mapping[str
     inserted = int(metrics.get("num_target_rows_inserted", 0))
     updated = int(metrics.get("num_target_rows_updated", 0))
     after = int(_reload(dt))
+    if after == before and app_txns:  # a merge that changed nothing commits nothing: record the progress anyway
+        with _mapped("recording progress on silver", uri):
+            write_deltalake(dt, silver.slice(0, 0), mode="append", commit_properties=props)
+        after = int(_reload(dt))
     return MergeStats(inserted, updated, silver.num_rows - inserted - updated, after if after != before else None)
 
 
