@@ -20,6 +20,10 @@ status  error_code    when
 ======  ============  ==========================================================================
 
 ``key`` and ``partition`` fields of a record are accepted and ignored: the record is keyed by its ``ind``.
+``GET /topics`` lists the three REST topics (the Kinesis dialect's log topics are listed by ``GET /streams``).
+In the running app ``POST /topics/{topic}`` is answered by :class:`~pinpipe.ingest.app.IngestMiddleware` calling
+:func:`check_head` and :func:`produce_body` directly; the FastAPI route below documents it and gives the same
+answers when the middleware is absent.
 """
 
 from __future__ import annotations
