@@ -66,6 +66,7 @@ class EmbeddedLog(EventLog):
         self._rr = 0
         self._cond = threading.Condition()
         self._pending: list[_Pending] = []
+        self._last_batch = 0
         self._thread: threading.Thread | None = None
         self._closed = False
 
@@ -209,11 +210,14 @@ class EmbeddedLog(EventLog):
                     self._cond.wait()
                 if not self._pending and self._closed:
                     return
-                small = len(self._pending) < _GATHER_MIN and not self._closed
-            if small:
-                time.sleep(_GATHER_S)  # let concurrent appenders join this fsync
+                # Only when appenders are concurrent (the last batch had several) is it worth waiting a moment
+                # for more to join this fsync; a lone sequential appender never waits.
+                gather = self._last_batch > 1 and len(self._pending) < _GATHER_MIN and not self._closed
+            if gather:
+                time.sleep(_GATHER_S)
             with self._cond:
                 batch, self._pending = self._pending, []
+            self._last_batch = len(batch)
             self._write_batch(batch)
 
     def _write_batch(self, batch: list[_Pending]) -> None:
