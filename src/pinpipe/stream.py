@@ -84,6 +84,7 @@ class KindOutcome:
     quarantined: int = 0
     duplicates: int = 0
     conflicts: int = 0
+    clean_s: float = 0.0
     merge_s: float = 0.0
 
 
@@ -93,6 +94,7 @@ class BatchOutcome:
 
     records: int
     seconds: float
+    clean_s: float = 0.0
     kinds: dict[Kind, KindOutcome] = field(default_factory=dict)
     positions: dict[TopicPartition, int] = field(default_factory=dict)
 
@@ -220,13 +222,13 @@ class StreamWorker:
                 by_kind.setdefault(kind, []).append(RawRecord(rec.topic, rec.partition, rec.offset, rec.value, "log"))
         positions = group_positions(records)
         outcome = BatchOutcome(len(records), 0.0, positions=positions)
-        cleaned = {kind: self.cleaner.clean(kind, recs) for kind, recs in by_kind.items()}
-        futures = {
-            kind: self._pool.submit(self._commit_kind, kind, result, self._txns(kind, positions))
-            for kind, result in cleaned.items()
+        futures = {  # one thread per kind: clean (DuckDB runs without the GIL), quarantine, merge
+            kind: self._pool.submit(self._process_kind, kind, recs, self._txns(kind, positions))
+            for kind, recs in by_kind.items()
         }
         for kind, fut in futures.items():
             outcome.kinds[kind] = fut.result()
+        outcome.clean_s = max((k.clean_s for k in outcome.kinds.values()), default=0.0)
         outcome.seconds = time.monotonic() - started
         self.batches += 1
         self._uncommitted.update(positions)
@@ -240,6 +242,14 @@ class StreamWorker:
             for (topic, partition), pos in positions.items()
             if kind_of_topic(self.options.prefix, topic) == kind
         }
+
+    def _process_kind(self, kind: Kind, records: list[RawRecord], txns: dict[str, int]) -> KindOutcome:
+        t0 = time.monotonic()
+        result = self.cleaner.clean(kind, records)
+        clean_s = time.monotonic() - t0
+        out = self._commit_kind(kind, result, txns)
+        out.clean_s = clean_s
+        return out
 
     def _commit_kind(self, kind: Kind, result: Any, txns: dict[str, int]) -> KindOutcome:
         stats = result.stats
@@ -310,6 +320,7 @@ class StreamWorker:
                 "fields": {
                     "records": outcome.records,
                     "seconds": round(outcome.seconds, 3),
+                    "clean_s": round(outcome.clean_s, 3),
                     **{f"{kind}_merge_s": round(k.merge_s, 3) for kind, k in outcome.kinds.items()},
                 }
             },

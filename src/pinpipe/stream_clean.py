@@ -11,13 +11,16 @@ The stages and their order are exactly :func:`pinpipe.clean.clean_records`' (sta
 stage 2 :func:`clean_frame`, then winners, conflicts, notes and quarantine rows); the unit tests compare both on
 dirty generated batches so they cannot drift apart. With a non-DuckDB engine it simply calls ``clean_records``.
 
-Who calls what: :class:`pinpipe.stream.StreamWorker` calls :meth:`CompiledCleaner.clean` per kind and batch,
-always from the same thread (DuckDB connections are not shared across threads).
+Who calls what: :class:`pinpipe.stream.StreamWorker` calls :meth:`CompiledCleaner.warm_up` once (from the thread
+that owns the engine: building uses the SQLFrame session), then :meth:`CompiledCleaner.clean` per kind and batch —
+different kinds from different threads at once is fine (each kind has its own DuckDB cursor, and DuckDB runs
+queries without the GIL), one kind from two threads at once is not.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -36,19 +39,21 @@ class CompiledCleaner:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._compiled: dict[Kind, tuple[list[str], tuple[str, ...]]] = {}
+        self._cursors: dict[Kind, Any] = {}
 
     def clean(self, kind: Kind, records: Sequence[RawRecord]) -> CleanResult:
         engine = self.engine
         if not isinstance(engine, DuckDBEngine):
             return clean_records(engine, kind, records)
+        conn = self._cursor(engine, kind)
         table = records_table(records)
-        parsed = parse_records(kind, table, engine.conn)
+        parsed = parse_records(kind, table, conn)
         semantic = QUARANTINE_SCHEMA.empty_table()
         notes: dict[str, int] = {}
         duplicates = conflicts = 0
         silver = SILVER_SCHEMAS[kind].empty_table()
         if parsed.rows.num_rows:
-            out, note_names = self._run(engine, kind, parsed.rows)
+            out, note_names = self._run(conn, kind, parsed.rows)
             bad = pc.is_valid(out.column("reason"))
             if pc.any(bad).as_py():
                 semantic = _quarantine_rows(table, out.filter(bad))
@@ -80,7 +85,7 @@ class CompiledCleaner:
         """Build the SQL of ``kinds`` now (a second or two each) so the first micro-batch does not wait for it."""
         if isinstance(self.engine, DuckDBEngine):
             for kind in kinds:
-                self._statements(self.engine, kind)
+                self._cursor(self.engine, kind)
 
     def _statements(self, engine: DuckDBEngine, kind: Kind) -> tuple[list[str], tuple[str, ...]]:
         compiled = self._compiled.get(kind)
@@ -91,9 +96,17 @@ class CompiledCleaner:
             compiled = self._compiled[kind] = (list(statements), tuple(cleaned.notes))
         return compiled
 
-    def _run(self, engine: DuckDBEngine, kind: Kind, rows: pa.Table) -> tuple[pa.Table, tuple[str, ...]]:
-        statements, note_names = self._statements(engine, kind)
-        conn = engine.conn
+    def _cursor(self, engine: DuckDBEngine, kind: Kind) -> Any:
+        """A DuckDB cursor of the engine's database for ``kind`` alone, so kinds can be cleaned in parallel."""
+        cursor = self._cursors.get(kind)
+        if cursor is None:
+            self._statements(engine, kind)
+            cursor = self._cursors[kind] = engine.conn.cursor()
+            cursor.execute("SET TimeZone = 'UTC'")
+        return cursor
+
+    def _run(self, conn: Any, kind: Kind, rows: pa.Table) -> tuple[pa.Table, tuple[str, ...]]:
+        statements, note_names = self._compiled[kind]
         conn.register("__pinpipe_stream_rows", rows)  # replace the rows of the fixed-name table
         try:
             conn.execute(f'CREATE OR REPLACE TABLE "{_table_name(kind)}" AS SELECT * FROM __pinpipe_stream_rows')
