@@ -8,8 +8,9 @@ Who calls what (see :mod:`pinpipe.feed`): on assignment librdkafka calls :meth:`
 asks the worker for silver's transaction versions and seeks each partition to ``max(txn version, committed
 offset)``; on revocation :meth:`KafkaGroupFeed._on_revoke` lets the worker commit its in-flight batch first. Both
 run inside :meth:`poll` on the worker's thread. Group timeouts are ``session.timeout.ms=6000`` and
-``heartbeat.interval.ms=1000`` (with librdkafka's 45 s default a join takes ~23 s on Tansu); query parameters
-of the URL override any librdkafka setting. Lag uses the high watermark of the last fetch, which Tansu 0.6
+``heartbeat.interval.ms=1000`` (with librdkafka's 45 s default a join takes ~23 s on Tansu); URL query
+parameters whose name has a dot (``?fetch.wait.max.ms=20``) override librdkafka settings, others (``timeout_ms``,
+read by :class:`~pinpipe.log.kafka.KafkaLog`) are ignored here. Lag uses the high watermark of the last fetch, which Tansu 0.6
 under-reports by up to one record batch: it is informational only.
 """
 
@@ -43,7 +44,8 @@ def consumer_config(url: str, group: str) -> dict[str, Any]:
     parts = urlsplit(url)
     if parts.scheme != "kafka" or not parts.netloc:
         raise ConfigError(f"not a Kafka URL: {url!r}", hint="use kafka://HOST:PORT[,HOST:PORT]")
-    return {**GROUP_DEFAULTS, "bootstrap.servers": parts.netloc, "group.id": group, **dict(parse_qsl(parts.query))}
+    extra = {k: v for k, v in parse_qsl(parts.query) if "." in k}  # librdkafka keys; pinpipe's own have no dot
+    return {**GROUP_DEFAULTS, "bootstrap.servers": parts.netloc, "group.id": group, **extra}
 
 
 class KafkaGroupFeed(Feed):
