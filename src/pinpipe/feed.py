@@ -18,7 +18,8 @@ Two implementations:
   when new topics appear) and, with one partition per topic and three workers, gives each worker one kind, so
   workers never contend for the same silver table. Both topics of a kind (``<prefix>.<kind>`` and
   ``streaming-<prefix>-<kind>``) go to the same worker. A worker that dies leaves its partitions unread until it
-  is restarted: there is no takeover without a group coordinator.
+  is restarted: there is no takeover without a group coordinator. ``min_read_interval_s`` paces reads of one
+  partition (Kinesis allows 5 ``GetRecords`` per second per shard: :func:`pinpipe.stream.open_feed` uses 0.2 s).
 - :class:`pinpipe.feed_kafka.KafkaGroupFeed` lets Kafka's group coordinator balance partitions across workers and
   rebalance when one joins or leaves.
 """
@@ -90,6 +91,7 @@ class LogFeed(Feed):
         workers: int = 1,
         rescan_s: float = 2.0,
         owns_log: bool = False,
+        min_read_interval_s: float = 0.0,
     ) -> None:
         if not 0 <= worker_index < workers:
             raise ValueError(f"worker index {worker_index} outside 0..{workers - 1}")
@@ -100,6 +102,8 @@ class LogFeed(Feed):
         self.workers = workers
         self.rescan_s = rescan_s
         self.owns_log = owns_log
+        self.min_read_interval_s = min_read_interval_s
+        self._last_read: dict[TopicPartition, float] = {}
         self._positions: dict[TopicPartition, int] = {}
         self._order: list[TopicPartition] = []
         self._cursor = 0
@@ -148,8 +152,8 @@ class LogFeed(Feed):
             remaining = deadline - time.monotonic()
             if out or remaining <= 0:
                 return out
-            if not self._order:
-                time.sleep(min(remaining, 0.05))
+            if not self._order or self.min_read_interval_s:
+                time.sleep(min(remaining, max(self.min_read_interval_s / max(len(self._order), 1), 0.01)))
                 continue
             # Nothing anywhere: block briefly on one partition (the log wakes us when it is appended to).
             tp = self._order[self._cursor % len(self._order)]
@@ -165,12 +169,14 @@ class LogFeed(Feed):
         n = len(self._order)
         start = self._cursor
         self._cursor += 1  # rotate the starting partition so a busy one cannot starve the others
+        now = time.monotonic()
         for i in range(n):
             if len(out) >= max_records:
                 break
             tp = self._order[(start + i) % n]
-            if tp == skip:
+            if tp == skip or now - self._last_read.get(tp, 0.0) < self.min_read_interval_s:
                 continue
+            self._last_read[tp] = now
             got = self.log.read(tp[0], tp[1], self._positions[tp], max_records - len(out), 0.0)
             if got:
                 self._advance(tp, got)
