@@ -200,7 +200,8 @@ def run_drill(opts: DrillOptions, progress: Progress | None = None) -> DrillResu
                 wait()
             result.sends = _send_with_kills(opts, root, db_url, port, services, sup, event_log, result, say)
             say("waiting for the sink and the stream job to catch up")
-            result.quiesced_s = _quiesce(event_log, Lake(stream_url) if streaming else None, opts.prefix)
+            stream_lake = Lake(stream_url) if streaming else None
+            result.quiesced_s = _quiesce(event_log, stream_lake, opts.prefix, list(services.values()), say)
             codes = sup.stop_all()
             if any(code not in (0, None) for code in codes.values()):
                 say(f"exit codes after a clean stop: {codes}")
@@ -314,29 +315,43 @@ def _has_command(name: str) -> bool:
     return any(info.name == name for info in app.registered_commands)
 
 
-def _quiesce(event_log: EmbeddedLog, stream_lake: Lake | None, prefix: str) -> float | None:
+def _quiesce(
+    event_log: EmbeddedLog, stream_lake: Lake | None, prefix: str, services: list[_Service], say: Progress
+) -> float | None:
     """Seconds until the sink's commits and the stream job's silver transactions reach the log's end; None on
-    timeout (the accounting then reports what is behind)."""
+    timeout (said, with what is behind; the accounting then reports it). A service that died raises FatalError."""
     started = time.monotonic()
+    behind: dict[str, int] = {}
     while time.monotonic() - started < QUIESCE_TIMEOUT_S:
+        for service in services:
+            if service.child is not None:
+                service.child.check()
         ends = _ends(event_log, prefix)
-        landed = all(event_log.committed(SINK_GROUP, t).get(p, 0) >= end for (t, p), end in ends.items())
-        if landed and (stream_lake is None or _streamed(stream_lake, prefix, ends)):
+        behind = {
+            f"sink {t}:{p}": end - event_log.committed(SINK_GROUP, t).get(p, 0)
+            for (t, p), end in ends.items()
+            if event_log.committed(SINK_GROUP, t).get(p, 0) < end
+        }
+        if stream_lake is not None:
+            behind.update(_stream_behind(stream_lake, prefix, ends))
+        if not behind:
             return time.monotonic() - started
         time.sleep(0.25)
+    say(f"not caught up after {QUIESCE_TIMEOUT_S:.0f} s; records behind: {behind}")
     return None
 
 
-def _streamed(stream_lake: Lake, prefix: str, ends: dict[tuple[str, int], int]) -> bool:
+def _stream_behind(stream_lake: Lake, prefix: str, ends: dict[tuple[str, int], int]) -> dict[str, int]:
     from pinpipe import delta
     from pinpipe.tally import stream_app_id
 
+    out: dict[str, int] = {}
     for (topic, partition), end in ends.items():
         kind = kind_of_topic(prefix, topic)
         done = 0 if kind is None else delta.txn_version(stream_lake, kind, stream_app_id(topic, partition)) or 0
         if kind is not None and done < end:
-            return False
-    return True
+            out[f"stream {topic}:{partition}"] = end - done
+    return out
 
 
 def _batch(lake: Lake, prefix: str) -> None:
