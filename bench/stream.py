@@ -1,7 +1,7 @@
 """Streaming latency and throughput: API acknowledgement → row readable in silver, on the embedded log.
 
     .venv/bin/python bench/stream.py [--rate 1000] [--seconds 60] [--steps 2000,4000,8000] [--step-seconds 20]
-                                     [--max-wait-ms 50] [--compact-every 30s]
+                                     [--max-wait-ms 50] [--compact-every 20]
 
 ``pinpipe api`` (embedded ``file://`` log) and ``pinpipe stream`` run as their own processes on 127.0.0.1. Load
 generators (two processes) send generated pin/geo/user records through the Kinesis proxy
@@ -193,7 +193,7 @@ def main() -> None:
     parser.add_argument("--step-seconds", type=float, default=20.0)
     parser.add_argument("--max-wait-ms", type=int, default=50)
     parser.add_argument("--max-batch", type=int, default=5000)
-    parser.add_argument("--compact-every", default="30s")
+    parser.add_argument("--compact-every", default="20")
     args = parser.parse_args()
     steps = [float(s) for s in args.steps.split(",") if s.strip()]
     total = int(args.rate * args.seconds + sum(r * args.step_seconds for r in steps) * 1.1) + 1000

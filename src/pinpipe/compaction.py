@@ -35,7 +35,8 @@ CompactFn = Callable[[Lake, str, str], object]
 
 @dataclass(frozen=True)
 class CompactSchedule:
-    """Compact every ``batches`` committed micro-batches or every ``seconds``, whichever is set."""
+    """Compact one table every ``batches`` committed micro-batches or every ``seconds``, whichever is set (the
+    kinds take turns, so each of the three tables is compacted every third time)."""
 
     batches: int | None = None
     seconds: float | None = None
@@ -64,7 +65,7 @@ class CompactSchedule:
 
 
 class Compactor:
-    """Runs ``compact(lake, "silver", kind)`` for each kind on a :class:`CompactSchedule`."""
+    """Runs ``compact(lake, "silver", kind)`` on a :class:`CompactSchedule`, one kind per turn."""
 
     def __init__(
         self,
@@ -81,6 +82,7 @@ class Compactor:
         self.attempts = attempts
         self._last_batches = 0
         self._last_time = time.monotonic()
+        self._turn = 0
         self.runs = 0
 
     def due(self, batches: int) -> bool:
@@ -92,27 +94,34 @@ class Compactor:
         return False
 
     def run(self, metrics: StreamMetrics | None = None, batches: int | None = None) -> None:
-        """Compact every kind's silver table; conflicts are retried, then left for the next interval."""
+        """Compact the next kind's silver table (kinds take turns, so one run costs one table's rewrite and the
+        stream is held up only that long); a conflict is retried, then left for the next turn."""
         self._last_time = time.monotonic()
         if batches is not None:
             self._last_batches = batches
-        for kind in self.kinds:
-            started = time.monotonic()
-            for attempt in range(1, self.attempts + 1):
-                try:
-                    result = self._compact(self.lake, "silver", kind)
-                except RetryableError as exc:
-                    log.warning(
-                        "compaction conflicted; retrying" if attempt < self.attempts else "compaction skipped",
-                        extra={"fields": {"kind": kind, "attempt": attempt, "error": str(exc)}},
-                    )
-                    time.sleep(0.05 * attempt)
-                    continue
-                self.runs += 1
-                if metrics is not None:
-                    metrics.compactions.labels(kind).inc()
-                log.info(
-                    "silver compacted",
-                    extra={"fields": {"kind": kind, "seconds": round(time.monotonic() - started, 3), "result": result}},
+        kind = self.kinds[self._turn % len(self.kinds)]
+        self._turn += 1
+        started = time.monotonic()
+        for attempt in range(1, self.attempts + 1):
+            try:
+                result = self._compact(self.lake, "silver", kind)
+            except RetryableError as exc:
+                log.warning(
+                    "compaction conflicted; retrying" if attempt < self.attempts else "compaction skipped",
+                    extra={"fields": {"kind": kind, "attempt": attempt, "error": str(exc)}},
                 )
-                break
+                time.sleep(0.05 * attempt)
+                continue
+            self.runs += 1
+            if metrics is not None:
+                metrics.compactions.labels(kind).inc()
+            summary = (
+                result
+                if not isinstance(result, dict)
+                else {k: result.get(k) for k in ("numFilesAdded", "numFilesRemoved")}
+            )
+            log.info(
+                "silver compacted",
+                extra={"fields": {"kind": kind, "seconds": round(time.monotonic() - started, 3), "result": summary}},
+            )
+            return

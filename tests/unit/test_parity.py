@@ -93,7 +93,7 @@ def test_compaction_keeps_rows_and_transactions_and_retries_conflicts(tmp_path: 
             raise CommitConflictError("injected: a merge committed first")
         return delta.compact(lake, *parts)
 
-    compactor = Compactor(lake, CompactSchedule(batches=5), kinds=("user",), compact=flaky)
+    compactor = Compactor(lake, CompactSchedule(batches=5), kinds=("user",), compact=flaky)  # one kind: every turn
     assert not compactor.due(4) and compactor.due(5)
     compactor.run(batches=5)
     assert calls["n"] == 2 and compactor.runs == 1 and not compactor.due(9)

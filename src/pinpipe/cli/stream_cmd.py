@@ -154,7 +154,7 @@ def register(app: typer.Typer) -> None:
         compact_every: Annotated[
             str,
             typer.Option("--compact-every", help="Compact silver every N batches, every Ns seconds, or 'off'."),
-        ] = "30s",
+        ] = "20",
     ) -> None:
         """Stream the event log into the silver Delta tables, exactly once (micro-batches, same cleaning as batch)."""
         overrides: dict[str, Any] = {
