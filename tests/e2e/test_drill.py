@@ -26,6 +26,8 @@ def test_drill_balances_after_sigkills(component: Component, tmp_path: Path) -> 
     for report in (result.batch_accounting, result.stream_accounting):
         if report is not None:
             assert report.failures() == [], [f.message for f in report.findings]
+    failed = {dialect: s.requests_failed for dialect, s in result.sends.items()}
+    assert not any(failed.values()), f"the emulator gave up on requests (retries exhausted): {failed}"
     acked = sum(s.records_acked for s in result.sends.values())
     assert acked == 2 * 3 * 600
     in_log = sum(t.in_log or 0 for t in result.batch_accounting.topics)
