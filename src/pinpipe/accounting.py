@@ -43,9 +43,8 @@ pipeline is always a little behind; after quiescence nothing may be).
 
 from __future__ import annotations
 
-import difflib
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -61,6 +60,8 @@ from pinpipe.tally import (
     TopicPartition,
     TopicSends,
     key_of_line,
+    landed_offsets,
+    sequence_diff,
     tally_lake,
     tally_log,
     tally_sends,
@@ -242,26 +243,6 @@ def _holds(part: PartitionLog | None, offset: int, ind: int) -> bool:
     return key is None or key == str(ind).encode()
 
 
-def _diff(expected: Sequence[int], actual: Sequence[int]) -> tuple[int, int]:
-    """(missing, extra) between two sequences of record hashes."""
-    if list(expected) == list(actual):
-        return 0, 0
-    lo = 0
-    while lo < min(len(expected), len(actual)) and expected[lo] == actual[lo]:
-        lo += 1
-    hi = 0
-    while hi < min(len(expected), len(actual)) - lo and expected[-1 - hi] == actual[-1 - hi]:
-        hi += 1
-    a, b = expected[lo : len(expected) - hi], actual[lo : len(actual) - hi]
-    missing = extra = 0
-    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
-        if tag in ("delete", "replace"):
-            missing += i2 - i1
-        if tag in ("insert", "replace"):
-            extra += j2 - j1
-    return missing, extra
-
-
 def _check_sink(
     topic: str, objects: dict[TopicPartition, list[LandedObject]], parts: dict[TopicPartition, PartitionLog], add: Adder
 ) -> int:
@@ -273,7 +254,7 @@ def _check_sink(
         if part.committed is not None:
             reach = max(reach, part.index_of(part.committed))
         reach = min(reach, len(part.offsets))
-        missing, extra = _diff(part.hashes[:reach], landed)
+        missing, extra = sequence_diff(part.hashes[:reach], landed)
         lost, doubled, behind = lost + missing, doubled + extra, behind + len(part.offsets) - reach
     if lost:
         add(Finding("sink", topic, "lost", lost, f"sink lost {lost} records of {topic} (in the log, not landed)"))
@@ -314,22 +295,13 @@ def _check_acked_landed(
         )
 
 
-def _offsets(objs: Iterable[LandedObject]) -> dict[int, bytes]:
-    """Landed line per offset (``start + line number``, as the batch job numbers them); the first one wins."""
-    out: dict[int, bytes] = {}
-    for obj in objs:
-        for i, line in enumerate(obj.lines):
-            out.setdefault(obj.start + i, line)
-    return out
-
-
 def _check_batch_progress(
     topic: str, objects: dict[TopicPartition, list[LandedObject]], txns: dict[TopicPartition, int], add: Adder
 ) -> int:
     done = behind = 0
     for tp, objs in objects.items():
         version = txns.get(tp, 0)
-        offsets = _offsets(objs)
+        offsets = landed_offsets(objs)
         n = sum(1 for o in offsets if o < version)
         done, behind = done + n, behind + len(offsets) - n
     if behind:
@@ -356,7 +328,7 @@ def _check_kind(
     for tp, objs in lake.landed.items():
         if kind_of_topic(prefix, tp[0]) == kind:
             version = kl.batch_txns.get(tp, 0)
-            for offset, line in _offsets(objs).items():
+            for offset, line in landed_offsets(objs).items():
                 if offset < version:
                     processed[(tp[0], tp[1], offset)] = key_of_line(kind, line)
     judged_all = not kl.stream_txns

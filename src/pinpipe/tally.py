@@ -12,12 +12,16 @@ enough of each record (a hash of its bytes, its key) to match records across sta
   plus the sink group's committed positions.
 - **lake** — landed objects (lines, their offsets and keys), the batch run log ``_meta/runs``, the batch and
   stream application-transaction versions on silver, silver ``ind`` values and quarantine keys.
+
+Two matching helpers serve the reconciliation: :func:`sequence_diff` (records missing from / extra in a
+sequence of record hashes) and :func:`landed_offsets` (a partition's landed line per offset).
 """
 
 from __future__ import annotations
 
+import difflib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -279,3 +283,35 @@ def tally_lake(lake: Lake, prefix: str, partitions: Iterable[TopicPartition] = (
                 )
             )
     return LakeTally(dict(landed), kinds)
+
+
+# ---------------------------------------------------------------------------------------------- matching
+
+
+def sequence_diff(expected: Sequence[int], actual: Sequence[int]) -> tuple[int, int]:
+    """(missing, extra) between two sequences of record hashes."""
+    if list(expected) == list(actual):
+        return 0, 0
+    lo = 0
+    while lo < min(len(expected), len(actual)) and expected[lo] == actual[lo]:
+        lo += 1
+    hi = 0
+    while hi < min(len(expected), len(actual)) - lo and expected[-1 - hi] == actual[-1 - hi]:
+        hi += 1
+    a, b = expected[lo : len(expected) - hi], actual[lo : len(actual) - hi]
+    missing = extra = 0
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+        if tag in ("delete", "replace"):
+            missing += i2 - i1
+        if tag in ("insert", "replace"):
+            extra += j2 - j1
+    return missing, extra
+
+
+def landed_offsets(objs: Iterable[LandedObject]) -> dict[int, bytes]:
+    """Landed line per offset (``start + line number``, as the batch job numbers them); the first one wins."""
+    out: dict[int, bytes] = {}
+    for obj in objs:
+        for i, line in enumerate(obj.lines):
+            out.setdefault(obj.start + i, line)
+    return out
