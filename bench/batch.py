@@ -39,12 +39,13 @@ def child(lake: str, engine_name: str) -> None:
     from pinpipe.engine import open_engine
     from pinpipe.lake.store import Lake
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     with open_engine(engine_name) as engine:
         result = run_batch(Lake(lake), engine, "0affea73130b")
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"wall": wall, "rss_mb": rss, "read": result.total.read, "gold": len(result.gold_written)}))
+    figures = {"wall": wall, "cpu": cpu, "rss_mb": rss, "read": result.total.read, "gold": len(result.gold_written)}
+    print(json.dumps(figures))
 
 
 def main() -> None:
@@ -74,7 +75,7 @@ def main() -> None:
             )
             figures[name] = json.loads(out.stdout.strip().splitlines()[-1])
             print(
-                f"{name:7} wall {figures[name]['wall']:.1f} s  peak RSS {figures[name]['rss_mb']:.0f} MB  "
+                f"{name:7} wall {figures[name]['wall']:.1f} s  cpu {figures[name]['cpu']:.1f} s  peak RSS {figures[name]['rss_mb']:.0f} MB  "
                 f"read {figures[name]['read']}  gold tables {figures[name]['gold']}"
             )
         if "duckdb" in figures and "spark" in figures:

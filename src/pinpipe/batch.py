@@ -190,6 +190,7 @@ def run_batch(
         if not tables:
             continue
         cleaned = clean_records(engine, kind, concat_records(tables))
+        tables.clear()  # the landed bytes: free them before the Delta writes
         before = delta.table_version(lake, "silver", kind)
         rows_before = _count(lake, kind)
         delta.write_quarantine(lake, kind, cleaned.quarantine)
@@ -236,7 +237,7 @@ def _refresh_gold(lake: Lake, engine: Engine, silver_changed: bool) -> list[str]
     missing = [n for n in names if delta.table_version(lake, "gold", n) is None]
     if not silver_changed and not missing:
         return []
-    silver = {kind: delta.read_table(lake, "silver", kind) for kind in KINDS}
+    silver = {kind: delta.read_table(lake, "silver", kind, columns=gold_module.SILVER_COLUMNS[kind]) for kind in KINDS}
     if any(table is None for table in silver.values()):
         log.info(
             "gold not computed: silver is not complete yet",

@@ -22,7 +22,7 @@ whose schema is not ours :class:`CorruptStateError`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -114,13 +114,14 @@ def txn_versions(lake: Lake, kind: Kind, app_ids: list[str]) -> dict[str, int | 
         return {app: (None if (v := dt.transaction_version(app)) is None else int(v)) for app in app_ids}
 
 
-def read_table(lake: Lake, *parts: str) -> pa.Table | None:
-    """The whole table at ``parts`` as Arrow (``read_table(lake, "silver", "pin")``), None if there is none."""
+def read_table(lake: Lake, *parts: str, columns: Sequence[str] | None = None) -> pa.Table | None:
+    """The whole table at ``parts`` as Arrow (``read_table(lake, "silver", "pin")``), or only ``columns`` of it;
+    None if there is no table."""
     dt = _open(lake, *parts)
     if dt is None:
         return None
     with _mapped("reading", dt.table_uri):
-        return dt.to_pyarrow_table()
+        return dt.to_pyarrow_table(columns=None if columns is None else list(columns))
 
 
 def _differs(schema: pa.Schema, key: str) -> str:

@@ -68,6 +68,13 @@ GOLD_SCHEMAS: dict[str, pa.Schema] = {
 GOLD_TABLES: tuple[str, ...] = tuple(GOLD_SCHEMAS)
 """The nine gold table names, in specification order."""
 
+SILVER_COLUMNS: dict[Kind, tuple[str, ...]] = {
+    "pin": ("ind", "category", "poster_name", "follower_count"),
+    "geo": ("ind", "country", "timestamp"),
+    "user": ("ind", "user_name", "age", "date_joined"),
+}
+"""The silver columns the queries read: callers may load only these (the batch job does)."""
+
 GROUP_COLUMNS: dict[str, tuple[str, ...]] = {
     "top_category_by_country": ("country",),
     "top_category_by_year": ("post_year",),
@@ -228,9 +235,16 @@ def compute_gold(engine: Engine, silver: Mapping[Kind, DataFrame]) -> dict[str, 
 
 
 def compute_gold_from_arrow(engine: Engine, silver: Mapping[Kind, pa.Table]) -> dict[str, pa.Table]:
-    """:func:`compute_gold` over silver Arrow tables (each loaded into ``engine`` with :meth:`Engine.frame`)."""
-    frames = {kind: engine.frame(table, name=f"gold_silver_{kind}") for kind, table in silver.items()}
-    return compute_gold(engine, frames)
+    """:func:`compute_gold` over silver Arrow tables, through :meth:`Engine.collect` (the same queries; on DuckDB
+    their SQL is generated once per engine)."""
+
+    def build(frames: Mapping[str, DataFrame]) -> dict[str, DataFrame]:
+        queries = _Queries(engine, frames)  # type: ignore[arg-type]
+        return {name: getattr(queries, name)() for name in GOLD_TABLES}
+
+    inputs: dict[str, pa.Table] = {kind: table for kind, table in silver.items()}
+    collected = engine.collect("gold", inputs, build)
+    return {name: _sorted(name, collected[name]) for name in GOLD_TABLES}
 
 
 # ---------------------------------------------------------------------------------------------- Delta I/O

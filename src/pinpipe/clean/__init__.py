@@ -41,8 +41,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pinpipe.clean.parse import parse_records
-from pinpipe.clean.records import RawRecord, records_table
-from pinpipe.clean.rules import clean_frame
+from pinpipe.clean.records import RawRecord, records_table, take_rows
+from pinpipe.clean.rules import NOTES, clean_table
 from pinpipe.engine import Engine
 from pinpipe.tables import QUARANTINE_SCHEMA, SILVER_SCHEMAS, Kind
 
@@ -75,6 +75,11 @@ class CleanResult:
 def normalise_silver(kind: Kind, table: pa.Table) -> pa.Table:
     """``table``'s silver columns cast to exactly ``SILVER_SCHEMAS[kind]`` (engines differ in timestamp zones and
     integer widths), sorted by ``ind``."""
+    out = _cast_silver(kind, table)
+    return out.sort_by("ind") if out.num_rows > 1 else out
+
+
+def _cast_silver(kind: Kind, table: pa.Table) -> pa.Table:
     schema = SILVER_SCHEMAS[kind]
     columns = []
     for f in schema:
@@ -82,38 +87,46 @@ def normalise_silver(kind: Kind, table: pa.Table) -> pa.Table:
         if pa.types.is_timestamp(col.type) and col.type.tz is None:
             col = pc.assume_timezone(col.cast(pa.timestamp("us")), "UTC")
         columns.append(col.cast(f.type))
-    out = pa.Table.from_arrays(columns, schema=schema)
-    return out.sort_by("ind") if out.num_rows > 1 else out
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _count(mask: Any) -> int:
+    return int(pc.sum(mask.cast(pa.int64())).as_py() or 0)
 
 
 def clean_records(engine: Engine, kind: Kind, records: Sequence[RawRecord] | pa.Table) -> CleanResult:
     """Clean one batch of ``kind`` records (RawRecords, or a :data:`~pinpipe.clean.records.RECORDS_SCHEMA`
     table): silver rows (one per ``ind``, the last by ``(partition, offset)`` wins), quarantined rows with their
-    reasons (raw shape first, then semantics), and the counts."""
+    reasons (raw shape first, then semantics), and the counts.
+
+    Called by the batch job once per kind and run, and by the stream worker once per kind and micro-batch: after
+    the first call on an engine, a call costs the DuckDB queries and Arrow work on its rows only (the cleaning
+    program's SQL is generated once per engine and kind, see :meth:`Engine.collect`)."""
     table = records if isinstance(records, pa.Table) else records_table(records)
-    parsed = parse_records(kind, table)
-    semantic = QUARANTINE_SCHEMA.empty_table()
+    parsed = parse_records(kind, table, engine.duckdb())
+    quarantine = parsed.quarantine
     notes: dict[str, int] = {}
     duplicates = conflicts = 0
     silver = SILVER_SCHEMAS[kind].empty_table()
     if parsed.rows.num_rows:
-        cleaned = clean_frame(engine, kind, engine.frame(parsed.rows))
-        out = engine.to_arrow(cleaned.df)
-        bad = pc.is_valid(out.column("reason"))
-        if pc.any(bad).as_py():
-            rejected = out.filter(bad)
-            semantic = _quarantine_rows(table, rejected)
-        good = out.filter(pc.invert(bad))
-        win = good.column("_win")
-        silver = normalise_silver(kind, good.filter(win))
-        differs = pc.sum(good.column("_differs").cast(pa.int64())).as_py() or 0
-        conflicts = int(differs)
-        duplicates = good.num_rows - silver.num_rows - conflicts
-        for i, name in enumerate(cleaned.notes):
-            count = int(pc.sum(good.column(f"_note{i}").cast(pa.int64())).as_py() or 0)
+        out = clean_table(engine, kind, parsed.rows)
+        del parsed  # the typed rows are not needed any more: free them before the silver copy
+        good = pc.is_null(out.column("reason"))
+        rejected = out.num_rows - _count(good)
+        if rejected:
+            semantic = _quarantine_rows(table, out.select(["_row", "reason"]).filter(pc.invert(good)))
+            quarantine = pa.concat_tables([quarantine, semantic])
+        # the winners (``_win`` implies a good row), sorted by ind, in one take
+        winners = pc.indices_nonzero(out.column("_win"))
+        order = pc.sort_indices(out.column("ind").take(winners))
+        silver = _cast_silver(kind, out.select(SILVER_SCHEMAS[kind].names).take(winners.take(order)))
+        conflicts = _count(out.column("_differs"))  # ``_differs`` implies a good row
+        duplicates = out.num_rows - rejected - silver.num_rows - conflicts
+        for i, name in enumerate(NOTES[kind]):
+            count = _count(pc.and_kleene(out.column(f"_note{i}"), good))
             if count:
                 notes[name] = count
-    quarantine = pa.concat_tables([parsed.quarantine, semantic]) if semantic.num_rows else parsed.quarantine
+        del out
     quarantine = _strip_terminators(quarantine)
     if quarantine.num_rows > 1:
         quarantine = quarantine.sort_by([("topic", "ascending"), ("partition", "ascending"), ("offset", "ascending")])
@@ -130,7 +143,7 @@ def clean_records(engine: Engine, kind: Kind, records: Sequence[RawRecord] | pa.
 
 def _quarantine_rows(records: pa.Table, rejected: pa.Table) -> pa.Table:
     rows = rejected.column("_row").cast(pa.int64())
-    taken = records.take(rows)
+    taken = take_rows(records, rows)
     return pa.Table.from_arrays(
         [
             taken.column("topic"),

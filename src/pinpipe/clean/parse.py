@@ -4,12 +4,13 @@ A line becomes a row of its table's *raw* schema (:data:`RAW_ARROW_TYPES`: ``int
 float64, ``text``/``datetime`` → string) or a quarantined record whose reason is exactly what the API would have
 answered (:func:`pinpipe.tables.validate_raw`), or ``invalid_json``.
 
-Speed: the common case is decided in bulk by DuckDB's JSON functions (one query over all lines); only lines that
+Speed: the common case is decided in bulk by DuckDB's JSON functions (one query over all lines, on the engine's
+DuckDB connection); only lines that
 the bulk check does not clearly accept are parsed again in Python with orjson and judged by
 :func:`~pinpipe.tables.validate_raw` itself. The bulk check is conservative — it accepts a line only when every
 value already has its canonical JSON type (a digit string for an ``int`` column, ``true`` for a flag, a number in
-a text column, a duplicated key, … all go the Python way) — so the reasons, and the values, are always those of
-the Python rules.
+a text column, a duplicated key, a float orjson would not read, … all go the Python way) — so the reasons, and
+the values, are always those of the Python rules.
 
 Beyond :func:`validate_raw`: an integer that does not fit in int64 is quarantined as ``bad_key:<key>`` (the key)
 or ``bad_type:<column>``.
@@ -21,10 +22,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pinpipe.clean.quarantine import INVALID_JSON
+from pinpipe.clean.records import take_rows
 from pinpipe.tables import QUARANTINE_SCHEMA, RAW_TABLES, Kind, RawType, validate_raw
 
 RAW_ARROW_TYPES: dict[RawType, pa.DataType] = {
@@ -69,17 +73,20 @@ def _sql_string(value: str) -> str:
 def _bulk_sql(kind: Kind) -> str:
     """One query over ``__pinpipe_records``: each line's typed values and whether the bulk check accepts it.
 
-    Each line is parsed three times at most (valid? object? then types, strings and keys of all columns at once
-    with the list forms of ``json_type`` / ``json_extract_string``); no per-value JSON parsing.
+    Each line is parsed three times at most: the JSON types of the root and of every column (one list-form
+    ``json_type``, under ``try`` so that invalid JSON is NULL), then — only for an object whose keys are exactly
+    the columns it has — its key count (``json_keys``) and the column values (list-form ``json_extract_string``).
+    ``len(keys) = number of columns present`` holds exactly when there is no unknown and no repeated key (every
+    present column is counted once, whatever repeats; a JSON ``null`` counts as present).
     """
     table = RAW_TABLES[kind]
-    names = table.column_names
-    paths = "[" + ", ".join(_sql_string("$." + _json_path_key(n)) for n in names) + "]"
-    known = "[" + ", ".join(_sql_string(n) for n in names) + "]"
-    checks = [f"list_has_all({known}, ks)", "len(ks) = len(list_distinct(ks))"]
+    paths = [_sql_string("$." + _json_path_key(n)) for n in table.column_names]
+    type_paths = "['$', " + ", ".join(paths) + "]"
+    value_paths = "[" + ", ".join(paths) + "]"
+    checks = ["vs IS NOT NULL"]
     values = []
     for i, (name, raw_type) in enumerate(table.columns, start=1):
-        typ, text = f"ts[{i}]", f"vs[{i}]"
+        typ, text = f"ts[{i + 1}]", f"vs[{i}]"
         absent = f"coalesce({typ}, 'NULL') = 'NULL'"
         if name == table.key:
             checks.append(f"{typ} = 'UBIGINT' AND TRY_CAST({text} AS BIGINT) IS NOT NULL")
@@ -90,27 +97,28 @@ def _bulk_sql(kind: Kind) -> str:
         elif raw_type == "flag":
             checks.append(f"({absent} OR ({typ} = 'UBIGINT' AND {text} IN ('0', '1')))")
             value = f"TRY_CAST({text} AS BIGINT)"
-        elif raw_type == "float":
-            checks.append(f"({absent} OR {typ} IN ('DOUBLE', 'UBIGINT', 'BIGINT'))")
+        elif raw_type == "float":  # 1e400 is not JSON for orjson (the API's parser): Python decides
+            checks.append(
+                f"({absent} OR ({typ} IN ('DOUBLE', 'UBIGINT', 'BIGINT') AND isfinite(TRY_CAST({text} AS DOUBLE))))"
+            )
             value = f"TRY_CAST({text} AS DOUBLE)"
         else:  # text, datetime: only strings take the bulk path (numbers in text columns go to Python)
             checks.append(f"({absent} OR {typ} = 'VARCHAR')")
             value = text
         values.append(f'{value} AS "{name}"')
     return f"""
-        WITH o AS (
+        WITH t AS (
             SELECT _row, topic, "partition", "offset", source, line,
-                   CASE WHEN utf8 AND json_valid(line) THEN json_type(line) = 'OBJECT' ELSE false END AS obj
+                   CASE WHEN utf8 THEN try(json_type(line, {type_paths})) END AS ts
             FROM __pinpipe_records
-        ), x AS MATERIALIZED (
-            SELECT _row, topic, "partition", "offset", source, obj,
-                   CASE WHEN obj THEN json_type(line, {paths}) END AS ts,
-                   CASE WHEN obj THEN json_extract_string(line, {paths}) END AS vs,
-                   CASE WHEN obj THEN json_keys(line) END AS ks
-            FROM o
+        ), x AS (
+            SELECT _row, topic, "partition", "offset", source, ts,
+                   CASE WHEN ts[1] = 'OBJECT' AND len(json_keys(line)) = list_count(ts) - 1
+                        THEN json_extract_string(line, {value_paths}) END AS vs
+            FROM t
         )
         SELECT _row, topic, "partition", "offset", source,
-               CASE WHEN obj THEN ({" AND ".join(checks)}) ELSE false END AS fast,
+               coalesce({" AND ".join(checks)}, false) AS fast,
                {", ".join(values)}
         FROM x
     """
@@ -163,7 +171,7 @@ def parse_records(kind: Kind, records: pa.Table, conn: duckdb.DuckDBPyConnection
     own = conn is None
     db = duckdb.connect() if conn is None else conn
     try:
-        numbered = records.append_column("_row", pa.array(range(records.num_rows), pa.int64()))
+        numbered = records.append_column("_row", pa.array(np.arange(records.num_rows, dtype=np.int64)))
         db.register("__pinpipe_records", numbered)
         try:
             bulk = db.sql(_bulk_sql(kind)).to_arrow_table()
@@ -172,13 +180,14 @@ def parse_records(kind: Kind, records: pa.Table, conn: duckdb.DuckDBPyConnection
     finally:
         if own:
             db.close()
-    fast_mask = bulk.column("fast").fill_null(False)
-    fast = bulk.filter(fast_mask).drop_columns(["fast"]).cast(schema)
-    slow_rows = bulk.filter(pa.compute.invert(fast_mask)).column("_row").to_pylist()
-    if not slow_rows:
-        return Parsed(fast, QUARANTINE_SCHEMA.empty_table())
+    fast_mask = bulk.column("fast")
+    if pc.all(fast_mask).as_py():
+        return Parsed(bulk.drop_columns(["fast"]).cast(schema), QUARANTINE_SCHEMA.empty_table())
+    slow_rows = bulk.column("_row").filter(pc.invert(fast_mask)).to_pylist()
+    fast = bulk.drop_columns(["fast"]).filter(fast_mask).cast(schema)
+    del bulk
 
-    slow = records.take(pa.array(slow_rows, pa.int64())).to_pydict()
+    slow = take_rows(records, pa.array(slow_rows, pa.int64())).to_pydict()
     good: dict[str, list[Any]] = {name: [] for name in schema.names}
     bad: dict[str, list[Any]] = {name: [] for name in QUARANTINE_SCHEMA.names}
     for i, row in enumerate(slow_rows):

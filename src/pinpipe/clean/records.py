@@ -7,9 +7,14 @@ columnar table once is what keeps a million records cheap: nothing downstream to
 they are dirty.
 
 Columns: ``topic``, ``partition``, ``offset`` (the record's own offset: a landed object's start offset plus its
-line number), ``source`` (the landed object key, or ``"log"``), ``line`` (the text exactly as received; bytes that
-are not UTF-8 are shown with U+FFFD) and ``utf8`` (False when the bytes were not UTF-8 — such a line is
-``invalid_json`` whatever it looks like after replacement).
+line number), ``source`` (the landed object key, or ``"log"``), ``line`` (the text exactly as received, possibly
+with its ``\n`` terminator — JSON ignores it and quarantine strips it; bytes that are not UTF-8 are shown with
+U+FFFD) and ``utf8`` (False when the bytes were not UTF-8 — such a line is ``invalid_json`` whatever it looks like
+after replacement).
+
+A landed object that is valid UTF-8 (the normal case) becomes a table without a Python object per line: the
+lines are the object's bytes cut at each ``\n`` (an Arrow string array over the same buffer: offsets computed
+with numpy, no copy).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 
@@ -77,23 +83,45 @@ def records_from_object(
     topic: str, partition: int, start_offset: int, source: str, data: bytes, *, min_offset: int = 0
 ) -> pa.Table:
     """Records of one landed object (line ``i`` has offset ``start_offset + i``), keeping offsets ≥ ``min_offset``."""
-    lines, ok = split_lines(data)
-    skip = max(0, min_offset - start_offset)
+    lines = _line_array(data)
+    if lines is None:
+        texts, ok = split_lines(data)
+        lines, utf8 = pa.array(texts, pa.large_string()), pa.array(ok, pa.bool_())
+    else:
+        utf8 = pa.repeat(pa.scalar(True), len(lines))
+    skip = min(max(0, min_offset - start_offset), len(lines))
     if skip:
-        lines, ok = lines[skip:], ok[skip:]
+        lines, utf8 = lines.slice(skip), utf8.slice(skip)
     n = len(lines)
     first = start_offset + skip
     return pa.Table.from_arrays(
         [
-            pa.array([topic] * n, pa.string()),
-            pa.array([partition] * n, pa.int32()),
-            pa.array(range(first, first + n), pa.int64()),
-            pa.array([source] * n, pa.string()),
-            pa.array(lines, pa.large_string()),
-            pa.array(ok, pa.bool_()),
+            pa.repeat(pa.scalar(topic, pa.string()), n),
+            pa.repeat(pa.scalar(partition, pa.int32()), n),
+            pa.array(np.arange(first, first + n, dtype=np.int64)),
+            pa.repeat(pa.scalar(source, pa.string()), n),
+            lines,
+            utf8,
         ],
         schema=RECORDS_SCHEMA,
     )
+
+
+def _line_array(data: bytes) -> pa.Array | None:
+    """The lines of ``data`` as a large-string array over ``data`` itself (each line keeps its ``\n``), or None
+    if ``data`` is not valid UTF-8."""
+    if not data:
+        return pa.array([], pa.large_string())
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == 0x0A) + 1
+    if ends.size == 0 or ends[-1] != len(data):
+        ends = np.append(ends, len(data))  # a last line without a terminator
+    offsets = np.concatenate(([0], ends)).astype(np.int64)
+    lines = pa.LargeStringArray.from_buffers(len(ends), pa.py_buffer(offsets), pa.py_buffer(data))
+    try:
+        lines.validate(full=True)
+    except pa.ArrowInvalid:
+        return None
+    return lines
 
 
 def records_table(records: Sequence[RawRecord]) -> pa.Table:
@@ -126,8 +154,28 @@ def records_table(records: Sequence[RawRecord]) -> pa.Table:
 
 
 def concat_records(tables: Iterable[pa.Table]) -> pa.Table:
-    """One records table from many (an empty one if there are none)."""
+    """One records table from many (an empty one if there are none); the parts' buffers are not copied."""
     parts = list(tables)
     if not parts:
         return RECORDS_SCHEMA.empty_table()
-    return pa.concat_tables(parts).combine_chunks()
+    return pa.concat_tables(parts)
+
+
+def take_rows(table: pa.Table, rows: pa.Array) -> pa.Table:
+    """``table.take(rows)`` for a few ``rows`` (sorted or not) of a table of many chunks (one per landed object):
+    chunk by chunk, where pyarrow's ``take`` would first concatenate every chunk of every column."""
+    indices = np.asarray(rows.to_numpy(zero_copy_only=False), dtype=np.int64)
+    if table.num_rows == 0 or indices.size == 0 or table.column(0).num_chunks <= 1:
+        return table.take(rows)
+    batches = table.to_batches()
+    starts = np.cumsum([0] + [b.num_rows for b in batches])
+    owner = np.searchsorted(starts, indices, side="right") - 1
+    order = np.argsort(owner, kind="stable")
+    parts = []
+    for chunk in np.unique(owner):
+        local = indices[order][owner[order] == chunk] - starts[chunk]
+        parts.append(batches[chunk].take(pa.array(local)))
+    taken = pa.Table.from_batches(parts, schema=table.schema)
+    position = np.empty_like(order)
+    position[order] = np.arange(order.size)
+    return taken.take(pa.array(position))  # back to the order of ``rows``

@@ -32,6 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from pinpipe.clean.quarantine import BAD_COORDINATES, bad_timestamp
 from pinpipe.engine import Engine
 from pinpipe.tables import SILVER_SCHEMAS, Kind
@@ -71,6 +73,20 @@ _SUFFIX_DIGITS = (("kK", 3), ("mM", 6), ("bB", 9))
 FOLLOWER_NOTE = "follower_count_unparsed"
 
 PROVENANCE_COLUMNS = ("_row", "topic", "partition", "offset")
+
+NOTES: dict[Kind, tuple[str, ...]] = {
+    "pin": (
+        *(
+            note
+            for name in PIN_TEXT
+            for note in (f"empty:{name}", *((f"placeholder:{name}",) if name in PLACEHOLDERS else ()))
+        ),
+        FOLLOWER_NOTE,
+    ),
+    "geo": (),
+    "user": (),
+}
+"""The data-quality notes of each kind, in the order of the ``_note<i>`` columns of :class:`CleanedFrame`."""
 
 
 @dataclass(frozen=True)
@@ -192,9 +208,7 @@ def clean_frame(engine: Engine, kind: Kind, df: Any) -> CleanedFrame:
     cleaned, notes, _ = _KINDS[kind](F, df)
     silver = SILVER_SCHEMAS[kind].names
     good = F.col("reason").isNull()
-    latest = Window.partitionBy("ind", "_bad").orderBy(
-        F.col("partition").desc(), F.col("offset").desc(), F.col("topic").desc()
-    )
+    # one window order for everything (one sort): the winner is the row with no next row in that order
     earliest = Window.partitionBy("ind", "_bad").orderBy(
         F.col("partition").asc(), F.col("offset").asc(), F.col("topic").asc()
     )
@@ -208,8 +222,22 @@ def clean_frame(engine: Engine, kind: Kind, df: Any) -> CleanedFrame:
         *PROVENANCE_COLUMNS,
         "reason",
         *silver,
-        (good & (F.row_number().over(latest) == 1)).alias("_win"),
+        (good & F.lead(F.lit(1), 1).over(earliest).isNull()).alias("_win"),
         (good & (F.row_number().over(earliest) > 1) & differs).alias("_differs"),
         *(F.col(f"_note{i}") for i in range(len(notes))),
     )
     return CleanedFrame(out, tuple(notes))
+
+
+def clean_table(engine: Engine, kind: Kind, rows: pa.Table) -> pa.Table:
+    """Stage 2 over Arrow rows of :func:`pinpipe.clean.parse.raw_schema`: :func:`clean_frame` collected as one
+    Arrow table (columns as :class:`CleanedFrame`, ``_note<i>`` meaning ``NOTES[kind][i]``). Called by
+    :func:`pinpipe.clean.clean_records`; through :meth:`Engine.collect`, so DuckDB generates the SQL once per kind."""
+
+    def build(frames: Any) -> dict[str, Any]:
+        cleaned = clean_frame(engine, kind, frames["rows"])
+        if cleaned.notes != NOTES[kind]:  # pragma: no cover - a rule changed without NOTES
+            raise AssertionError(f"{kind}: clean_frame notes {cleaned.notes} differ from NOTES")
+        return {"cleaned": cleaned.df}
+
+    return engine.collect(f"clean:{kind}", {"rows": rows}, build)["cleaned"]
