@@ -6,8 +6,8 @@
 ``pinpipe api`` (embedded ``file://`` log) and ``pinpipe stream`` run as their own processes on 127.0.0.1. Load
 generators (two processes) send generated pin/geo/user records through the Kinesis proxy
 (``PUT /streams/streaming-<prefix>-<kind>/records``, kinds in turn, ~100 requests/s per process) at a fixed
-total rate, and note when each request was acknowledged. An observer tails the silver Delta tables (every 20 ms it
-loads new table versions and reads the ``ind`` of newly added files) and notes when each ``ind`` first becomes
+total rate, and note when each request was acknowledged. An observer tails the silver Delta tables (every 10 ms it
+checks each table's ``_delta_log`` for a new commit, loads it and reads the ``ind`` of newly added files) and notes when each ``ind`` first becomes
 readable. Latency = readable − acknowledged, per record. An *event* here is one record (one acknowledged row).
 
 Phases: the main run at ``--rate`` for ``--seconds`` (p50/p99/max latency, worker RSS at start and end), then one
@@ -110,15 +110,25 @@ class SilverObserver(threading.Thread):
     def run(self) -> None:
         tables: dict[str, DeltaTable] = {}
         files: dict[str, set[str]] = {k: set() for k in KINDS}
+        commits: dict[str, int] = dict.fromkeys(KINDS, -1)
         while not self.stop.is_set():
             for kind in KINDS:
+                log_dir = self.lake_dir / "silver" / kind / "_delta_log"
+                try:  # cheap check first: has a new commit file appeared since the last look?
+                    count = sum(1 for e in os.scandir(log_dir) if e.name.endswith(".json"))
+                except FileNotFoundError:
+                    continue
+                if count == commits[kind]:
+                    continue
+                commits[kind] = count
                 try:
                     dt = tables.get(kind)
                     if dt is None:
                         dt = tables[kind] = DeltaTable(str(self.lake_dir / "silver" / kind))
                     else:
                         dt.update_incremental()
-                except Exception:  # the table does not exist yet
+                except Exception:  # the table is being created
+                    commits[kind] = -1
                     continue
                 now = time.time()
                 current = set(dt.file_uris())
@@ -126,7 +136,7 @@ class SilverObserver(threading.Thread):
                     for ind in pq.read_table(uri.removeprefix("file://"), columns=["ind"]).column("ind").to_pylist():
                         self.seen.setdefault((kind, ind), now)
                 files[kind] = current
-            time.sleep(0.02)
+            time.sleep(0.01)
 
 
 def _percentile(values: list[float], q: float) -> float:

@@ -10,6 +10,12 @@ Who calls what: :class:`pinpipe.stream.StreamWorker` asks :meth:`Compactor.due` 
 :meth:`CompactSchedule.parse`. Running between batches means a worker never races its own merges; a conflict with
 another writer (another worker, a batch job) is a Retryable error: the compaction is retried a few times and
 otherwise skipped until the next interval, since the rows are already safe in the table.
+
+Measured (deltalake 1.6.6, 2 cores, 200-row batches): without compaction a MERGE took 0.10 s at 250 files and
+50k rows, 0.56 s at 1,000 files and 200k rows; compacting every 100 batches kept it at 0.14 s (100k rows) and
+0.37 s (200k rows); at 1,000 records/s, compacting one table every 20 batches took merge p50 from 0.12 to 0.09 s.
+A batch that updates rows rewrites every file holding one of them (copy-on-write), so smaller target files do not
+help when updates hit random ``ind``s: the table's size, not the batch's, bounds that cost.
 """
 
 from __future__ import annotations
