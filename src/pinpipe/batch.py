@@ -13,7 +13,9 @@ table is missing, and each ``<lake>/gold/<name>`` is overwritten only if its row
 row per kind to ``<lake>/_meta/runs`` (:data:`RUNS_SCHEMA`) and must balance
 ``read = written + collapsed + quarantined`` (``written = inserted + updated``; ``collapsed`` = records that
 changed nothing: re-sends, records overtaken by a later one of the same ``ind``, identical to silver already),
-else :class:`~pinpipe.errors.AccountingError`.
+else :class:`~pinpipe.errors.AccountingError`. ``conflicts`` counts changes of a row's content, as the oracle does
+over the whole send order: a record that differs from the previous record of its ``ind`` in the run, or — for the
+run's first record of an ``ind`` — from the row silver held before the run.
 """
 
 from __future__ import annotations
@@ -193,6 +195,7 @@ def run_batch(
         tables.clear()  # the landed bytes: free them before the Delta writes
         before = delta.table_version(lake, "silver", kind)
         rows_before = _count(lake, kind)
+        overwritten = delta.count_changed(lake, kind, cleaned.first_rows(), engine.duckdb())
         delta.write_quarantine(lake, kind, cleaned.quarantine)
         merged = delta.merge_silver(lake, kind, cleaned.silver, app_txns=ends)
         report(f"writing {kind}", 1, 1)
@@ -200,7 +203,7 @@ def run_batch(
         run.read, run.quarantined = stats.read, stats.quarantined
         run.inserted, run.updated = merged.inserted, merged.updated
         run.collapsed = merged.unchanged + stats.duplicates + stats.conflicts
-        run.conflicts = stats.conflicts + merged.updated
+        run.conflicts = stats.conflicts + overwritten  # changes within the batch + first records changing silver
         run.notes = dict(stats.notes)
         _check(run, merged.unchanged, rows_before, _count(lake, kind))
         changed = changed or merged.inserted > 0 or merged.updated > 0 or before is None

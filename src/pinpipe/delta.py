@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,6 +35,9 @@ from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchEr
 from pinpipe.errors import CommitConflictError, CorruptStateError, StoreUnavailableError
 from pinpipe.lake.store import Lake
 from pinpipe.tables import QUARANTINE_SCHEMA, SILVER_SCHEMAS, Kind
+
+if TYPE_CHECKING:
+    import duckdb
 
 T = TypeVar("T")
 
@@ -122,6 +125,29 @@ def read_table(lake: Lake, *parts: str, columns: Sequence[str] | None = None) ->
         return None
     with _mapped("reading", dt.table_uri):
         return dt.to_pyarrow_table(columns=None if columns is None else list(columns))
+
+
+def count_changed(lake: Lake, kind: Kind, rows: pa.Table, conn: duckdb.DuckDBPyConnection) -> int:
+    """How many of ``rows`` (``SILVER_SCHEMAS[kind]``) have an ``ind`` that ``<lake>/silver/<kind>`` holds with
+    different content (null-safe, every column). The batch job calls it with
+    :meth:`~pinpipe.clean.CleanResult.first_rows` before merging: each is a conflict with the row it follows.
+    ``conn`` is a DuckDB connection of the caller's thread (``engine.duckdb()``)."""
+    dt = _open(lake, "silver", kind)
+    if dt is None or rows.num_rows == 0:
+        return 0
+    schema = SILVER_SCHEMAS[kind]
+    differs = " OR ".join(f'(s."{f.name}" IS DISTINCT FROM t."{f.name}")' for f in schema if f.name != "ind")
+    with _mapped("comparing with silver", dt.table_uri):
+        silver = dt.to_pyarrow_dataset()
+    conn.register("__pinpipe_silver", silver)
+    conn.register("__pinpipe_rows", rows.select(schema.names).cast(schema))
+    try:
+        sql = f"SELECT count(*) FROM __pinpipe_rows s JOIN __pinpipe_silver t ON s.ind = t.ind WHERE {differs}"
+        found = conn.sql(sql).fetchall()
+    finally:
+        conn.unregister("__pinpipe_rows")
+        conn.unregister("__pinpipe_silver")
+    return int(found[0][0])
 
 
 def _differs(schema: pa.Schema, key: str) -> str:

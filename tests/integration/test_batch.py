@@ -99,6 +99,32 @@ def test_crash_between_quarantine_and_silver_then_rerun(
     assert runs is not None and runs.num_rows == 9 and set(runs["path"].to_pylist()) == {"batch"}
 
 
+def test_conflicts_count_changes_against_silver_across_runs(tmp_path: Path, duck: Engine) -> None:
+    lake = Lake(f"file://{tmp_path}")
+    a, b = {"index": 7, "title": "a"}, {"index": 7, "title": "b"}
+    land(lake, {"pin": [a, {"index": 8}]})
+    assert run_batch(lake, duck, PREFIX, gold=False).kinds["pin"].conflicts == 0
+    land(lake, {"pin": [b, a, {"index": 8}]}, first_offset=2)  # a → b → a: two changes; 8 unchanged
+    second = run_batch(lake, duck, PREFIX, gold=False).kinds["pin"]
+    assert (second.conflicts, second.updated, second.collapsed, second.read) == (2, 0, 3, 3)
+
+
+def test_conflicts_summed_over_runs_equal_the_oracle(tmp_path: Path, duck: Engine) -> None:
+    sent = send_list(500, 11, resend_rate=0.2, conflict_rate=0.2, faults=0.02).by_kind()
+    lake = Lake(f"file://{tmp_path}")
+    cuts = {kind: len(records) // 2 for kind, records in sent.items()}
+    land(lake, {kind: records[: cuts[kind]] for kind, records in sent.items()}, per_object=97)
+    first = run_batch(lake, duck, PREFIX, gold=False)
+    for kind, records in sent.items():
+        land(lake, {kind: records[cuts[kind] :]}, per_object=97, first_offset=cuts[kind])
+    second = run_batch(lake, duck, PREFIX, gold=False)
+    expected = expected_output(sent)
+    for kind in KINDS:
+        runs = first.kinds[kind], second.kinds[kind]
+        assert sum(r.conflicts for r in runs) == expected.accounting[kind].conflicts, kind
+        assert sum(r.read for r in runs) == expected.accounting[kind].read, kind
+
+
 @pytest.mark.slow
 def test_duckdb_and_spark_give_identical_silver_on_the_sample(tmp_path: Path, duck: Engine) -> None:
     pytest.importorskip("pyspark")

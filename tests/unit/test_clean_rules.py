@@ -1,4 +1,7 @@
-"""Property tests of each cleaning rule (DuckDB engine) against plain-Python statements of the rule."""
+"""Property tests of each cleaning rule (DuckDB engine) against plain-Python statements of the rule.
+
+Each example is a whole list of generated values cleaned in one ``clean_records`` call (one row per value), so
+many values are checked per engine call; after the first call the engine reuses the cleaning program's SQL."""
 
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pinpipe.clean import clean_records
 from pinpipe.clean.records import RawRecord
 from pinpipe.engine import DuckDBEngine, Engine
 
-SETTINGS = settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +54,7 @@ garbage = st.text(max_size=8) | st.sampled_from(["12kk", "1,234", " 12k", "-5", 
 
 
 @SETTINGS
-@given(values=st.lists(numbers | garbage, min_size=1, max_size=20))
+@given(values=st.lists(numbers | garbage, min_size=1, max_size=60))
 def test_follower_count(engine: Engine, values: list[str]) -> None:
     res = _clean(engine, "pin", [{"index": i, "follower_count": v} for i, v in enumerate(values)])
     got = res.silver.column("follower_count").to_pylist()
@@ -78,7 +81,7 @@ PLACEHOLDER_CASES = {
         | st.sampled_from([p for v in PLACEHOLDER_CASES.values() for p in v])
         | st.sampled_from([" ", "\t\n", "\x0b", "\u00a0"]),
         min_size=1,
-        max_size=15,
+        max_size=60,
     ),
 )
 def test_placeholders_and_blanks(engine: Engine, column: str, values: list[str]) -> None:
@@ -88,19 +91,19 @@ def test_placeholders_and_blanks(engine: Engine, column: str, values: list[str])
 
 
 @SETTINGS
-@given(rest=st.text(max_size=10), prefixed=st.booleans())
-def test_save_location(engine: Engine, rest: str, prefixed: bool) -> None:
-    value = ("Local save in " if prefixed else "") + rest
-    res = _clean(engine, "pin", [{"index": 1, "save_location": value}])
-    stripped = rest if prefixed else value
-    assert res.silver.column("save_location").to_pylist() == [stripped if stripped.strip(" \t\n\r\f\v") else None]
+@given(cases=st.lists(st.tuples(st.text(max_size=10), st.booleans()), min_size=1, max_size=60))
+def test_save_location(engine: Engine, cases: list[tuple[str, bool]]) -> None:
+    values = [("Local save in " if prefixed else "") + rest for rest, prefixed in cases]
+    res = _clean(engine, "pin", [{"index": i, "save_location": v} for i, v in enumerate(values)])
+    stripped = [rest if prefixed else v for (rest, prefixed), v in zip(cases, values, strict=True)]
+    assert res.silver.column("save_location").to_pylist() == [s if s.strip(" \t\n\r\f\v") else None for s in stripped]
 
 
 coords = st.one_of(st.none(), st.floats(-300, 300, allow_nan=False), st.integers(-200, 200))
 
 
 @SETTINGS
-@given(pairs=st.lists(st.tuples(coords, coords), min_size=1, max_size=15))
+@given(pairs=st.lists(st.tuples(coords, coords), min_size=1, max_size=60))
 def test_coordinates(engine: Engine, pairs: list[tuple[Any, Any]]) -> None:
     rows = [
         {"ind": i, "timestamp": "2020-08-28 03:52:47", "latitude": la, "longitude": lo}
@@ -143,7 +146,7 @@ stamps = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 
             ]
         ),
         min_size=1,
-        max_size=15,
+        max_size=60,
     )
 )
 def test_timestamps_both_wire_forms(engine: Engine, values: list[str]) -> None:
@@ -169,7 +172,7 @@ names = st.one_of(st.none(), st.text(max_size=6), st.integers(0, 99))
 
 
 @SETTINGS
-@given(people=st.lists(st.tuples(names, names), min_size=1, max_size=10))
+@given(people=st.lists(st.tuples(names, names), min_size=1, max_size=60))
 def test_user_name(engine: Engine, people: list[tuple[Any, Any]]) -> None:
     rows = [
         {"ind": i, "first_name": f, "last_name": la, "age": 20, "date_joined": "2016-01-01 00:00:00"}
@@ -179,6 +182,24 @@ def test_user_name(engine: Engine, people: list[tuple[Any, Any]]) -> None:
     assert res.silver.column("user_name").to_pylist() == [
         None if f is None or la is None else f"{f} {la}" for f, la in people
     ]
+
+
+@SETTINGS
+@given(sends=st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["a", "b", "c"])), min_size=1, max_size=60))
+def test_last_record_wins_and_conflicts_count_changes(engine: Engine, sends: list[tuple[int, str]]) -> None:
+    res = _clean(engine, "pin", [{"index": ind, "title": title} for ind, title in sends])
+    last: dict[int, str] = {}
+    conflicts = 0
+    for ind, title in sends:
+        conflicts += ind in last and last[ind] != title
+        last[ind] = title
+    assert res.silver.column("ind").to_pylist() == sorted(last)
+    assert res.silver.column("title").to_pylist() == [last[ind] for ind in sorted(last)]
+    assert res.stats.conflicts == conflicts
+    assert res.stats.duplicates == len(sends) - len(last) - conflicts
+    firsts = {ind: title for ind, title in reversed(sends)}
+    first_rows = res.first_rows().sort_by("ind")
+    assert first_rows.column("title").to_pylist() == [firsts[ind] for ind in sorted(firsts)]
 
 
 def test_last_record_wins_and_counts(engine: Engine) -> None:

@@ -10,6 +10,8 @@ Contract (both paths call exactly this; keep names and semantics)::
         stats: CleanStats     # read, valid, quarantined, duplicates (identical re-sends collapsed in the batch),
                               # conflicts (same ind, different cleaned content), notes: dict[str, int]
                               # ("placeholder:<column>", "follower_count_unparsed", ...)
+        firsts: pa.Table | None = None  # first good record of each ind with several; first_rows() = the batch's
+                              # first record per ind, to compare with silver (delta.count_changed)
 
     def clean_records(engine: Engine, kind: Kind, records: Sequence[RawRecord]) -> CleanResult
 
@@ -23,6 +25,9 @@ Delta side (:mod:`pinpipe.delta`)::
         # transactions {app_id: version} so progress and rows land atomically; creates the table on first use
     write_quarantine(lake, kind, rows: pa.Table) -> int   # insert-if-absent by (topic, partition, offset)
     txn_version(lake, kind, app_id) -> int | None          # last committed version of app_id on silver/<kind>
+    count_changed(lake, kind, rows, conn) -> int           # rows whose ind silver holds with other content: call
+                                                           # with first_rows() before merging; conflicts of a
+                                                           # batch = stats.conflicts + that
     read_table(lake, *parts) -> pa.Table | None            # read_table(lake, "silver", "pin")
 
 App ids name one writer of one topic-partition: ``pinpipe-batch:<topic>:<partition>`` and
@@ -70,6 +75,18 @@ class CleanResult:
     silver: pa.Table
     quarantine: pa.Table
     stats: CleanStats
+    firsts: pa.Table | None = None
+    """For each ``ind`` with several good records in the batch, its first one (``SILVER_SCHEMAS[kind]``): with
+    ``silver``, :meth:`first_rows` — what to compare with the rows already in silver to count conflicts across
+    batches (``stats.conflicts`` counts those within the batch)."""
+
+    def first_rows(self) -> pa.Table:
+        """The first good record of each ``ind`` of the batch (silver schema): the one whose predecessor is the
+        row silver holds already. Callers count ``delta.count_changed(lake, kind, first_rows())`` as conflicts."""
+        if self.firsts is None or self.firsts.num_rows == 0:
+            return self.silver
+        single = pc.invert(pc.is_in(self.silver.column("ind"), value_set=self.firsts.column("ind")))
+        return pa.concat_tables([self.silver.filter(single), self.firsts])
 
 
 def normalise_silver(kind: Kind, table: pa.Table) -> pa.Table:
@@ -107,7 +124,7 @@ def clean_records(engine: Engine, kind: Kind, records: Sequence[RawRecord] | pa.
     quarantine = parsed.quarantine
     notes: dict[str, int] = {}
     duplicates = conflicts = 0
-    silver = SILVER_SCHEMAS[kind].empty_table()
+    silver = firsts = SILVER_SCHEMAS[kind].empty_table()
     if parsed.rows.num_rows:
         out = clean_table(engine, kind, parsed.rows)
         del parsed  # the typed rows are not needed any more: free them before the silver copy
@@ -120,6 +137,7 @@ def clean_records(engine: Engine, kind: Kind, records: Sequence[RawRecord] | pa.
         winners = pc.indices_nonzero(out.column("_win"))
         order = pc.sort_indices(out.column("ind").take(winners))
         silver = _cast_silver(kind, out.select(SILVER_SCHEMAS[kind].names).take(winners.take(order)))
+        firsts = _cast_silver(kind, out.select(SILVER_SCHEMAS[kind].names).filter(out.column("_first")))
         conflicts = _count(out.column("_differs"))  # ``_differs`` implies a good row
         duplicates = out.num_rows - rejected - silver.num_rows - conflicts
         for i, name in enumerate(NOTES[kind]):
@@ -138,7 +156,7 @@ def clean_records(engine: Engine, kind: Kind, records: Sequence[RawRecord] | pa.
         conflicts=conflicts,
         notes=notes,
     )
-    return CleanResult(silver, quarantine, stats)
+    return CleanResult(silver, quarantine, stats, firsts)
 
 
 def _quarantine_rows(records: pa.Table, rejected: pa.Table) -> pa.Table:

@@ -24,7 +24,8 @@ Semantic quarantine (checked in this order, first failure wins): ``bad_timestamp
 The winner per ``ind`` among the good rows is the last by ``(partition, offset)`` (then topic, for records of
 two topics at the same position); ``_differs`` marks a good row whose cleaned content differs from the previous
 good row of its ``ind`` in that order (a *conflict*: each change of a row's content counts once; a later row equal
-to its predecessor is a *duplicate*).
+to its predecessor is a *duplicate*); ``_first`` marks the first good row of an ``ind`` that has later ones (its
+predecessor is the row silver already holds, if any: the caller compares them).
 """
 
 from __future__ import annotations
@@ -94,7 +95,8 @@ class CleanedFrame:
     """The stage-2 DataFrame and the meaning of its note columns.
 
     Columns: ``_row, topic, partition, offset, reason`` (null for a good row), the silver columns, ``_win``
-    (the row that goes to silver), ``_differs`` (a good row whose content differs from the winner's), then one
+    (the row that goes to silver), ``_differs`` (a good row whose content differs from its predecessor's),
+    ``_first`` (the first good row of an ``ind`` with several, not the winner), then one
     boolean column per name in ``notes`` (``_note0``, ``_note1``, …).
     """
 
@@ -224,6 +226,7 @@ def clean_frame(engine: Engine, kind: Kind, df: Any) -> CleanedFrame:
         *silver,
         (good & F.lead(F.lit(1), 1).over(earliest).isNull()).alias("_win"),
         (good & (F.row_number().over(earliest) > 1) & differs).alias("_differs"),
+        (good & (F.row_number().over(earliest) == 1) & F.lead(F.lit(1), 1).over(earliest).isNotNull()).alias("_first"),
         *(F.col(f"_note{i}") for i in range(len(notes))),
     )
     return CleanedFrame(out, tuple(notes))
