@@ -7,11 +7,12 @@ Who calls what: ``pinpipe stream`` (:mod:`pinpipe.cli.stream_cmd`) builds a :cla
 One micro-batch (:meth:`StreamWorker.step`):
 
 1. collect records from the feed until ``max_batch`` records or ``max_wait_ms`` after the first one arrived;
-2. per kind, ``clean_records(engine, kind, records)`` (:mod:`pinpipe.clean`, shared with batch);
+2. per kind, ``clean_records(engine, kind, records)`` (:mod:`pinpipe.clean`, shared with batch; its SQL is built
+   once per engine, at start by ``prepare_cleaning``), on the engine's thread;
 3. per kind, ``write_quarantine`` (insert-if-absent by (topic, partition, offset), so a replay is a no-op), then
    ``merge_silver(..., app_txns={"pinpipe-stream:<topic>:<partition>": next_offset})``: the silver rows and the
-   progress of every partition in the batch land in one Delta commit. The kinds' commits run in parallel (they
-   are different tables);
+   progress of every partition in the batch land in one Delta commit. Each kind commits on its own thread as soon
+   as it is cleaned (different tables; delta-rs works without the GIL), overlapping the next kind's cleaning;
 4. commit the log positions (informational, for lag tools; throttled to ``commit_interval_s``).
 
 Exactly once: a partition (re)starts at ``max(txn_version(app id), committed log position)``, so whatever a
@@ -20,8 +21,8 @@ crash, a SIGKILL or a rebalance interrupted is read again, and whatever was comm
 Delta commit (another worker, a compaction) raises a Retryable error and the same batch is committed again.
 
 Latency (API acknowledgement → row readable in silver; ``bench/stream.py``): a micro-batch costs its cleaning
-(:mod:`pinpipe.stream_clean` runs SQL built once per kind, ~30–100 ms per kind) and its silver MERGE (~50–150 ms
-on tables of up to ~100k rows), the kinds in parallel. MERGE in delta-rs is copy-on-write and joins against the
+(SQL built once per engine and kind, then ~30–60 ms per kind) and its silver MERGE (~50–150 ms on tables of up to
+~100k rows), merges overlapping cleaning. MERGE in delta-rs is copy-on-write and joins against the
 whole table, so its cost grows with the table's rows and files: :class:`~pinpipe.compaction.Compactor` keeps the
 file count low (one table every 20 batches by default); the rows stay (a bucketed layout would bound them but
 needs a partition column the silver contract does not have).
@@ -37,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pinpipe import delta
-from pinpipe.clean import RawRecord
+from pinpipe.clean import CleanResult, RawRecord, clean_records, prepare_cleaning
 from pinpipe.compaction import Compactor
 from pinpipe.engine import Engine
 from pinpipe.errors import FatalError, RetryableError
@@ -46,7 +47,6 @@ from pinpipe.lake.store import Lake
 from pinpipe.log import open_log
 from pinpipe.log.base import LogRecord
 from pinpipe.logs import get_logger
-from pinpipe.stream_clean import CompiledCleaner
 from pinpipe.stream_metrics import StreamMetrics
 from pinpipe.tables import KINDS, Kind, kind_of_topic
 
@@ -118,7 +118,6 @@ class StreamWorker:
         options: StreamOptions,
         metrics: StreamMetrics | None = None,
         compactor: Compactor | None = None,
-        cleaner: CompiledCleaner | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.feed = feed
@@ -127,7 +126,6 @@ class StreamWorker:
         self.options = options
         self.metrics = metrics or StreamMetrics()
         self.compactor = compactor
-        self.cleaner = cleaner or CompiledCleaner(engine)
         self._sleep = sleep
         self._pending: list[LogRecord] = []
         self._uncommitted: dict[TopicPartition, int] = {}
@@ -166,7 +164,7 @@ class StreamWorker:
 
     def open(self) -> None:
         if not self._opened:
-            self.cleaner.warm_up(KINDS)
+            prepare_cleaning(self.engine, KINDS)  # build the cleaning SQL now, not in the first batch
             self.feed.open(self.resume_positions, self.release)
             self._opened = True
 
@@ -230,13 +228,15 @@ class StreamWorker:
                 by_kind.setdefault(kind, []).append(RawRecord(rec.topic, rec.partition, rec.offset, rec.value, "log"))
         positions = group_positions(records)
         outcome = BatchOutcome(len(records), 0.0, positions=positions)
-        futures = {  # one thread per kind: clean (DuckDB runs without the GIL), quarantine, merge
-            kind: self._pool.submit(self._process_kind, kind, recs, self._txns(kind, positions))
-            for kind, recs in by_kind.items()
-        }
+        futures = {}
+        for kind, recs in by_kind.items():  # clean on this thread (the engine's), commit each kind on its own
+            t0 = time.monotonic()
+            result = clean_records(self.engine, kind, recs)
+            clean_s = time.monotonic() - t0
+            futures[kind] = self._pool.submit(self._commit_kind, kind, result, self._txns(kind, positions), clean_s)
         for kind, fut in futures.items():
             outcome.kinds[kind] = fut.result()
-        outcome.clean_s = max((k.clean_s for k in outcome.kinds.values()), default=0.0)
+        outcome.clean_s = sum(k.clean_s for k in outcome.kinds.values())
         outcome.seconds = time.monotonic() - started
         self.batches += 1
         self._uncommitted.update(positions)
@@ -251,18 +251,14 @@ class StreamWorker:
             if kind_of_topic(self.options.prefix, topic) == kind
         }
 
-    def _process_kind(self, kind: Kind, records: list[RawRecord], txns: dict[str, int]) -> KindOutcome:
-        t0 = time.monotonic()
-        result = self.cleaner.clean(kind, records)
-        clean_s = time.monotonic() - t0
-        out = self._commit_kind(kind, result, txns)
-        out.clean_s = clean_s
-        return out
-
-    def _commit_kind(self, kind: Kind, result: Any, txns: dict[str, int]) -> KindOutcome:
+    def _commit_kind(self, kind: Kind, result: CleanResult, txns: dict[str, int], clean_s: float) -> KindOutcome:
         stats = result.stats
         out = KindOutcome(
-            read=stats.read, quarantined=stats.quarantined, duplicates=stats.duplicates, conflicts=stats.conflicts
+            read=stats.read,
+            quarantined=stats.quarantined,
+            duplicates=stats.duplicates,
+            conflicts=stats.conflicts,
+            clean_s=clean_s,
         )
         if result.quarantine.num_rows:
             self._retrying(lambda: delta.write_quarantine(self.lake, kind, result.quarantine))

@@ -42,7 +42,7 @@ def test_stream_from_kinesis_equals_the_oracle(moto: Service, tmp_path: Path) ->
         first = StreamWorker(open_feed(url, prefix, "g"), lake, engine, options)
         first.step()
         first.step()  # then dies without closing
-        second = StreamWorker(open_feed(url, prefix, "g"), lake, engine, options, cleaner=first.cleaner)
+        second = StreamWorker(open_feed(url, prefix, "g"), lake, engine, options)
         second.run(threading.Event())
     finally:
         engine.close()

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pyarrow as pa
 import pytest
 
 from pinpipe import delta
@@ -23,20 +22,17 @@ from pinpipe.log.memory import MemoryLog
 from pinpipe.source.faults import send_list
 from pinpipe.source.oracle import ExpectedOutput, expected_output
 from pinpipe.stream import StreamOptions, StreamWorker, app_id
-from pinpipe.stream_clean import CompiledCleaner
 from pinpipe.tables import KINDS, RAW_TABLES, topic_name
 
 PREFIX = "t"
 
 
 @pytest.fixture(scope="module")
-def cleaner() -> Iterator[CompiledCleaner]:
-    """One engine for the module (building the cleaning SQL takes a few seconds; later batches milliseconds)."""
-    engine = DuckDBEngine()
-    c = CompiledCleaner(engine)
-    c.warm_up(KINDS)
-    yield c
-    engine.close()
+def engine() -> Iterator[DuckDBEngine]:
+    """One engine for the module (building the cleaning SQL takes a second or two; later batches milliseconds)."""
+    e = DuckDBEngine()
+    yield e
+    e.close()
 
 
 def _fill(log: MemoryLog, posts: int, seed: int, partitions: int = 2) -> ExpectedOutput:
@@ -50,10 +46,10 @@ def _fill(log: MemoryLog, posts: int, seed: int, partitions: int = 2) -> Expecte
     return expected_output(sent)
 
 
-def _worker(log: MemoryLog, lake: Lake, cleaner: CompiledCleaner, **kw: Any) -> StreamWorker:
+def _worker(log: MemoryLog, lake: Lake, engine: DuckDBEngine, **kw: Any) -> StreamWorker:
     options = StreamOptions(prefix=PREFIX, max_batch=kw.pop("max_batch", 150), max_wait_ms=20, idle_stop_s=0.3)
     feed = LogFeed(log, PREFIX, "stream-test", **kw)
-    return StreamWorker(feed, lake, cleaner.engine, options, cleaner=cleaner)
+    return StreamWorker(feed, lake, engine, options)
 
 
 def _assert_matches_oracle(lake: Lake, expected: ExpectedOutput) -> None:
@@ -71,11 +67,11 @@ def _lake(tmp_path: Path) -> Lake:
     return Lake(f"file://{tmp_path / 'lake'}")
 
 
-def test_stream_output_equals_the_oracle(tmp_path: Path, cleaner: CompiledCleaner) -> None:
+def test_stream_output_equals_the_oracle(tmp_path: Path, engine: DuckDBEngine) -> None:
     log = MemoryLog(uuid.uuid4().hex)
     expected = _fill(log, 400, seed=5)
     lake = _lake(tmp_path)
-    worker = _worker(log, lake, cleaner)
+    worker = _worker(log, lake, engine)
     worker.run(threading.Event())
     _assert_matches_oracle(lake, expected)
     assert worker.batches >= 3
@@ -86,15 +82,15 @@ def test_stream_output_equals_the_oracle(tmp_path: Path, cleaner: CompiledCleane
             assert log.committed("stream-test", topic_name(PREFIX, kind))[p] == end
 
 
-def test_restart_after_a_crash_skips_what_silver_holds(tmp_path: Path, cleaner: CompiledCleaner) -> None:
+def test_restart_after_a_crash_skips_what_silver_holds(tmp_path: Path, engine: DuckDBEngine) -> None:
     log = MemoryLog(uuid.uuid4().hex)
     expected = _fill(log, 400, seed=6)
     lake = _lake(tmp_path)
-    first = _worker(log, lake, cleaner, max_batch=100)
+    first = _worker(log, lake, engine, max_batch=100)
     for _ in range(4):
         first.step()  # then "crash": no close, no log commit of the last batches
     read_first = sum(k.read for k in [first._totals])
-    second = _worker(log, lake, cleaner)
+    second = _worker(log, lake, engine)
     second.run(threading.Event())
     total = sum(log.end_offset(topic_name(PREFIX, k), p) for k in KINDS for p in range(2))
     assert read_first + second._totals.read == total  # nothing read twice, nothing skipped
@@ -102,7 +98,7 @@ def test_restart_after_a_crash_skips_what_silver_holds(tmp_path: Path, cleaner: 
 
 
 def test_crash_between_quarantine_and_silver_replays_cleanly(
-    tmp_path: Path, cleaner: CompiledCleaner, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, engine: DuckDBEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     log = MemoryLog(uuid.uuid4().hex)
     expected = _fill(log, 200, seed=7)
@@ -113,19 +109,17 @@ def test_crash_between_quarantine_and_silver_replays_cleanly(
         raise StoreUnavailableError("injected: the process dies before the silver commit")
 
     monkeypatch.setattr(delta, "merge_silver", crash)
-    worker = _worker(log, lake, cleaner, max_batch=10_000)
+    worker = _worker(log, lake, engine, max_batch=10_000)
     with pytest.raises(StoreUnavailableError):
         worker._retrying = lambda call: call()  # type: ignore[method-assign]
         worker.step()
     assert delta.read_table(lake, "silver", "pin") is None
     monkeypatch.setattr(delta, "merge_silver", real_merge)
-    _worker(log, lake, cleaner).run(threading.Event())
+    _worker(log, lake, engine).run(threading.Event())
     _assert_matches_oracle(lake, expected)
 
 
-def test_a_lost_commit_race_is_retried(
-    tmp_path: Path, cleaner: CompiledCleaner, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_lost_commit_race_is_retried(tmp_path: Path, engine: DuckDBEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     log = MemoryLog(uuid.uuid4().hex)
     expected = _fill(log, 100, seed=8)
     lake = _lake(tmp_path)
@@ -139,7 +133,7 @@ def test_a_lost_commit_race_is_retried(
         return real_merge(*args, **kwargs)
 
     monkeypatch.setattr(delta, "merge_silver", flaky)
-    worker = _worker(log, lake, cleaner, max_batch=10_000)
+    worker = _worker(log, lake, engine, max_batch=10_000)
     worker._sleep = lambda s: None
     worker.run(threading.Event())
     assert worker.metrics.retries._value.get() == 2
@@ -160,11 +154,11 @@ def test_static_split_gives_each_partition_to_exactly_one_worker() -> None:
         assert ((f"streaming-{PREFIX}-pin", 1) in o) == ((topic_name(PREFIX, "pin"), 1) in o)
 
 
-def test_stop_finishes_the_batch_in_flight(tmp_path: Path, cleaner: CompiledCleaner) -> None:
+def test_stop_finishes_the_batch_in_flight(tmp_path: Path, engine: DuckDBEngine) -> None:
     log = MemoryLog(uuid.uuid4().hex)
     _fill(log, 300, seed=9, partitions=1)
     lake = _lake(tmp_path)
-    worker = _worker(log, lake, cleaner)
+    worker = _worker(log, lake, engine)
     worker.options = StreamOptions(prefix=PREFIX, max_batch=50, max_wait_ms=20)  # no idle exit
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,))
@@ -182,22 +176,3 @@ def test_stop_finishes_the_batch_in_flight(tmp_path: Path, cleaner: CompiledClea
         assert log.committed("stream-test", topic).get(0, 0) == version  # positions committed on the way out
         done += version
     assert 0 < done < sum(log.end_offset(topic_name(PREFIX, k), 0) for k in KINDS)
-
-
-def test_compiled_cleaning_equals_clean_records(cleaner: CompiledCleaner) -> None:
-    from pinpipe.clean import RawRecord, clean_records
-
-    sent = send_list(300, 11, resend_rate=0.2, conflict_rate=0.2, faults=0.15, iso_rate=0.3).by_kind()
-    for kind in KINDS:
-        records = [RawRecord(f"{PREFIX}.{kind}", i % 2, i, orjson.dumps(r), "log") for i, r in enumerate(sent[kind])]
-        records.append(RawRecord(f"{PREFIX}.{kind}", 0, 10_000, b'{"truncated', "log"))
-        records.append(RawRecord(f"{PREFIX}.{kind}", 1, 10_001, b"\xff\xfe", "log"))
-        for chunk in (records[:7], records[7:200], records[200:]):
-            got = cleaner.clean(kind, chunk)
-            want = clean_records(cleaner.engine, kind, chunk)
-            assert got.silver.equals(want.silver), kind
-            assert got.quarantine.equals(want.quarantine), kind
-            assert got.stats == want.stats, kind
-    empty = cleaner.clean("geo", [])
-    assert empty.silver.num_rows == 0 and empty.stats.read == 0
-    assert isinstance(empty.quarantine, pa.Table)
