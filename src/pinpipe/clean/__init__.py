@@ -45,13 +45,13 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pinpipe.clean.parse import parse_records
+from pinpipe.clean.parse import parse_records, raw_schema
 from pinpipe.clean.records import RawRecord, records_table, take_rows
 from pinpipe.clean.rules import NOTES, clean_table
 from pinpipe.engine import Engine
-from pinpipe.tables import QUARANTINE_SCHEMA, SILVER_SCHEMAS, Kind
+from pinpipe.tables import KINDS, QUARANTINE_SCHEMA, SILVER_SCHEMAS, Kind
 
-__all__ = ["CleanResult", "CleanStats", "RawRecord", "clean_records", "normalise_silver"]
+__all__ = ["CleanResult", "CleanStats", "RawRecord", "clean_records", "normalise_silver", "prepare_cleaning"]
 
 
 @dataclass(frozen=True)
@@ -157,6 +157,14 @@ def clean_records(engine: Engine, kind: Kind, records: Sequence[RawRecord] | pa.
         notes=notes,
     )
     return CleanResult(silver, quarantine, stats, firsts)
+
+
+def prepare_cleaning(engine: Engine, kinds: Sequence[Kind] = KINDS) -> None:
+    """Build the cleaning program of ``kinds`` on ``engine`` now (on DuckDB, generating its SQL takes up to a
+    second per kind), so that the first :func:`clean_records` call — a stream worker's first micro-batch — does
+    not pay for it."""
+    for kind in kinds:
+        clean_table(engine, kind, raw_schema(kind).empty_table())
 
 
 def _quarantine_rows(records: pa.Table, rejected: pa.Table) -> pa.Table:
