@@ -124,6 +124,39 @@ def test_read_waits_for_records(backend: Backend) -> None:
     assert len(log.read(topic, 0, 0, timeout_s=5)) == 1
 
 
+def test_read_values_is_read_joined(backend: Backend) -> None:
+    log = backend.open()
+    topic = _topic()
+    log.ensure_topics([topic])
+    values = [f'{{"i":{i},"pad":"{"x" * (i % 13)}"}}'.encode() for i in range(25)]
+    log.append(topic, values[:10], [str(i).encode() for i in range(10)])  # keyed and unkeyed records
+    log.append(topic, values[10:])
+    got: list[bytes] = []
+    position = 0
+    while len(got) < 25:
+        block = log.read_values(topic, 0, position, max_records=7, timeout_s=5)
+        assert block.count and block.start == position and block.one_line_each
+        assert block.data.endswith(b"\n") and block.count <= 7
+        got.extend(block.data.splitlines())
+        position = block.end
+    assert got == values
+    assert position == 25
+    empty = log.read_values(topic, 0, 25, timeout_s=0.2)
+    assert (empty.start, empty.end, empty.count, empty.data) == (25, 25, 0, b"")
+    middle = log.read_values(topic, 0, 12, max_records=3, timeout_s=5)
+    assert (middle.start, middle.end, middle.data) == (12, 15, b"".join(v + b"\n" for v in values[12:15]))
+
+
+def test_read_values_flags_values_with_line_breaks(backend: Backend) -> None:
+    log = backend.open()
+    topic = _topic()
+    log.ensure_topics([topic])
+    log.append(topic, [b'{"a":\n1}', b'{"b":2}'])
+    block = log.read_values(topic, 0, 0, timeout_s=5)
+    assert block.count == 2 and not block.one_line_each
+    assert block.data == b'{"a":\n1}\n{"b":2}\n'
+
+
 # ---------------------------------------------------------------------------------------------- embedded only
 
 
@@ -228,3 +261,30 @@ def test_embedded_group_commit_shares_fsyncs(tmp_path: Path, monkeypatch: pytest
     assert calls < 400
     with contextlib.suppress(Exception):
         log.close()
+
+
+def test_embedded_read_values_stops_where_read_stops(tmp_path: Path) -> None:
+    from pinpipe.log import segment
+
+    url = f"file://{tmp_path / 'log'}"
+    log = open_log(url)
+    log.ensure_topics(["t"])
+    big = b'{"big":"' + b"y" * (segment.VALUES_CHUNK // 3) + b'"}'
+    log.append("t", [b'{"a":1}', big, big, big, big, b'{"a":2}', b'{"a":3}'])
+    got: list[bytes] = []
+    position = 0
+    while (block := log.read_values("t", 0, position, max_records=100)).count:
+        assert block.data.count(b"\n") == block.count
+        got.extend(block.data.splitlines())
+        position = block.end
+    assert got == [b'{"a":1}', big, big, big, big, b'{"a":2}', b'{"a":3}']  # in chunks, none lost
+    log.close()
+    data = tmp_path / "log" / "t" / "0" / "data"
+    raw = bytearray(data.read_bytes())
+    raw[-3] ^= 0xFF  # corrupt the last record's value: its CRC no longer matches
+    data.write_bytes(bytes(raw))
+    reader = open_log(url)
+    assert [r.offset for r in reader.read("t", 0, 5)] == [5]
+    block = reader.read_values("t", 0, 5)
+    assert (block.count, block.end, block.data) == (1, 6, b'{"a":2}\n')
+    assert reader.read_values("t", 0, 6).count == 0

@@ -52,4 +52,4 @@ def test_lands_resumes_and_adds_only_new_records(log: EventLog, tmp_path: Path) 
     assert sink().run(until_idle=True).records == 10
     after = digests(landed_objects(lake))
     assert {k: after[k] for k in before} == before
-    assert assert_exactly_once(lake, log, GROUP) == 250
+    assert assert_exactly_once(lake, log, GROUP, topics) == 250

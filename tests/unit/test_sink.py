@@ -14,7 +14,8 @@ from pinpipe.errors import CorruptStateError, StoreUnavailableError, UnknownTopi
 from pinpipe.lake.metrics import SinkMetrics
 from pinpipe.lake.sink import LakeSink, encode_batch
 from pinpipe.lake.store import Lake, landed_key
-from pinpipe.log.base import LogRecord
+from pinpipe.log.base import EventLog, LogRecord
+from pinpipe.log.embedded import EmbeddedLog
 from pinpipe.log.memory import MemoryLog
 from tests.fixtures.landed import assert_exactly_once, digests, landed_objects
 
@@ -231,6 +232,24 @@ def test_metrics_count_records_objects_and_lag(lake: Lake) -> None:
     assert metrics.registry.get_sample_value("pinpipe_sink_records_total", {"topic": "t", "partition": "0"}) == 250
     assert metrics.registry.get_sample_value("pinpipe_sink_objects_total", {"topic": "t", "partition": "0"}) == 3
     assert metrics.registry.get_sample_value("pinpipe_sink_lag_records", {"topic": "t", "partition": "0"}) == 0
+
+
+@pytest.mark.parametrize("backend", ["memory", "embedded"])
+def test_values_with_line_breaks_land_one_line_each(lake: Lake, tmp_path: Path, backend: str) -> None:
+    log: EventLog = _log({"t": 1}) if backend == "memory" else EmbeddedLog(tmp_path / "log")
+    log.ensure_topics(["t"])
+    log.append("t", [b'{"a":1}', b'{\n  "b": 2\n}', b'{"c":3}'])
+    log.append("t", [b'{"d":4}'])
+    stats = _sink(log, lake, flush_records=3).run(until_idle=True)
+    objects = landed_objects(lake)
+    assert stats.records == 4
+    assert objects == {
+        landed_key("t", 0, 0): b'{"a":1}\n{"b":2}\n{"c":3}\n',
+        landed_key("t", 0, 3): b'{"d":4}\n',
+    }
+    log.commit(GROUP, "t", {0: 0})  # as if it crashed before committing: the last object is rebuilt and compared
+    assert _sink(log, lake).run(until_idle=True).records == 0
+    assert log.committed(GROUP, "t") == {0: 4}
 
 
 @pytest.mark.parametrize(

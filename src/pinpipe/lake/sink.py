@@ -2,7 +2,9 @@
 
 Who calls what: ``pinpipe sink`` (and the batch DAG, through it with ``--until-idle``) builds a
 :class:`LakeSink` from an :class:`~pinpipe.log.base.EventLog` and a :class:`~pinpipe.lake.store.Lake` and calls
-:meth:`LakeSink.run`; tests and ``bench/sink.py`` do the same. The run's thread reads the log and cuts batches;
+:meth:`LakeSink.run`; tests and ``bench/sink.py`` do the same. The run's thread reads the log with
+:meth:`EventLog.read_values <pinpipe.log.base.EventLog.read_values>` (values only, already newline-joined: an
+object's bytes are the join of the blocks read for it) and cuts batches;
 a :class:`~pinpipe.lake.landing.Lander` thread writes them and commits (see :mod:`pinpipe.lake.landing`). Objects
 are ``topics/<topic>/partition=<p>/<topic>+<p>+<start offset:010d>.json``: the record values as stored, one per
 line, each newline-terminated, no envelope (:func:`~pinpipe.lake.landing.encode_batch`).
@@ -56,7 +58,7 @@ from pinpipe.errors import CorruptStateError, RetryableError, UnknownTopicError
 from pinpipe.lake.landing import RETRY_FOR_S, Batch, Lander, SinkStats, encode_batch
 from pinpipe.lake.metrics import SinkMetrics
 from pinpipe.lake.store import Lake, is_temporary_key, parse_landed_key
-from pinpipe.log.base import EventLog, LogRecord
+from pinpipe.log.base import EventLog, LogRecord, ValueBlock
 from pinpipe.logs import get_logger
 
 __all__ = ["MAX_BUFFERED_BYTES", "RETRY_FOR_S", "LakeSink", "SinkStats", "encode_batch"]
@@ -74,9 +76,12 @@ class _Partition:
     partition: int
     position: int
     """Offset of the next record to read (records before it are cut into batches or buffered here)."""
-    values: list[bytes] = field(default_factory=list)
+    blocks: list[bytes] = field(default_factory=list)
+    """Newline-terminated values read since the last cut; the next object is their join."""
+    count: int = 0
+    """Records in ``blocks``."""
     size: int = 0
-    """Bytes in ``values``."""
+    """Bytes in ``blocks``."""
     start: int = 0
     opened: float = 0.0
 
@@ -202,37 +207,55 @@ class LakeSink:
         now = time.monotonic()
         got = 0
         for part in self._parts.values():
-            room = self.flush_records - len(part.values)
-            records = self.log.read(part.topic, part.partition, part.position, room)
-            if records:
-                if not part.values:
-                    part.start = records[0].offset
-                    part.opened = now
-                values = [r.value for r in records]
-                size = sum(map(len, values))
-                part.values.extend(values)
-                part.size += size
-                self._buffered += size
-                part.position = records[-1].offset + 1
-                got += len(records)
-                if len(part.values) >= self.flush_records:
-                    self._cut(part)
-                while self._buffered > self.max_buffered_bytes:  # many partitions: cut the biggest early
-                    self._cut(max(self._parts.values(), key=lambda p: p.size))
+            room = self.flush_records - part.count
+            block = self.log.read_values(part.topic, part.partition, part.position, room)
+            if not block.count:
+                continue
+            if not part.count:
+                part.start = block.start
+                part.opened = now
+            data = block.data if block.one_line_each else self._one_line_each(part, block)
+            part.blocks.append(data)
+            part.count += block.count
+            part.size += len(data)
+            self._buffered += len(data)
+            part.position = block.end
+            got += block.count
+            if part.count >= self.flush_records:
+                self._cut(part)
+            while self._buffered > self.max_buffered_bytes:  # many partitions: cut the biggest early
+                self._cut(max(self._parts.values(), key=lambda p: p.size))
         return got
+
+    def _one_line_each(self, part: _Partition, block: ValueBlock) -> bytes:
+        """The bytes of a block holding a value with a line break (pretty-printed JSON from a foreign producer):
+        its records read again one by one and encoded one line each by :func:`encode_batch`."""
+        values: list[bytes] = []
+        offset = block.start
+        while offset < block.end:
+            records = self.log.read(part.topic, part.partition, offset, block.count - len(values), timeout_s=2.0)
+            records = [r for r in records if r.offset < block.end]
+            if not records:
+                raise CorruptStateError(
+                    f"records {offset} to {block.end} of {part.topic}/{part.partition} vanished from {self.log.url}",
+                    hint="the event log lost records it had served; check its retention and storage",
+                )
+            values.extend(r.value for r in records)
+            offset = records[-1].offset + 1
+        return encode_batch(values)
 
     def flush(self, *, force: bool = False) -> None:
         """Cut every batch older than ``flush_seconds`` (``force``: every non-empty one) and queue it."""
         now = time.monotonic()
         for part in self._parts.values():
-            if part.values and (force or now - part.opened >= self.flush_seconds):
+            if part.count and (force or now - part.opened >= self.flush_seconds):
                 self._cut(part)
 
     def _cut(self, part: _Partition) -> None:
-        batch = Batch(
-            part.topic, part.partition, part.start, part.position, len(part.values), encode_batch(part.values)
-        )
-        part.values = []
+        data = part.blocks[0] if len(part.blocks) == 1 else b"".join(part.blocks)
+        batch = Batch(part.topic, part.partition, part.start, part.position, part.count, data)
+        part.blocks = []
+        part.count = 0
         self._buffered -= part.size
         part.size = 0
         assert self._lander is not None, "batches are cut only inside run()"

@@ -15,9 +15,9 @@ from __future__ import annotations
 import importlib
 
 from pinpipe.errors import ConfigError
-from pinpipe.log.base import Capabilities, EventLog, LogRecord
+from pinpipe.log.base import Capabilities, EventLog, LogRecord, ValueBlock
 
-__all__ = ["BACKENDS", "Capabilities", "EventLog", "LogRecord", "open_log"]
+__all__ = ["BACKENDS", "Capabilities", "EventLog", "LogRecord", "ValueBlock", "open_log"]
 
 BACKENDS: dict[str, str] = {
     "file": "pinpipe.log.embedded:EmbeddedLog",

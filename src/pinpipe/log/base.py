@@ -5,6 +5,8 @@ Who calls what:
 - the ingestion API calls :meth:`EventLog.append` and answers 2xx only after it returns (records durable);
 - the sink and the stream worker call :meth:`EventLog.read` from a position, and :meth:`EventLog.commit` once
   what they read is safely stored downstream; on restart they resume from :meth:`EventLog.committed`;
+- the sink, which needs only the values, calls :meth:`EventLog.read_values` (one newline-joined block per call,
+  no :class:`LogRecord` per record; backends with a cheaper way to produce it override it);
 - the CLI and the API call :meth:`EventLog.ensure_topics` and :meth:`EventLog.topics`.
 
 Positions are per (topic, partition) integers: the *offset* of a record, and a consumer *position* is the
@@ -31,6 +33,28 @@ class LogRecord:
     value: bytes
     key: bytes | None = None
     timestamp_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ValueBlock:
+    """Values of consecutive records of one partition, as :meth:`EventLog.read_values` returns them.
+
+    ``data`` is every value followed by ``\\n`` (empty when ``count`` is 0). A value that itself holds a line
+    break makes ``data`` hold more lines than records: :attr:`one_line_each` tells, and a caller that needs one
+    line per record then reads the range ``[start, end)`` again with :meth:`EventLog.read`.
+    """
+
+    start: int
+    """Offset of the first record (the requested offset when the block is empty)."""
+    end: int
+    """Position after the last record: where the next read starts (offsets may have gaps, as Kafka's do)."""
+    count: int
+    data: bytes
+
+    @property
+    def one_line_each(self) -> bool:
+        """True when ``data`` holds exactly one line per record and no carriage return."""
+        return self.data.count(b"\n") == self.count and b"\r" not in self.data
 
 
 @dataclass(frozen=True)
@@ -89,6 +113,20 @@ class EventLog(ABC):
 
         Waits up to ``timeout_s`` for at least one record when none is available; returns [] then.
         """
+
+    def read_values(
+        self, topic: str, partition: int, offset: int, max_records: int = 1000, timeout_s: float = 0.0
+    ) -> ValueBlock:
+        """Like :meth:`read`, but only the values, newline-joined in one block (see :class:`ValueBlock`).
+
+        This default builds the block from :meth:`read`; the embedded log overrides it to cut the values straight
+        out of its data file (each record's CRC still checked) without building a :class:`LogRecord` per record.
+        """
+        records = self.read(topic, partition, offset, max_records, timeout_s)
+        if not records:
+            return ValueBlock(offset, offset, 0, b"")
+        data = b"\n".join([*(r.value for r in records), b""])
+        return ValueBlock(records[0].offset, records[-1].offset + 1, len(records), data)
 
     @abstractmethod
     def end_offset(self, topic: str, partition: int) -> int:

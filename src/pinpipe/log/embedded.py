@@ -1,7 +1,8 @@
 """The embedded durable event log (``file://DIR``, the default): files on local disk, fsync before ack.
 
 Who calls what: the API process calls :meth:`EmbeddedLog.append` (from many threads at once); sink and stream
-processes call :meth:`EmbeddedLog.read`, :meth:`EmbeddedLog.commit` and :meth:`EmbeddedLog.committed`.
+processes call :meth:`EmbeddedLog.read` (the sink :meth:`EmbeddedLog.read_values`), :meth:`EmbeddedLog.commit` and
+:meth:`EmbeddedLog.committed`.
 
 - **Layout**: ``DIR/topics.json`` (topic → partition count), ``DIR/<topic>/<partition>/{data,index}`` (format in
   :mod:`pinpipe.log.segment`), ``DIR/commits/<group>/<topic>.json`` (:class:`~pinpipe.log.commits.FileCommitStore`),
@@ -32,7 +33,7 @@ import orjson
 
 from pinpipe.errors import ConfigError, LogUnavailableError, PinpipeError, UnknownTopicError
 from pinpipe.log import segment
-from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
+from pinpipe.log.base import Capabilities, EventLog, LogRecord, ValueBlock, partition_for
 from pinpipe.log.commits import FileCommitStore
 from pinpipe.logs import get_logger
 
@@ -304,11 +305,34 @@ class EmbeddedLog(EventLog):
                     raise LogUnavailableError(f"cannot read {self.url}: {exc}", backend="file") from exc
                 if records:
                     return records
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if not self._wait(deadline):
                 return []
-            with self._cond:
-                self._cond.wait(min(remaining, _POLL_S))
+
+    def read_values(
+        self, topic: str, partition: int, offset: int, max_records: int = 1000, timeout_s: float = 0.0
+    ) -> ValueBlock:
+        """Values cut straight out of the data file by :func:`~pinpipe.log.segment.read_values` (CRC-checked)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            data_fd, index_fd = self._reader_fds(topic, partition)
+            if data_fd >= 0:
+                try:
+                    count, data = segment.read_values(data_fd, index_fd, offset, max_records)
+                except OSError as exc:
+                    raise LogUnavailableError(f"cannot read {self.url}: {exc}", backend="file") from exc
+                if count:
+                    return ValueBlock(offset, offset + count, count, data)
+            if not self._wait(deadline):
+                return ValueBlock(offset, offset, 0, b"")
+
+    def _wait(self, deadline: float) -> bool:
+        """Wait a poll interval (woken early by this process's own appends); False once ``deadline`` passed."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        with self._cond:
+            self._cond.wait(min(remaining, _POLL_S))
+        return True
 
     def end_offset(self, topic: str, partition: int) -> int:
         data_fd, index_fd = self._reader_fds(topic, partition)

@@ -6,8 +6,11 @@ Who calls what: as for every :class:`~pinpipe.log.base.EventLog` (API appends; s
   :func:`~pinpipe.log.base.partition_for` (the same CRC32 placement as the other backends), and ``append`` returns
   after every delivery report arrived (a background thread polls the producer). A delivery that does not succeed
   within ``timeout_ms`` raises LogUnavailableError.
-- **read**: an assigned (not subscribed) consumer per log object, repositioned only when the caller asks for an
-  offset other than where it stopped. ``enable.partition.eof`` tells when the end is reached.
+- **read**: one assigned (not subscribed) consumer per (topic, partition) read, kept for the log's lifetime: a
+  caller that reads partitions in turn (the sink) never repositions one, and each keeps fetching ahead in the
+  background. A consumer is repositioned only when the caller asks for an offset other than where it stopped.
+  ``enable.partition.eof`` tells when the end is reached; once a partition's end was seen, a read with no
+  ``timeout_s`` returns at once with whatever was fetched meanwhile instead of waiting for the broker.
 - **end_offset**: never the broker's watermarks (Tansu under-reports the high watermark: it gives the base of the
   last batch); a probe consumer starts at the reported watermark and reads to the partition EOF, whose offset is
   the true end.
@@ -25,6 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -33,6 +37,20 @@ from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
 from pinpipe.logs import get_logger
 
 _GROUP_TIMEOUTS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
+_FETCH_WAIT_S = 0.05
+"""How long one ``consume`` call waits for a message while the end of the partition is not known yet."""
+
+
+@dataclass
+class _Reader:
+    """The consumer assigned to one (topic, partition), and where it stopped."""
+
+    consumer: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    at: int | None = None
+    """Offset the consumer will deliver next (None: never positioned)."""
+    eof_at: int | None = None
+    """Set when the end of the partition was reached at ``at``."""
 
 
 class KafkaLog(EventLog):
@@ -64,10 +82,8 @@ class KafkaLog(EventLog):
         self._partitions: dict[str, int] = {}
         self._rr = 0
         self._lock = threading.Lock()
-        self._read_lock = threading.Lock()
-        self._reader: Any = None
-        self._reader_at: tuple[str, int, int] | None = None
-        self._reader_eof: tuple[str, int, int] | None = None
+        self._readers_lock = threading.Lock()
+        self._readers: dict[tuple[str, int], _Reader] = {}
         self._groups: dict[str, Any] = {}
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="pinpipe-kafka-poll", daemon=True)
@@ -200,44 +216,67 @@ class KafkaLog(EventLog):
             }
         )
 
+    def _reader(self, topic: str, partition: int) -> _Reader:
+        key = (topic, partition)
+        with self._readers_lock:
+            reader = self._readers.get(key)
+            if reader is None:
+                consumer = self._consumer(f"pinpipe-reader-{uuid.uuid4().hex[:8]}")
+                reader = self._readers[key] = _Reader(consumer)
+            return reader
+
     def read(
         self, topic: str, partition: int, offset: int, max_records: int = 1000, timeout_s: float = 0.0
     ) -> list[LogRecord]:
         self._partition_count(topic)
-        with self._read_lock:
-            if self._reader is None:
-                self._reader = self._consumer(f"pinpipe-reader-{uuid.uuid4().hex[:8]}")
-            if self._reader_at != (topic, partition, offset):
-                self._reader.assign([self._ck.TopicPartition(topic, partition, offset)])
-                self._reader_eof = None
-            eof = self._reader_eof == (topic, partition, offset)
+        reader = self._reader(topic, partition)
+        with reader.lock:
+            try:
+                return self._read_locked(reader, topic, partition, offset, max_records, timeout_s)
+            except BaseException:
+                reader.at = reader.eof_at = None  # messages may have been consumed: reposition on the next read
+                raise
+
+    def _read_locked(
+        self, reader: _Reader, topic: str, partition: int, offset: int, max_records: int, timeout_s: float
+    ) -> list[LogRecord]:
+        consumer = reader.consumer
+        if reader.at != offset:
+            try:
+                consumer.assign([self._ck.TopicPartition(topic, partition, offset)])
+            except self._ck.KafkaException as exc:
+                raise self._map("read", topic, exc) from exc
+            reader.eof_at = None
+        eof = reader.eof_at == offset
+        now = time.monotonic()
+        deadline, hard = now + timeout_s, now + max(timeout_s, 1.0)
+        out: list[LogRecord] = []
+        while len(out) < max_records:
+            # At a known end, wait no longer than the caller allows (not at all for timeout_s=0): the consumer
+            # keeps fetching in the background, so the next call sees what arrived meanwhile.
+            wait = min(_FETCH_WAIT_S, max(deadline - now, 0.0)) if eof else _FETCH_WAIT_S
+            try:
+                msgs = consumer.consume(num_messages=max_records - len(out), timeout=wait)
+            except self._ck.KafkaException as exc:
+                raise self._map("read", topic, exc) from exc
+            for msg in msgs:
+                err = msg.error()
+                if err is not None:
+                    if err.code() == self._ck.KafkaError._PARTITION_EOF:
+                        eof = True
+                        continue
+                    raise self._map("read", topic, self._ck.KafkaException(err))
+                eof = False
+                ts = msg.timestamp()[1]
+                out.append(LogRecord(topic, partition, msg.offset(), msg.value() or b"", msg.key(), max(ts, 0)))
             now = time.monotonic()
-            deadline, hard = now + timeout_s, now + max(timeout_s, 1.0)
-            out: list[LogRecord] = []
-            while len(out) < max_records:
-                try:
-                    msgs = self._reader.consume(num_messages=max_records - len(out), timeout=0.05)
-                except self._ck.KafkaException as exc:
-                    raise self._map("read", topic, exc) from exc
-                for msg in msgs:
-                    err = msg.error()
-                    if err is not None:
-                        if err.code() == self._ck.KafkaError._PARTITION_EOF:
-                            eof = True
-                            continue
-                        raise self._map("read", topic, self._ck.KafkaException(err))
-                    eof = False
-                    ts = msg.timestamp()[1]
-                    out.append(LogRecord(topic, partition, msg.offset(), msg.value() or b"", msg.key(), max(ts, 0)))
-                now = time.monotonic()
-                if out and (eof or not msgs):
-                    break
-                if (eof and now >= deadline) or now >= hard:
-                    break
-            position = out[-1].offset + 1 if out else offset
-            self._reader_at = (topic, partition, position)
-            self._reader_eof = (topic, partition, position) if eof else None
-            return out
+            if out and (eof or not msgs):
+                break
+            if (eof and now >= deadline) or now >= hard:
+                break
+        reader.at = out[-1].offset + 1 if out else offset
+        reader.eof_at = reader.at if eof else None
+        return out
 
     def end_offset(self, topic: str, partition: int) -> int:
         self._partition_count(topic)
@@ -292,8 +331,11 @@ class KafkaLog(EventLog):
         self._closed.set()
         self._poller.join()
         self._producer.flush(1.0)
-        for consumer in [self._reader, *self._groups.values()]:
-            if consumer is not None:
-                consumer.close()
-        self._reader = None
+        with self._readers_lock:
+            readers, self._readers = list(self._readers.values()), {}
+        for reader in readers:
+            with reader.lock:
+                reader.consumer.close()
+        for consumer in self._groups.values():
+            consumer.close()
         self._groups.clear()
