@@ -33,7 +33,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +107,15 @@ class BatchOutcome:
     positions: dict[TopicPartition, int] = field(default_factory=dict)
 
 
+@dataclass
+class _InFlight:
+    """A batch whose kinds are being committed on the pool's threads."""
+
+    outcome: BatchOutcome
+    started: float
+    futures: dict[Kind, Future[KindOutcome]]
+
+
 class StreamWorker:
     """Reads a feed and commits micro-batches to silver; see the module docstring for one batch's steps."""
 
@@ -130,7 +139,10 @@ class StreamWorker:
         self._pending: list[LogRecord] = []
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_log_commit = 0.0
-        self._pool = ThreadPoolExecutor(max_workers=3, thread_name_prefix="pinpipe-merge")
+        self._pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="pinpipe-merge")
+        self._inflight: _InFlight | None = None
+        self._completed_last: BatchOutcome | None = None
+        self._last_commit: dict[Kind, Future[KindOutcome]] = {}
         self._opened = False
         self.batches = 0
         self._totals = KindOutcome()
@@ -155,7 +167,7 @@ class StreamWorker:
     def release(self, partitions: list[TopicPartition]) -> None:
         """Called by the feed before it gives ``partitions`` away: commit what was read from them."""
         lost = set(partitions)
-        if any((r.topic, r.partition) in lost for r in self._pending):
+        if self._inflight is not None or any((r.topic, r.partition) in lost for r in self._pending):
             self._flush()
         if self._uncommitted:
             self._commit_log(force=True)
@@ -177,7 +189,7 @@ class StreamWorker:
             while not stop.is_set():
                 outcome = self.step(stop)
                 now = time.monotonic()
-                if outcome is not None or not self.feed.ready:
+                if outcome is not None or self.busy or not self.feed.ready:
                     idle_since = now
                 elif self.options.idle_stop_s is not None and now - idle_since >= self.options.idle_stop_s:
                     log.info("no new records; stopping", extra={"fields": {"idle_s": self.options.idle_stop_s}})
@@ -188,15 +200,30 @@ class StreamWorker:
             self.close(finish=not failed)
 
     def step(self, stop: threading.Event | None = None) -> BatchOutcome | None:
-        """Collect one micro-batch and commit it; None if nothing arrived within ``max_wait_ms``."""
+        """Collect one micro-batch, clean it and hand its commits to the kinds' threads, then wait for the batch
+        before it (so one batch commits while the next is collected and cleaned); the outcome of the batch that
+        completed, None if none did. With nothing new to read it waits for the batch in flight."""
         self.open()
         self._collect(stop)
-        outcome = self._flush()
+        submitted = self._submit()
+        outcome = self._complete() if not submitted else self._completed_last
+        self._completed_last = None
         if outcome is None:
             self._commit_log(force=False)
         if self.compactor is not None and self.compactor.due(self.batches):
+            if (done := self._complete()) is not None:  # never compact while our own merge runs
+                outcome = done
             self.compactor.run(self.metrics, self.batches)
         return outcome
+
+    def drain(self) -> BatchOutcome | None:
+        """Wait for the batch in flight to be committed (raising its error if it failed); its outcome."""
+        return self._complete()
+
+    @property
+    def busy(self) -> bool:
+        """True while a batch is in flight."""
+        return self._inflight is not None
 
     def _collect(self, stop: threading.Event | None) -> None:
         opts = self.options
@@ -217,8 +244,16 @@ class StreamWorker:
                 self._pending.extend(got)
 
     def _flush(self) -> BatchOutcome | None:
+        """Submit the pending records (if any) and wait until everything in flight is committed."""
+        self._submit()
+        return self._complete()
+
+    def _submit(self) -> bool:
+        """Clean the pending records kind by kind on this thread (the engine's) and hand each kind's commit to
+        the pool, chained after that kind's previous commit (so a kind's commits keep their order, and a failed
+        commit stops every later one); then wait for the previous batch. False if nothing was pending."""
         if not self._pending:
-            return None
+            return False
         records, self._pending = self._pending, []
         started = time.monotonic()
         by_kind: dict[Kind, list[RawRecord]] = {}
@@ -227,22 +262,40 @@ class StreamWorker:
             if kind is not None:
                 by_kind.setdefault(kind, []).append(RawRecord(rec.topic, rec.partition, rec.offset, rec.value, "log"))
         positions = group_positions(records)
-        outcome = BatchOutcome(len(records), 0.0, positions=positions)
-        futures = {}
-        for kind, recs in by_kind.items():  # clean on this thread (the engine's), commit each kind on its own
+        batch = _InFlight(BatchOutcome(len(records), 0.0, positions=positions), started, {})
+        for kind, recs in by_kind.items():
             t0 = time.monotonic()
             result = clean_records(self.engine, kind, recs)
             clean_s = time.monotonic() - t0
-            futures[kind] = self._pool.submit(self._commit_kind, kind, result, self._txns(kind, positions), clean_s)
-        for kind, fut in futures.items():
+            previous = self._last_commit.get(kind)
+            fut = self._pool.submit(self._commit_after, previous, kind, result, self._txns(kind, positions), clean_s)
+            batch.futures[kind] = self._last_commit[kind] = fut
+        self._completed_last = self._complete()
+        self._inflight = batch
+        return True
+
+    def _complete(self) -> BatchOutcome | None:
+        """Wait for the batch in flight; record it (metrics, log positions to commit). Raises its error."""
+        batch, self._inflight = self._inflight, None
+        if batch is None:
+            return None
+        outcome = batch.outcome
+        for kind, fut in batch.futures.items():
             outcome.kinds[kind] = fut.result()
         outcome.clean_s = sum(k.clean_s for k in outcome.kinds.values())
-        outcome.seconds = time.monotonic() - started
+        outcome.seconds = time.monotonic() - batch.started
         self.batches += 1
-        self._uncommitted.update(positions)
+        self._uncommitted.update(outcome.positions)
         self._commit_log(force=False)
         self._record(outcome)
         return outcome
+
+    def _commit_after(
+        self, previous: Future[KindOutcome] | None, kind: Kind, result: CleanResult, txns: dict[str, int], t: float
+    ) -> KindOutcome:
+        if previous is not None:
+            previous.result()  # the kind's previous batch first; if it failed, this one must not commit
+        return self._commit_kind(kind, result, txns, t)
 
     def _txns(self, kind: Kind, positions: dict[TopicPartition, int]) -> dict[str, int]:
         return {
@@ -354,14 +407,14 @@ class StreamWorker:
         )
 
     def close(self, finish: bool = True) -> None:
-        """Finish the batch in flight (or drop it when ``finish`` is False: it was never committed, so a restart
-        reads it again), commit log positions, release the feed and the merge threads."""
-        if not finish:
-            self._pending = []
-        elif self._pending:
-            self._flush()
+        """Finish the batch in flight and the pending records (or, when ``finish`` is False, drop what is not
+        committed yet: a restart reads it again), commit log positions, release the feed and the merge threads."""
         if finish:
+            self._flush()
             self._commit_log(force=True)
+        else:
+            self._pending = []
+            self._inflight = None  # its commits finish or fail on their own; their positions are not recorded
         self.feed.close()
         self._pool.shutdown(wait=True)
         t = self._totals

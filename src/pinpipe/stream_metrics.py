@@ -34,7 +34,7 @@ class StreamMetrics:
         self.retries = Counter("pinpipe_stream_retries", "Delta commits retried after a conflict", registry=r)
         self.batch_seconds = Histogram(
             "pinpipe_stream_batch_seconds",
-            "Time to clean and commit one micro-batch",
+            "From a micro-batch's start to its commits being confirmed",
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )

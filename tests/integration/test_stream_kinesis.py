@@ -41,7 +41,7 @@ def test_stream_from_kinesis_equals_the_oracle(moto: Service, tmp_path: Path) ->
         options = StreamOptions(prefix=prefix, max_batch=200, max_wait_ms=50, idle_stop_s=1.5)
         first = StreamWorker(open_feed(url, prefix, "g"), lake, engine, options)
         first.step()
-        first.step()  # then dies without closing
+        first.drain()  # then dies without closing
         second = StreamWorker(open_feed(url, prefix, "g"), lake, engine, options)
         second.run(threading.Event())
     finally:

@@ -88,7 +88,8 @@ def test_restart_after_a_crash_skips_what_silver_holds(tmp_path: Path, engine: D
     lake = _lake(tmp_path)
     first = _worker(log, lake, engine, max_batch=100)
     for _ in range(4):
-        first.step()  # then "crash": no close, no log commit of the last batches
+        first.step()
+    first.drain()  # then "crash": no close, no log commit of the last batches
     read_first = sum(k.read for k in [first._totals])
     second = _worker(log, lake, engine)
     second.run(threading.Event())
@@ -113,6 +114,7 @@ def test_crash_between_quarantine_and_silver_replays_cleanly(
     with pytest.raises(StoreUnavailableError):
         worker._retrying = lambda call: call()  # type: ignore[method-assign]
         worker.step()
+        worker.drain()
     assert delta.read_table(lake, "silver", "pin") is None
     monkeypatch.setattr(delta, "merge_silver", real_merge)
     _worker(log, lake, engine).run(threading.Event())
