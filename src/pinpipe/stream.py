@@ -11,14 +11,18 @@ One micro-batch (:meth:`StreamWorker.step`):
    once per engine, at start by ``prepare_cleaning``), on the engine's thread;
 3. per kind, ``write_quarantine`` (insert-if-absent by (topic, partition, offset), so a replay is a no-op), then
    ``merge_silver(..., app_txns={"pinpipe-stream:<topic>:<partition>": next_offset})``: the silver rows and the
-   progress of every partition in the batch land in one Delta commit. Each kind commits on its own thread as soon
-   as it is cleaned (different tables; delta-rs works without the GIL), overlapping the next kind's cleaning;
-4. commit the log positions (informational, for lag tools; throttled to ``commit_interval_s``).
+   progress of every partition in the batch land in one Delta commit. Each kind commits on a pool thread as soon
+   as it is cleaned (different tables; delta-rs works without the GIL), after that kind's previous commit: the
+   batch commits while the next one is collected and cleaned (at most one batch in flight), a kind's commits keep
+   their order, and a failed commit makes every later one of that kind fail too (never a gap in the versions);
+4. once a batch's commits are confirmed, commit the log positions (informational, for lag tools; throttled to
+   ``commit_interval_s``).
 
 Exactly once: a partition (re)starts at ``max(txn_version(app id), committed log position)``, so whatever a
 crash, a SIGKILL or a rebalance interrupted is read again, and whatever was committed is skipped. A crash between
 3a and 3b replays into an idempotent quarantine write; a crash after 3b replays nothing. A conflicting concurrent
 Delta commit (another worker, a compaction) raises a Retryable error and the same batch is committed again.
+Compaction runs only when no batch is in flight, so a worker never races its own merges.
 
 Latency (API acknowledgement → row readable in silver; ``bench/stream.py``): a micro-batch costs its cleaning
 (SQL built once per engine and kind, then ~30–60 ms per kind) and its silver MERGE (~50–150 ms on tables of up to
