@@ -177,11 +177,13 @@ class DuckDBEngine(Engine):
 
 
 class SparkEngine(Engine):
-    """PySpark in local mode, bound to loopback, UTC, ANSI mode as Spark 4 ships it."""
+    """PySpark in local mode, bound to loopback, UTC, ANSI mode as Spark 4 ships it; ``driver_memory`` is the JVM
+    heap, which in local mode holds the tasks too (Spark's default 1g runs out at 1M rows per table); it applies
+    when this call starts the JVM."""
 
     name: EngineName = "spark"
 
-    def __init__(self, master: str = "local[2]") -> None:
+    def __init__(self, master: str = "local[2]", driver_memory: str = "4g") -> None:
         require("pyspark", "spark")
         from pyspark.sql import SparkSession, Window
         from pyspark.sql import functions as F
@@ -191,6 +193,7 @@ class SparkEngine(Engine):
             .appName("pinpipe")
             .config("spark.driver.bindAddress", "127.0.0.1")
             .config("spark.driver.host", "127.0.0.1")
+            .config("spark.driver.memory", driver_memory)
             .config("spark.ui.enabled", "false")
             .config("spark.ui.showConsoleProgress", "false")
             .config("spark.sql.session.timeZone", "UTC")
