@@ -86,7 +86,7 @@ _CLICK_ERRORS = _click_error_types()
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``pinpipe`` script."""
     try:
-        app(args=argv, standalone_mode=False)
+        code = app(args=argv, standalone_mode=False)  # returns typer.Exit's code instead of raising it
     except PinpipeError as exc:
         if _state["debug"]:
             raise
@@ -105,3 +105,5 @@ def main(argv: list[str] | None = None) -> None:
     except _CLICK_ERRORS as exc:  # usage errors (bad flag values) in non-standalone mode
         exc.show()
         sys.exit(exc.exit_code)
+    if isinstance(code, int) and code != 0:
+        sys.exit(code)
