@@ -130,9 +130,10 @@ class _Queries:
         )
 
     def _not_null(self, df: DataFrame, *columns: str) -> DataFrame:
-        for name in columns:
-            df = df.filter(self.F.col(name).isNotNull())
-        return df
+        condition = self.F.col(columns[0]).isNotNull()
+        for name in columns[1:]:
+            condition = condition & self.F.col(name).isNotNull()
+        return df.filter(condition)  # one filter: each DataFrame operation costs SQLFrame a plan copy
 
     def _top_category(self, df: DataFrame, group: str) -> DataFrame:
         """Per ``group``, the categories with the most rows (ties kept)."""
@@ -155,7 +156,7 @@ class _Queries:
         values = self._not_null(df, *groups, "follower_count")
         ordered = self.W.partitionBy(*groups).orderBy(F.col("follower_count").asc())
         whole = self.W.partitionBy(*groups)
-        ranked = values.withColumn("rn", F.row_number().over(ordered)).withColumn("n", F.count(F.lit(1)).over(whole))
+        ranked = values.withColumns({"rn": F.row_number().over(ordered), "n": F.count(F.lit(1)).over(whole)})
         # rn == ceil(n / 2) in integer arithmetic: 2*rn >= n and 2*(rn-1) < n
         middle = ranked.filter((F.col("rn") * 2 >= F.col("n")) & ((F.col("rn") - 1) * 2 < F.col("n")))
         return middle.select(*groups, F.col("follower_count").alias("median_follower_count"))
