@@ -2,7 +2,8 @@
 
 Usage: ``.venv/bin/python bench/ingest.py [--seconds 8] [--connections 32] [--loaders 1]``
 
-Starts the API in its own process (uvicorn + uvloop + httptools, one worker) with an extra no-op route
+Starts the API in its own process (uvicorn + uvloop + httptools, one worker, collector tuned as ``pinpipe api``
+does) with an extra no-op route
 (``POST /noop/{topic}``: reads the body, answers a constant 200 through the same middleware), then drives it from
 separate load-generator processes using pinpipe's raw keep-alive client (:mod:`pinpipe.http_client`). Prints:
 
@@ -43,6 +44,7 @@ def serve(port: int, log_dir: str) -> None:
 
     from pinpipe.config import load_settings
     from pinpipe.ingest.app import create_app
+    from pinpipe.ingest.serving import tune_gc_for_serving
 
     app = create_app(load_settings({"log": {"url": f"file://{log_dir}"}}))
     body = b'{"offsets":[{"partition":0,"offset":0,"error_code":null,"error":null}],"key_schema_id":null,"value_schema_id":null}'
@@ -52,6 +54,7 @@ def serve(port: int, log_dir: str) -> None:
         await request.body()
         return Response(body, media_type="application/vnd.kafka.v2+json")
 
+    tune_gc_for_serving()  # as `pinpipe api` does
     uvicorn.run(
         app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning"
     )

@@ -28,6 +28,7 @@ def register(app: typer.Typer) -> None:
         import uvicorn
 
         from pinpipe.ingest.app import create_app
+        from pinpipe.ingest.serving import tune_gc_for_serving
         from pinpipe.logs import get_logger
 
         settings = load_settings(
@@ -35,6 +36,7 @@ def register(app: typer.Typer) -> None:
         )
         application = create_app(settings)
         get_logger("ingest").info("listening", extra={"fields": {"host": settings.api.host, "port": settings.api.port}})
+        tune_gc_for_serving()
         uvicorn.run(
             application,
             host=settings.api.host,

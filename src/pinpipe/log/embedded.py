@@ -229,20 +229,22 @@ class EmbeddedLog(EventLog):
         for topic, values, keys, fut in batch:
             try:
                 n = self._partitions(topic)
+                if n == 1:
+                    writer = self._writer_for(topic, 0)
+                    first, positions = writer.write(keys, values, now)
+                    touched.setdefault((topic, 0), []).append((first, positions))
+                    results.append((fut, [(0, o) for o in range(first, first + len(values))]))
+                    continue
                 count = len(values)
                 all_keys: Sequence[bytes | None] = keys if keys is not None else [None] * count
                 groups: dict[int, list[int]] = {}
-                if n == 1:
-                    groups[0] = list(range(count))
-                else:
-                    for i in range(count):
-                        self._rr += 1
-                        groups.setdefault(partition_for(all_keys[i], n, self._rr), []).append(i)
+                for i in range(count):
+                    self._rr += 1
+                    groups.setdefault(partition_for(all_keys[i], n, self._rr), []).append(i)
                 out: list[tuple[int, int]] = [(0, 0)] * count
                 for p, idxs in groups.items():
                     writer = self._writer_for(topic, p)
-                    recs = [(all_keys[i], values[i]) for i in idxs]
-                    first, positions = writer.write(recs, now)
+                    first, positions = writer.write([all_keys[i] for i in idxs], [values[i] for i in idxs], now)
                     touched.setdefault((topic, p), []).append((first, positions))
                     for j, i in enumerate(idxs):
                         out[i] = (p, first + j)

@@ -27,6 +27,7 @@ import contextlib
 import os
 import struct
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,29 +234,35 @@ class PartitionWriter:
         decoded = _decode(buf, 0, self.topic, self.partition)
         return decoded is not None and decoded[0].offset == offset
 
-    def write(self, records: list[tuple[bytes | None, bytes]], timestamp_ms: int) -> tuple[int, list[int]]:
-        """Append ``(key, value)`` records to ``data`` (not yet durable); return the first offset and positions."""
+    def write(
+        self, keys: Sequence[bytes | None] | None, values: Sequence[bytes], timestamp_ms: int
+    ) -> tuple[int, list[int]]:
+        """Append records (``keys[i]``, ``values[i]``; no keys: all None) to ``data``, not yet durable; return the
+        first offset and each record's position."""
         first = self.next_offset
         parts: list[bytes] = []
         positions: list[int] = []
         pos = self.data_size
-        body_pack, header_pack, crc32 = BODY.pack, HEADER.pack, zlib.crc32
+        body_pack, header_pack, crc32, header_size = BODY.pack, HEADER.pack, zlib.crc32, HEADER.size
         append_part, append_pos = parts.append, positions.append
         offset = first
-        for key, value in records:
-            body = body_pack(offset, timestamp_ms, -1 if key is None else len(key))
-            body = body + key + value if key else body + value
+        for key, value in zip(keys, values, strict=True) if keys is not None else ((None, v) for v in values):
+            body = (
+                body_pack(offset, timestamp_ms, -1) + value
+                if key is None
+                else b"".join((body_pack(offset, timestamp_ms, len(key)), key, value))
+            )
             append_pos(pos)
             append_part(header_pack(len(body), crc32(body)))
             append_part(body)
-            pos += HEADER.size + len(body)
+            pos += header_size + len(body)
             offset += 1
         payload = b"".join(parts)
         written = 0
         while written < len(payload):
             written += os.pwrite(self.data_fd, payload[written:], self.data_size + written)
         self.data_size = pos
-        self.next_offset += len(records)
+        self.next_offset = offset
         return first, positions
 
     def sync(self) -> None:
@@ -264,7 +271,7 @@ class PartitionWriter:
 
     def publish(self, positions: list[int], first: int) -> None:
         """Make synced records visible to readers by appending their index entries."""
-        os.pwrite(self.index_fd, b"".join(ENTRY.pack(p) for p in positions), first * ENTRY.size)
+        os.pwrite(self.index_fd, struct.pack(f"<{len(positions)}Q", *positions), first * ENTRY.size)
         self._published = (first + len(positions), self.data_size)
 
     def rollback(self) -> None:
