@@ -58,7 +58,8 @@ class Engine:
         raise NotImplementedError
 
     def collect(self, program: str, inputs: Mapping[str, pa.Table], build: Build) -> dict[str, pa.Table]:
-        """Run ``build`` over ``inputs`` (name → Arrow table) and collect each output as Arrow (one action each).
+        """Run ``build`` over ``inputs`` (name → Arrow table) and collect each output as Arrow (one action each;
+        the rows of an output come in no particular order unless the program sorts them).
 
         ``program`` names the build function (``"clean:pin"``, ``"gold"``): the same name must always mean the
         same program. Called by cleaning (:func:`pinpipe.clean.rules.clean_table`) and gold
@@ -129,6 +130,8 @@ class DuckDBEngine(Engine):
             compiled = self._compiled[key] = self._compile(inputs, build)
         for name, table in inputs.items():
             self.conn.register(compiled.tables[name], table)
+        # outputs have no defined row order (as on Spark): let DuckDB's operators run without keeping it
+        self.conn.execute("SET preserve_insertion_order = false")
         try:
             out: dict[str, pa.Table] = {}
             for name, statements in compiled.statements.items():
@@ -137,6 +140,7 @@ class DuckDBEngine(Engine):
                 out[name] = self.conn.sql(statements[-1]).to_arrow_table()
             return out
         finally:
+            self.conn.execute("RESET preserve_insertion_order")
             for name in inputs:
                 self.conn.unregister(compiled.tables[name])
 
