@@ -1,11 +1,13 @@
 """Sink throughput over Kafka (a Tansu broker on loopback) with several partitions, against a plain consumer.
 
-    .venv/bin/python bench/sink_kafka.py [--records N] [--topics 3] [--partitions 3] [--flush-records N]
+    .venv/bin/python bench/sink_kafka.py [--records N] [--topics 3] [--partitions 3] [--flush-records N] [--metrics]
 
 Starts Tansu (memory storage) on a free loopback port, creates the topics and fills them through
 :class:`~pinpipe.log.kafka.KafkaLog` (not timed). Then, in the same run:
 
-1. the sink lands everything into a fresh ``file://`` lake (timed to its last commit, as ``bench/sink.py``);
+1. the sink lands everything into a fresh ``file://`` lake (timed to its last commit, as ``bench/sink.py``; with
+   ``--metrics`` it keeps the lag gauges as ``pinpipe sink --metrics-port`` does, one ``end_offset`` per partition
+   per commit);
 2. the baseline: one confluent-kafka consumer assigned every partition reads every record until each partition's
    EOF (no decoding, no writes) — the log's raw read speed, which a sink that reads partitions in turn should
    approach (a sink dominated by repositioning one consumer is many times slower).
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import orjson
 
+from pinpipe.lake.metrics import SinkMetrics
 from pinpipe.lake.sink import LakeSink
 from pinpipe.lake.store import Lake
 from pinpipe.log.kafka import KafkaLog
@@ -67,6 +70,7 @@ def main() -> None:
     parser.add_argument("--topics", type=int, default=3)
     parser.add_argument("--partitions", type=int, default=3)
     parser.add_argument("--flush-records", type=int, default=2_000)
+    parser.add_argument("--metrics", action="store_true", help="keep sink metrics (lag needs end_offset)")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.fixtures.services import tansu_broker
@@ -86,7 +90,10 @@ def main() -> None:
         )
 
         lake = Lake(f"file://{Path(tmp) / 'lake'}")
-        sink = LakeSink(log, lake, group="bench-sink", flush_records=args.flush_records, flush_seconds=1.0)
+        metrics = SinkMetrics() if args.metrics else None
+        sink = LakeSink(
+            log, lake, group="bench-sink", flush_records=args.flush_records, flush_seconds=1.0, metrics=metrics
+        )
         stats = sink.run(until_idle=True)
         assert stats.records == total, stats
         plain_count, plain_s = _plain_read(bootstrap, topics, args.partitions)

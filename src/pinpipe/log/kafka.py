@@ -12,8 +12,8 @@ Who calls what: as for every :class:`~pinpipe.log.base.EventLog` (API appends; s
   ``enable.partition.eof`` tells when the end is reached; once a partition's end was seen, a read with no
   ``timeout_s`` returns at once with whatever was fetched meanwhile instead of waiting for the broker.
 - **end_offset**: never the broker's watermarks (Tansu under-reports the high watermark: it gives the base of the
-  last batch); a probe consumer starts at the reported watermark and reads to the partition EOF, whose offset is
-  the true end.
+  last batch); a probe consumer (one per log, kept, with a short ``fetch.wait.max.ms`` so the broker answers at
+  the end at once) starts at the reported watermark and reads to the partition EOF, whose offset is the true end.
 - **commit/committed**: consumer-group offset commits (``commit(offsets=..., asynchronous=False)`` /
   ``committed``) by a group-named consumer that never joins, so commits do not trigger rebalances.
 - Tansu needs ``session.timeout.ms=6000`` and ``heartbeat.interval.ms=1000`` for groups to join quickly; both are set.
@@ -84,6 +84,8 @@ class KafkaLog(EventLog):
         self._lock = threading.Lock()
         self._readers_lock = threading.Lock()
         self._readers: dict[tuple[str, int], _Reader] = {}
+        self._probe_lock = threading.Lock()
+        self._probe: Any = None
         self._groups: dict[str, Any] = {}
         self._closed = threading.Event()
         self._poller = threading.Thread(target=self._poll, name="pinpipe-kafka-poll", daemon=True)
@@ -204,17 +206,18 @@ class KafkaLog(EventLog):
 
     # ------------------------------------------------------------------------------------------ reading
 
-    def _consumer(self, group: str, eof: bool = True) -> Any:
-        return self._ck.Consumer(
-            {
-                **self._common,
-                **_GROUP_TIMEOUTS,
-                "group.id": group,
-                "enable.auto.commit": False,
-                "enable.partition.eof": eof,
-                "auto.offset.reset": "earliest",
-            }
-        )
+    def _consumer(self, group: str, eof: bool = True, fetch_wait_ms: int | None = None) -> Any:
+        config = {
+            **self._common,
+            **_GROUP_TIMEOUTS,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.partition.eof": eof,
+            "auto.offset.reset": "earliest",
+        }
+        if fetch_wait_ms is not None:
+            config["fetch.wait.max.ms"] = fetch_wait_ms
+        return self._ck.Consumer(config)
 
     def _reader(self, topic: str, partition: int) -> _Reader:
         key = (topic, partition)
@@ -280,17 +283,22 @@ class KafkaLog(EventLog):
 
     def end_offset(self, topic: str, partition: int) -> int:
         self._partition_count(topic)
-        probe = self._consumer(f"pinpipe-probe-{uuid.uuid4().hex[:8]}")
-        try:
+        with self._probe_lock:
+            if self._probe is None:
+                # The broker answers a fetch at the end after fetch.wait.max.ms (default 500): keep it short here.
+                self._probe = self._consumer(f"pinpipe-probe-{uuid.uuid4().hex[:8]}", fetch_wait_ms=10)
+            probe = self._probe
             tp = self._ck.TopicPartition(topic, partition)
             try:
                 hint = max(0, probe.get_watermark_offsets(tp, timeout=self.timeout_s)[1])
+                probe.assign([self._ck.TopicPartition(topic, partition, hint)])
             except self._ck.KafkaException as exc:
                 raise self._map("read watermarks", topic, exc) from exc
-            probe.assign([self._ck.TopicPartition(topic, partition, hint)])
             end, deadline = hint, time.monotonic() + self.timeout_s
             while time.monotonic() < deadline:
-                for msg in probe.consume(num_messages=10_000, timeout=0.1):
+                for msg in probe.consume(num_messages=10_000, timeout=0.01):
+                    if msg.partition() != partition or msg.topic() != topic:
+                        continue  # left over from the previous call's partition
                     err = msg.error()
                     if err is None:
                         end = msg.offset() + 1
@@ -299,8 +307,6 @@ class KafkaLog(EventLog):
                     else:
                         raise self._map("read", topic, self._ck.KafkaException(err))
             raise LogUnavailableError(f"Kafka at {self.bootstrap} did not reach the end of {topic}", backend="kafka")
-        finally:
-            probe.close()
 
     def _group(self, group: str) -> Any:
         consumer = self._groups.get(group)
@@ -336,6 +342,10 @@ class KafkaLog(EventLog):
         for reader in readers:
             with reader.lock:
                 reader.consumer.close()
+        with self._probe_lock:
+            if self._probe is not None:
+                self._probe.close()
+                self._probe = None
         for consumer in self._groups.values():
             consumer.close()
         self._groups.clear()
