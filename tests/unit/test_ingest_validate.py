@@ -7,7 +7,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pinpipe.ingest.validate import check_record
+from pinpipe.ingest.validate import _all_surely_valid, _surely_valid, check_record
 from pinpipe.tables import KINDS, RAW_TABLES, Kind, validate_raw
 
 _SCALARS = st.one_of(
@@ -40,6 +40,14 @@ def records(draw: st.DrawFn) -> tuple[Kind, Any]:
 def test_same_verdict_as_validate_raw(case: tuple[Kind, Any]) -> None:
     kind, value = case
     assert check_record(kind, value) == validate_raw(kind, value)
+
+
+@given(st.lists(records(), max_size=6))
+@settings(max_examples=200, deadline=None)
+def test_bulk_check_is_the_per_row_check(cases: list[tuple[Kind, Any]]) -> None:
+    for kind in KINDS:
+        rows = [value for k, value in cases if k == kind]
+        assert _all_surely_valid(kind, rows) == all(_surely_valid(kind, row) for row in rows)
 
 
 def test_typical_rows_pass() -> None:
