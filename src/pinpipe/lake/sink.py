@@ -54,7 +54,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from pinpipe.errors import CorruptStateError, RetryableError, UnknownTopicError
+from pinpipe.errors import CorruptStateError, LogUnavailableError, RetryableError, UnknownTopicError
 from pinpipe.lake.landing import RETRY_FOR_S, Batch, Lander, SinkStats, encode_batch
 from pinpipe.lake.metrics import SinkMetrics
 from pinpipe.lake.store import Lake, is_temporary_key, parse_landed_key
@@ -235,10 +235,11 @@ class LakeSink:
         while offset < block.end:
             records = self.log.read(part.topic, part.partition, offset, block.count - len(values), timeout_s=2.0)
             records = [r for r in records if r.offset < block.end]
-            if not records:
-                raise CorruptStateError(
-                    f"records {offset} to {block.end} of {part.topic}/{part.partition} vanished from {self.log.url}",
-                    hint="the event log lost records it had served; check its retention and storage",
+            if not records:  # nothing was taken from the block yet: the run loop retries it whole
+                raise LogUnavailableError(
+                    f"the event log {self.log.url} did not serve records {offset} to {block.end} of "
+                    f"{part.topic}/{part.partition} again within 2 s",
+                    backend=self.log.url.partition(":")[0],
                 )
             values.extend(r.value for r in records)
             offset = records[-1].offset + 1
