@@ -232,7 +232,7 @@ def test_cli_api_and_emulate(source_db: str, tmp_path: Path) -> None:
         api.send_signal(signal.SIGTERM)
         api.wait(30)
     output = api.stdout.read().decode() if api.stdout else ""
-    assert api.returncode in (0, -signal.SIGTERM), output  # uvicorn re-raises SIGTERM after a graceful shutdown
+    assert api.returncode == 0, output  # a graceful SIGTERM shutdown exits 0
     assert "Traceback" not in output
     log = open_log(log_url)
     assert log.end_offset(f"streaming-{PREFIX}-pin", 0) == 5

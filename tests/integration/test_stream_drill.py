@@ -147,6 +147,7 @@ def test_stream_worker_survives_sigkills_with_exactly_once_silver(tmp_path: Path
         with worker_log.open("ab") as out:
             proc = subprocess.Popen(stream_args, stdout=out, stderr=subprocess.STDOUT, env=env)
         procs.append(proc)
+        _wait_for_line(worker_log, "partitions assigned", offset, proc)  # its SIGTERM handler is installed
         event_log = EmbeddedLog(tmp_path / "log")
         lake = Lake(lake_url)
         deadline = time.monotonic() + 90

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -37,6 +38,12 @@ def register(app: typer.Typer) -> None:
         application = create_app(settings)
         get_logger("ingest").info("listening", extra={"fields": {"host": settings.api.host, "port": settings.api.port}})
         tune_gc_for_serving()
+        # uvicorn shuts down gracefully on SIGTERM/SIGINT, restores the previous handlers and re-raises the signal;
+        # with these handlers installed that re-raise is recorded instead of killing the process, so a clean stop
+        # exits 0 (every acknowledged record was durable before its 2xx).
+        stopped_by: list[int] = []
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda signum, _frame: stopped_by.append(signum))
         uvicorn.run(
             application,
             host=settings.api.host,
@@ -48,6 +55,8 @@ def register(app: typer.Typer) -> None:
             log_level="warning",
             timeout_graceful_shutdown=10,
         )
+        if stopped_by:
+            get_logger("ingest").info("stopped", extra={"fields": {"signal": signal.Signals(stopped_by[0]).name}})
 
     @app.command("emulate")
     def emulate_command(
