@@ -178,9 +178,6 @@ def run_drill(opts: DrillOptions, progress: Progress | None = None) -> DrillResu
     _load_source(db_url)
     log_url, lake_url, stream_url = (f"file://{root / name}" for name in ("log", "lake", "stream-lake"))
     port = free_port()
-    streaming = _has_command("stream")
-    if opts.component == "stream" and not streaming:
-        raise ConfigError("this build has no `pinpipe stream` command", hint="drill another component")
     sink_args = ["--group", SINK_GROUP, "--flush-records", "200", "--flush-seconds", "0.3"]
     services = {
         "api": _Service("api", ["api", "--port", str(port), "--log", log_url], port=port),
@@ -188,9 +185,8 @@ def run_drill(opts: DrillOptions, progress: Progress | None = None) -> DrillResu
             "sink", ["sink", "--log", log_url, "--lake", lake_url, *sink_args], ready_text="partition ready"
         ),
     }
-    if streaming:
-        stream_args = ["--log", log_url, "--lake", stream_url, "--max-wait-ms", "150", "--prefix", opts.prefix]
-        services["stream"] = _Service("stream", ["stream", *stream_args], ready_text="partitions assigned")
+    stream_args = ["--log", log_url, "--lake", stream_url, "--max-wait-ms", "150", "--prefix", opts.prefix]
+    services["stream"] = _Service("stream", ["stream", *stream_args], ready_text="partitions assigned")
     event_log = EmbeddedLog(root / "log")
     try:
         with Supervisor(root / "logs", timeout=30) as sup:
@@ -200,7 +196,7 @@ def run_drill(opts: DrillOptions, progress: Progress | None = None) -> DrillResu
                 wait()
             result.sends = _send_with_kills(opts, root, db_url, port, services, sup, event_log, result, say)
             say("waiting for the sink and the stream job to catch up")
-            stream_lake = Lake(stream_url) if streaming else None
+            stream_lake = Lake(stream_url)
             result.quiesced_s = _quiesce(event_log, stream_lake, opts.prefix, list(services.values()), say)
             codes = sup.stop_all()
             if any(code not in (0, None) for code in codes.values()):
@@ -212,11 +208,10 @@ def run_drill(opts: DrillOptions, progress: Progress | None = None) -> DrillResu
         result.batch_accounting = account(
             Lake(lake_url), opts.prefix, event_log=event_log, send_logs=sends, sink_group=SINK_GROUP
         )
-        if streaming:
-            result.stream_accounting = account(
-                Lake(stream_url), opts.prefix, event_log=event_log, send_logs=sends, sink_group=SINK_GROUP
-            )
-            result.parity = _parity(Lake(stream_url), Lake(lake_url))
+        result.stream_accounting = account(
+            Lake(stream_url), opts.prefix, event_log=event_log, send_logs=sends, sink_group=SINK_GROUP
+        )
+        result.parity = _parity(Lake(stream_url), Lake(lake_url))
     finally:
         event_log.close()
         result.elapsed_s = time.monotonic() - started
@@ -306,13 +301,6 @@ def _wait_mid_append(event_log: EmbeddedLog, prefix: str, timeout_s: float = 5.0
             return f"(right after {grown} records were published)"
         time.sleep(0.001)
     return "(no append seen within 5 s)"
-
-
-def _has_command(name: str) -> bool:
-    """Whether this build of the CLI has the command ``name``."""
-    from pinpipe.cli import app
-
-    return any(info.name == name for info in app.registered_commands)
 
 
 def _quiesce(

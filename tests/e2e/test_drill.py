@@ -8,15 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pinpipe.drill import COMPONENTS, Component, DrillOptions, _has_command, run_drill
+from pinpipe.drill import COMPONENTS, Component, DrillOptions, run_drill
 from pinpipe.errors import ConfigError
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("component", COMPONENTS)
 def test_drill_balances_after_sigkills(component: Component, tmp_path: Path) -> None:
-    if component == "stream" and not _has_command("stream"):
-        pytest.skip("this build has no `pinpipe stream` command yet")
     opts = DrillOptions(component, tmp_path / "drill", kills=2, events=600, seed=11, send_seconds=4.0)
     result = run_drill(opts, print)
     assert len(result.kills) == 2
