@@ -173,13 +173,8 @@ async def _append(
         return _error(500, "InternalFailure", exc.message)
 
 
-@router.put(
-    "/streams/{stream}/record",
-    summary="PutRecord through the API-Gateway Kinesis proxy",
-    openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": _PUT_RECORD}}}},
-    responses={200: {"description": "record durable", "content": {JSON: {"schema": _RESULT}}}, **_responses()},
-)
-async def put_record(stream: str, request: Request) -> Response:
+async def _stream_request(stream: str, request: Request) -> tuple[IngestState, Kind, Any] | Response:
+    """The state, the stream's kind and the parsed body of a PutRecord(s) request, or the error to answer."""
     state = state_of(request)
     kind = state.streams.get(stream)
     if kind is None:
@@ -187,13 +182,33 @@ async def put_record(stream: str, request: Request) -> Response:
     doc = await _body(request, state)
     if isinstance(doc, Response):
         return doc
+    return state, kind, doc
+
+
+async def _store(state: IngestState, stream: str, kind: Kind, entries: list[Any]) -> list[tuple[int, int]] | Response:
+    """Validate every entry and append them all durably; the (partition, offset) of each, or the error to answer
+    (a rejected request appends nothing and counts all its records as rejected)."""
+    prepared = _prepare(kind, entries)
+    if isinstance(prepared, Response):
+        state.metrics.record_count(stream, "rejected", len(entries))
+        return prepared
+    return await _append(state, stream, *prepared)
+
+
+@router.put(
+    "/streams/{stream}/record",
+    summary="PutRecord through the API-Gateway Kinesis proxy",
+    openapi_extra={"requestBody": {"required": True, "content": {JSON: {"schema": _PUT_RECORD}}}},
+    responses={200: {"description": "record durable", "content": {JSON: {"schema": _RESULT}}}, **_responses()},
+)
+async def put_record(stream: str, request: Request) -> Response:
+    got = await _stream_request(stream, request)
+    if isinstance(got, Response):
+        return got
+    state, kind, doc = got
     if not isinstance(doc, dict):
         return _validation("the request body must be a JSON object")
-    prepared = _prepare(kind, [doc])
-    if isinstance(prepared, Response):
-        state.metrics.record_count(stream, "rejected", 1)
-        return prepared
-    placed = await _append(state, stream, *prepared)
+    placed = await _store(state, stream, kind, [doc])
     if isinstance(placed, Response):
         return placed
     p, o = placed[0]
@@ -207,13 +222,10 @@ async def put_record(stream: str, request: Request) -> Response:
     responses={200: {"description": "records durable", "content": {JSON: {}}}, **_responses()},
 )
 async def put_records(stream: str, request: Request) -> Response:
-    state = state_of(request)
-    kind = state.streams.get(stream)
-    if kind is None:
-        return _not_found(stream)
-    doc = await _body(request, state)
-    if isinstance(doc, Response):
-        return doc
+    got = await _stream_request(stream, request)
+    if isinstance(got, Response):
+        return got
+    state, kind, doc = got
     entries = doc.get("Records", doc.get("records")) if isinstance(doc, dict) else None
     if not isinstance(entries, list):
         return _validation("Value null at 'records' failed to satisfy constraint: Member must not be null")
@@ -222,11 +234,7 @@ async def put_records(stream: str, request: Request) -> Response:
             f"Value at 'records' failed to satisfy constraint: Member must have length "
             f"{'greater than or equal to 1' if not entries else f'less than or equal to {MAX_RECORDS}'}"
         )
-    prepared = _prepare(kind, entries)
-    if isinstance(prepared, Response):
-        state.metrics.record_count(stream, "rejected", len(entries))
-        return prepared
-    placed = await _append(state, stream, *prepared)
+    placed = await _store(state, stream, kind, entries)
     if isinstance(placed, Response):
         return placed
     results = [{"SequenceNumber": sequence_number(p, o), "ShardId": shard_id(p)} for p, o in placed]
