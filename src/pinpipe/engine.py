@@ -54,8 +54,8 @@ class Engine:
         raise NotImplementedError
 
     def to_arrow(self, df: Any) -> pa.Table:
-        """Collect a DataFrame as an Arrow table."""
-        raise NotImplementedError
+        """Collect a DataFrame as an Arrow table (``toArrow`` exists on SQLFrame's and Spark's DataFrames)."""
+        return df.toArrow()
 
     def collect(self, program: str, inputs: Mapping[str, pa.Table], build: Build) -> dict[str, pa.Table]:
         """Run ``build`` over ``inputs`` (name → Arrow table) and collect each output as Arrow (one action each;
@@ -169,9 +169,6 @@ class DuckDBEngine(Engine):
             self.conn.unregister("__pinpipe_arrow")
         return self.session.table(name)
 
-    def to_arrow(self, df: Any) -> pa.Table:
-        return df.toArrow()
-
     def close(self) -> None:
         try:
             self.session.stop()
@@ -211,9 +208,6 @@ class SparkEngine(Engine):
 
     def frame(self, table: pa.Table, name: str | None = None) -> Any:
         return self.session.createDataFrame(table)
-
-    def to_arrow(self, df: Any) -> pa.Table:
-        return df.toArrow()
 
     def close(self) -> None:
         try:
