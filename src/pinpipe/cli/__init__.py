@@ -7,12 +7,16 @@ error's code; ``--debug`` prints the traceback instead.
 
 from __future__ import annotations
 
+import atexit
 import importlib
+import logging
+import os
 import sys
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pinpipe.errors import PinpipeError
 from pinpipe.logs import LogFormat, setup_logging
@@ -34,7 +38,8 @@ COMMAND_MODULES = (
 """Modules under ``pinpipe.cli`` that add commands, in ``--help`` order."""
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
+"""Errors and hints are never hard-wrapped: Airflow logs and ``grep`` see each on one line."""
 
 app = typer.Typer(
     name="pinpipe",
@@ -84,26 +89,53 @@ _CLICK_ERRORS = _click_error_types()
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``pinpipe`` script."""
+    """Entry point of the ``pinpipe`` script (``argv=None``) and of in-process callers (tests pass ``argv``).
+
+    As the script, the process leaves with the command's own code through :func:`os._exit`, after Python's
+    ``atexit`` handlers and a flush of every stream: Arrow's and delta-rs's native threads can otherwise abort
+    interpreter finalisation (``terminate called without an active exception``, SIGABRT) after a command that
+    succeeded, so the exit status would depend on how a library's threads shut down (SPEC §8).
+    """
+    code = _run(argv)
+    if argv is None:
+        _leave(code)
+    if code != 0:
+        sys.exit(code)
+
+
+def _run(argv: list[str] | None) -> int:
+    """Run one command and return its exit code; errors become their ``error:``/``hint:`` lines."""
     try:
         code = app(args=argv, standalone_mode=False)  # returns typer.Exit's code instead of raising it
     except PinpipeError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {exc.message}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
         if exc.hint:
-            err_console.print(f"[yellow]hint:[/] {exc.hint}", highlight=False)
-        sys.exit(exc.exit_code)
+            err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
+        return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        sys.exit(130)
+        return 130
     except typer.Exit as exc:
-        sys.exit(exc.exit_code)
+        return int(exc.exit_code)
     except typer.Abort:
         err_console.print("aborted")
-        sys.exit(1)
+        return 1
     except _CLICK_ERRORS as exc:  # usage errors (bad flag values) in non-standalone mode
         exc.show()
-        sys.exit(exc.exit_code)
-    if isinstance(code, int) and code != 0:
-        sys.exit(code)
+        return int(exc.exit_code)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return code if isinstance(code, int) else 0
+
+
+def _leave(code: int) -> None:
+    """Run ``atexit`` handlers, flush, and end the process with ``code`` without native finalisers."""
+    try:
+        atexit._run_exitfuncs()
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
