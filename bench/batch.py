@@ -25,7 +25,7 @@ def land(root: Path, rows: int, per_object: int) -> None:
     import orjson
 
     from pinpipe.lake.store import Lake, landed_key
-    from pinpipe.source.faults import send_list
+    from pinpipe.synth.faults import send_list
 
     lake = Lake(f"file://{root}")
     sent = send_list(rows, 1, resend_rate=0.02, faults=0.01).by_kind()
@@ -36,7 +36,7 @@ def land(root: Path, rows: int, per_object: int) -> None:
 
 
 def child(lake: str, engine_name: str) -> None:
-    from pinpipe.batch import run_batch
+    from pinpipe.batch.job import run_batch
     from pinpipe.engine import open_engine
     from pinpipe.lake.store import Lake
 

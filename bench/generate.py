@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from pinpipe.source.database import METADATA, create_source_engine
-from pinpipe.source.generate import generate
 from pinpipe.source.load import GeneratedOrigin, init_source
+from pinpipe.synth.generate import generate
 from pinpipe.tables import KINDS, RAW_TABLES
 
 

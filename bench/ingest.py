@@ -5,7 +5,7 @@ Usage: ``.venv/bin/python bench/ingest.py [--seconds 8] [--connections 32] [--lo
 Starts the API in its own process (uvicorn + uvloop + httptools, one worker, collector tuned as ``pinpipe api``
 does) with an extra no-op route
 (``POST /noop/{topic}``: reads the body, answers a constant 200 through the same middleware), then drives it from
-separate load-generator processes using pinpipe's raw keep-alive client (:mod:`pinpipe.http_client`). Prints:
+separate load-generator processes using pinpipe's raw keep-alive client (:mod:`pinpipe.emulate.client`). Prints:
 
 1. single-record requests/s to ``/topics/<prefix>.geo``, and as a ratio to the no-op route (target >= 0.7);
 2. durably acknowledged records/s at 100 records per request (target >= 100,000);
@@ -63,7 +63,7 @@ def serve(port: int, log_dir: str) -> None:
 def _load(port: int, path: str, payload: bytes, seconds: float, connections: int, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
     import uvloop
 
-    from pinpipe.http_client import HttpConnection
+    from pinpipe.emulate.client import HttpConnection
 
     async def run() -> tuple[int, int, list[float]]:
         ok = bad = 0

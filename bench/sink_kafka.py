@@ -25,10 +25,10 @@ from pathlib import Path
 
 import orjson
 
-from pinpipe.lake.metrics import SinkMetrics
 from pinpipe.lake.sink import LakeSink
 from pinpipe.lake.store import Lake
 from pinpipe.log.kafka import KafkaLog
+from pinpipe.telemetry.sink import SinkMetrics
 
 
 def _fill(log: KafkaLog, topics: list[str], per_topic: int) -> None:

@@ -37,7 +37,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 
 from pinpipe.config import DEFAULT_PREFIX
-from pinpipe.source.generate import generate_records
+from pinpipe.synth.generate import generate_records
 from pinpipe.tables import KINDS, stream_name
 
 Sent = list[tuple[str, int, float]]  # (kind, ind, acknowledged at)

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from deltalake import DeltaTable
 
-from pinpipe.accounting import AccountingReport, account
-from pinpipe.batch import run_batch
+from pinpipe.batch.job import run_batch
+from pinpipe.checks.accounting import AccountingReport, account
 from pinpipe.cli import main
-from pinpipe.emulate import EmulateOptions, emulate
+from pinpipe.emulate.emulator import EmulateOptions, emulate
 from pinpipe.engine import open_engine
 from pinpipe.lake.sink import LakeSink
 from pinpipe.lake.store import Lake

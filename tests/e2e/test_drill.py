@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from pinpipe.drill import COMPONENTS, Component, DrillOptions, run_drill
 from pinpipe.errors import ConfigError
+from pinpipe.ops.drill import COMPONENTS, Component, DrillOptions, run_drill
 
 
 @pytest.mark.slow

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from pinpipe.batch.gold import compute_gold_from_arrow, write_gold
 from pinpipe.engine import DuckDBEngine
-from pinpipe.gold import compute_gold_from_arrow, write_gold
 from pinpipe.lake.store import Lake
 from tests.fixtures.gold_cases import EXTRA_USERS, POSTS, silver_from_posts
 

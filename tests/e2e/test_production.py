@@ -24,12 +24,12 @@ from typing import Any
 import pytest
 import uvicorn
 
-from pinpipe.accounting import account
-from pinpipe.batch import run_batch
+from pinpipe.batch.gold import read_gold_tables
+from pinpipe.batch.job import run_batch
+from pinpipe.checks.accounting import account
 from pinpipe.config import LakeSettings, Settings, load_settings
-from pinpipe.emulate import EmulateOptions, emulate
+from pinpipe.emulate.emulator import EmulateOptions, emulate
 from pinpipe.engine import open_engine
-from pinpipe.gold import read_gold_tables
 from pinpipe.ingest.app import create_app
 from pinpipe.lake.sink import LakeSink
 from pinpipe.lake.store import Lake
@@ -164,8 +164,8 @@ def test_production_gold_equals_the_embedded_run_and_accounting_balances(runs: R
 
 
 def test_stream_worker_from_kafka_matches_the_batch_silver(runs: Runs) -> None:
-    stream = pytest.importorskip("pinpipe.stream", reason="the stream worker is not in this build")
-    from pinpipe.parity import compare_lakes
+    stream = pytest.importorskip("pinpipe.stream.worker", reason="the stream worker is not in this build")
+    from pinpipe.checks.parity import compare_lakes
 
     t = time.monotonic()
     feed = stream.open_feed(runs.kafka_url, runs.prefix, f"stream-{uuid.uuid4().hex[:6]}")

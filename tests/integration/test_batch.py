@@ -9,12 +9,12 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from pinpipe import delta
-from pinpipe.batch import run_batch
+from pinpipe.batch.job import run_batch
 from pinpipe.engine import DuckDBEngine, Engine, open_engine
+from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
-from pinpipe.source.faults import send_list
-from pinpipe.source.oracle import expected_output
+from pinpipe.synth.faults import send_list
+from pinpipe.synth.oracle import expected_output
 from pinpipe.tables import KINDS
 from tests.fixtures.batch_lake import land
 

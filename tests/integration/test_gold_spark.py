@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from pinpipe.batch.gold import compute_gold_from_arrow
 from pinpipe.engine import DuckDBEngine, Engine, SparkEngine
-from pinpipe.gold import compute_gold_from_arrow
 from tests.fixtures.gold_cases import EXPECTED, EXTRA_USERS, POSTS, oracle, silver_from_posts
 from tests.fixtures.sample_silver import sample_silver
 

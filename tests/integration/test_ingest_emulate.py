@@ -18,7 +18,7 @@ import requests
 import uvicorn
 
 from pinpipe.config import load_settings
-from pinpipe.emulate import EmulateOptions, emulate, select_offsets
+from pinpipe.emulate.emulator import EmulateOptions, emulate, select_offsets
 from pinpipe.ingest.app import create_app
 from pinpipe.log import EventLog, open_log
 from pinpipe.log.memory import MemoryLog

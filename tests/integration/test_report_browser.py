@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from pinpipe.batch.gold import GOLD_TABLES
 from pinpipe.engine import DuckDBEngine
-from pinpipe.gold import GOLD_TABLES
-from pinpipe.report import write_report
+from pinpipe.report.html import write_report
 from tests.fixtures.report_lake import build_report_lake
 
 pytestmark = pytest.mark.integration

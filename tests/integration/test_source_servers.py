@@ -9,9 +9,9 @@ import sqlalchemy as sa
 
 from pinpipe.errors import SourceUnavailableError
 from pinpipe.source.database import count_rows, create_source_engine, read_all, read_row
-from pinpipe.source.generate import generate
 from pinpipe.source.load import GeneratedOrigin, SampleOrigin, init_source
 from pinpipe.source.sample import SAMPLE_ROWS, load_sample
+from pinpipe.synth.generate import generate
 from pinpipe.tables import KINDS, RAW_TABLES
 from tests.fixtures.databases import DatabaseServer
 from tests.fixtures.services import free_port

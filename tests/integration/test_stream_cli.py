@@ -14,11 +14,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pinpipe import delta
+from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 from pinpipe.log.embedded import EmbeddedLog
-from pinpipe.source.faults import send_list
-from pinpipe.source.oracle import expected_output
+from pinpipe.synth.faults import send_list
+from pinpipe.synth.oracle import expected_output
 from pinpipe.tables import KINDS, RAW_TABLES, topic_name
 from tests.fixtures.services import free_port
 

@@ -21,13 +21,13 @@ import httpx
 import orjson
 import pytest
 
-from pinpipe import delta
 from pinpipe.config import DEFAULT_PREFIX
+from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 from pinpipe.log.embedded import EmbeddedLog
-from pinpipe.source.faults import send_list
-from pinpipe.source.oracle import expected_output, split_by_api
-from pinpipe.stream import app_id
+from pinpipe.stream.worker import app_id
+from pinpipe.synth.faults import send_list
+from pinpipe.synth.oracle import expected_output, split_by_api
 from pinpipe.tables import KINDS, stream_name, topic_name
 from tests.fixtures.services import free_port, wait_for_port
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pinpipe import delta
+from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 from pinpipe.log.kafka import KafkaLog
-from pinpipe.source.faults import send_list
-from pinpipe.source.oracle import expected_output
-from pinpipe.stream import app_id
+from pinpipe.stream.worker import app_id
+from pinpipe.synth.faults import send_list
+from pinpipe.synth.oracle import expected_output
 from pinpipe.tables import KINDS, RAW_TABLES, topic_name
 from tests.fixtures.services import Service
 

@@ -10,12 +10,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pinpipe import delta
 from pinpipe.engine import DuckDBEngine
+from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
-from pinpipe.source.faults import send_list
-from pinpipe.source.oracle import expected_output
-from pinpipe.stream import StreamOptions, StreamWorker, open_feed
+from pinpipe.stream.worker import StreamOptions, StreamWorker, open_feed
+from pinpipe.synth.faults import send_list
+from pinpipe.synth.oracle import expected_output
 from pinpipe.tables import KINDS, RAW_TABLES, stream_name
 from tests.fixtures.services import Service
 

@@ -8,9 +8,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pinpipe.engine import DuckDBEngine, Engine
-from pinpipe.errors import InvalidInputError
-from pinpipe.gold import (
+from pinpipe.batch.gold import (
     GOLD_SCHEMAS,
     GOLD_TABLES,
     compute_gold,
@@ -19,6 +17,8 @@ from pinpipe.gold import (
     read_gold_tables,
     write_gold,
 )
+from pinpipe.engine import DuckDBEngine, Engine
+from pinpipe.errors import InvalidInputError
 from pinpipe.lake.store import Lake
 from tests.fixtures.gold_cases import EXPECTED, EXTRA_USERS, POSTS, Post, oracle, silver_from_posts
 from tests.fixtures.sample_silver import sample_silver

@@ -10,12 +10,12 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from pinpipe import delta
+from pinpipe.checks.parity import compare_lakes
 from pinpipe.cli import main
-from pinpipe.compaction import Compactor, CompactSchedule
 from pinpipe.errors import CommitConflictError, ConfigError
+from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
-from pinpipe.parity import compare_lakes
+from pinpipe.stream.compaction import Compactor, CompactSchedule
 from pinpipe.tables import QUARANTINE_SCHEMA, SILVER_SCHEMAS
 
 

@@ -9,12 +9,12 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from pinpipe import delta
-from pinpipe.batch import RUNS_SCHEMA
+from pinpipe.batch.job import RUNS_SCHEMA
+from pinpipe.checks.quality import check_run, enforce
 from pinpipe.cli import main
 from pinpipe.errors import AccountingError, InvalidInputError
+from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
-from pinpipe.quality import check_run, enforce
 
 DAY = datetime(2024, 8, 18, tzinfo=UTC)
 

@@ -11,12 +11,12 @@ import orjson
 import pytest
 
 from pinpipe.errors import CorruptStateError, StoreUnavailableError, UnknownTopicError
-from pinpipe.lake.metrics import SinkMetrics
 from pinpipe.lake.sink import LakeSink, encode_batch
 from pinpipe.lake.store import Lake, landed_key
 from pinpipe.log.base import EventLog, LogRecord
 from pinpipe.log.embedded import EmbeddedLog
 from pinpipe.log.memory import MemoryLog
+from pinpipe.telemetry.sink import SinkMetrics
 from tests.fixtures.landed import assert_exactly_once, digests, landed_objects
 
 GROUP = "sink-test"

@@ -11,12 +11,12 @@ import orjson
 import pytest
 
 from pinpipe.errors import ConfigError
-from pinpipe.source.faults import FAULTS, apply_fault, inject_faults, send_list
-from pinpipe.source.generate import DATE_JOINED_RANGE, TIMESTAMP_RANGE, generate, generate_records
 from pinpipe.source.jsonl import write_generated_jsonl
-from pinpipe.source.oracle import clean_record
-from pinpipe.source.profile import PERSON_COLUMNS, PLACE_COLUMNS, pin_profile, repeated_share
 from pinpipe.source.sample import load_sample_records
+from pinpipe.synth.faults import FAULTS, apply_fault, inject_faults, send_list
+from pinpipe.synth.generate import DATE_JOINED_RANGE, TIMESTAMP_RANGE, generate, generate_records
+from pinpipe.synth.oracle import clean_record
+from pinpipe.synth.profile import PERSON_COLUMNS, PLACE_COLUMNS, pin_profile, repeated_share
 from pinpipe.tables import KINDS, RAW_TABLES, validate_raw
 
 

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pinpipe.source.faults import send_list
-from pinpipe.source.oracle import (
+from pinpipe.source.sample import load_sample_records
+from pinpipe.synth.faults import send_list
+from pinpipe.synth.oracle import (
     PLACEHOLDERS,
     clean_record,
     expected_output,
@@ -19,7 +20,6 @@ from pinpipe.source.oracle import (
     parse_timestamp,
     split_by_api,
 )
-from pinpipe.source.sample import load_sample_records
 from pinpipe.tables import KINDS, SILVER_SCHEMAS
 
 SUFFIX = {"": 1, "k": 1_000, "K": 1_000, "m": 1_000_000, "M": 1_000_000, "b": 1_000_000_000, "B": 1_000_000_000}

@@ -13,15 +13,15 @@ from typing import Any
 import orjson
 import pytest
 
-from pinpipe import delta
 from pinpipe.engine import DuckDBEngine
 from pinpipe.errors import CommitConflictError, StoreUnavailableError
-from pinpipe.feed import LogFeed
+from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
+from pinpipe.log.feed import LogFeed
 from pinpipe.log.memory import MemoryLog
-from pinpipe.source.faults import send_list
-from pinpipe.source.oracle import ExpectedOutput, expected_output
-from pinpipe.stream import StreamOptions, StreamWorker, app_id
+from pinpipe.stream.worker import StreamOptions, StreamWorker, app_id
+from pinpipe.synth.faults import send_list
+from pinpipe.synth.oracle import ExpectedOutput, expected_output
 from pinpipe.tables import KINDS, RAW_TABLES, topic_name
 
 PREFIX = "t"

@@ -15,7 +15,7 @@ Contract (both paths call exactly this; keep names and semantics)::
 
     def clean_records(engine: Engine, kind: Kind, records: Sequence[RawRecord]) -> CleanResult
 
-Delta side (:mod:`pinpipe.delta`)::
+Delta side (:mod:`pinpipe.lake.delta`)::
 
     @dataclass(frozen=True)
     class MergeStats: inserted: int; updated: int; unchanged: int; version: int | None  # None: no commit

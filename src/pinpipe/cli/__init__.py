@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from pinpipe.errors import PinpipeError
-from pinpipe.logs import LogFormat, setup_logging
+from pinpipe.telemetry.logs import LogFormat, setup_logging
 
 COMMAND_MODULES = (
     "demo_cmd",

@@ -1,6 +1,6 @@
-"""``pinpipe accounting``: reconcile every record from the emulator's send log to silver (see :mod:`pinpipe.accounting`).
+"""``pinpipe accounting``: reconcile every record from the emulator's send log to silver (see :mod:`pinpipe.checks.accounting`).
 
-A thin shell over :func:`pinpipe.accounting.account`: prints a stage-by-stage table per topic and per kind (or
+A thin shell over :func:`pinpipe.checks.accounting.account`: prints a stage-by-stage table per topic and per kind (or
 JSON with ``--json``), then the findings. Exit code 0 when everything balances, 3
 (:class:`~pinpipe.errors.AccountingError`, naming the first stage at fault) when a stage lost or doubled records,
 or is behind without ``--allow-lag``.
@@ -14,7 +14,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from pinpipe.accounting import AccountingReport
+from pinpipe.checks.accounting import AccountingReport
 from pinpipe.config import load_settings
 
 
@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     ) -> None:
         """Reconcile records stage by stage (sent → acked → log → landed → batch → silver); exit 3 on a loss."""
-        from pinpipe.accounting import account
+        from pinpipe.checks.accounting import account
         from pinpipe.errors import ConfigError
         from pinpipe.lake.store import open_lake
         from pinpipe.log import open_log

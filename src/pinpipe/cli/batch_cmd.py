@@ -1,4 +1,4 @@
-"""``pinpipe batch``: clean the newly landed records into silver, quarantine and gold (see :mod:`pinpipe.batch`).
+"""``pinpipe batch``: clean the newly landed records into silver, quarantine and gold (see :mod:`pinpipe.batch.job`).
 
 Prints one accounting line per kind and the total; exits 3 (:class:`~pinpipe.errors.AccountingError`) if records
 were lost or doubled, 75 if the lake was unreachable, 2 for bad flags.
@@ -48,7 +48,7 @@ def register(app: typer.Typer) -> None:
         """Process every landed object not processed before: quarantine + silver (exactly once), then gold."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-        from pinpipe.batch import run_batch
+        from pinpipe.batch.job import run_batch
         from pinpipe.cli import console, err_console
         from pinpipe.engine import open_engine
         from pinpipe.lake.store import open_lake

@@ -1,4 +1,4 @@
-"""``pinpipe demo``: the whole pipeline end to end on embedded defaults (see :mod:`pinpipe.demo`); ``make demo``.
+"""``pinpipe demo``: the whole pipeline end to end on embedded defaults (see :mod:`pinpipe.ops.demo`); ``make demo``.
 
 Draws live progress on stderr and prints the results on stdout: the batch run's accounting, the quality gate,
 the end-to-end reconciliation (as ``pinpipe accounting``), the nine gold tables (the data ``pinpipe results``
@@ -20,7 +20,7 @@ from pinpipe.config import load_settings
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
-    from pinpipe.demo import DemoResult
+    from pinpipe.ops.demo import DemoResult
 
 STEPS = {
     "source": "source database (bundled sample)",
@@ -122,7 +122,7 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         from pinpipe.cli import err_console
-        from pinpipe.demo import DemoOptions, run_demo
+        from pinpipe.ops.demo import DemoOptions, run_demo
 
         settings = load_settings()
         opts = DemoOptions(

@@ -1,6 +1,6 @@
 """``pinpipe drill``: SIGKILL one component of a running pipeline at random moments, then prove nothing was lost.
 
-A thin shell over :func:`pinpipe.drill.run_drill`: prints progress lines, a table of the kills (when, which pid,
+A thin shell over :func:`pinpipe.ops.drill.run_drill`: prints progress lines, a table of the kills (when, which pid,
 how long the restart took), both accountings and the parity result. Exit code 0 only if the accounting balances
 and batch/stream parity holds; 3 (:class:`~pinpipe.errors.AccountingError`, naming the stage) otherwise.
 """
@@ -37,8 +37,8 @@ def register(app: typer.Typer) -> None:
 
         from pinpipe.cli import console, err_console
         from pinpipe.cli.accounting_cmd import render
-        from pinpipe.drill import COMPONENTS, DrillOptions, run_drill
         from pinpipe.errors import AccountingError, ConfigError
+        from pinpipe.ops.drill import COMPONENTS, DrillOptions, run_drill
 
         if component not in COMPONENTS:
             raise ConfigError(f"--component {component!r} is not one of {', '.join(COMPONENTS)}")

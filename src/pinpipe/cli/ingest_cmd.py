@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
 
         from pinpipe.ingest.app import create_app
         from pinpipe.ingest.serving import tune_gc_for_serving
-        from pinpipe.logs import get_logger
+        from pinpipe.telemetry.logs import get_logger
 
         settings = load_settings(
             {"api": {"host": host, "port": port, "root_path": root_path, "api_key": api_key}, "log": {"url": log_url}}
@@ -78,7 +78,7 @@ def register(app: typer.Typer) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
         from pinpipe.cli import console, err_console
-        from pinpipe.emulate import EmulateOptions, emulate
+        from pinpipe.emulate.emulator import EmulateOptions, emulate
 
         if dialect not in ("batch", "stream"):
             raise typer.BadParameter("must be 'batch' or 'stream'", param_hint="--dialect")

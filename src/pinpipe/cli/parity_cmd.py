@@ -1,6 +1,6 @@
 """``pinpipe parity --lake A --lake B``: are the silver and quarantine tables of two lakes the same?
 
-A thin shell over :func:`pinpipe.parity.compare_lakes`. Prints one line per table (rows in A, rows in B,
+A thin shell over :func:`pinpipe.checks.parity.compare_lakes`. Prints one line per table (rows in A, rows in B,
 differences) and, for a table that differs, its first ``--show`` differences with both versions. Exit code 0 when
 every table is identical, 1 otherwise.
 """
@@ -25,9 +25,9 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     ) -> None:
         """Prove that two lakes (stream path, batch path) hold identical silver tables and quarantined records."""
+        from pinpipe.checks.parity import compare_lakes
         from pinpipe.config import load_settings
         from pinpipe.lake.store import open_lake
-        from pinpipe.parity import compare_lakes
 
         if len(lakes) != 2:
             raise ConfigError(

@@ -1,4 +1,4 @@
-"""``pinpipe quality``: the data-quality gate over a recorded batch run (see :mod:`pinpipe.quality`).
+"""``pinpipe quality``: the data-quality gate over a recorded batch run (see :mod:`pinpipe.checks.quality`).
 
 Prints one line per kind and the verdict (or JSON with ``--json``). Exits 0 when the run passes, 3
 (:class:`~pinpipe.errors.AccountingError`) when it does not balance, 1 when its quarantine share is over the
@@ -33,10 +33,10 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
     ) -> None:
         """Fail if a batch run's accounting does not balance or it quarantined too large a share."""
+        from pinpipe.checks.quality import check_run, enforce
         from pinpipe.cli import console
         from pinpipe.cli.batch_cmd import parse_instant
         from pinpipe.lake.store import open_lake
-        from pinpipe.quality import check_run, enforce
 
         start = parse_instant(interval_start, "--interval-start")
         end = parse_instant(interval_end, "--interval-end")

@@ -1,6 +1,6 @@
 """``pinpipe results`` and ``pinpipe report``: show the gold tables of a lake, as JSON, as tables or as a page.
 
-Thin shells: :func:`pinpipe.gold.read_gold_tables` reads ``<lake>/gold/<name>``; :mod:`pinpipe.report` builds the
+Thin shells: :func:`pinpipe.batch.gold.read_gold_tables` reads ``<lake>/gold/<name>``; :mod:`pinpipe.report.html` builds the
 HTML page. Both fail with a clear error (and the hint to run ``pinpipe batch``) when the lake has no gold yet.
 """
 
@@ -56,8 +56,8 @@ def register(app: typer.Typer) -> None:
         ] = "table",
     ) -> None:
         """Print the nine gold analysis tables of the lake."""
+        from pinpipe.batch.gold import read_gold_tables
         from pinpipe.cli import console
-        from pinpipe.gold import read_gold_tables
 
         if output_format not in FORMATS:
             raise ConfigError(f"--format {output_format!r} is not a format", hint="use --format json or --format table")
@@ -83,7 +83,7 @@ def register(app: typer.Typer) -> None:
         out: Annotated[Path, typer.Option("--out", help="Where to write the HTML page.")] = Path("pinpipe-report.html"),
     ) -> None:
         """Write a self-contained HTML report (charts of every gold table, data quality, runs) that works offline."""
-        from pinpipe.report import write_report
+        from pinpipe.report.html import write_report
 
         if out.exists() and out.is_dir():
             raise ConfigError(f"--out {out} is a directory", hint="give a file name, e.g. --out report.html")

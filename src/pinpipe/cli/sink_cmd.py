@@ -57,10 +57,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Land every record of the event log in the lake: topics/<topic>/partition=<p>/<topic>+<p>+<offset>.json."""
-        from pinpipe.lake.metrics import SinkMetrics
         from pinpipe.lake.sink import LakeSink
         from pinpipe.lake.store import open_lake
         from pinpipe.log import open_log
+        from pinpipe.telemetry.sink import SinkMetrics
 
         overrides: dict[str, Any] = {
             "log": {"url": log_url},

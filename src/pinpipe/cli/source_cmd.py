@@ -14,8 +14,8 @@ from typing import Annotated, Any
 import typer
 
 from pinpipe.config import load_settings
-from pinpipe.source.faults import check_rate
-from pinpipe.source.generate import check_size
+from pinpipe.synth.faults import check_rate
+from pinpipe.synth.generate import check_size
 from pinpipe.tables import Kind
 
 PROGRESS_MIN_ROWS = 50_000

@@ -1,11 +1,11 @@
 """``pinpipe stream``: the streaming job (event log → silver Delta, exactly once), one or many worker processes.
 
-A thin shell over :mod:`pinpipe.stream`. With ``--workers 1`` (default) the job runs in this process. With
+A thin shell over :mod:`pinpipe.stream.worker`. With ``--workers 1`` (default) the job runs in this process. With
 ``--workers W`` this process becomes a supervisor: it starts W worker processes (``--worker-index 0..W-1``), passes
 SIGTERM/Ctrl-C on to them and exits when they have all stopped (if one fails, the others are stopped too and the
 exit code is the failed one's). How partitions are shared: on ``kafka://`` logs all workers join one consumer
 group (``--group``) and Kafka rebalances when one leaves; on other logs the split is static (see
-:mod:`pinpipe.feed`) and each worker's metrics port is ``--metrics-port`` + its index.
+:mod:`pinpipe.log.feed`) and each worker's metrics port is ``--metrics-port`` + its index.
 
 Signals: the first SIGTERM/SIGINT lets the micro-batch in flight finish and commit, then stops; a second one
 stops at once (the uncommitted batch is dropped; a restart reads it again).
@@ -25,7 +25,7 @@ import typer
 
 from pinpipe.config import Settings, load_settings
 from pinpipe.errors import ConfigError
-from pinpipe.logs import get_logger
+from pinpipe.telemetry.logs import get_logger
 
 log = get_logger("cli.stream")
 
@@ -48,11 +48,11 @@ def _run_worker(
     metrics_port: int | None,
     compact_every: str | None,
 ) -> None:
-    from pinpipe.compaction import Compactor, CompactSchedule
     from pinpipe.engine import open_engine
     from pinpipe.lake.store import open_lake
-    from pinpipe.stream import StreamOptions, StreamWorker, open_feed
-    from pinpipe.stream_metrics import StreamMetrics
+    from pinpipe.stream.compaction import Compactor, CompactSchedule
+    from pinpipe.stream.worker import StreamOptions, StreamWorker, open_feed
+    from pinpipe.telemetry.stream import StreamMetrics
 
     s = settings.stream
     schedule = CompactSchedule.parse(compact_every)
@@ -166,7 +166,7 @@ def register(app: typer.Typer) -> None:
         settings = load_settings(overrides)
         if metrics_port is not None and not 0 < metrics_port < 65536:
             raise ConfigError(f"--metrics-port {metrics_port} is not a port", hint="use 1-65535")
-        from pinpipe.compaction import CompactSchedule
+        from pinpipe.stream.compaction import CompactSchedule
 
         CompactSchedule.parse(compact_every)  # validate before starting anything
         total = settings.stream.workers

@@ -18,174 +18,40 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any
 
-import orjson
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Response
 
 from pinpipe.config import Settings
 from pinpipe.errors import LogUnavailableError
-from pinpipe.ingest import auth
-from pinpipe.ingest.metrics import ApiMetrics
+from pinpipe.ingest import auth, kafka_rest, kinesis
+from pinpipe.ingest.state import (
+    RETRY_AFTER_S,
+    Answer,
+    ASGIApp,
+    Completions,
+    IngestState,
+    Message,
+    Receive,
+    Scope,
+    Send,
+    json_response,
+    read_body,
+    send_answer,
+)
 from pinpipe.log import EventLog, open_log
-from pinpipe.logs import get_logger
-from pinpipe.tables import KINDS, Kind, stream_name, topic_name
-
-APPEND_TIMEOUT_S = 30.0
-"""An append that takes longer is answered with a timeout (408 / 503); its records may still land (at least once)."""
-RETRY_AFTER_S = "1"
-MAX_RECORD_BYTES = 1024 * 1024
-"""Largest record (compact JSON of one value), as Kinesis' 1 MiB and Kafka's default ``max.message.bytes``."""
-
-log = get_logger("ingest")
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-
-class Completions:
-    """Hands results of the log's writer thread to the event loop with one wake-up per batch, not per request
-    (``asyncio.wrap_future`` wakes the loop once per future, which costs more than the request itself)."""
-
-    def __init__(self) -> None:
-        self._ready: list[tuple[Future[list[tuple[int, int]]], asyncio.Future[list[tuple[int, int]]]]] = []
-        self._scheduled = False
-        self._lock = threading.Lock()
-
-    def watch(self, done: Future[list[tuple[int, int]]]) -> asyncio.Future[list[tuple[int, int]]]:
-        """An asyncio future that completes like ``done`` (called on the event loop)."""
-        loop = asyncio.get_running_loop()
-        waiter = loop.create_future()
-        if done.done():
-            self._resolve(done, waiter)
-        else:
-            done.add_done_callback(lambda f: self._finished(loop, f, waiter))
-        return waiter
-
-    def _finished(
-        self,
-        loop: asyncio.AbstractEventLoop,
-        done: Future[list[tuple[int, int]]],
-        waiter: asyncio.Future[list[tuple[int, int]]],
-    ) -> None:
-        with self._lock:
-            self._ready.append((done, waiter))
-            if self._scheduled:
-                return
-            self._scheduled = True
-        loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        with self._lock:
-            ready, self._ready = self._ready, []
-            self._scheduled = False
-        for done, waiter in ready:
-            self._resolve(done, waiter)
-
-    @staticmethod
-    def _resolve(done: Future[list[tuple[int, int]]], waiter: asyncio.Future[list[tuple[int, int]]]) -> None:
-        if waiter.done():
-            return
-        exc = done.exception()
-        if exc is not None:
-            waiter.set_exception(exc)
-        else:
-            waiter.set_result(done.result())
-
-
-@dataclass
-class IngestState:
-    """What the routes need, on ``app.state.ingest``."""
-
-    settings: Settings
-    log: EventLog
-    metrics: ApiMetrics
-    executor: ThreadPoolExecutor
-    rest_topics: dict[str, Kind]
-    streams: dict[str, Kind]
-    completions: Completions
-
-
-def state_of(request: Request) -> IngestState:
-    state: IngestState = request.app.state.ingest
-    return state
-
-
-async def append_durably(
-    state: IngestState, topic: str, values: Sequence[bytes], keys: Sequence[bytes | None]
-) -> list[tuple[int, int]]:
-    """Append off the event loop and wait; raises TimeoutError after APPEND_TIMEOUT_S, else what the log raises.
-
-    A log with a ``submit`` method (the embedded log) hands back a future, so waiting costs no thread and many
-    concurrent requests share one fsync; other logs run ``append`` in the app's thread pool.
-    """
-    started = time.perf_counter()
-    submit: Callable[..., Future[list[tuple[int, int]]]] | None = getattr(state.log, "submit", None)
-    result: list[tuple[int, int]]
-    if submit is not None:  # the embedded writer always answers (it never waits on a network): no timeout
-        result = await state.completions.watch(submit(topic, values, keys))
-    else:
-        loop = asyncio.get_running_loop()
-        async with asyncio.timeout(APPEND_TIMEOUT_S):
-            result = await loop.run_in_executor(state.executor, state.log.append, topic, values, keys)
-    state.metrics.append_seconds.observe(time.perf_counter() - started)
-    state.metrics.record_count(topic, "accepted", len(values))
-    return result
-
-
-class Answer(NamedTuple):
-    """An HTTP answer before it becomes a framework Response (the fast path sends it as raw ASGI messages)."""
-
-    status: int
-    media_type: str
-    body: bytes
-    headers: dict[str, str] | None
-
-
-def to_response(answer: Answer) -> Response:
-    return Response(answer.body, status_code=answer.status, media_type=answer.media_type, headers=answer.headers)
-
-
-async def send_answer(send: Send, answer: Answer) -> None:
-    headers = [(b"content-type", answer.media_type.encode()), (b"content-length", b"%d" % len(answer.body))]
-    if answer.headers:
-        headers.extend((k.lower().encode(), v.encode()) for k, v in answer.headers.items())
-    await send({"type": "http.response.start", "status": answer.status, "headers": headers})
-    await send({"type": "http.response.body", "body": answer.body})
-
-
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body from raw ASGI messages, or None once it exceeds ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ConnectionResetError("client disconnected")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-def json_response(status: int, doc: Any, media_type: str, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(doc), status_code=status, media_type=media_type, headers=headers)
-
+from pinpipe.tables import KINDS, stream_name, topic_name
+from pinpipe.telemetry.ingest import ApiMetrics
+from pinpipe.telemetry.logs import get_logger
 
 _STAGE_RE = re.compile(r"^/([^/]+)(/(?:topics|streams)(?:/.*)?)$")
 
+
+log = get_logger("ingest")
 
 FastProduce = Callable[[Scope, Receive, str], Awaitable[Answer]]
 
@@ -249,7 +115,6 @@ def create_app(settings: Settings, event_log: EventLog | str | None = None) -> F
     Creates the six topics if missing and, for the embedded log, takes its writer lock, so a second API on the
     same log directory fails here. Raises ConfigError when an API key is required and missing.
     """
-    from pinpipe.ingest import kafka_rest, kinesis
 
     api_key = auth.check_startup(settings)
     owned = not isinstance(event_log, EventLog)

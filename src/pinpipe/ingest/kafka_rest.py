@@ -36,7 +36,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from pinpipe.errors import LogUnavailableError, PinpipeError, UnknownTopicError
-from pinpipe.ingest.app import (
+from pinpipe.ingest.state import (
     MAX_RECORD_BYTES,
     RETRY_AFTER_S,
     Answer,

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 import orjson
 
 from pinpipe.errors import CorruptStateError, PinpipeError, RetryableError
-from pinpipe.lake.metrics import SinkMetrics
 from pinpipe.lake.store import Lake, landed_key
 from pinpipe.log.base import EventLog
-from pinpipe.logs import get_logger
+from pinpipe.telemetry.logs import get_logger
+from pinpipe.telemetry.sink import SinkMetrics
 
 RETRY_FOR_S = 120.0
 """How long retryable failures (log or store unavailable) are retried before the sink gives up and raises."""

@@ -56,10 +56,10 @@ from dataclasses import dataclass, field
 
 from pinpipe.errors import CorruptStateError, LogUnavailableError, RetryableError, UnknownTopicError
 from pinpipe.lake.landing import RETRY_FOR_S, Batch, Lander, SinkStats, encode_batch
-from pinpipe.lake.metrics import SinkMetrics
 from pinpipe.lake.store import Lake, is_temporary_key, parse_landed_key
 from pinpipe.log.base import EventLog, LogRecord, ValueBlock
-from pinpipe.logs import get_logger
+from pinpipe.telemetry.logs import get_logger
+from pinpipe.telemetry.sink import SinkMetrics
 
 __all__ = ["MAX_BUFFERED_BYTES", "RETRY_FOR_S", "LakeSink", "SinkStats", "encode_batch"]
 

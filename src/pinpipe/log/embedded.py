@@ -35,7 +35,7 @@ from pinpipe.errors import ConfigError, LogUnavailableError, PinpipeError, Unkno
 from pinpipe.log import segment
 from pinpipe.log.base import Capabilities, EventLog, LogRecord, ValueBlock, partition_for
 from pinpipe.log.commits import FileCommitStore
-from pinpipe.logs import get_logger
+from pinpipe.telemetry.logs import get_logger
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _POLL_S = 0.005

@@ -34,7 +34,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from pinpipe.errors import ConfigError, LogUnavailableError, UnknownTopicError, require
 from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
-from pinpipe.logs import get_logger
+from pinpipe.telemetry.logs import get_logger
 
 _GROUP_TIMEOUTS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 _FETCH_WAIT_S = 0.05

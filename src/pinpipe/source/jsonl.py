@@ -11,8 +11,8 @@ from pathlib import Path
 import orjson
 
 from pinpipe.errors import ConfigError
-from pinpipe.source.faults import check_rate, inject_faults
-from pinpipe.source.generate import generate
+from pinpipe.synth.faults import check_rate, inject_faults
+from pinpipe.synth.generate import generate
 from pinpipe.tables import KINDS, RAW_TABLES, Kind
 
 
@@ -25,7 +25,7 @@ def write_generated_jsonl(
     progress: Callable[[int], None] | None = None,
 ) -> dict[Kind, Path]:
     """Write ``<out_dir>/<table>.jsonl`` for the three tables (``rows`` rows each, with ``faults`` injected per
-    record, see :mod:`pinpipe.source.faults`) and return the paths. Existing files are overwritten."""
+    record, see :mod:`pinpipe.synth.faults`) and return the paths. Existing files are overwritten."""
     check_rate("faults", faults)
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir} exists and is not a directory", hint="choose a directory path")

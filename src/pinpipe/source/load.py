@@ -20,8 +20,8 @@ from sqlalchemy.engine import Connection, Engine
 
 from pinpipe.errors import ConfigError, InvalidInputError
 from pinpipe.source.database import count_rows, create_tables, existing_tables, insert_rows, redact, source_errors
-from pinpipe.source.generate import GENERATOR_VERSION, check_size, generate
 from pinpipe.source.sample import SAMPLE_ROWS, load_sample
+from pinpipe.synth.generate import GENERATOR_VERSION, check_size, generate
 from pinpipe.tables import KINDS, RAW_TABLES, Kind
 
 CHUNK_ROWS = 4096
@@ -60,7 +60,7 @@ class SampleOrigin:
 
 @dataclass(frozen=True)
 class GeneratedOrigin:
-    """``rows`` generated rows per table from ``seed`` (:mod:`pinpipe.source.generate`)."""
+    """``rows`` generated rows per table from ``seed`` (:mod:`pinpipe.synth.generate`)."""
 
     rows: int
     seed: int = 0

@@ -5,7 +5,7 @@
 in ``SELECT *`` order, datetimes as ``YYYY-MM-DD HH:MM:SS``, SQL NULL as JSON null).
 
 Callers: :mod:`pinpipe.source.load` (``pinpipe source init --from sample``, the default), the generator
-(:mod:`pinpipe.source.generate` draws its text vocabulary from here) and tests that measure the real rates.
+(:mod:`pinpipe.synth.generate` draws its text vocabulary from here) and tests that measure the real rates.
 """
 
 from __future__ import annotations

@@ -1,0 +1,273 @@
+"""The batch job: landed objects → cleaning → quarantine and silver Delta → gold Delta, incrementally.
+
+Incremental and exactly once: each silver commit carries, per topic-partition it holds records of, the
+application transaction ``pinpipe-batch:<topic>:<partition>`` = the offset after the last record it included.
+A run reads those versions, lists ``topics/<topic>/partition=<p>/…`` (topics ``<prefix>.<kind>`` and
+``streaming-<prefix>-<kind>`` only) and processes, in offset order, only the records at or beyond them. Per kind
+the writes are quarantine first (insert-if-absent: replaying it is a no-op) then the silver merge (rows and
+progress in one commit) — a crash between the two, or anywhere else, leaves a state the next run completes
+without loss or duplicates. A run that finds nothing new commits nothing to silver, quarantine or gold.
+
+Gold is recomputed from the whole of silver (:func:`pinpipe.batch.gold.compute_gold`) when silver changed or a gold
+table is missing, and each ``<lake>/gold/<name>`` is overwritten only if its rows changed. Every run appends one
+row per kind to ``<lake>/_meta/runs`` (:data:`RUNS_SCHEMA`) and must balance
+``read = written + collapsed + quarantined`` (``written = inserted + updated``; ``collapsed`` = records that
+changed nothing: re-sends, records overtaken by a later one of the same ``ind``, identical to silver already),
+else :class:`~pinpipe.errors.AccountingError`. ``conflicts`` counts changes of a row's content, as the oracle does
+over the whole send order: a record that differs from the previous record of its ``ind`` in the run, or — for the
+run's first record of an ``ind`` — from the row silver held before the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+from pinpipe.batch import gold as gold_module
+from pinpipe.clean import clean_records
+from pinpipe.clean.records import concat_records, records_from_object
+from pinpipe.engine import Engine
+from pinpipe.errors import AccountingError
+from pinpipe.lake import delta
+from pinpipe.lake.store import Lake, parse_landed_key
+from pinpipe.tables import KINDS, TIMESTAMP, Kind, kind_of_topic
+
+log = logging.getLogger("pinpipe.batch.job")
+
+RUNS_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("started_at", TIMESTAMP, nullable=False),
+        pa.field("finished_at", TIMESTAMP, nullable=False),
+        pa.field("interval_start", TIMESTAMP),
+        pa.field("interval_end", TIMESTAMP),
+        *(
+            pa.field(name, pa.int64(), nullable=False)
+            for name in ("objects", "read", "inserted", "updated", "collapsed", "conflicts", "quarantined")
+        ),
+        pa.field("notes", pa.string(), nullable=False),
+    ]
+)
+"""``<lake>/_meta/runs``: one row per kind per run (``path`` = ``"batch"``); ``notes`` is a JSON object of
+data-quality note counts."""
+
+Progress = Callable[[str, int, int], None]
+"""``progress(step, done, total)``: called as objects are read and kinds are written."""
+
+
+def app_id(topic: str, partition: int) -> str:
+    """The application-transaction id of the batch job for one topic-partition."""
+    return f"pinpipe-batch:{topic}:{partition}"
+
+
+@dataclass
+class KindRun:
+    """What one run did for one kind; ``read = inserted + updated + collapsed + quarantined``."""
+
+    kind: Kind
+    objects: int = 0
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    collapsed: int = 0
+    conflicts: int = 0
+    quarantined: int = 0
+    notes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def written(self) -> int:
+        return self.inserted + self.updated
+
+    @property
+    def balanced(self) -> bool:
+        return self.read == self.written + self.collapsed + self.quarantined
+
+    def accounting_line(self) -> str:
+        return (
+            f"{self.kind:<5} read {self.read} = written {self.written} (inserted {self.inserted}, updated "
+            f"{self.updated}) + collapsed duplicates {self.collapsed} + quarantined {self.quarantined}; "
+            f"conflicts {self.conflicts}; objects {self.objects}"
+        )
+
+
+@dataclass
+class BatchResult:
+    run_id: str
+    started_at: datetime
+    finished_at: datetime
+    kinds: dict[Kind, KindRun]
+    gold_written: list[str]
+
+    @property
+    def total(self) -> KindRun:
+        total = KindRun("pin")
+        for run in self.kinds.values():
+            for name in ("objects", "read", "inserted", "updated", "collapsed", "conflicts", "quarantined"):
+                setattr(total, name, getattr(total, name) + getattr(run, name))
+        return total
+
+
+@dataclass(frozen=True)
+class _Object:
+    key: str
+    topic: str
+    partition: int
+    start: int
+
+
+def landed_objects(lake: Lake, prefix: str) -> dict[Kind, list[_Object]]:
+    """Landed objects of our topics per kind, in (topic, partition, start offset) order."""
+    found: dict[Kind, list[_Object]] = {kind: [] for kind in KINDS}
+    for info in lake.iter("topics/"):
+        parsed = parse_landed_key(info.key)
+        if parsed is None:
+            continue
+        topic, partition, start = parsed
+        kind = kind_of_topic(prefix, topic)
+        if kind is None or f"topics/{topic}/partition={partition}/" not in info.key:
+            continue
+        found[kind].append(_Object(info.key, topic, partition, start))
+    for objects in found.values():
+        objects.sort(key=lambda o: (o.topic, o.partition, o.start))
+    return found
+
+
+def _pending(objects: list[_Object], done: dict[str, int | None]) -> list[tuple[_Object, int]]:
+    """(object, first offset to take) for every object that may hold records beyond the committed position."""
+    out: list[tuple[_Object, int]] = []
+    for i, obj in enumerate(objects):
+        position = done.get(app_id(obj.topic, obj.partition)) or 0
+        following = objects[i + 1] if i + 1 < len(objects) else None
+        same_tp = following is not None and (following.topic, following.partition) == (obj.topic, obj.partition)
+        if same_tp and following is not None and following.start <= position:
+            continue  # wholly below the committed position: the next object starts at or before it
+        out.append((obj, position))
+    return out
+
+
+def run_batch(
+    lake: Lake,
+    engine: Engine,
+    prefix: str,
+    *,
+    interval_start: datetime | None = None,
+    interval_end: datetime | None = None,
+    progress: Progress | None = None,
+    gold: bool = True,
+) -> BatchResult:
+    """One batch run over ``lake`` (see the module docstring); returns its accounting."""
+    started = datetime.now(UTC)
+    run_id = uuid.uuid4().hex
+    report = progress or (lambda step, done, total: None)
+    objects = landed_objects(lake, prefix)
+    runs: dict[Kind, KindRun] = {}
+    changed = False
+    for kind in KINDS:
+        run = KindRun(kind)
+        runs[kind] = run
+        tps = sorted({(o.topic, o.partition) for o in objects[kind]})
+        done = delta.txn_versions(lake, kind, [app_id(t, p) for t, p in tps]) if tps else {}
+        pending = _pending(objects[kind], done)
+        tables: list[pa.Table] = []
+        ends: dict[str, int] = {}
+        for n, (obj, position) in enumerate(pending, start=1):
+            data = lake.get(obj.key)
+            report(f"reading {kind}", n, len(pending))
+            if data is None:
+                continue  # listed, then gone (a rewrite in progress): the next run takes it
+            records = records_from_object(obj.topic, obj.partition, obj.start, obj.key, data, min_offset=position)
+            if records.num_rows == 0:
+                continue
+            run.objects += 1
+            tables.append(records)
+            ends[app_id(obj.topic, obj.partition)] = int(records.column("offset")[-1].as_py()) + 1
+        if not tables:
+            continue
+        cleaned = clean_records(engine, kind, concat_records(tables))
+        tables.clear()  # the landed bytes: free them before the Delta writes
+        before = delta.table_version(lake, "silver", kind)
+        rows_before = _count(lake, kind)
+        overwritten = delta.count_changed(lake, kind, cleaned.first_rows(), engine.duckdb())
+        delta.write_quarantine(lake, kind, cleaned.quarantine)
+        merged = delta.merge_silver(lake, kind, cleaned.silver, app_txns=ends)
+        report(f"writing {kind}", 1, 1)
+        stats = cleaned.stats
+        run.read, run.quarantined = stats.read, stats.quarantined
+        run.inserted, run.updated = merged.inserted, merged.updated
+        run.collapsed = merged.unchanged + stats.duplicates + stats.conflicts
+        run.conflicts = stats.conflicts + overwritten  # changes within the batch + first records changing silver
+        run.notes = dict(stats.notes)
+        _check(run, merged.unchanged, rows_before, _count(lake, kind))
+        changed = changed or merged.inserted > 0 or merged.updated > 0 or before is None
+    gold_written: list[str] = []
+    if gold:
+        gold_written = _refresh_gold(lake, engine, changed)
+    finished = datetime.now(UTC)
+    result = BatchResult(run_id, started, finished, runs, gold_written)
+    _record(lake, result, interval_start, interval_end)
+    return result
+
+
+def _count(lake: Lake, kind: Kind) -> int:
+    return delta.row_count(lake, "silver", kind) or 0
+
+
+def _check(run: KindRun, unchanged: int, rows_before: int, rows_after: int) -> None:
+    if unchanged < 0 or not run.balanced or rows_after - rows_before != run.inserted:
+        raise AccountingError(
+            f"{run.kind}: records lost or doubled — {run.accounting_line()}; silver rows {rows_before} → {rows_after}",
+            hint="report this with the run's log; the lake is consistent (commits are atomic), re-running is safe",
+            kind=run.kind,
+        )
+
+
+def _refresh_gold(lake: Lake, engine: Engine, silver_changed: bool) -> list[str]:
+    """Recompute gold when silver changed or a gold table is missing; overwrite only the tables that differ."""
+    names = list(gold_module.GOLD_TABLES)
+    missing = [n for n in names if delta.table_version(lake, "gold", n) is None]
+    if not silver_changed and not missing:
+        return []
+    silver = {kind: delta.read_table(lake, "silver", kind, columns=gold_module.SILVER_COLUMNS[kind]) for kind in KINDS}
+    if any(table is None for table in silver.values()):
+        log.info(
+            "gold not computed: silver is not complete yet",
+            extra={"fields": {"missing": [k for k, t in silver.items() if t is None]}},
+        )
+        return []
+    tables: dict[Kind, pa.Table] = {k: t for k, t in silver.items() if t is not None}
+    computed: dict[str, pa.Table] = gold_module.compute_gold_from_arrow(engine, tables)
+    return [name for name, table in computed.items() if delta.overwrite_if_changed(lake, table, "gold", name)]
+
+
+def _record(lake: Lake, result: BatchResult, start: datetime | None, end: datetime | None) -> None:
+    rows: dict[str, list[Any]] = {name: [] for name in RUNS_SCHEMA.names}
+    for kind, run in result.kinds.items():
+        values: dict[str, Any] = {
+            "run_id": result.run_id,
+            "path": "batch",
+            "kind": kind,
+            "started_at": result.started_at,
+            "finished_at": result.finished_at,
+            "interval_start": start,
+            "interval_end": end,
+            "objects": run.objects,
+            "read": run.read,
+            "inserted": run.inserted,
+            "updated": run.updated,
+            "collapsed": run.collapsed,
+            "conflicts": run.conflicts,
+            "quarantined": run.quarantined,
+            "notes": orjson.dumps(run.notes, option=orjson.OPT_SORT_KEYS).decode(),
+        }
+        for name, value in values.items():
+            rows[name].append(value)
+    delta.append(lake, pa.Table.from_pydict(rows, schema=RUNS_SCHEMA), "_meta", "runs")

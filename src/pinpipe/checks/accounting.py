@@ -1,0 +1,401 @@
+"""End-to-end accounting: every record from the emulator's send log to silver, stage by stage, and who lost or
+doubled what.
+
+Who calls what: ``pinpipe accounting`` (:mod:`pinpipe.cli.accounting_cmd`) and ``pinpipe drill``
+(:mod:`pinpipe.ops.drill`) call :func:`account`, which counts each stage (:mod:`pinpipe.checks.counts`) and
+:func:`reconcile` s the counts. :meth:`AccountingReport.check` raises :class:`~pinpipe.errors.AccountingError`
+(exit code 3) naming the first stage at fault.
+
+Stages and their invariants, per topic (``<prefix>.<kind>`` and ``streaming-<prefix>-<kind>``):
+
+1. **emulator → API** (send log). ``sent = acknowledged + rejected + unresolved``. A request answered 2xx is
+   *acknowledged*: its records are durable. A final 4xx (other than 408/429) *rejected* it: nothing was appended.
+   Anything else (timeouts, 5xx until the attempts ran out, an emulator stopped mid-request) is *unresolved*: the
+   records may or may not be in the log. The API must never hand out one log position twice (**api**, doubled).
+2. **API → log**. Every acknowledged record must be in the log at the ``(partition, offset)`` the API returned,
+   with the same key (``ind``); a missing one is **log** lost. A retry after a lost answer may append a record
+   again, so ``acknowledged ≤ in log`` is fine, but the log may not hold more records than were ever *attempted*
+   (records × attempts, over every request): more is **log** doubled. "In log" is read to the end of each
+   partition, never taken from broker watermarks.
+3. **log → landed** (sink). Per partition, the lines of the landed objects, in start-offset order, must be the
+   log's records in offset order, byte for byte, from offset 0 up to how far the sink got — the later of its
+   committed position and the end of its last object. A log record missing there is **sink** lost; a landed line
+   that the log does not have there (a duplicated object, an overlap, a foreign line) is **sink** doubled. Log
+   records beyond that point are not landed *yet*: **sink** behind.
+4. **landed → batch** (``<lake>/_meta/runs`` and silver's ``pinpipe-batch:<topic>:<partition>`` transactions).
+   The runs' ``read`` summed over every run must equal the landed records below the committed transaction
+   versions: more is **batch** doubled, fewer is **batch** unrecorded (records processed by a run that did not
+   record itself — a run killed after its commit — or not processed at all). Landed records beyond the versions
+   are **batch** behind. Each run balances ``read = inserted + updated + collapsed + quarantined`` by itself.
+5. **silver, from the data itself**. The records a writer has processed (landed records below the batch
+   versions; log records below the ``pinpipe-stream:*`` versions when the log is given) that are not in
+   quarantine are the *valid* records. Silver must hold exactly one row per distinct ``ind`` among them: an
+   ``ind`` missing from silver, or a processed record neither valid nor quarantined, is lost; an ``ind`` twice,
+   or an ``ind`` no valid record carries, is doubled; quarantine may hold each ``(topic, partition, offset)`` once
+   and only for processed records. Without stream writers, ``Σ inserted`` must equal silver's rows and
+   ``Σ quarantined`` quarantine's. The stage is **batch** (or **stream** for a lake only the stream job writes).
+
+Without a send log stages 1–2 only count; without ``--log`` the sink stage checks that every acknowledged record
+is on its landed line (or, with no send log either, only counts lines). A lake with no landed objects and no
+batch runs is a stream lake: stages 3–4 are skipped. "Behind" findings fail unless ``allow_lag`` (a live
+pipeline is always a little behind; after quiescence nothing may be).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pinpipe.checks.counts import (
+    LakeTally,
+    LandedObject,
+    PartitionLog,
+    TopicPartition,
+    TopicSends,
+    key_of_line,
+    landed_offsets,
+    sequence_diff,
+    tally_lake,
+    tally_log,
+    tally_sends,
+)
+from pinpipe.errors import AccountingError
+from pinpipe.lake.store import Lake
+from pinpipe.log.base import EventLog
+from pinpipe.tables import KINDS, Kind, kind_of_topic
+
+Stage = Literal["api", "log", "sink", "batch", "stream"]
+Problem = Literal["lost", "doubled", "behind", "unrecorded"]
+STAGES: tuple[Stage, ...] = ("api", "log", "sink", "batch", "stream")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One broken invariant: which stage, for which topic or kind, what happened to how many records."""
+
+    stage: Stage
+    subject: str
+    problem: Problem
+    records: int
+    message: str
+
+
+Adder = Callable[[Finding], None]
+
+
+@dataclass
+class TopicRow:
+    """Counts of one topic through the stages (None: that stage was not looked at)."""
+
+    topic: str
+    kind: str
+    sent: int | None = None
+    acked: int | None = None
+    rejected: int | None = None
+    unresolved: int | None = None
+    in_log: int | None = None
+    landed: int | None = None
+    not_landed: int | None = None
+    batch_done: int | None = None
+
+
+@dataclass
+class KindRow:
+    """Counts of one kind: the batch runs (summed) and what the tables hold."""
+
+    kind: str
+    read: int | None = None
+    inserted: int | None = None
+    updated: int | None = None
+    collapsed: int | None = None
+    quarantined: int | None = None
+    silver_rows: int | None = None
+    valid_inds: int | None = None
+    quarantine_rows: int | None = None
+
+
+@dataclass
+class AccountingReport:
+    topics: list[TopicRow]
+    kinds: list[KindRow]
+    findings: list[Finding] = field(default_factory=list)
+
+    def failures(self, allow_lag: bool = False) -> list[Finding]:
+        kept = [f for f in self.findings if not (allow_lag and f.problem == "behind")]
+        return sorted(kept, key=lambda f: STAGES.index(f.stage))
+
+    def check(self, allow_lag: bool = False) -> None:
+        """Raise AccountingError naming the first failing stage (and listing every failure) if any."""
+        failing = self.failures(allow_lag)
+        if failing:
+            first = failing[0]
+            raise AccountingError(
+                "; ".join(f.message for f in failing),
+                hint=f"first at stage '{first.stage}'; `pinpipe accounting --json` shows every stage's counts",
+                stage=first.stage,
+                subject=first.subject,
+            )
+
+    def as_dict(self, allow_lag: bool = False) -> dict[str, object]:
+        return {
+            "balanced": not self.failures(allow_lag),
+            "topics": [asdict(t) for t in self.topics],
+            "kinds": [asdict(k) for k in self.kinds],
+            "findings": [asdict(f) for f in self.findings],
+        }
+
+
+def account(
+    lake: Lake,
+    prefix: str,
+    *,
+    event_log: EventLog | None = None,
+    send_logs: Sequence[Path] = (),
+    sink_group: str = "pinpipe-sink",
+) -> AccountingReport:
+    """Count every stage and reconcile (see the module docstring)."""
+    sends = tally_sends(send_logs) if send_logs else None
+    parts = tally_log(event_log, prefix, sink_group) if event_log is not None else None
+    return reconcile(prefix, sends, parts, tally_lake(lake, prefix, parts or ()))
+
+
+def reconcile(
+    prefix: str,
+    sends: dict[str, TopicSends] | None,
+    parts: dict[TopicPartition, PartitionLog] | None,
+    lake: LakeTally,
+) -> AccountingReport:
+    """The report for the counted stages; pure (no I/O), so tests can feed it corrupted counts."""
+    topics = sorted(
+        {t for t in (sends or {}) if kind_of_topic(prefix, t)}
+        | {t for t, _ in parts or {}}
+        | {t for t, _ in lake.landed}
+    )
+    landing = bool(lake.landed) or any(k.run_count or k.batch_txns for k in lake.kinds.values())
+    report = AccountingReport([], [])
+    add = report.findings.append
+    for topic in topics:
+        kind = kind_of_topic(prefix, topic)
+        assert kind is not None
+        row = TopicRow(topic, kind)
+        report.topics.append(row)
+        mine = sorted(tp for tp in set(parts or {}) | set(lake.landed) if tp[0] == topic)
+        s = (sends or {}).get(topic)
+        if s is not None:
+            row.sent, row.acked, row.rejected, row.unresolved = s.sent, s.acked, s.rejected, s.unresolved
+            twice = sum(c - 1 for c in Counter((p, o) for p, o, _ in s.positions).values() if c > 1)
+            if twice:
+                add(Finding("api", topic, "doubled", twice, f"api acknowledged {twice} log positions of {topic} twice"))
+        if parts is not None:
+            row.in_log = sum(len(parts[tp].offsets) for tp in mine if tp in parts)
+            if s is not None:
+                _check_log(topic, s, parts, row.in_log, add)
+        objects = {tp: lake.landed.get(tp, []) for tp in mine}
+        row.landed = sum(len(o.hashes) for objs in objects.values() for o in objs)
+        if landing and parts is not None:
+            row.not_landed = _check_sink(topic, objects, parts, add)
+        elif landing and s is not None:
+            _check_acked_landed(topic, kind, s, objects, add)
+        if landing:
+            row.batch_done = _check_batch_progress(topic, objects, lake.kinds[kind].batch_txns, add)
+    for kind in KINDS:
+        report.kinds.append(_check_kind(prefix, kind, lake, parts, landing, add))
+    return report
+
+
+def _check_log(topic: str, s: TopicSends, parts: dict[TopicPartition, PartitionLog], in_log: int, add: Adder) -> None:
+    missing = sum(1 for partition, offset, ind in s.positions if not _holds(parts.get((topic, partition)), offset, ind))
+    lost = max(missing, s.acked - in_log) if len(s.positions) < s.acked else missing
+    if lost:
+        add(
+            Finding(
+                "log",
+                topic,
+                "lost",
+                lost,
+                f"log lost {lost} acknowledged records of {topic} (acknowledged {s.acked}, log holds {in_log})",
+            )
+        )
+    if in_log > s.attempted:
+        extra = in_log - s.attempted
+        add(
+            Finding(
+                "log",
+                topic,
+                "doubled",
+                extra,
+                f"log holds {extra} records of {topic} more than were ever sent ({s.attempted} over every attempt)",
+            )
+        )
+
+
+def _holds(part: PartitionLog | None, offset: int, ind: int) -> bool:
+    """True if ``part`` has a record at ``offset`` keyed ``ind`` (or not keyed: then the position is enough)."""
+    if part is None:
+        return False
+    i = part.index_of(offset)
+    if i >= len(part.offsets) or part.offsets[i] != offset:
+        return False
+    key = part.keys[i]
+    return key is None or key == str(ind).encode()
+
+
+def _check_sink(
+    topic: str, objects: dict[TopicPartition, list[LandedObject]], parts: dict[TopicPartition, PartitionLog], add: Adder
+) -> int:
+    lost = doubled = behind = 0
+    for tp, objs in objects.items():
+        part = parts.get(tp) or PartitionLog()
+        landed = [h for o in objs for h in o.hashes]
+        reach = part.index_of(objs[-1].start) + len(objs[-1].hashes) if objs else 0
+        if part.committed is not None:
+            reach = max(reach, part.index_of(part.committed))
+        reach = min(reach, len(part.offsets))
+        missing, extra = sequence_diff(part.hashes[:reach], landed)
+        lost, doubled, behind = lost + missing, doubled + extra, behind + len(part.offsets) - reach
+    if lost:
+        add(Finding("sink", topic, "lost", lost, f"sink lost {lost} records of {topic} (in the log, not landed)"))
+    if doubled:
+        add(
+            Finding(
+                "sink",
+                topic,
+                "doubled",
+                doubled,
+                f"sink doubled {doubled} records of {topic} (landed lines the log does not hold at their place)",
+            )
+        )
+    if behind:
+        add(Finding("sink", topic, "behind", behind, f"sink has not landed the last {behind} records of {topic} yet"))
+    return behind
+
+
+def _check_acked_landed(
+    topic: str, kind: Kind, s: TopicSends, objects: dict[TopicPartition, list[LandedObject]], add: Adder
+) -> None:
+    lines: dict[tuple[int, int], bytes] = {}
+    for (_, partition), objs in objects.items():
+        for obj in objs:
+            for i, line in enumerate(obj.lines):
+                lines.setdefault((partition, obj.start + i), line)
+    missing = sum(1 for p, o, ind in s.positions if key_of_line(kind, lines.get((p, o), b"")) != ind)
+    if missing:
+        add(
+            Finding(
+                "sink",
+                topic,
+                "lost",
+                missing,
+                f"{missing} acknowledged records of {topic} are not landed at their "
+                "offset (the log was not read: pass --log to tell whether the log or the sink lost them)",
+            )
+        )
+
+
+def _check_batch_progress(
+    topic: str, objects: dict[TopicPartition, list[LandedObject]], txns: dict[TopicPartition, int], add: Adder
+) -> int:
+    done = behind = 0
+    for tp, objs in objects.items():
+        version = txns.get(tp, 0)
+        offsets = landed_offsets(objs)
+        n = sum(1 for o in offsets if o < version)
+        done, behind = done + n, behind + len(offsets) - n
+    if behind:
+        add(Finding("batch", topic, "behind", behind, f"batch has not processed {behind} landed records of {topic}"))
+    return done
+
+
+def _check_kind(
+    prefix: str,
+    kind: Kind,
+    lake: LakeTally,
+    parts: dict[TopicPartition, PartitionLog] | None,
+    landing: bool,
+    add: Adder,
+) -> KindRow:
+    kl = lake.kinds[kind]
+    row = KindRow(kind, silver_rows=len(kl.silver_inds), quarantine_rows=len(kl.quarantine_keys))
+    if kl.run_count:
+        row.read, row.inserted, row.updated = kl.runs["read"], kl.runs["inserted"], kl.runs["updated"]
+        row.collapsed, row.quarantined = kl.runs["collapsed"], kl.runs["quarantined"]
+    stage: Stage = "batch" if landing or not kl.stream_txns else "stream"
+    quarantined = set(kl.quarantine_keys)
+    processed: dict[tuple[str, int, int], int | None] = {}
+    for tp, objs in lake.landed.items():
+        if kind_of_topic(prefix, tp[0]) == kind:
+            version = kl.batch_txns.get(tp, 0)
+            for offset, line in landed_offsets(objs).items():
+                if offset < version:
+                    processed[(tp[0], tp[1], offset)] = key_of_line(kind, line)
+    judged_all = not kl.stream_txns
+    for tp, version in kl.stream_txns.items():
+        part = (parts or {}).get(tp)
+        if part is None:
+            judged_all = False
+            continue
+        for offset, key in zip(part.offsets, part.keys, strict=True):
+            if offset < version and (tp[0], tp[1], offset) not in processed:
+                processed[(tp[0], tp[1], offset)] = int(key) if key is not None and key.isdigit() else None
+    valid = {k for pos, k in processed.items() if pos not in quarantined and k is not None}
+    neither = sum(1 for pos, k in processed.items() if pos not in quarantined and k is None)
+    row.valid_inds = len(valid)
+    silver = set(kl.silver_inds)
+    twice = len(kl.silver_inds) - len(silver)
+    q_twice = len(kl.quarantine_keys) - len(quarantined)
+    missing = len(valid - silver) + neither
+    if missing:
+        add(
+            Finding(
+                stage,
+                kind,
+                "lost",
+                missing,
+                f"{stage} lost {missing} records of {kind}: silver has "
+                f"{len(silver)} rows, the valid processed records carry {len(valid)} distinct inds",
+            )
+        )
+    extra = twice + q_twice
+    if judged_all:
+        extra += len(silver - valid) + len(quarantined - set(processed))
+    if extra:
+        add(
+            Finding(
+                stage,
+                kind,
+                "doubled",
+                extra,
+                f"{stage} doubled {extra} records of {kind}: silver {len(silver)} "
+                f"distinct of {len(kl.silver_inds)} rows vs {len(valid)} valid inds; quarantine "
+                f"{len(quarantined)} distinct of {len(kl.quarantine_keys)} rows",
+            )
+        )
+    if kl.run_count and not kl.stream_txns:
+        done = len(processed)
+        if row.read is not None and row.read != done:
+            problem: Problem = "doubled" if row.read > done else "unrecorded"
+            add(
+                Finding(
+                    "batch",
+                    kind,
+                    problem,
+                    abs(row.read - done),
+                    f"batch runs read {row.read} records of {kind}, "
+                    f"but {done} landed records are below its committed positions",
+                )
+            )
+        if row.inserted != len(kl.silver_inds) or row.quarantined != len(kl.quarantine_keys):
+            add(
+                Finding(
+                    "batch",
+                    kind,
+                    "unrecorded",
+                    abs((row.inserted or 0) - len(kl.silver_inds)),
+                    f"batch runs inserted {row.inserted} and quarantined {row.quarantined} records of {kind}; "
+                    f"the tables hold {len(kl.silver_inds)} and {len(kl.quarantine_keys)}",
+                )
+            )
+    return row

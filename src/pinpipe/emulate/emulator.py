@@ -1,0 +1,308 @@
+"""The user emulator: picks rows from the source database as the original did and sends them to the ingestion API.
+
+Called by ``pinpipe emulate`` (:mod:`pinpipe.cli.ingest_cmd`); tests call :func:`emulate` directly.
+
+**Selection** (the original's, reproduced): ``rng = random.Random(seed)``; per selection the original slept
+``rng.randrange(0, 2)`` seconds, then drew ``n = rng.randint(0, 11000)`` and read ``LIMIT n, 1`` from each of the
+three tables — the same offset into all three, so the three records describe one post. Both draws are made here
+in the same order (the sleep value is drawn and not slept; ``--rate`` paces instead), so seed 100 yields the
+original's offsets. A table smaller than 11,001 rows would return nothing for large offsets; here the offset is
+taken modulo the smallest of the three row counts (a no-op on the real 11,154-row tables). Rows come from
+:func:`pinpipe.source.database.read_row` (ordered by key), each offset read once and cached.
+
+**Requests** are byte-compatible with the original's: ``json.dumps(payload, default=str)`` (so datetimes become
+``2020-08-28 03:52:47``), batch → ``POST /topics/<prefix>.<kind>`` with ``Content-Type:
+application/vnd.kafka.json.v2+json`` and ``{"records": [{"value": row}]}``; stream → ``PUT
+/streams/streaming-<prefix>-<kind>/record`` with ``Content-Type: application/json`` and ``{"StreamName": ...,
+"Data": row, "PartitionKey": "partition-1"}``. With ``records_per_request`` K > 1, K consecutive selections go in
+one request per kind (``/records`` with ``{"StreamName", "Records": [...]}`` for the stream dialect).
+
+**Retries**: 408, 429, 5xx, timeouts and connection failures are retried with exponential backoff (honouring
+``Retry-After``) up to ``max_attempts``; other 4xx answers are final (the records were rejected).
+
+**Send log** (JSONL, one object per line, for accounting): every attempt writes
+``{"ts","event":"sent","request_id","attempt","kind","topic","inds"}``; then either
+``{"ts","event":"acked","request_id","attempt","kind","topic","status","records":[{"ind","partition","offset"}]}``
+(stream dialect: also ``"shard_id"`` and ``"sequence_number"`` per record; partition/offset are decoded from them
+when the API is pinpipe's) or ``{"ts","event":"error","request_id","attempt","kind","topic","status","error",
+"final"}``. ``topic`` is the event-log topic (the REST topic or the stream name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal
+
+from pinpipe.emulate.client import HttpConnection
+from pinpipe.errors import ConfigError
+from pinpipe.tables import KINDS, RAW_TABLES, Kind, stream_name, topic_name
+
+Dialect = Literal["batch", "stream"]
+MAX_OFFSET = 11000
+KAFKA_JSON = "application/vnd.kafka.json.v2+json"
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class EmulateOptions:
+    dialect: Dialect
+    api: str
+    db_url: str
+    count: int = 100
+    rate: float = 0.0
+    """Requests per second at most (0: as fast as the API answers)."""
+    seed: int = 100
+    concurrency: int = 8
+    records_per_request: int = 1
+    send_log: Path | None = None
+    prefix: str = "0affea73130b"
+    api_key: str | None = None
+    timeout_s: float = 30.0
+    max_attempts: int = 8
+
+
+@dataclass
+class EmulateSummary:
+    selections: int = 0
+    requests: int = 0
+    requests_failed: int = 0
+    records_acked: int = 0
+    records_rejected: int = 0
+    retries: int = 0
+    elapsed_s: float = 0.0
+    latencies_ms: list[float] = field(default_factory=list, repr=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        lat = sorted(self.latencies_ms)
+        pick = (lambda q: round(lat[min(len(lat) - 1, int(q * len(lat)))], 2)) if lat else (lambda q: None)
+        return {
+            "selections": self.selections,
+            "requests": self.requests,
+            "requests_failed": self.requests_failed,
+            "records_acked": self.records_acked,
+            "records_rejected": self.records_rejected,
+            "retries": self.retries,
+            "elapsed_s": round(self.elapsed_s, 3),
+            "records_per_s": round(self.records_acked / self.elapsed_s, 1) if self.elapsed_s else None,
+            "latency_p50_ms": pick(0.5),
+            "latency_p99_ms": pick(0.99),
+        }
+
+
+def select_offsets(seed: int, count: int, smallest_table: int) -> list[int]:
+    """The offsets the original emulator would read, ``count`` of them, folded into the smallest table."""
+    if smallest_table <= 0:
+        raise ConfigError("the source tables are empty", hint="load data first: pinpipe source init")
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        rng.randrange(0, 2)  # the original's sleep draw, kept so the sequence matches
+        out.append(rng.randint(0, MAX_OFFSET) % smallest_table)
+    return out
+
+
+class RowSource:
+    """Rows by (kind, offset) from the source database, each read once (``read_row``, ordered by key)."""
+
+    def __init__(self, db_url: str) -> None:
+        from pinpipe.source.database import create_source_engine
+
+        self.engine = create_source_engine(db_url)
+        self._cache: dict[tuple[Kind, int], dict[str, Any]] = {}
+
+    def smallest_table(self) -> int:
+        from pinpipe.source.database import count_rows, source_errors
+
+        with source_errors(self.engine), self.engine.connect() as conn:
+            return min(count_rows(conn, kind) for kind in KINDS)
+
+    def rows(self, offsets: list[int]) -> dict[tuple[Kind, int], dict[str, Any]]:
+        from pinpipe.source.database import read_row, source_errors
+
+        missing = sorted({o for o in offsets if ("pin", o) not in self._cache})
+        with source_errors(self.engine), self.engine.connect() as conn:
+            for offset in missing:
+                for kind in KINDS:
+                    row = read_row(conn, kind, offset)
+                    if row is None:
+                        raise ConfigError(f"source table {RAW_TABLES[kind].name} has no row at offset {offset}")
+                    self._cache[(kind, offset)] = row
+        return self._cache
+
+
+@dataclass
+class _Request:
+    kind: Kind
+    topic: str
+    path: str
+    method: str
+    headers: dict[str, str]
+    body: bytes
+    inds: list[int]
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+
+
+def build_requests(opts: EmulateOptions, selected: list[dict[Kind, dict[str, Any]]]) -> list[_Request]:
+    """The requests for the selected rows, in send order (per group of K selections: pin, geo, user)."""
+    extra = {"X-API-Key": opts.api_key} if opts.api_key else {}
+    out: list[_Request] = []
+    k = max(1, opts.records_per_request)
+    for start in range(0, len(selected), k):
+        group = selected[start : start + k]
+        for kind in KINDS:
+            rows = [sel[kind] for sel in group]
+            inds = [int(r[RAW_TABLES[kind].key]) for r in rows]
+            if opts.dialect == "batch":
+                topic = topic_name(opts.prefix, kind)
+                payload: dict[str, Any] = {"records": [{"value": r} for r in rows]}
+                body = json.dumps(payload, default=str).encode()
+                out.append(
+                    _Request(kind, topic, f"/topics/{topic}", "POST", {"Content-Type": KAFKA_JSON, **extra}, body, inds)
+                )
+                continue
+            stream = stream_name(opts.prefix, kind)
+            if len(rows) == 1:
+                payload = {"StreamName": stream, "Data": rows[0], "PartitionKey": "partition-1"}
+                path = f"/streams/{stream}/record"
+            else:
+                payload = {"StreamName": stream, "Records": [{"Data": r, "PartitionKey": "partition-1"} for r in rows]}
+                path = f"/streams/{stream}/records"
+            body = json.dumps(payload, default=str).encode()
+            out.append(_Request(kind, stream, path, "PUT", {"Content-Type": "application/json", **extra}, body, inds))
+    return out
+
+
+def _positions(dialect: Dialect, inds: list[int], doc: Any) -> list[dict[str, Any]]:
+    if dialect == "batch":
+        offsets = doc.get("offsets", []) if isinstance(doc, dict) else []
+        return [
+            {"ind": i, "partition": o.get("partition"), "offset": o.get("offset")}
+            for i, o in zip(inds, offsets, strict=False)
+        ]
+    entries = doc.get("Records", [doc]) if isinstance(doc, dict) else []
+    out = []
+    for ind, entry in zip(inds, entries, strict=False):
+        seq = str(entry.get("SequenceNumber", ""))
+        rec: dict[str, Any] = {"ind": ind, "shard_id": entry.get("ShardId"), "sequence_number": seq}
+        if len(seq) == 28 and seq.startswith("49"):  # pinpipe's API: 49 + partition(6) + offset(20)
+            rec["partition"], rec["offset"] = int(seq[2:8]), int(seq[8:])
+        out.append(rec)
+    return out
+
+
+class _SendLog:
+    def __init__(self, path: Path | None) -> None:
+        self._fh: IO[str] | None = path.open("a", encoding="utf-8") if path else None
+
+    def write(self, event: str, req: _Request, attempt: int, **facts: Any) -> None:
+        if self._fh is not None:
+            doc = {
+                "ts": round(time.time(), 6),
+                "event": event,
+                "request_id": req.request_id,
+                "attempt": attempt,
+                "kind": req.kind,
+                "topic": req.topic,
+                **facts,
+            }
+            self._fh.write(json.dumps(doc) + "\n")
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+
+
+async def _send_all(
+    opts: EmulateOptions,
+    requests: list[_Request],
+    summary: EmulateSummary,
+    sendlog: _SendLog,
+    progress: Callable[[int], None],
+) -> None:
+    queue: asyncio.Queue[tuple[int, _Request]] = asyncio.Queue()
+    for item in enumerate(requests):
+        queue.put_nowait(item)
+    started = time.monotonic()
+
+    async def worker() -> None:
+        conn = HttpConnection(opts.api, opts.timeout_s)
+        try:
+            while not queue.empty():
+                index, req = queue.get_nowait()
+                if opts.rate > 0:
+                    delay = started + index / opts.rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                await _send_one(opts, conn, req, summary, sendlog)
+                progress(len(req.inds))
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(worker() for _ in range(max(1, opts.concurrency))))
+
+
+async def _send_one(
+    opts: EmulateOptions, conn: HttpConnection, req: _Request, summary: EmulateSummary, sendlog: _SendLog
+) -> None:
+    summary.requests += 1
+    for attempt in range(1, opts.max_attempts + 1):
+        sendlog.write("sent", req, attempt, inds=req.inds)
+        t0 = time.perf_counter()
+        status: int | None = None
+        retry_after = None
+        try:
+            answer = await conn.request(req.method, req.path, req.headers, req.body)
+            status = answer.status
+            if 200 <= status < 300:
+                summary.latencies_ms.append((time.perf_counter() - t0) * 1000)
+                records = _positions(opts.dialect, req.inds, json.loads(answer.body))
+                sendlog.write("acked", req, attempt, status=status, records=records)
+                summary.records_acked += len(req.inds)
+                return
+            error = answer.body[:500].decode(errors="replace")
+            retry_after = answer.headers.get("retry-after")
+        except (ConnectionError, TimeoutError) as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        retryable = status is None or status in RETRY_STATUSES
+        final = not retryable or attempt == opts.max_attempts
+        sendlog.write("error", req, attempt, status=status, error=error, final=final)
+        if final:
+            summary.requests_failed += 1
+            if status is not None and not retryable:
+                summary.records_rejected += len(req.inds)
+            return
+        summary.retries += 1
+        backoff = min(5.0, 0.1 * 2 ** (attempt - 1))
+        if retry_after and retry_after.replace(".", "", 1).isdigit():
+            backoff = max(backoff, float(retry_after))
+        await asyncio.sleep(backoff * (0.5 + random.random() / 2))
+
+
+def emulate(opts: EmulateOptions, progress: Callable[[int], None] | None = None) -> EmulateSummary:
+    """Select ``opts.count`` rows per table, send them, and return the summary (raises ConfigError/
+    SourceUnavailableError before sending anything if the database cannot be used)."""
+    if opts.count < 0 or opts.concurrency < 1 or opts.records_per_request < 1:
+        raise ConfigError("count must be >= 0, concurrency and records per request >= 1")
+    if opts.dialect == "stream" and opts.records_per_request > 500:
+        raise ConfigError("the stream dialect takes at most 500 records per request (PutRecords limit)")
+    source = RowSource(opts.db_url)
+    offsets = select_offsets(opts.seed, opts.count, source.smallest_table())
+    rows = source.rows(offsets)
+    selected = [{kind: rows[(kind, o)] for kind in KINDS} for o in offsets]
+    requests = build_requests(opts, selected)
+    summary = EmulateSummary(selections=len(offsets))
+    sendlog = _SendLog(opts.send_log)
+    started = time.perf_counter()
+    try:
+        asyncio.run(_send_all(opts, requests, summary, sendlog, progress or (lambda n: None)))
+    finally:
+        sendlog.close()
+        summary.elapsed_s = time.perf_counter() - started
+    return summary

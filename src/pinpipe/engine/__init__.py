@@ -1,0 +1,25 @@
+"""DataFrame engines: one PySpark-API program, two runtimes (:mod:`~pinpipe.engine.base` explains the contract).
+
+- :mod:`pinpipe.engine.duckdb` — SQLFrame over DuckDB, the default;
+- :mod:`pinpipe.engine.spark` — PySpark (extra ``pinpipe[spark]``).
+"""
+
+from __future__ import annotations
+
+from pinpipe.engine.base import ENGINES, Build, Engine, EngineName
+from pinpipe.engine.duckdb import DuckDBEngine
+from pinpipe.engine.spark import SparkEngine
+from pinpipe.errors import ConfigError
+
+__all__ = ["ENGINES", "Build", "DuckDBEngine", "Engine", "EngineName", "SparkEngine", "open_engine"]
+
+
+def open_engine(name: str | Engine = "duckdb") -> Engine:
+    """Start the engine called ``name`` (or return ``name`` itself if it is an Engine already)."""
+    if isinstance(name, Engine):
+        return name
+    if name == "duckdb":
+        return DuckDBEngine()
+    if name == "spark":
+        return SparkEngine()
+    raise ConfigError(f"unknown engine {name!r}", hint="use one of: " + ", ".join(ENGINES))

@@ -1,0 +1,428 @@
+"""The streaming job: event log → micro-batches → the same cleaning as batch → silver Delta, exactly once.
+
+Who calls what: ``pinpipe stream`` (:mod:`pinpipe.cli.stream_cmd`) builds a :class:`~pinpipe.log.feed.Feed`, a
+:class:`~pinpipe.lake.store.Lake` and one long-lived DuckDB :class:`~pinpipe.engine.Engine`, then calls
+:meth:`StreamWorker.run` until a stop is requested. Tests drive :meth:`StreamWorker.step` directly.
+
+One micro-batch (:meth:`StreamWorker.step`):
+
+1. collect records from the feed until ``max_batch`` records or ``max_wait_ms`` after the first one arrived;
+2. per kind, ``clean_records(engine, kind, records)`` (:mod:`pinpipe.clean`, shared with batch; its SQL is built
+   once per engine, at start by ``prepare_cleaning``), on the engine's thread;
+3. per kind, ``write_quarantine`` (insert-if-absent by (topic, partition, offset), so a replay is a no-op), then
+   ``merge_silver(..., app_txns={"pinpipe-stream:<topic>:<partition>": next_offset})``: the silver rows and the
+   progress of every partition in the batch land in one Delta commit. Each kind commits on a pool thread as soon
+   as it is cleaned (different tables; delta-rs works without the GIL), after that kind's previous commit: the
+   batch commits while the next one is collected and cleaned (at most one batch in flight), a kind's commits keep
+   their order, and a failed commit makes every later one of that kind fail too (never a gap in the versions);
+4. once a batch's commits are confirmed, commit the log positions (informational, for lag tools; throttled to
+   ``commit_interval_s``).
+
+Exactly once: a partition (re)starts at ``max(txn_version(app id), committed log position)``, so whatever a
+crash, a SIGKILL or a rebalance interrupted is read again, and whatever was committed is skipped. A crash between
+3a and 3b replays into an idempotent quarantine write; a crash after 3b replays nothing. A conflicting concurrent
+Delta commit (another worker, a compaction) raises a Retryable error and the same batch is committed again.
+Compaction runs only when no batch is in flight, so a worker never races its own merges.
+
+Latency (API acknowledgement → row readable in silver; ``bench/stream.py``): a micro-batch costs its cleaning
+(SQL built once per engine and kind, then ~30–60 ms per kind) and its silver MERGE (~50–150 ms on tables of up to
+~100k rows), merges overlapping cleaning. MERGE in delta-rs is copy-on-write and joins against the
+whole table, so its cost grows with the table's rows and files: :class:`~pinpipe.stream.compaction.Compactor` keeps the
+file count low (one table every 20 batches by default); the rows stay (a bucketed layout would bound them but
+needs a partition column the silver contract does not have).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pinpipe.clean import CleanResult, RawRecord, clean_records, prepare_cleaning
+from pinpipe.engine import Engine
+from pinpipe.errors import FatalError, RetryableError
+from pinpipe.lake import delta
+from pinpipe.lake.store import Lake
+from pinpipe.log import open_log
+from pinpipe.log.base import LogRecord
+from pinpipe.log.feed import Feed, LogFeed, TopicPartition, group_positions
+from pinpipe.stream.compaction import Compactor
+from pinpipe.tables import KINDS, Kind, kind_of_topic
+from pinpipe.telemetry.logs import get_logger
+from pinpipe.telemetry.stream import StreamMetrics
+
+APP = "pinpipe-stream"
+log = get_logger("stream")
+
+
+def open_feed(log_url: str, prefix: str, group: str, worker_index: int = 0, workers: int = 1) -> Feed:
+    """The feed for a log URL: a Kafka consumer group for ``kafka://``, a static split of the log otherwise.
+    Closing the feed closes the log it opened."""
+    if log_url.startswith("kafka://"):
+        from pinpipe.log.kafka_feed import KafkaGroupFeed
+
+        return KafkaGroupFeed(log_url, prefix, group)
+    pace = 0.2 if log_url.startswith("kinesis://") else 0.0  # Kinesis: 5 GetRecords per second per shard
+    return LogFeed(open_log(log_url), prefix, group, worker_index, workers, owns_log=True, min_read_interval_s=pace)
+
+
+def app_id(topic: str, partition: int) -> str:
+    """The Delta application-transaction id of the stream writer of one topic-partition."""
+    return f"{APP}:{topic}:{partition}"
+
+
+@dataclass(frozen=True)
+class StreamOptions:
+    """How a worker batches, when it commits log positions and when it stops by itself."""
+
+    prefix: str
+    max_batch: int = 5_000
+    max_wait_ms: int = 200
+    commit_interval_s: float = 1.0
+    idle_stop_s: float | None = None
+    """Stop after this many seconds without a record (``--until-idle``); None runs until stopped."""
+    max_retries: int = 20
+    summary_every_s: float = 10.0
+
+
+@dataclass
+class KindOutcome:
+    read: int = 0
+    inserted: int = 0
+    updated: int = 0
+    quarantined: int = 0
+    duplicates: int = 0
+    conflicts: int = 0
+    clean_s: float = 0.0
+    merge_s: float = 0.0
+
+
+@dataclass
+class BatchOutcome:
+    """What one committed micro-batch did."""
+
+    records: int
+    seconds: float
+    clean_s: float = 0.0
+    kinds: dict[Kind, KindOutcome] = field(default_factory=dict)
+    positions: dict[TopicPartition, int] = field(default_factory=dict)
+
+
+@dataclass
+class _InFlight:
+    """A batch whose kinds are being committed on the pool's threads."""
+
+    outcome: BatchOutcome
+    started: float
+    futures: dict[Kind, Future[KindOutcome]]
+
+
+class StreamWorker:
+    """Reads a feed and commits micro-batches to silver; see the module docstring for one batch's steps."""
+
+    def __init__(
+        self,
+        feed: Feed,
+        lake: Lake,
+        engine: Engine,
+        options: StreamOptions,
+        metrics: StreamMetrics | None = None,
+        compactor: Compactor | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.feed = feed
+        self.lake = lake
+        self.engine = engine
+        self.options = options
+        self.metrics = metrics or StreamMetrics()
+        self.compactor = compactor
+        self._sleep = sleep
+        self._pending: list[LogRecord] = []
+        self._uncommitted: dict[TopicPartition, int] = {}
+        self._last_log_commit = 0.0
+        self._pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="pinpipe-merge")
+        self._inflight: _InFlight | None = None
+        self._completed_last: BatchOutcome | None = None
+        self._last_commit: dict[Kind, Future[KindOutcome]] = {}
+        self._opened = False
+        self.batches = 0
+        self._totals = KindOutcome()
+        self._next_summary = time.monotonic() + options.summary_every_s
+
+    # ------------------------------------------------------------------------------------------ feed callbacks
+
+    def resume_positions(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
+        """Next offset per partition according to silver's application transactions (0 if never written)."""
+        by_kind: dict[Kind, list[TopicPartition]] = {}
+        for topic, partition in partitions:
+            kind = kind_of_topic(self.options.prefix, topic)
+            if kind is not None:
+                by_kind.setdefault(kind, []).append((topic, partition))
+        out: dict[TopicPartition, int] = {}
+        for kind, tps in by_kind.items():
+            versions = delta.txn_versions(self.lake, kind, [app_id(*tp) for tp in tps])
+            for tp in tps:
+                out[tp] = versions.get(app_id(*tp)) or 0
+        return out
+
+    def release(self, partitions: list[TopicPartition]) -> None:
+        """Called by the feed before it gives ``partitions`` away: commit what was read from them."""
+        lost = set(partitions)
+        if self._inflight is not None or any((r.topic, r.partition) in lost for r in self._pending):
+            self._flush()
+        if self._uncommitted:
+            self._commit_log(force=True)
+
+    # ------------------------------------------------------------------------------------------ the loop
+
+    def open(self) -> None:
+        if not self._opened:
+            prepare_cleaning(self.engine, KINDS)  # build the cleaning SQL now, not in the first batch
+            self.feed.open(self.resume_positions, self.release)
+            self._opened = True
+
+    def run(self, stop: threading.Event) -> None:
+        """Commit micro-batches until ``stop`` is set (the batch in flight is finished) or the feed goes idle."""
+        self.open()
+        idle_since = time.monotonic()
+        failed = True
+        try:
+            while not stop.is_set():
+                outcome = self.step(stop)
+                now = time.monotonic()
+                if outcome is not None or self.busy or not self.feed.ready:
+                    idle_since = now
+                elif self.options.idle_stop_s is not None and now - idle_since >= self.options.idle_stop_s:
+                    log.info("no new records; stopping", extra={"fields": {"idle_s": self.options.idle_stop_s}})
+                    break
+                self._maybe_summary(now)
+            failed = False
+        finally:
+            self.close(finish=not failed)
+
+    def step(self, stop: threading.Event | None = None) -> BatchOutcome | None:
+        """Collect one micro-batch, clean it and hand its commits to the kinds' threads, then wait for the batch
+        before it (so one batch commits while the next is collected and cleaned); the outcome of the batch that
+        completed, None if none did. With nothing new to read it waits for the batch in flight."""
+        self.open()
+        self._collect(stop)
+        submitted = self._submit()
+        outcome = self._complete() if not submitted else self._completed_last
+        self._completed_last = None
+        if outcome is None:
+            self._commit_log(force=False)
+        if self.compactor is not None and self.compactor.due(self.batches):
+            if (done := self._complete()) is not None:  # never compact while our own merge runs
+                outcome = done
+            self.compactor.run(self.metrics, self.batches)
+        return outcome
+
+    def drain(self) -> BatchOutcome | None:
+        """Wait for the batch in flight to be committed (raising its error if it failed); its outcome."""
+        return self._complete()
+
+    @property
+    def busy(self) -> bool:
+        """True while a batch is in flight."""
+        return self._inflight is not None
+
+    def _collect(self, stop: threading.Event | None) -> None:
+        opts = self.options
+        wait_s = opts.max_wait_ms / 1000
+        deadline = time.monotonic() + wait_s
+        first = True
+        while len(self._pending) < opts.max_batch:
+            if stop is not None and stop.is_set():
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            got = self.feed.poll(opts.max_batch - len(self._pending), min(remaining, 0.1))
+            if got and first and not self._pending:
+                deadline = time.monotonic() + wait_s  # the window starts with the first record
+            if got:
+                first = False
+                self._pending.extend(got)
+
+    def _flush(self) -> BatchOutcome | None:
+        """Submit the pending records (if any) and wait until everything in flight is committed."""
+        self._submit()
+        return self._complete()
+
+    def _submit(self) -> bool:
+        """Clean the pending records kind by kind on this thread (the engine's) and hand each kind's commit to
+        the pool, chained after that kind's previous commit (so a kind's commits keep their order, and a failed
+        commit stops every later one); then wait for the previous batch. False if nothing was pending."""
+        if not self._pending:
+            return False
+        records, self._pending = self._pending, []
+        started = time.monotonic()
+        by_kind: dict[Kind, list[RawRecord]] = {}
+        for rec in records:
+            kind = kind_of_topic(self.options.prefix, rec.topic)
+            if kind is not None:
+                by_kind.setdefault(kind, []).append(RawRecord(rec.topic, rec.partition, rec.offset, rec.value, "log"))
+        positions = group_positions(records)
+        batch = _InFlight(BatchOutcome(len(records), 0.0, positions=positions), started, {})
+        for kind, recs in by_kind.items():
+            t0 = time.monotonic()
+            result = clean_records(self.engine, kind, recs)
+            clean_s = time.monotonic() - t0
+            previous = self._last_commit.get(kind)
+            fut = self._pool.submit(self._commit_after, previous, kind, result, self._txns(kind, positions), clean_s)
+            batch.futures[kind] = self._last_commit[kind] = fut
+        self._completed_last = self._complete()
+        self._inflight = batch
+        return True
+
+    def _complete(self) -> BatchOutcome | None:
+        """Wait for the batch in flight; record it (metrics, log positions to commit). Raises its error."""
+        batch, self._inflight = self._inflight, None
+        if batch is None:
+            return None
+        outcome = batch.outcome
+        for kind, fut in batch.futures.items():
+            outcome.kinds[kind] = fut.result()
+        outcome.clean_s = sum(k.clean_s for k in outcome.kinds.values())
+        outcome.seconds = time.monotonic() - batch.started
+        self.batches += 1
+        self._uncommitted.update(outcome.positions)
+        self._commit_log(force=False)
+        self._record(outcome)
+        return outcome
+
+    def _commit_after(
+        self, previous: Future[KindOutcome] | None, kind: Kind, result: CleanResult, txns: dict[str, int], t: float
+    ) -> KindOutcome:
+        if previous is not None:
+            previous.result()  # the kind's previous batch first; if it failed, this one must not commit
+        return self._commit_kind(kind, result, txns, t)
+
+    def _txns(self, kind: Kind, positions: dict[TopicPartition, int]) -> dict[str, int]:
+        return {
+            app_id(topic, partition): pos
+            for (topic, partition), pos in positions.items()
+            if kind_of_topic(self.options.prefix, topic) == kind
+        }
+
+    def _commit_kind(self, kind: Kind, result: CleanResult, txns: dict[str, int], clean_s: float) -> KindOutcome:
+        stats = result.stats
+        out = KindOutcome(
+            read=stats.read,
+            quarantined=stats.quarantined,
+            duplicates=stats.duplicates,
+            conflicts=stats.conflicts,
+            clean_s=clean_s,
+        )
+        if result.quarantine.num_rows:
+            self._retrying(lambda: delta.write_quarantine(self.lake, kind, result.quarantine))
+        t0 = time.monotonic()
+        merged = self._retrying(lambda: delta.merge_silver(self.lake, kind, result.silver, app_txns=txns))
+        out.merge_s = time.monotonic() - t0
+        out.inserted, out.updated = merged.inserted, merged.updated
+        return out
+
+    def _retrying(self, call: Callable[[], Any]) -> Any:
+        delay = 0.02
+        for attempt in range(self.options.max_retries + 1):
+            try:
+                return call()
+            except RetryableError as exc:
+                if attempt == self.options.max_retries:
+                    raise
+                self.metrics.retries.inc()
+                log.warning("delta commit retried", extra={"fields": {"attempt": attempt + 1, "error": str(exc)}})
+                self._sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise FatalError("unreachable")  # pragma: no cover
+
+    def _commit_log(self, force: bool) -> None:
+        if not self._uncommitted:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_log_commit < self.options.commit_interval_s:
+            return
+        positions, self._uncommitted = self._uncommitted, {}
+        self._last_log_commit = now
+        try:
+            self.feed.commit(positions)
+        except RetryableError as exc:  # informational only: silver's transactions already hold the progress
+            log.warning("could not commit log positions", extra={"fields": {"error": str(exc)}})
+        self.metrics.set_lag(self.feed.lag())
+
+    # ------------------------------------------------------------------------------------------ reporting
+
+    def _record(self, outcome: BatchOutcome) -> None:
+        m = self.metrics
+        m.batches.inc()
+        m.batch_seconds.observe(outcome.seconds)
+        m.batch_records.observe(outcome.records)
+        m.last_commit.set(time.time())
+        t = self._totals
+        for kind, k in outcome.kinds.items():
+            m.records.labels(kind).inc(k.read)
+            m.silver_rows.labels(kind, "insert").inc(k.inserted)
+            m.silver_rows.labels(kind, "update").inc(k.updated)
+            m.quarantined.labels(kind).inc(k.quarantined)
+            m.duplicates.labels(kind).inc(k.duplicates)
+            m.conflicts.labels(kind).inc(k.conflicts)
+            m.merge_seconds.labels(kind).observe(k.merge_s)
+            t.read += k.read
+            t.inserted += k.inserted
+            t.updated += k.updated
+            t.quarantined += k.quarantined
+            t.duplicates += k.duplicates
+        log.debug(
+            "batch committed",
+            extra={
+                "fields": {
+                    "records": outcome.records,
+                    "seconds": round(outcome.seconds, 3),
+                    "clean_s": round(outcome.clean_s, 3),
+                    **{f"{kind}_merge_s": round(k.merge_s, 3) for kind, k in outcome.kinds.items()},
+                }
+            },
+        )
+
+    def _maybe_summary(self, now: float) -> None:
+        if now < self._next_summary:
+            return
+        self._next_summary = now + self.options.summary_every_s
+        t = self._totals
+        lag = self.feed.lag()
+        self.metrics.set_lag(lag)
+        log.info(
+            "stream progress",
+            extra={
+                "fields": {
+                    "batches": self.batches,
+                    "read": t.read,
+                    "inserted": t.inserted,
+                    "updated": t.updated,
+                    "quarantined": t.quarantined,
+                    "duplicates": t.duplicates,
+                    "lag": sum(lag.values()),
+                    "partitions": len(self.feed.owned()),
+                }
+            },
+        )
+
+    def close(self, finish: bool = True) -> None:
+        """Finish the batch in flight and the pending records (or, when ``finish`` is False, drop what is not
+        committed yet: a restart reads it again), commit log positions, release the feed and the merge threads."""
+        if finish:
+            self._flush()
+            self._commit_log(force=True)
+        else:
+            self._pending = []
+            self._inflight = None  # its commits finish or fail on their own; their positions are not recorded
+        self.feed.close()
+        self._pool.shutdown(wait=True)
+        t = self._totals
+        log.info(
+            "stream stopped",
+            extra={"fields": {"batches": self.batches, "read": t.read, "quarantined": t.quarantined}},
+        )
