@@ -9,12 +9,18 @@ PinpipeError                  root: every deliberate failure; carries facts as a
 │   └── SourceUnavailableError the source database did not answer
 └── FatalError                retrying the same call will fail the same way; a person must act
     ├── ConfigError           a setting, flag or URL is wrong (names the setting and what is valid)
-    ├── MissingExtraError     an optional dependency is not installed (names the `pip install`)
-    ├── UnknownTopicError     a topic or stream that the log does not have
+    │   ├── MissingExtraError an optional dependency is not installed (names the `pip install`)
+    │   ├── NotFoundError     a location or table a command reads does not exist (a typo'd --lake/--log)
+    │   └── UnknownTopicError a topic or stream that the log does not have
     ├── InvalidInputError     input data cannot be used (a file, a request body, a table)
-    ├── CorruptStateError     stored state contradicts itself (a lake that was edited by hand)
+    ├── CorruptStateError     stored state contradicts itself (a record that no longer checks, a lake edited
+    │                         by hand); names topic/partition/offset or table
     └── AccountingError       records were lost or doubled between two stages
 ```
+
+Exit codes (SPEC §8): 0 success; 2 :class:`ConfigError` and usage errors; 3 :class:`AccountingError`; 65
+(``EX_DATAERR``) every other :class:`FatalError` — do not retry; 75 (``EX_TEMPFAIL``) :class:`RetryableError`;
+1 only for an unexpected internal error (a bug). The CLI prints an error's ``facts`` after its message.
 
 Foreign exceptions (SQLAlchemy, confluent-kafka, boto3, obstore, deltalake) are mapped to this tree once, at the
 backend boundary, with ``raise ... from exc``. Bad *records* are never exceptions: cleaning returns them as
@@ -50,7 +56,7 @@ class RetryableError(PinpipeError):
 class FatalError(PinpipeError):
     """The operation will not succeed without a change by a person."""
 
-    exit_code = 1
+    exit_code = 65  # EX_DATAERR: a fatal data or state error, never retried by a scheduler
 
 
 class LogUnavailableError(RetryableError):
@@ -75,7 +81,7 @@ class ConfigError(FatalError):
     exit_code = 2  # same as a usage error
 
 
-class MissingExtraError(FatalError):
+class MissingExtraError(ConfigError):
     """An optional dependency is not installed."""
 
     def __init__(self, package: str, extra: str) -> None:
@@ -87,7 +93,11 @@ class MissingExtraError(FatalError):
         )
 
 
-class UnknownTopicError(FatalError):
+class NotFoundError(ConfigError):
+    """A location (lake, log directory, bucket) or table that a command reads does not exist."""
+
+
+class UnknownTopicError(ConfigError):
     """A topic or stream name that the event log does not hold."""
 
 

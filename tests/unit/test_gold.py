@@ -18,7 +18,7 @@ from pinpipe.batch.gold import (
     write_gold,
 )
 from pinpipe.engine import DuckDBEngine, Engine
-from pinpipe.errors import InvalidInputError
+from pinpipe.errors import InvalidInputError, NotFoundError
 from pinpipe.lake.store import Lake
 from tests.fixtures.gold_cases import EXPECTED, EXTRA_USERS, POSTS, Post, oracle, silver_from_posts
 from tests.fixtures.sample_silver import sample_silver
@@ -118,7 +118,7 @@ def test_real_sample_matches_the_oracle(duck: Engine) -> None:
 
 def test_gold_round_trips_through_delta(tmp_path: Path, hand_gold: dict[str, pa.Table]) -> None:
     lake = Lake(f"file://{tmp_path / 'lake'}")
-    with pytest.raises(InvalidInputError, match="no gold tables") as info:
+    with pytest.raises(NotFoundError, match="no gold tables") as info:
         read_gold(lake)
     assert "pinpipe batch" in str(info.value)
     assert write_gold(lake, hand_gold) == list(GOLD_TABLES)
@@ -130,6 +130,6 @@ def test_gold_round_trips_through_delta(tmp_path: Path, hand_gold: dict[str, pa.
 def test_partial_gold_names_the_missing_tables(tmp_path: Path, hand_gold: dict[str, pa.Table]) -> None:
     lake = Lake(f"file://{tmp_path / 'lake'}")
     write_gold(lake, {"users_joined_by_year": hand_gold["users_joined_by_year"]})
-    with pytest.raises(InvalidInputError, match="top_category_by_country"):
+    with pytest.raises(NotFoundError, match="top_category_by_country"):
         read_gold_tables(lake)
     assert list(read_gold_tables(lake, required=False)) == ["users_joined_by_year"]

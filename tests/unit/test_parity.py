@@ -58,7 +58,7 @@ def test_differences_are_shown_with_both_versions(tmp_path: Path, capsys: pytest
     assert tables["silver/pin"].identical  # absent on both sides
     with pytest.raises(SystemExit) as exit_info:
         main(["parity", "--lake", a.url, "--lake", b.url, "--show", "1"])
-    assert exit_info.value.code == 1
+    assert exit_info.value.code == 3
     out = capsys.readouterr().out
     assert "parity: DIFFERENT" in out and "silver/user" in out and "41" in out
 

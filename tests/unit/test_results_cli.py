@@ -59,7 +59,7 @@ def test_results_on_a_lake_without_gold_says_to_run_batch(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], workdir: Path
 ) -> None:
     code, _, err = _run(["results", "--lake", f"file://{tmp_path / 'empty'}", "--format", "json"], capsys)
-    assert code == 1
+    assert code == 2  # a reading command on a lake without what it reads: usage error (SPEC §8)
     assert "no gold tables" in err
     assert "pinpipe batch" in err
 
@@ -88,6 +88,6 @@ def test_report_on_a_lake_without_gold_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], workdir: Path
 ) -> None:
     code, _, err = _run(["report", "--lake", f"file://{tmp_path / 'empty'}", "--out", str(tmp_path / "r.html")], capsys)
-    assert code == 1
+    assert code == 2
     assert "pinpipe batch" in err
     assert not (tmp_path / "r.html").exists()

@@ -36,7 +36,7 @@ def test_init_generated_into_the_default_database(workdir: Path, capsys: pytest.
     code, out, _ = run(["source", "init", "--from", "generated", "--rows", "1000"], capsys)
     assert code == 0 and "nothing to do" in out
     code, _, err = run(["source", "init"], capsys)
-    assert code == 1 and "already hold other rows" in err and "--replace" in err
+    assert code == 2 and "already hold other rows" in err and "--replace" in err
     code, out, _ = run(["source", "init", "--replace"], capsys)
     assert code == 0 and "reloaded the bundled real sample" in out
     code, out, _ = run(["source", "show"], capsys)

@@ -84,7 +84,7 @@ def test_init_is_safe_to_rerun_and_refuses_to_mix_data(tmp_path: Path) -> None:
     assert init_source(engine, SampleOrigin()).action == "loaded"
     again = init_source(engine, SampleOrigin())
     assert again.action == "unchanged" and "nothing to do" in again.message()
-    with pytest.raises(InvalidInputError) as caught:
+    with pytest.raises(ConfigError) as caught:
         init_source(engine, GeneratedOrigin(100))
     assert "--replace" in (caught.value.hint or "") and "sample" in caught.value.message
     replaced = init_source(engine, GeneratedOrigin(100), replace=True)
@@ -101,7 +101,7 @@ def test_init_fills_existing_empty_tables_and_refuses_foreign_rows(tmp_path: Pat
     assert init_source(engine, GeneratedOrigin(10)).action == "loaded"
     with engine.begin() as conn:
         conn.execute(sa.text("DELETE FROM pinpipe_source_info"))
-    with pytest.raises(InvalidInputError, match="loaded outside pinpipe"):
+    with pytest.raises(ConfigError, match="loaded outside pinpipe"):
         init_source(engine, GeneratedOrigin(10))
 
 

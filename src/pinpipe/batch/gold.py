@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pinpipe.engine import Engine
-from pinpipe.errors import InvalidInputError
+from pinpipe.errors import InvalidInputError, NotFoundError
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 from pinpipe.tables import Kind
@@ -277,7 +277,7 @@ def read_gold_tables(lake: Lake, *, required: bool = True) -> dict[str, pa.Table
     missing = [name for name in GOLD_TABLES if name not in found]
     if required and missing:
         what = "no gold tables" if len(missing) == len(GOLD_TABLES) else "gold tables missing: " + ", ".join(missing)
-        raise InvalidInputError(
+        raise NotFoundError(
             f"the lake {lake.url} has {what}",
             hint=f"run `pinpipe batch --lake {lake.url}` first to compute them",
             lake=lake.url,

@@ -110,7 +110,7 @@ def _run(argv: list[str] | None) -> int:
     except PinpipeError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}{escape(_facts(exc))}", highlight=False)
         if exc.hint:
             err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
         return exc.exit_code
@@ -127,7 +127,23 @@ def _run(argv: list[str] | None) -> int:
         return int(exc.exit_code)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except Exception as exc:  # a bug: exit 1, never the code of a deliberate error
+        if _state["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] internal error: {escape(type(exc).__name__)}: {escape(str(exc))}")
+        err_console.print("[yellow]hint:[/] this is a bug; run again with --debug for the traceback and report it")
+        return 1
     return code if isinstance(code, int) else 0
+
+
+def _facts(exc: PinpipeError) -> str:
+    """`` (stage=sink, topic=…, partition=0, offset=12)`` — the error's facts, in the order they were given."""
+    shown = {
+        k: v
+        for k, v in exc.facts.items()
+        if v is not None and not isinstance(v, (dict, list, set, tuple)) and str(v) not in exc.message
+    }
+    return " (" + ", ".join(f"{k}={v}" for k, v in shown.items()) + ")" if shown else ""
 
 
 def _leave(code: int) -> None:

@@ -2,7 +2,7 @@
 
 A thin shell over :func:`pinpipe.checks.parity.compare_lakes`. Prints one line per table (rows in A, rows in B,
 differences) and, for a table that differs, its first ``--show`` differences with both versions. Exit code 0 when
-every table is identical, 1 otherwise.
+every table is identical, 3 otherwise (the two paths disagree: a loss or a double, as accounting's code).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Annotated
 import orjson
 import typer
 
-from pinpipe.errors import ConfigError
+from pinpipe.errors import AccountingError, ConfigError
 
 
 def register(app: typer.Typer) -> None:
@@ -61,4 +61,4 @@ def register(app: typer.Typer) -> None:
                     typer.echo(f"    key {d.key!r}\n      A: {d.a!r}\n      B: {d.b!r}")
             typer.echo("parity: OK" if report.identical else "parity: DIFFERENT")
         if not report.identical:
-            raise SystemExit(1)
+            raise SystemExit(AccountingError.exit_code)

@@ -29,7 +29,7 @@ import orjson
 import pyarrow as pa
 
 from pinpipe.batch.gold import GOLD_TABLES, read_gold_tables
-from pinpipe.errors import InvalidInputError
+from pinpipe.errors import InvalidInputError, NotFoundError
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 from pinpipe.report.charts import TITLES, gold_chart, quality_charts
@@ -82,7 +82,7 @@ def collect_report(lake: Lake, *, now: dt.datetime | None = None) -> ReportData:
     """Read the gold, quarantine, silver and runs tables of ``lake`` (gold is required, the rest optional)."""
     gold = read_gold_tables(lake, required=False)
     if not gold:
-        raise InvalidInputError(
+        raise NotFoundError(
             f"the lake {lake.url} has no gold tables, so there is nothing to report",
             hint=f"run `pinpipe batch --lake {lake.url}` first",
             lake=lake.url,

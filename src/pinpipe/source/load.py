@@ -18,7 +18,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from pinpipe.errors import ConfigError, InvalidInputError
+from pinpipe.errors import ConfigError
 from pinpipe.source.database import count_rows, create_tables, existing_tables, insert_rows, redact, source_errors
 from pinpipe.source.sample import SAMPLE_ROWS, load_sample
 from pinpipe.synth.generate import GENERATOR_VERSION, check_size, generate
@@ -146,7 +146,7 @@ def init_source(
                 f"{RAW_TABLES[k].name} {n:,} rows ({_origin_text(state.get(RAW_TABLES[k].name))})"
                 for k, n in counts.items()
             )
-            raise InvalidInputError(
+            raise ConfigError(
                 f"the source tables in {url} already hold other rows: {held}",
                 hint="add --replace to drop and reload them, or point --db at another database",
             )
