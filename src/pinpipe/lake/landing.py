@@ -25,13 +25,16 @@ from dataclasses import dataclass
 
 import orjson
 
-from pinpipe.errors import CorruptStateError, PinpipeError, RetryableError
+from pinpipe import retry
+from pinpipe.errors import CorruptStateError, PinpipeError
 from pinpipe.lake.store import Lake, landed_key
 from pinpipe.log.base import EventLog
 from pinpipe.telemetry.logs import get_logger
 from pinpipe.telemetry.sink import SinkMetrics
 
 RETRY_FOR_S = 120.0
+LANDING = retry.SERVICE.but(timeout_s=RETRY_FOR_S)
+"""A landing step (object write, commit) that failed with a retryable error is retried for RETRY_FOR_S."""
 """How long retryable failures (log or store unavailable) are retried before the sink gives up and raises."""
 COMMIT_EVERY_S = 1.0
 """While objects keep coming, commit at least this often (otherwise once the queue is empty)."""
@@ -169,19 +172,7 @@ class Lander:
                 self._queue.task_done()
 
     def _retrying(self, step: Callable[..., None], *args: Batch) -> None:
-        backoff, since = 0.1, time.monotonic()
-        while True:
-            try:
-                step(*args)
-                return
-            except RetryableError as exc:
-                if time.monotonic() - since >= RETRY_FOR_S:
-                    raise
-                log.warning(
-                    "retrying", extra={"fields": {"step": step.__name__, "error": str(exc), "backoff_s": backoff}}
-                )
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        retry.call(LANDING, step, *args)
 
     def _write(self, batch: Batch) -> None:
         if not self.lake.create(batch.key, batch.data):

@@ -54,7 +54,9 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from pinpipe import retry
 from pinpipe.errors import CorruptStateError, LogUnavailableError, RetryableError, UnknownTopicError
+from pinpipe.lake.landing import LANDING as ROUND
 from pinpipe.lake.landing import RETRY_FOR_S, Batch, Lander, SinkStats, encode_batch
 from pinpipe.lake.store import Lake, is_temporary_key, parse_landed_key
 from pinpipe.log.base import EventLog, LogRecord, ValueBlock
@@ -272,48 +274,43 @@ class LakeSink:
         stop = stop or threading.Event()
         self._lander = lander = Lander(self.log, self.lake, self.group, self.stats, self.metrics)
         poll_wait = min(0.05, self.flush_seconds / 5)
-        last_scan = time.monotonic()
-        idle_since: float | None = None
-        failing_since: float | None = None
-        backoff = 0.1
-        ready = False
+        state = {"last_scan": time.monotonic(), "idle_since": 0.0, "ready": False}
+
+        def retryable(exc: Exception) -> bool:
+            if not isinstance(exc, RetryableError) or exc is lander.error:  # the lander already retried its step
+                return False
+            state["idle_since"] = 0.0  # time spent failing does not count as idle
+            return True
+
+        def one_round() -> bool:
+            """Read, batch and land once; True when the run is over (stopped, or idle long enough)."""
+            if not state["ready"]:
+                self.discover()
+                state["ready"] = True
+            now = time.monotonic()
+            idle_since = state["idle_since"]
+            if stop.is_set() or (until_idle and idle_since and now - idle_since >= self.flush_seconds):
+                self.flush(force=True)
+                lander.drain()
+                return True
+            if now - state["last_scan"] >= self.rescan_seconds:
+                state["last_scan"] = now
+                if new := self.discover():
+                    log.info("new topics", extra={"fields": {"topics": ",".join(new)}})
+            got = self.poll()
+            self.flush()
+            if got:
+                state["idle_since"] = 0.0
+            else:
+                state["idle_since"] = idle_since or time.monotonic()  # the first round that found nothing
+                stop.wait(poll_wait)
+            return False
+
+        # each round is retried on its own: RETRY_FOR_S counts from a round's first failure, not from the start
+        policy = ROUND.but(on=retryable)
         try:
-            while True:
-                try:
-                    if not ready:
-                        self.discover()
-                        ready = True
-                    now = time.monotonic()
-                    if stop.is_set() or (until_idle and idle_since and now - idle_since >= self.flush_seconds):
-                        self.flush(force=True)
-                        lander.drain()
-                        break
-                    if now - last_scan >= self.rescan_seconds:
-                        last_scan = now
-                        if new := self.discover():
-                            log.info("new topics", extra={"fields": {"topics": ",".join(new)}})
-                    got = self.poll()
-                    self.flush()
-                    if got:
-                        idle_since = None
-                    else:
-                        idle_since = idle_since or time.monotonic()  # the first round that found nothing
-                        stop.wait(poll_wait)
-                    failing_since, backoff = None, 0.1
-                except RetryableError as exc:
-                    if exc is lander.error:
-                        raise  # the lander already retried for RETRY_FOR_S
-                    now = time.monotonic()
-                    failing_since = failing_since or now
-                    if now - failing_since >= RETRY_FOR_S:
-                        raise
-                    log.warning("retrying", extra={"fields": {"error": str(exc), "backoff_s": round(backoff, 2)}})
-                    if stop.is_set():  # stopping: still retry the final reads, but without spinning
-                        time.sleep(backoff)
-                    else:
-                        stop.wait(backoff)
-                    backoff = min(backoff * 2, 5.0)
-                    idle_since = None  # time spent failing does not count as idle
+            while not retry.call(policy, one_round):
+                pass
         finally:
             lander.close()
             self._lander = None

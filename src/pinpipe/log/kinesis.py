@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from pinpipe import retry
 from pinpipe.errors import ConfigError, LogUnavailableError, UnknownTopicError, require
 from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
 from pinpipe.log.commits import FileCommitStore
@@ -42,6 +43,10 @@ _BATCH = 500
 _BATCH_BYTES = 5 * 1024 * 1024
 _CHECKPOINT_EVERY = 1000
 _POLL_S = 0.2
+
+
+class PartialPutError(LogUnavailableError):
+    """Kinesis accepted some records of a PutRecords call and refused the rest (throttling): put those again."""
 
 
 class _Shard:
@@ -191,38 +196,47 @@ class KinesisLog(EventLog):
         return out
 
     def _put(self, stream: str, entries: list[dict[str, Any]]) -> list[str]:
+        """Put ``entries``, again for those Kinesis refused (a partial failure), under :data:`retry.PARTIAL_PUT`."""
         seqs: list[str] = [""] * len(entries)
         pending = list(range(len(entries)))
-        for attempt in range(5):
-            failed: list[int] = []
-            start = 0
-            while start < len(pending):
-                end, size = start, 0
-                while end < len(pending) and end - start < _BATCH:
-                    e = entries[pending[end]]
-                    size += len(e["Data"]) + len(e["PartitionKey"])
-                    if size > _BATCH_BYTES and end > start:
-                        break
-                    end += 1
-                chunk = pending[start:end]
-                resp = self._call(
-                    "put records",
-                    stream,
-                    self._client.put_records,
-                    StreamName=stream,
-                    Records=[entries[i] for i in chunk],
-                )
-                for i, result in zip(chunk, resp["Records"], strict=True):
-                    if "SequenceNumber" in result:
-                        seqs[i] = result["SequenceNumber"]
-                    else:
-                        failed.append(i)
-                start = end
-            if not failed:
-                return seqs
-            pending = failed
-            time.sleep(0.1 * 2**attempt)
-        raise LogUnavailableError(f"Kinesis kept refusing {len(pending)} records of {stream}", backend="kinesis")
+        for attempt in retry.attempts(retry.PARTIAL_PUT.but(on=PartialPutError)):  # not a Kinesis outage
+            with attempt:
+                pending = self._put_pending(stream, entries, pending, seqs)
+                if pending:
+                    raise PartialPutError(
+                        f"Kinesis kept refusing {len(pending)} records of {stream}", backend="kinesis", topic=stream
+                    )
+        return seqs
+
+    def _put_pending(
+        self, stream: str, entries: list[dict[str, Any]], pending: list[int], seqs: list[str]
+    ) -> list[int]:
+        """One pass over ``pending`` in PutRecords-sized chunks; fills ``seqs``; returns the refused indexes."""
+        failed: list[int] = []
+        start = 0
+        while start < len(pending):
+            end, size = start, 0
+            while end < len(pending) and end - start < _BATCH:
+                e = entries[pending[end]]
+                size += len(e["Data"]) + len(e["PartitionKey"])
+                if size > _BATCH_BYTES and end > start:
+                    break
+                end += 1
+            chunk = pending[start:end]
+            resp = self._call(
+                "put records",
+                stream,
+                self._client.put_records,
+                StreamName=stream,
+                Records=[entries[i] for i in chunk],
+            )
+            for i, result in zip(chunk, resp["Records"], strict=True):
+                if "SequenceNumber" in result:
+                    seqs[i] = result["SequenceNumber"]
+                else:
+                    failed.append(i)
+            start = end
+        return failed
 
     def _count_to(self, stream: str, shard: _Shard, wanted: set[str]) -> dict[str, int]:
         """Ordinals of the records ``wanted`` (sequence numbers), counting forward from the writer's cursor."""
