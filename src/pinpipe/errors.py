@@ -22,14 +22,21 @@ Exit codes (SPEC §8): 0 success; 2 :class:`ConfigError` and usage errors; 3 :cl
 (``EX_DATAERR``) every other :class:`FatalError` — do not retry; 75 (``EX_TEMPFAIL``) :class:`RetryableError`;
 1 only for an unexpected internal error (a bug). The CLI prints an error's ``facts`` after its message.
 
-Foreign exceptions (SQLAlchemy, confluent-kafka, boto3, obstore, deltalake) are mapped to this tree once, at the
-backend boundary, with ``raise ... from exc``. Bad *records* are never exceptions: cleaning returns them as
+Foreign exceptions (SQLAlchemy, confluent-kafka, boto3, obstore, deltalake, httpx, the OS) are mapped to this
+tree in one table, :data:`FOREIGN_ERRORS`, applied at each backend boundary by :func:`map_exceptions` with
+``raise ... from exc`` (as httpx maps httpcore's errors). A boundary lets through only pinpipe errors: a foreign
+error without a rule is a bug and is raised as it is, so a test that feeds every boundary its foreign errors fails
+when one is left unmapped (``tests/unit/test_error_map.py``). Bad *records* are never exceptions: cleaning returns them as
 quarantined rows with a reason.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
 
 
 class PinpipeError(Exception):
@@ -113,6 +120,114 @@ class AccountingError(FatalError):
     """Records were lost or doubled between two stages."""
 
     exit_code = 3
+
+
+Boundary = Literal["kafka", "kinesis", "source", "http", "store", "delta", "file"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Map ``module.name`` (an exception class, looked up only if its module is already imported: an SDK that
+    was never imported cannot have raised) to ``target``; with ``code``, only errors whose code is that."""
+
+    module: str
+    name: str
+    target: type[PinpipeError]
+    code: str | None = None
+
+    def matches(self, exc: BaseException) -> bool:
+        cls = getattr(sys.modules.get(self.module), self.name, None)
+        return isinstance(cls, type) and isinstance(exc, cls) and (self.code is None or error_code(exc) == self.code)
+
+
+FOREIGN_ERRORS: dict[Boundary, tuple[Rule, ...]] = {
+    "kafka": (
+        Rule("confluent_kafka", "KafkaException", UnknownTopicError, code="UNKNOWN_TOPIC_OR_PART"),
+        Rule("confluent_kafka", "KafkaException", LogUnavailableError),
+        Rule("builtins", "BufferError", LogUnavailableError),
+    ),
+    "kinesis": (
+        Rule("botocore.exceptions", "ClientError", UnknownTopicError, code="ResourceNotFoundException"),
+        Rule("botocore.exceptions", "ClientError", LogUnavailableError),
+        Rule("botocore.exceptions", "BotoCoreError", LogUnavailableError),
+    ),
+    "source": (
+        Rule("sqlalchemy.exc", "OperationalError", SourceUnavailableError),
+        Rule("sqlalchemy.exc", "DBAPIError", InvalidInputError),
+        Rule("sqlalchemy.exc", "ArgumentError", ConfigError),
+        Rule("sqlalchemy.exc", "NoSuchModuleError", ConfigError),
+    ),
+    "http": (
+        Rule("httpx", "TransportError", RetryableError),
+        Rule("builtins", "OSError", RetryableError),
+        Rule("builtins", "TimeoutError", RetryableError),
+    ),
+    "store": (
+        Rule("obstore.exceptions", "PermissionDeniedError", ConfigError),
+        Rule("obstore.exceptions", "UnauthenticatedError", ConfigError),
+        Rule("obstore.exceptions", "InvalidPathError", ConfigError),
+        Rule("obstore.exceptions", "BaseError", StoreUnavailableError),
+        Rule("builtins", "OSError", StoreUnavailableError),
+    ),
+    "delta": (
+        Rule("deltalake.exceptions", "CommitFailedError", CommitConflictError),
+        Rule("deltalake.exceptions", "SchemaMismatchError", CorruptStateError),
+        Rule("deltalake.exceptions", "DeltaProtocolError", CorruptStateError),
+        Rule("deltalake.exceptions", "TableNotFoundError", NotFoundError),
+        Rule("deltalake.exceptions", "DeltaError", StoreUnavailableError),
+        Rule("builtins", "OSError", StoreUnavailableError),
+    ),
+    "file": (
+        Rule("builtins", "FileNotFoundError", NotFoundError),
+        Rule("builtins", "PermissionError", ConfigError),
+        Rule("builtins", "OSError", StoreUnavailableError),
+    ),
+}
+"""Per boundary, the first rule that matches a foreign error decides its class in the tree."""
+
+
+def error_code(exc: BaseException | None) -> str | None:
+    """The SDK's error code: botocore's ``Error.Code``, confluent-kafka's ``KafkaError.name()``."""
+    if exc is None:
+        return None
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        return str(response.get("Error", {}).get("Code", "")) or None
+    first = exc.args[0] if exc.args else None
+    name = getattr(first, "name", None)
+    return str(name()) if callable(name) else None
+
+
+def mapped_class(boundary: Boundary, exc: BaseException) -> type[PinpipeError] | None:
+    """The tree class ``exc`` maps to at ``boundary``, or None when no rule covers it."""
+    return next((rule.target for rule in FOREIGN_ERRORS[boundary] if rule.matches(exc)), None)
+
+
+@contextlib.contextmanager
+def map_exceptions(
+    boundary: Boundary,
+    what: str | Mapping[type[PinpipeError], str],
+    *,
+    hint: str | Mapping[type[PinpipeError], str] | None = None,
+    detail: Callable[[BaseException], str] | None = None,
+    **facts: Any,
+) -> Iterator[None]:
+    """Raise foreign errors from the block as their class in the tree: ``"<what>: <first line of the error>"``,
+    with ``hint`` (each of ``what`` and ``hint`` one text, or one per target class) and ``facts`` (``backend=`` is the boundary unless given). Pinpipe errors pass unchanged;
+    a foreign error without a rule is re-raised as it is (a bug to fix in :data:`FOREIGN_ERRORS`)."""
+    try:
+        yield
+    except PinpipeError:
+        raise
+    except Exception as exc:
+        target = mapped_class(boundary, exc)
+        if target is None:
+            raise
+        text = detail(exc) if detail is not None else (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        facts.setdefault("backend", boundary)
+        said = hint.get(target) if isinstance(hint, Mapping) else hint
+        told = what.get(target, "failed") if isinstance(what, Mapping) else what
+        raise target(f"{told}: {text}", hint=said, **facts) from exc
 
 
 def require(module: str, extra: str) -> Any:

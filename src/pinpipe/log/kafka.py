@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pinpipe.errors import ConfigError, LogUnavailableError, UnknownTopicError, require
+from pinpipe.errors import ConfigError, LogUnavailableError, PinpipeError, UnknownTopicError, mapped_class, require
 from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
 from pinpipe.telemetry.logs import get_logger
 
@@ -105,15 +105,15 @@ class KafkaLog(EventLog):
 
     # ------------------------------------------------------------------------------------------ errors
 
-    def _unavailable(self, what: str, exc: Any) -> LogUnavailableError:
-        return LogUnavailableError(f"Kafka at {self.bootstrap} could not {what}: {exc}", backend="kafka")
+    def _unavailable(self, what: str, exc: BaseException) -> PinpipeError:
+        return self._map(what, None, exc)
 
-    def _map(self, what: str, topic: str, exc: BaseException) -> Exception:
-        err: Any = exc.args[0] if exc.args else None
-        code = err.code() if hasattr(err, "code") else None
-        if code == self._ck.KafkaError.UNKNOWN_TOPIC_OR_PART:
-            return UnknownTopicError(f"topic {topic!r} does not exist on {self.url}", topic=topic)
-        return self._unavailable(what, exc)
+    def _map(self, what: str, topic: str | None, exc: BaseException) -> PinpipeError:
+        """The tree error for a confluent-kafka error (the rules are :data:`pinpipe.errors.FOREIGN_ERRORS`)."""
+        target = mapped_class("kafka", exc) or LogUnavailableError
+        if target is UnknownTopicError:
+            return UnknownTopicError(f"topic {topic!r} does not exist on {self.url}", topic=topic, backend="kafka")
+        return target(f"Kafka at {self.bootstrap} could not {what}: {exc}", topic=topic, backend="kafka")
 
     # ------------------------------------------------------------------------------------------ metadata
 

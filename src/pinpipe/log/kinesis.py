@@ -35,7 +35,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from pinpipe import retry
-from pinpipe.errors import ConfigError, LogUnavailableError, UnknownTopicError, require
+from pinpipe.errors import ConfigError, LogUnavailableError, UnknownTopicError, error_code, map_exceptions, require
 from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
 from pinpipe.log.commits import FileCommitStore
 
@@ -79,7 +79,7 @@ class KinesisLog(EventLog):
     def __init__(self, region: str, endpoint: str | None = None, commits_dir: str | Path | None = None) -> None:
         boto3: Any = require("boto3", "kinesis")
         botocore_config: Any = require("botocore.config", "kinesis")
-        self._exc: Any = require("botocore.exceptions", "kinesis")
+        require("botocore.exceptions", "kinesis")
         self.url = f"kinesis://{region}" + (f"?endpoint={endpoint}" if endpoint else "")
         config = botocore_config.Config(
             retries={"total_max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=15
@@ -101,15 +101,8 @@ class KinesisLog(EventLog):
     # ------------------------------------------------------------------------------------------ boundary
 
     def _call(self, what: str, stream: str | None, fn: Callable[..., Any], **kwargs: Any) -> Any:
-        try:
+        with map_exceptions("kinesis", f"Kinesis at {self.url} could not {what}", topic=stream):
             return fn(**kwargs)
-        except self._exc.ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code == "ResourceNotFoundException" and stream is not None:
-                raise UnknownTopicError(f"stream {stream!r} does not exist in {self.url}", topic=stream) from exc
-            raise LogUnavailableError(f"Kinesis could not {what}: {code or exc}", backend="kinesis") from exc
-        except self._exc.BotoCoreError as exc:
-            raise LogUnavailableError(f"Kinesis at {self.url} could not {what}: {exc}", backend="kinesis") from exc
 
     def _shard_list(self, stream: str) -> list[_Shard]:
         shards = self._shards.get(stream)
@@ -150,13 +143,12 @@ class KinesisLog(EventLog):
             if stream in existing:
                 continue
             try:
-                self._client.create_stream(StreamName=stream, ShardCount=partitions)
-            except self._exc.ClientError as exc:
-                code = exc.response.get("Error", {}).get("Code", "")
-                if code != "ResourceInUseException":  # someone else created it meanwhile: fine
-                    raise LogUnavailableError(f"Kinesis could not create {stream}: {code}", backend="kinesis") from exc
-            except self._exc.BotoCoreError as exc:
-                raise LogUnavailableError(f"Kinesis at {self.url} could not create {stream}: {exc}") from exc
+                self._call(
+                    "create a stream", stream, self._client.create_stream, StreamName=stream, ShardCount=partitions
+                )
+            except LogUnavailableError as exc:
+                if error_code(exc.__cause__) != "ResourceInUseException":  # another writer created it meanwhile: fine
+                    raise
         for stream in topics:
             deadline = time.monotonic() + 60
             while True:

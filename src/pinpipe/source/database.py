@@ -31,9 +31,16 @@ from typing import Any
 import sqlalchemy as sa
 from pydantic import SecretStr
 from sqlalchemy.engine import URL, Connection, Engine
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
-from pinpipe.errors import ConfigError, InvalidInputError, MissingExtraError, SourceUnavailableError
+from pinpipe.errors import (
+    ConfigError,
+    InvalidInputError,
+    MissingExtraError,
+    PinpipeError,
+    SourceUnavailableError,
+    map_exceptions,
+)
 from pinpipe.tables import KIND_BY_TABLE, KINDS, RAW_TABLES, Kind, RawType
 
 _DRIVERS: dict[str, tuple[str, str, str]] = {
@@ -137,23 +144,32 @@ def create_source_engine(url: str, password: SecretStr | None = None) -> Engine:
 def source_errors(engine: Engine) -> Iterator[None]:
     """Map SQLAlchemy's errors raised inside the block to the pinpipe tree (server down → retryable)."""
     where = redact(engine.url)
-    try:
+    with map_exceptions(
+        "source",
+        {
+            SourceUnavailableError: f"source database {where} is unavailable",
+            InvalidInputError: f"source database {where} refused a statement",
+            ConfigError: f"cannot use source database {where}",
+        },
+        hint=_SOURCE_HINTS,
+        detail=_dbapi_detail,
+        backend=engine.dialect.name,
+    ):
         yield
-    except OperationalError as exc:
-        detail = str(exc.orig).strip() if exc.orig is not None else str(exc)
-        raise SourceUnavailableError(
-            f"source database {where} is unavailable: {detail}",
-            hint="check that the server is running and that host, port, user, password and database name are "
-            "right (`pinpipe config` shows source.url)",
-            backend=engine.dialect.name,
-        ) from exc
-    except DBAPIError as exc:
-        detail = str(exc.orig).strip() if exc.orig is not None else str(exc)
-        raise InvalidInputError(
-            f"source database {where} refused a statement: {detail}",
-            hint="the tables may have another shape than pinpipe's; `pinpipe source init --replace` recreates them",
-            backend=engine.dialect.name,
-        ) from exc
+
+
+_SOURCE_HINTS: dict[type[PinpipeError], str] = {
+    SourceUnavailableError: "check that the server is running and that host, port, user, password and database name "
+    "are right (`pinpipe config` shows source.url)",
+    InvalidInputError: "the tables may have another shape than pinpipe's; `pinpipe source init --replace` recreates "
+    "them",
+}
+
+
+def _dbapi_detail(exc: BaseException) -> str:
+    """The driver's own message (SQLAlchemy's wraps it with the statement and a link)."""
+    orig = getattr(exc, "orig", None)
+    return (str(orig).strip() if orig is not None else str(exc).strip()).splitlines()[0]
 
 
 def create_tables(conn: Connection, *, replace: bool = False) -> list[str]:
