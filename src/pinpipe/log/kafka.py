@@ -32,9 +32,23 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pinpipe.errors import ConfigError, LogUnavailableError, PinpipeError, UnknownTopicError, mapped_class, require
+from pinpipe.errors import (
+    ConfigError,
+    LogUnavailableError,
+    MissingExtraError,
+    PinpipeError,
+    UnknownTopicError,
+    mapped_class,
+)
 from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
 from pinpipe.telemetry.logs import get_logger
+
+try:  # the backend alone imports its SDK; a missing extra says what to install when the log is opened
+    import confluent_kafka as ck
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+except ImportError as exc:  # pragma: no cover - the extra is installed wherever tests run
+    raise MissingExtraError("confluent-kafka", "kafka") from exc
 
 _GROUP_TIMEOUTS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 _FETCH_WAIT_S = 0.05
@@ -45,7 +59,7 @@ _FETCH_WAIT_S = 0.05
 class _Reader:
     """The consumer assigned to one (topic, partition), and where it stopped."""
 
-    consumer: Any
+    consumer: ck.Consumer
     lock: threading.Lock = field(default_factory=threading.Lock)
     at: int | None = None
     """Offset the consumer will deliver next (None: never positioned)."""
@@ -57,8 +71,6 @@ class KafkaLog(EventLog):
     capabilities = Capabilities(durable=True, shared=True, consumer_groups=True)
 
     def __init__(self, bootstrap: str, timeout_ms: int = 10_000) -> None:
-        self._ck: Any = require("confluent_kafka", "kafka")
-        admin_mod: Any = require("confluent_kafka.admin", "kafka")
         self.url = f"kafka://{bootstrap}"
         self.bootstrap = bootstrap
         self.timeout_s = timeout_ms / 1000
@@ -67,9 +79,8 @@ class KafkaLog(EventLog):
             "socket.timeout.ms": min(timeout_ms, 60_000),
             "logger": get_logger("log.kafka"),  # librdkafka's lines go through pinpipe's logging, not raw stderr
         }
-        self._admin = admin_mod.AdminClient(self._common)
-        self._new_topic = admin_mod.NewTopic
-        self._producer = self._ck.Producer(
+        self._admin = AdminClient(self._common)
+        self._producer = ck.Producer(
             {
                 **self._common,
                 "acks": "all",
@@ -120,7 +131,7 @@ class KafkaLog(EventLog):
     def _metadata(self, topic: str | None = None) -> dict[str, int]:
         try:
             md = self._admin.list_topics(topic=topic, timeout=self.timeout_s)
-        except self._ck.KafkaException as exc:
+        except ck.KafkaException as exc:
             raise self._unavailable("list topics", exc) from exc
         return {
             name: len(t.partitions) for name, t in md.topics.items() if t.error is None and not name.startswith("__")
@@ -139,12 +150,12 @@ class KafkaLog(EventLog):
         existing = self._metadata()
         missing = [t for t in topics if t not in existing]
         if missing:
-            futures = self._admin.create_topics([self._new_topic(t, partitions, 1) for t in missing])
+            futures = self._admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
             for topic, fut in futures.items():
                 try:
                     fut.result(self.timeout_s)
-                except self._ck.KafkaException as exc:
-                    if exc.args[0].code() != self._ck.KafkaError.TOPIC_ALREADY_EXISTS:
+                except ck.KafkaException as exc:
+                    if exc.args[0].code() != ck.KafkaError.TOPIC_ALREADY_EXISTS:
                         raise self._unavailable(f"create topic {topic}", exc) from exc
         self._partitions.update(self._metadata())
 
@@ -193,13 +204,13 @@ class KafkaLog(EventLog):
                     break
                 except BufferError:
                     time.sleep(0.01)
-                except self._ck.KafkaException as exc:
+                except ck.KafkaException as exc:
                     raise self._map("produce", topic, exc) from exc
         if not done.wait(self.timeout_s + 1):
             raise LogUnavailableError(f"Kafka at {self.bootstrap} did not confirm delivery in time", backend="kafka")
         if errors:
             err = errors[0]
-            if err.code() == self._ck.KafkaError.UNKNOWN_TOPIC_OR_PART:
+            if err.code() == ck.KafkaError.UNKNOWN_TOPIC_OR_PART:
                 raise UnknownTopicError(f"topic {topic!r} does not exist on {self.url}", topic=topic)
             raise self._unavailable("deliver records", err)
         return out
@@ -217,7 +228,7 @@ class KafkaLog(EventLog):
         }
         if fetch_wait_ms is not None:
             config["fetch.wait.max.ms"] = fetch_wait_ms
-        return self._ck.Consumer(config)
+        return ck.Consumer(config)
 
     def _reader(self, topic: str, partition: int) -> _Reader:
         key = (topic, partition)
@@ -246,8 +257,8 @@ class KafkaLog(EventLog):
         consumer = reader.consumer
         if reader.at != offset:
             try:
-                consumer.assign([self._ck.TopicPartition(topic, partition, offset)])
-            except self._ck.KafkaException as exc:
+                consumer.assign([ck.TopicPartition(topic, partition, offset)])
+            except ck.KafkaException as exc:
                 raise self._map("read", topic, exc) from exc
             reader.eof_at = None
         eof = reader.eof_at == offset
@@ -260,18 +271,21 @@ class KafkaLog(EventLog):
             wait = min(_FETCH_WAIT_S, max(deadline - now, 0.0)) if eof else _FETCH_WAIT_S
             try:
                 msgs = consumer.consume(num_messages=max_records - len(out), timeout=wait)
-            except self._ck.KafkaException as exc:
+            except ck.KafkaException as exc:
                 raise self._map("read", topic, exc) from exc
             for msg in msgs:
                 err = msg.error()
                 if err is not None:
-                    if err.code() == self._ck.KafkaError._PARTITION_EOF:
+                    if err.code() == ck.KafkaError._PARTITION_EOF:
                         eof = True
                         continue
-                    raise self._map("read", topic, self._ck.KafkaException(err))
+                    raise self._map("read", topic, ck.KafkaException(err))
                 eof = False
+                at = msg.offset()
+                if at is None:  # only error events lack an offset (handled above)
+                    continue
                 ts = msg.timestamp()[1]
-                out.append(LogRecord(topic, partition, msg.offset(), msg.value() or b"", msg.key(), max(ts, 0)))
+                out.append(LogRecord(topic, partition, at, msg.value() or b"", msg.key(), max(ts, 0)))
             now = time.monotonic()
             if out and (eof or not msgs):
                 break
@@ -288,11 +302,11 @@ class KafkaLog(EventLog):
                 # The broker answers a fetch at the end after fetch.wait.max.ms (default 500): keep it short here.
                 self._probe = self._consumer(f"pinpipe-probe-{uuid.uuid4().hex[:8]}", fetch_wait_ms=10)
             probe = self._probe
-            tp = self._ck.TopicPartition(topic, partition)
+            tp = ck.TopicPartition(topic, partition)
             try:
                 hint = max(0, probe.get_watermark_offsets(tp, timeout=self.timeout_s)[1])
-                probe.assign([self._ck.TopicPartition(topic, partition, hint)])
-            except self._ck.KafkaException as exc:
+                probe.assign([ck.TopicPartition(topic, partition, hint)])
+            except ck.KafkaException as exc:
                 raise self._map("read watermarks", topic, exc) from exc
             end, deadline = hint, time.monotonic() + self.timeout_s
             while time.monotonic() < deadline:
@@ -302,10 +316,10 @@ class KafkaLog(EventLog):
                     err = msg.error()
                     if err is None:
                         end = msg.offset() + 1
-                    elif err.code() == self._ck.KafkaError._PARTITION_EOF:
+                    elif err.code() == ck.KafkaError._PARTITION_EOF:
                         return int(max(end, msg.offset()))
                     else:
-                        raise self._map("read", topic, self._ck.KafkaException(err))
+                        raise self._map("read", topic, ck.KafkaException(err))
             raise LogUnavailableError(f"Kafka at {self.bootstrap} did not reach the end of {topic}", backend="kafka")
 
     def _group(self, group: str) -> Any:
@@ -316,19 +330,19 @@ class KafkaLog(EventLog):
 
     def committed(self, group: str, topic: str) -> dict[int, int]:
         n = self._partition_count(topic)
-        tps = [self._ck.TopicPartition(topic, p) for p in range(n)]
+        tps = [ck.TopicPartition(topic, p) for p in range(n)]
         try:
             found = self._group(group).committed(tps, timeout=self.timeout_s)
-        except self._ck.KafkaException as exc:
+        except ck.KafkaException as exc:
             raise self._map("read commits", topic, exc) from exc
         return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
 
     def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
         self._partition_count(topic)
-        offsets = [self._ck.TopicPartition(topic, p, pos) for p, pos in positions.items()]
+        offsets = [ck.TopicPartition(topic, p, pos) for p, pos in positions.items()]
         try:
             self._group(group).commit(offsets=offsets, asynchronous=False)
-        except self._ck.KafkaException as exc:
+        except ck.KafkaException as exc:
             raise self._map("commit", topic, exc) from exc
 
     def close(self) -> None:

@@ -21,11 +21,16 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-from pinpipe.errors import ConfigError, LogUnavailableError, require
+from pinpipe.errors import ConfigError, LogUnavailableError, MissingExtraError
 from pinpipe.log.base import LogRecord
 from pinpipe.log.feed import Feed, ReleaseFn, ResumeFn, TopicPartition
 from pinpipe.tables import kind_of_topic
 from pinpipe.telemetry.logs import get_logger
+
+try:
+    import confluent_kafka as ck
+except ImportError as exc:  # pragma: no cover - the extra is installed wherever tests run
+    raise MissingExtraError("confluent-kafka", "kafka") from exc
 
 log = get_logger("feed.kafka")
 
@@ -52,12 +57,11 @@ class KafkaGroupFeed(Feed):
     """A confluent-kafka consumer in group ``group``, subscribed to ``prefix``'s kind topics."""
 
     def __init__(self, url: str, prefix: str, group: str, rescan_s: float = 5.0) -> None:
-        self._ck = require("confluent_kafka", "kafka")
         self.prefix = prefix
         self.rescan_s = rescan_s
         try:
-            self._consumer = self._ck.Consumer(consumer_config(url, group))
-        except self._ck.KafkaException as exc:
+            self._consumer = ck.Consumer(consumer_config(url, group))
+        except ck.KafkaException as exc:
             raise ConfigError(f"cannot create a Kafka consumer for {url}: {exc}", hint="check --log") from exc
         self._positions: dict[TopicPartition, int] = {}
         self._subscribed: frozenset[str] = frozenset()
@@ -106,7 +110,7 @@ class KafkaGroupFeed(Feed):
         self._next_scan = now + self.rescan_s
         try:
             meta = self._consumer.list_topics(timeout=5)
-        except self._ck.KafkaException as exc:
+        except ck.KafkaException as exc:
             raise LogUnavailableError(f"cannot list Kafka topics: {exc}", backend="kafka") from exc
         topics = frozenset(t for t in meta.topics if kind_of_topic(self.prefix, t) is not None)
         if topics and topics != self._subscribed:
@@ -123,7 +127,7 @@ class KafkaGroupFeed(Feed):
             return []
         try:
             messages = self._consumer.consume(num_messages=max_records, timeout=max(timeout_s, 0.0))
-        except self._ck.KafkaException as exc:
+        except ck.KafkaException as exc:
             raise LogUnavailableError(f"Kafka consume failed: {exc}", backend="kafka") from exc
         out: list[LogRecord] = []
         for msg in messages:
@@ -133,17 +137,18 @@ class KafkaGroupFeed(Feed):
                     raise LogUnavailableError(f"Kafka consumer failed: {err.str()}", backend="kafka")
                 log.debug("consumer event", extra={"fields": {"error": err.str()}})
                 continue
-            tp = (msg.topic(), msg.partition())
-            pos = self._positions.get(tp)
-            if pos is None or msg.offset() < pos:  # not ours any more, or already in silver
+            topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+            if topic is None or partition is None or offset is None:  # only error events lack them
                 continue
-            self._positions[tp] = msg.offset() + 1
+            pos = self._positions.get((topic, partition))
+            if pos is None or offset < pos:  # not ours any more, or already in silver
+                continue
+            self._positions[(topic, partition)] = offset + 1
             _, ts = msg.timestamp()
-            out.append(LogRecord(tp[0], tp[1], msg.offset(), msg.value() or b"", msg.key(), max(ts, 0)))
+            out.append(LogRecord(topic, partition, offset, msg.value() or b"", msg.key(), max(ts, 0)))
         return out
 
     def commit(self, positions: Mapping[TopicPartition, int]) -> None:
-        ck = self._ck
         offsets = [ck.TopicPartition(t, p, pos) for (t, p), pos in positions.items() if (t, p) in self._positions]
         if not offsets:
             return
@@ -156,8 +161,8 @@ class KafkaGroupFeed(Feed):
         out: dict[TopicPartition, int] = {}
         for (t, p), pos in self._positions.items():
             try:
-                _, high = self._consumer.get_watermark_offsets(self._ck.TopicPartition(t, p), cached=True)
-            except self._ck.KafkaException:
+                _, high = self._consumer.get_watermark_offsets(ck.TopicPartition(t, p), cached=True)
+            except ck.KafkaException:
                 continue
             out[(t, p)] = max(0, high - pos) if high >= 0 else 0
         return out
@@ -178,5 +183,5 @@ class KafkaGroupFeed(Feed):
         self._release = None  # close() leaves the group; the batch is already committed
         try:
             self._consumer.close()
-        except (self._ck.KafkaException, RuntimeError) as exc:
+        except (ck.KafkaException, RuntimeError) as exc:
             log.warning("Kafka consumer did not close cleanly", extra={"fields": {"error": str(exc)}})
