@@ -31,11 +31,18 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from pinpipe import retry
-from pinpipe.errors import ConfigError, LogUnavailableError, UnknownTopicError, error_code, map_exceptions, require
+from pinpipe.errors import (
+    ConfigError,
+    LogUnavailableError,
+    MissingExtraError,
+    UnknownTopicError,
+    error_code,
+    map_exceptions,
+)
 from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
 from pinpipe.log.commits import FileCommitStore
 
@@ -43,6 +50,16 @@ _BATCH = 500
 _BATCH_BYTES = 5 * 1024 * 1024
 _CHECKPOINT_EVERY = 1000
 _POLL_S = 0.2
+
+
+try:  # the backend alone imports its SDK; a missing extra says what to install when the log is opened
+    import boto3
+    from botocore.config import Config
+except ImportError as exc:  # pragma: no cover - the extra is installed wherever tests run
+    raise MissingExtraError("boto3", "kinesis") from exc
+
+if TYPE_CHECKING:
+    from mypy_boto3_kinesis.client import KinesisClient
 
 
 class PartialPutError(LogUnavailableError):
@@ -77,14 +94,9 @@ class KinesisLog(EventLog):
     capabilities = Capabilities(durable=True, shared=True, consumer_groups=False)
 
     def __init__(self, region: str, endpoint: str | None = None, commits_dir: str | Path | None = None) -> None:
-        boto3: Any = require("boto3", "kinesis")
-        botocore_config: Any = require("botocore.config", "kinesis")
-        require("botocore.exceptions", "kinesis")
         self.url = f"kinesis://{region}" + (f"?endpoint={endpoint}" if endpoint else "")
-        config = botocore_config.Config(
-            retries={"total_max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=15
-        )
-        self._client = boto3.client("kinesis", region_name=region, endpoint_url=endpoint, config=config)
+        config = Config(retries={"total_max_attempts": 2, "mode": "standard"}, connect_timeout=3, read_timeout=15)
+        self._client: KinesisClient = boto3.client("kinesis", region_name=region, endpoint_url=endpoint, config=config)
         self._commits = FileCommitStore(Path(commits_dir or "pinpipe-data/kinesis-commits"))
         self._shards: dict[str, list[_Shard]] = {}
         self._lock = threading.Lock()
