@@ -1,8 +1,14 @@
-"""The source database on real MariaDB and PostgreSQL servers: what goes in comes back identical."""
+"""The source-database contract, run against every backend: SQLite (the default), and real MariaDB and
+PostgreSQL servers: what goes in comes back identical, and a server that cannot be reached is retryable."""
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -16,16 +22,46 @@ from pinpipe.tables import KINDS, RAW_TABLES
 from tests.fixtures.databases import DatabaseServer
 from tests.fixtures.services import free_port
 
-pytestmark = pytest.mark.integration
+
+@dataclass
+class Source:
+    """A backend under test: ``new_database()`` gives an empty database; ``unreachable()`` a URL of one that
+    cannot serve now (a server on a closed port; a SQLite file another process holds an exclusive lock on)."""
+
+    new_database: Callable[[], str]
+    unreachable: Callable[[], contextlib.AbstractContextManager[str]]
 
 
-@pytest.fixture(params=["mariadb", "postgres"])
-def server(request: pytest.FixtureRequest) -> DatabaseServer:
+@contextlib.contextmanager
+def _locked_sqlite(path: Path) -> Iterator[str]:
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield f"sqlite:///{path}?timeout=0.2"
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("mariadb", marks=pytest.mark.integration),
+        pytest.param("postgres", marks=pytest.mark.integration),
+    ]
+)
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Source:
+    if request.param == "sqlite":
+        names = iter(range(1_000))
+        return Source(
+            lambda: f"sqlite:///{tmp_path}/source-{next(names)}.db", lambda: _locked_sqlite(tmp_path / "l.db")
+        )
     db: DatabaseServer = request.getfixturevalue(request.param)
-    return db
+    closed = db.url("pinpipe").replace(f":{db.port}/", f":{free_port()}/")
+    return Source(db.new_database, lambda: contextlib.nullcontext(closed))
 
 
-def test_sample_round_trips_exactly(server: DatabaseServer) -> None:
+def test_sample_round_trips_exactly(server: Source) -> None:
     engine = create_source_engine(server.new_database())
     try:
         report = init_source(engine, SampleOrigin())
@@ -43,7 +79,7 @@ def test_sample_round_trips_exactly(server: DatabaseServer) -> None:
         engine.dispose()
 
 
-def test_generated_rows_round_trip_and_reserved_words_are_quoted(server: DatabaseServer) -> None:
+def test_generated_rows_round_trip_and_reserved_words_are_quoted(server: Source) -> None:
     engine = create_source_engine(server.new_database())
     try:
         init_source(engine, GeneratedOrigin(1500, seed=4))
@@ -57,16 +93,14 @@ def test_generated_rows_round_trip_and_reserved_words_are_quoted(server: Databas
                 assert read_all(conn, kind) == expected[kind], kind
             assert read_row(conn, "pin", 1234) == expected["pin"][1234]
             types = {c["name"]: str(c["type"]).upper() for c in sa.inspect(conn).get_columns("geolocation_data")}
-            assert "DOUBLE" in types["latitude"] and (
+            assert ("DOUBLE" in types["latitude"] or "FLOAT" in types["latitude"]) and (
                 "DATETIME" in types["timestamp"] or "TIMESTAMP" in types["timestamp"]
             )
     finally:
         engine.dispose()
 
 
-def test_stopped_server_is_source_unavailable(server: DatabaseServer) -> None:
-    url = server.url("pinpipe").replace(f":{server.port}/", f":{free_port()}/")
-    engine = create_source_engine(url)
-    with pytest.raises(SourceUnavailableError) as caught:
-        init_source(engine, SampleOrigin())
+def test_stopped_server_is_source_unavailable(server: Source) -> None:
+    with server.unreachable() as url, pytest.raises(SourceUnavailableError) as caught:
+        init_source(create_source_engine(url), SampleOrigin())
     assert caught.value.exit_code == 75 and "running" in (caught.value.hint or "")
