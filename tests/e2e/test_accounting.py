@@ -21,6 +21,7 @@ from pinpipe.checks.accounting import AccountingReport, account
 from pinpipe.cli import main
 from pinpipe.emulate.emulator import EmulateOptions, emulate
 from pinpipe.engine import open_engine
+from pinpipe.errors import AccountingError
 from pinpipe.lake.sink import LakeSink
 from pinpipe.lake.store import Lake
 from pinpipe.log.embedded import EmbeddedLog
@@ -121,9 +122,9 @@ def test_a_removed_log_record_is_a_log_loss(pristine: Path, tmp_path: Path) -> N
     failures = report.failures()
     assert (failures[0].stage, failures[0].problem, failures[0].records) == ("log", "lost", 1)
     assert failures[0].message.startswith(f"log lost 1 acknowledged records of {PIN}")
-    with pytest.raises(Exception, match="log lost 1 acknowledged records") as info:
+    with pytest.raises(AccountingError, match="log lost 1 acknowledged records") as info:
         report.check()
-    assert info.value.facts["stage"] == "log"  # type: ignore[attr-defined]
+    assert info.value.facts["stage"] == "log"
 
 
 def test_a_deleted_silver_row_is_a_batch_loss(pristine: Path, tmp_path: Path) -> None:

@@ -181,7 +181,8 @@ def test_stream_worker_survives_sigkills_with_exactly_once_silver(tmp_path: Path
             (q.reason, orjson.dumps(q.record, option=orjson.OPT_SORT_KEYS)) for q in expected.quarantine[kind]
         )
         assert got == want, kind
-        assert sum(want.values()) > 0 or kind == "pin"
+    # the faults the oracle expected quarantined were really sent (the comparison above is not vacuous)
+    assert sum(len(expected.quarantine[kind]) for kind in KINDS) > 0
 
     # The batch path over the same log: land it, clean it, compare.
     subprocess.run(

@@ -103,10 +103,11 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(code)
 
 
-def _run(argv: list[str] | None) -> int:
-    """Run one command and return its exit code; errors become their ``error:``/``hint:`` lines."""
+def _run(argv: list[str] | None, application: typer.Typer = app) -> int:
+    """Run one command of ``application`` and return its exit code; errors become their ``error:``/``hint:``
+    lines (tests pass an application of their own to reach every failure path)."""
     try:
-        code = app(args=argv, standalone_mode=False)  # returns typer.Exit's code instead of raising it
+        code = application(args=argv, standalone_mode=False)  # returns typer.Exit's code instead of raising it
     except PinpipeError as exc:
         if _state["debug"]:
             raise
