@@ -33,21 +33,28 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import httpx
 import orjson
 import pyarrow as pa
 
+from pinpipe.batch.gold import read_gold_tables
+from pinpipe.batch.job import BatchResult, run_batch
+from pinpipe.checks.accounting import AccountingReport, account
+from pinpipe.checks.quality import QualityVerdict, check_run, enforce
+from pinpipe.emulate.emulator import EmulateOptions, emulate
+from pinpipe.engine import open_engine
 from pinpipe.errors import ConfigError, FatalError, LogUnavailableError
+from pinpipe.lake import delta
+from pinpipe.lake.store import open_lake
+from pinpipe.log import open_log
 from pinpipe.ops.supervise import Child, Supervisor, free_port
+from pinpipe.report.html import ReportSummary, write_report
+from pinpipe.source.database import create_source_engine
+from pinpipe.source.load import SampleOrigin, init_source
+from pinpipe.stream import worker as stream
 from pinpipe.tables import KINDS, kind_of_topic
-
-if TYPE_CHECKING:  # the heavy modules load only when the demo reaches them
-    from pinpipe.batch.job import BatchResult
-    from pinpipe.checks.accounting import AccountingReport
-    from pinpipe.checks.quality import QualityVerdict
-    from pinpipe.report.html import ReportSummary
 
 Dialect = Literal["batch", "stream"]
 STATE_FILE = "demo-state.json"
@@ -230,7 +237,6 @@ def _start_services(sup: Supervisor, layout: DemoLayout, opts: DemoOptions) -> t
 def _emulate(
     layout: DemoLayout, opts: DemoOptions, api: str, ui: DemoUI, children: list[Child]
 ) -> tuple[int, int, int]:
-    from pinpipe.emulate.emulator import EmulateOptions, emulate
 
     chunks = plan_chunks(opts.events, opts.seed, opts.chunk)
     done = load_done(layout.state)
@@ -293,10 +299,6 @@ def _log_ends(log: Any, prefix: str) -> dict[tuple[str, int], int]:
 
 def _wait_for_workers(layout: DemoLayout, opts: DemoOptions, ui: DemoUI, children: list[Child]) -> None:
     """Wait for the sink to commit every partition to the log's end, then (best effort) for the stream worker."""
-    from pinpipe.lake import delta
-    from pinpipe.lake.store import open_lake
-    from pinpipe.log import open_log
-    from pinpipe.stream import worker as stream
 
     lake = open_lake(layout.lake_url)
     with open_log(layout.log_url) as log:
@@ -330,16 +332,6 @@ def _wait_for_workers(layout: DemoLayout, opts: DemoOptions, ui: DemoUI, childre
 
 def run_demo(opts: DemoOptions, ui: DemoUI) -> DemoResult:
     """Run the demo (see the module docstring). Raises on a failed stage after the UI has shown the results."""
-    from pinpipe.batch.gold import read_gold_tables
-    from pinpipe.batch.job import run_batch
-    from pinpipe.checks.accounting import account
-    from pinpipe.checks.quality import check_run, enforce
-    from pinpipe.engine import open_engine
-    from pinpipe.lake.store import open_lake
-    from pinpipe.log import open_log
-    from pinpipe.report.html import write_report
-    from pinpipe.source.database import create_source_engine
-    from pinpipe.source.load import SampleOrigin, init_source
 
     started = time.monotonic()
     layout = DemoLayout(opts.data_dir.resolve())
