@@ -77,6 +77,10 @@ class StreamSettings(_Section):
     max_wait_ms: int = Field(200, ge=1, description="wait at most this long to fill a micro-batch")
     workers: int = Field(1, ge=1, le=64, description="worker processes")
     group: str = Field("pinpipe-stream", description="consumer group of the stream workers")
+    leases: str | None = Field(
+        None, description="share partitions through DynamoDB leases: dynamodb://TABLE[?region=R&endpoint=URL]"
+    )
+    lease_seconds: float = Field(10.0, gt=0, description="a lease not renewed for this long can be taken over")
 
 
 class Settings(BaseSettings):

@@ -82,7 +82,7 @@ def _run_worker(
             }
         },
     )
-    feed = open_feed(settings.log.url, settings.prefix, s.group, worker_index, s.workers)
+    feed = open_feed(settings.log.url, settings.prefix, s.group, worker_index, s.workers, s.leases, s.lease_seconds)
     try:
         with open_engine("duckdb") as engine:
             compactor = Compactor(lake, schedule) if schedule else None
@@ -144,6 +144,17 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option("--worker-index", help="Run only worker N of --workers (0-based).", hidden=True)
         ] = None,
         group: Annotated[str | None, typer.Option("--group", help="Consumer group (stream.group).")] = None,
+        leases: Annotated[
+            str | None,
+            typer.Option(
+                "--leases",
+                help="Share partitions with workers on other machines through DynamoDB leases: "
+                "dynamodb://TABLE[?region=R&endpoint=URL] (stream.leases).",
+            ),
+        ] = None,
+        lease_seconds: Annotated[
+            float | None, typer.Option("--lease-seconds", help="Lease expiry (stream.lease_seconds).")
+        ] = None,
         prefix: Annotated[str | None, typer.Option("--prefix", help="Topic prefix (prefix setting).")] = None,
         until_idle: Annotated[
             bool, typer.Option("--until-idle", help="Exit once no new record has arrived for a few seconds.")
@@ -161,7 +172,14 @@ def register(app: typer.Typer) -> None:
             "prefix": prefix,
             "log": {"url": log_url},
             "lake": {"url": lake_url},
-            "stream": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "workers": workers, "group": group},
+            "stream": {
+                "max_batch": max_batch,
+                "max_wait_ms": max_wait_ms,
+                "workers": workers,
+                "group": group,
+                "leases": leases,
+                "lease_seconds": lease_seconds,
+            },
         }
         settings = load_settings(overrides)
         if metrics_port is not None and not 0 < metrics_port < 65536:
@@ -186,5 +204,7 @@ def register(app: typer.Typer) -> None:
                 *("--workers", str(total), "--group", settings.stream.group, "--compact-every", compact_every),
                 *(["--until-idle"] if until_idle else []),
                 *(["--metrics-port", str(metrics_port)] if metrics_port else []),
+                *(["--leases", settings.stream.leases] if settings.stream.leases else []),
+                *("--lease-seconds", str(settings.stream.lease_seconds)),
             ]
             _supervise(argv, total)

@@ -18,7 +18,7 @@ Who calls what: as for every :class:`~pinpipe.log.base.EventLog`. A topic is a s
 - **Commits**: Kinesis has no consumer offsets; positions are kept in a
   :class:`~pinpipe.log.commits.FileCommitStore` under ``commits=DIR`` (default ``pinpipe-data/kinesis-commits``),
   an atomically replaced JSON file per (group, stream). It is local to the machine: consumers of one group on
-  several machines need a shared directory (or a DynamoDB table, as the KCL uses; not implemented).
+  several machines share partitions through DynamoDB leases instead (:mod:`pinpipe.log.leases`, `pinpipe stream --leases`).
 
 botocore errors are mapped here, once: ``ResourceNotFoundException`` → UnknownTopicError; connection failures,
 timeouts, throttling and other service errors → LogUnavailableError.

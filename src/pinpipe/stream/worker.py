@@ -58,14 +58,29 @@ APP = "pinpipe-stream"
 log = get_logger("stream")
 
 
-def open_feed(log_url: str, prefix: str, group: str, worker_index: int = 0, workers: int = 1) -> Feed:
-    """The feed for a log URL: a Kafka consumer group for ``kafka://``, a static split of the log otherwise.
-    Closing the feed closes the log it opened."""
+def open_feed(
+    log_url: str,
+    prefix: str,
+    group: str,
+    worker_index: int = 0,
+    workers: int = 1,
+    leases: str | None = None,
+    lease_s: float = 10.0,
+) -> Feed:
+    """The feed for a log URL: a Kafka consumer group for ``kafka://``; DynamoDB leases when ``leases`` names a
+    lease table; a static split of the log otherwise. Closing the feed closes the log it opened."""
     if log_url.startswith("kafka://"):
         from pinpipe.log.kafka_feed import KafkaGroupFeed
 
         return KafkaGroupFeed(log_url, prefix, group)
     pace = 0.2 if log_url.startswith("kinesis://") else 0.0  # Kinesis: 5 GetRecords per second per shard
+    if leases:
+        from pinpipe.log.leases import LeaseFeed, LeaseTable  # optional extra (boto3)
+
+        table = LeaseTable.from_url(leases)
+        return LeaseFeed(
+            open_log(log_url), prefix, group, table, lease_s=lease_s, owns_log=True, min_read_interval_s=pace
+        )
     return LogFeed(open_log(log_url), prefix, group, worker_index, workers, owns_log=True, min_read_interval_s=pace)
 
 
