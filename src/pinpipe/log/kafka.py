@@ -6,11 +6,10 @@ Who calls what: as for every :class:`~pinpipe.log.base.EventLog` (API appends; s
   :func:`~pinpipe.log.base.partition_for` (the same CRC32 placement as the other backends), and ``append`` returns
   after every delivery report arrived (a background thread polls the producer). A delivery that does not succeed
   within ``timeout_ms`` raises LogUnavailableError.
-- **read**: one assigned (not subscribed) consumer per (topic, partition) read, kept for the log's lifetime: a
-  caller that reads partitions in turn (the sink) never repositions one, and each keeps fetching ahead in the
-  background. A consumer is repositioned only when the caller asks for an offset other than where it stopped.
-  ``enable.partition.eof`` tells when the end is reached; once a partition's end was seen, a read with no
-  ``timeout_s`` returns at once with whatever was fetched meanwhile instead of waiting for the broker.
+- **read**: one assigned (not subscribed) consumer for every partition read, kept for the log's lifetime, with a
+  bounded buffer per partition (:class:`~pinpipe.log.kafka_reader.PartitionReader`): a caller that reads
+  partitions in turn (the sink) never repositions one, all keep fetching ahead in the background, and the count
+  of broker clients does not grow with the partitions.
 - **end_offset**: never the broker's watermarks (Tansu under-reports the high watermark: it gives the base of the
   last batch); a probe consumer (one per log, kept, with a short ``fetch.wait.max.ms`` so the broker answers at
   the end at once) starts at the reported watermark and reads to the partition EOF, whose offset is the true end.
@@ -28,7 +27,6 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -41,6 +39,7 @@ from pinpipe.errors import (
     mapped_class,
 )
 from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
+from pinpipe.log.kafka_reader import PartitionReader
 from pinpipe.telemetry.logs import get_logger
 
 try:  # the backend alone imports its SDK; a missing extra says what to install when the log is opened
@@ -53,18 +52,6 @@ except ImportError as exc:  # pragma: no cover - the extra is installed wherever
 _GROUP_TIMEOUTS = {"session.timeout.ms": 6000, "heartbeat.interval.ms": 1000}
 _FETCH_WAIT_S = 0.05
 """How long one ``consume`` call waits for a message while the end of the partition is not known yet."""
-
-
-@dataclass
-class _Reader:
-    """The consumer assigned to one (topic, partition), and where it stopped."""
-
-    consumer: ck.Consumer
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    at: int | None = None
-    """Offset the consumer will deliver next (None: never positioned)."""
-    eof_at: int | None = None
-    """Set when the end of the partition was reached at ``at``."""
 
 
 class KafkaLog(EventLog):
@@ -93,8 +80,8 @@ class KafkaLog(EventLog):
         self._partitions: dict[str, int] = {}
         self._rr = 0
         self._lock = threading.Lock()
-        self._readers_lock = threading.Lock()
-        self._readers: dict[tuple[str, int], _Reader] = {}
+        self._reader_lock = threading.Lock()
+        self._reader: PartitionReader | None = None
         self._probe_lock = threading.Lock()
         self._probe: Any = None
         self._groups: dict[str, Any] = {}
@@ -230,70 +217,16 @@ class KafkaLog(EventLog):
             config["fetch.wait.max.ms"] = fetch_wait_ms
         return ck.Consumer(config)
 
-    def _reader(self, topic: str, partition: int) -> _Reader:
-        key = (topic, partition)
-        with self._readers_lock:
-            reader = self._readers.get(key)
-            if reader is None:
-                consumer = self._consumer(f"pinpipe-reader-{uuid.uuid4().hex[:8]}")
-                reader = self._readers[key] = _Reader(consumer)
-            return reader
-
     def read(
         self, topic: str, partition: int, offset: int, max_records: int = 1000, timeout_s: float = 0.0
     ) -> list[LogRecord]:
         self._partition_count(topic)
-        reader = self._reader(topic, partition)
-        with reader.lock:
-            try:
-                return self._read_locked(reader, topic, partition, offset, max_records, timeout_s)
-            except BaseException:
-                reader.at = reader.eof_at = None  # messages may have been consumed: reposition on the next read
-                raise
-
-    def _read_locked(
-        self, reader: _Reader, topic: str, partition: int, offset: int, max_records: int, timeout_s: float
-    ) -> list[LogRecord]:
-        consumer = reader.consumer
-        if reader.at != offset:
-            try:
-                consumer.assign([ck.TopicPartition(topic, partition, offset)])
-            except ck.KafkaException as exc:
-                raise self._map("read", topic, exc) from exc
-            reader.eof_at = None
-        eof = reader.eof_at == offset
-        now = time.monotonic()
-        deadline, hard = now + timeout_s, now + max(timeout_s, 1.0)
-        out: list[LogRecord] = []
-        while len(out) < max_records:
-            # At a known end, wait no longer than the caller allows (not at all for timeout_s=0): the consumer
-            # keeps fetching in the background, so the next call sees what arrived meanwhile.
-            wait = min(_FETCH_WAIT_S, max(deadline - now, 0.0)) if eof else _FETCH_WAIT_S
-            try:
-                msgs = consumer.consume(num_messages=max_records - len(out), timeout=wait)
-            except ck.KafkaException as exc:
-                raise self._map("read", topic, exc) from exc
-            for msg in msgs:
-                err = msg.error()
-                if err is not None:
-                    if err.code() == ck.KafkaError._PARTITION_EOF:
-                        eof = True
-                        continue
-                    raise self._map("read", topic, ck.KafkaException(err))
-                eof = False
-                at = msg.offset()
-                if at is None:  # only error events lack an offset (handled above)
-                    continue
-                ts = msg.timestamp()[1]
-                out.append(LogRecord(topic, partition, at, msg.value() or b"", msg.key(), max(ts, 0)))
-            now = time.monotonic()
-            if out and (eof or not msgs):
-                break
-            if (eof and now >= deadline) or now >= hard:
-                break
-        reader.at = out[-1].offset + 1 if out else offset
-        reader.eof_at = reader.at if eof else None
-        return out
+        with self._reader_lock:
+            if self._reader is None:
+                consumer = self._consumer(f"pinpipe-reader-{uuid.uuid4().hex[:8]}", fetch_wait_ms=50)
+                self._reader = PartitionReader(consumer, lambda t, exc: self._map("read", t, exc))
+            reader = self._reader
+        return reader.read((topic, partition), offset, max_records, timeout_s)
 
     def end_offset(self, topic: str, partition: int) -> int:
         self._partition_count(topic)
@@ -351,11 +284,10 @@ class KafkaLog(EventLog):
         self._closed.set()
         self._poller.join()
         self._producer.flush(1.0)
-        with self._readers_lock:
-            readers, self._readers = list(self._readers.values()), {}
-        for reader in readers:
-            with reader.lock:
-                reader.consumer.close()
+        with self._reader_lock:
+            reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
         with self._probe_lock:
             if self._probe is not None:
                 self._probe.close()
