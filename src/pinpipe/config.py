@@ -79,6 +79,12 @@ class StreamSettings(_Section):
     group: str = Field("pinpipe-stream", description="consumer group of the stream workers")
 
 
+class MetricsSettings(_Section):
+    host: str = Field(
+        "127.0.0.1", description="bind address of the sink's and stream's /metrics (0.0.0.0: any interface)"
+    )
+
+
 class Settings(BaseSettings):
     """All settings. Build with :func:`load_settings`; never instantiate in a default argument."""
 
@@ -94,6 +100,7 @@ class Settings(BaseSettings):
     sink: SinkSettings = SinkSettings()
     batch: BatchSettings = BatchSettings()
     stream: StreamSettings = StreamSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @field_validator("prefix")
     @classmethod

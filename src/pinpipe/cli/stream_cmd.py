@@ -62,7 +62,7 @@ def _run_worker(
     _install_stop(stop)
     metrics = StreamMetrics()
     if metrics_port:
-        metrics.serve(metrics_port + worker_index)
+        metrics.serve(metrics_port + worker_index, settings.metrics.host)
     options = StreamOptions(
         prefix=settings.prefix,
         max_batch=s.max_batch,
@@ -149,7 +149,10 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--until-idle", help="Exit once no new record has arrived for a few seconds.")
         ] = False,
         metrics_port: Annotated[
-            int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics on 127.0.0.1:PORT(+index).")
+            int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics on --metrics-host:PORT(+index).")
+        ] = None,
+        metrics_host: Annotated[
+            str | None, typer.Option("--metrics-host", help="Bind address of /metrics (metrics.host: 127.0.0.1).")
         ] = None,
         compact_every: Annotated[
             str,
@@ -162,6 +165,7 @@ def register(app: typer.Typer) -> None:
             "log": {"url": log_url},
             "lake": {"url": lake_url},
             "stream": {"max_batch": max_batch, "max_wait_ms": max_wait_ms, "workers": workers, "group": group},
+            "metrics": {"host": metrics_host},
         }
         settings = load_settings(overrides)
         if metrics_port is not None and not 0 < metrics_port < 65536:
@@ -186,5 +190,6 @@ def register(app: typer.Typer) -> None:
                 *("--workers", str(total), "--group", settings.stream.group, "--compact-every", compact_every),
                 *(["--until-idle"] if until_idle else []),
                 *(["--metrics-port", str(metrics_port)] if metrics_port else []),
+                *("--metrics-host", settings.metrics.host),
             ]
             _supervise(argv, total)
