@@ -149,3 +149,42 @@ def test_status_of_an_absent_log_or_lake_exits_2_and_creates_nothing(tmp_path: P
         assert "does not exist" in done.stderr and "hint:" in done.stderr, done.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["lake"]
     assert list((tmp_path / "lake").iterdir()) == []
+
+
+def test_status_reads_the_stream_from_its_own_lake(tmp_path: Path) -> None:
+    """A stream worker writing another lake than the sink's: ``--stream-lake`` shows its position; without it the
+    sink's lake holds no stream transaction, so no stream is shown."""
+    from pinpipe.log.embedded import EmbeddedLog
+    from pinpipe.source.sample import load_sample_records
+    from pinpipe.tables import KINDS, topic_name
+
+    log = EmbeddedLog(tmp_path / "log")
+    log.ensure_topics([topic_name("0affea73130b", kind) for kind in KINDS], partitions=2)
+    for kind in KINDS:
+        records = load_sample_records(kind)[:50]
+        log.append(
+            topic_name("0affea73130b", kind), [orjson.dumps(r) for r in records], [str(i).encode() for i in range(50)]
+        )
+    log.close()
+    (tmp_path / "lake").mkdir()
+    stream_lake = tmp_path / "stream-lake"
+    done = subprocess.run(
+        [*PINPIPE, "stream", "--log", f"file://{tmp_path / 'log'}", "--lake", f"file://{stream_lake}", "--until-idle"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    base = [*PINPIPE, "status", "--log", str(tmp_path / "log"), "--lake", str(tmp_path / "lake"), "--json"]
+    own = subprocess.run([*base, "--stream-lake", str(stream_lake)], cwd=tmp_path, env=_env(), capture_output=True)
+    assert own.returncode == 0, own.stderr
+    look = orjson.loads(own.stdout)
+    assert len(look["partitions"]) == 6 and sum(p["log_end"] for p in look["partitions"]) == 150
+    assert all(p["stream"] == {"position": p["log_end"], "lag": 0} for p in look["partitions"])
+    assert all(p["sink"]["lag"] == p["log_end"] for p in look["partitions"])  # no sink ran
+    written = {(s["lake"], s["kind"]) for s in look["silver"] if s["last_write"]}
+    assert written == {(f"file://{stream_lake}", kind) for kind in KINDS}
+    other = subprocess.run(base, cwd=tmp_path, env=_env(), capture_output=True)
+    assert other.returncode == 0, other.stderr
+    assert all(p["stream"] is None for p in orjson.loads(other.stdout)["partitions"])
