@@ -188,3 +188,46 @@ def test_status_reads_the_stream_from_its_own_lake(tmp_path: Path) -> None:
     other = subprocess.run(base, cwd=tmp_path, env=_env(), capture_output=True)
     assert other.returncode == 0, other.stderr
     assert all(p["stream"] is None for p in orjson.loads(other.stdout)["partitions"])
+
+
+def test_status_over_kafka_shows_the_sink_group_lag(kafka: Service, tmp_path: Path) -> None:
+    """On a Kafka log (Tansu) the sink's committed position is its consumer group's; status shows lag 0 after
+    ``sink --until-idle`` and exactly the records appended since."""
+    import uuid
+
+    from pinpipe.log.kafka import KafkaLog
+    from pinpipe.tables import KINDS, topic_name
+
+    prefix = f"s{uuid.uuid4().hex[:8]}"
+    url = f"kafka://127.0.0.1:{kafka.port}"
+    topics = [topic_name(prefix, kind) for kind in KINDS]
+    log = KafkaLog.from_url(url)
+    try:
+        log.ensure_topics(topics, partitions=2)
+
+        def send(n: int) -> None:
+            for topic in topics:
+                log.append(topic, [orjson.dumps({"ind": i}) for i in range(n)], [str(i).encode() for i in range(n)])
+
+        send(40)
+        lake = tmp_path / "lake"
+        sink = [*PINPIPE, "sink", "--log", url, "--lake", f"file://{lake}", "--topics", ",".join(topics)]
+        done = subprocess.run(
+            [*sink, "--until-idle", "--flush-seconds", "1"], env=_env(), capture_output=True, timeout=120
+        )
+        assert done.returncode == 0, done.stderr
+
+        def look() -> list[dict[str, Any]]:
+            argv = [*PINPIPE, "status", "--log", url, "--lake", str(lake), "--prefix", prefix, "--json"]
+            got = subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, timeout=120)
+            assert got.returncode == 0, got.stderr
+            return [p for p in orjson.loads(got.stdout)["partitions"] if p["topic"] in topics]
+
+        first = look()
+        assert len(first) == 6 and sum(p["log_end"] for p in first) == 120
+        assert all(p["sink"]["committed"] == p["sink"]["landed"] == p["log_end"] for p in first)
+        assert all(p["sink"]["lag"] == 0 and p["stream"] is None for p in first)
+        send(10)
+        assert sum(p["sink"]["lag"] for p in look()) == 30
+    finally:
+        log.close()
