@@ -14,8 +14,9 @@ import orjson
 import pytest
 
 from pinpipe.lake.store import Lake
+from pinpipe.log.embedded import EmbeddedLog
 from pinpipe.source.sample import load_sample_records
-from pinpipe.tables import KINDS
+from pinpipe.tables import KINDS, topic_name
 from tests.fixtures.batch_lake import land
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -68,6 +69,30 @@ def test_the_readme_example_runs_and_matches_the_cli(tmp_path: Path) -> None:
     assert again.stdout.strip() == "0"  # the example's run was recorded: nothing is left to process
     silver = ast.literal_eval(lines["silver"].split(" ", 1)[1])
     assert set(silver) == set(KINDS) and all(0 < n <= PER_KIND for n in silver.values())
+
+
+def test_status_from_python_sees_what_landed_and_the_last_run(tmp_path: Path) -> None:
+    records = {kind: load_sample_records(kind)[:PER_KIND] for kind in KINDS}
+    land(Lake(f"file://{tmp_path / 'lake'}"), records, per_object=150)
+    log = EmbeddedLog(tmp_path / "log")
+    log.ensure_topics([topic_name("0affea73130b", kind) for kind in KINDS])
+    for kind, rows in records.items():
+        log.append(topic_name("0affea73130b", kind), [orjson.dumps(r) for r in rows])
+    log.close()
+    code = (
+        "import json, pinpipe\n"
+        "pinpipe.run_batch('lake', gold=False)\n"
+        "print(json.dumps(pinpipe.status('log', 'lake').as_dict()))\n"
+    )
+    done = _python(code, tmp_path)
+    assert done.returncode == 0, done.stderr
+    look = orjson.loads(done.stdout)
+    parts = {p["topic"]: p for p in look["partitions"]}
+    assert set(parts) == {topic_name("0affea73130b", kind) for kind in KINDS}
+    for p in parts.values():  # landed by hand: no committed position, the landed one comes from the objects
+        assert (p["log_end"], p["sink"]["landed"], p["sink"]["committed"], p["sink"]["lag"]) == (400, 400, None, 0)
+    assert look["last_run"]["read"] == PER_KIND * len(KINDS)
+    assert all(s["last_write"] is not None for s in look["silver"])
 
 
 def test_import_pinpipe_loads_no_stage(tmp_path: Path) -> None:
