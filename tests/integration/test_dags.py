@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -298,6 +299,33 @@ def test_a_manual_run_without_a_data_interval_from_a_dag_deployed_alone(
     assert calls[:3] == ["sink --until-idle", "batch", "quality --max-quarantine-share 0.05"]
     assert calls[3].startswith("report --out pinpipe-data/reports/pinpipe-") and calls[3].endswith(".html")
     assert len(result["assets"]) == 9
+
+
+def test_a_task_over_its_timeout_stops_its_command(airflow_home: AirflowHome, tmp_path: Path) -> None:
+    """A deployment with a 3-second ``land`` timeout (and no retries) and a sink that never goes idle: the task
+    fails on its ``execution_timeout`` and the command gets SIGTERM (the real sink then commits what it holds)."""
+    folder = _deployed_dag(tmp_path)
+    dag_file = folder / "pinpipe_daily.py"
+    text = dag_file.read_text()
+    for old, new in (('"land": timedelta(hours=2)', '"land": timedelta(seconds=3)'), ('"retries": 3', '"retries": 0')):
+        assert old in text
+        text = text.replace(old, new)
+    dag_file.write_text(text)
+    fake = tmp_path / "pinpipe"
+    fake.write_text(
+        "#!/bin/sh\necho \"$@\" >> calls.txt\nsleep 120 &\ntrap 'kill $!; echo terminated >> calls.txt; exit 0' TERM\nwait\n"
+    )
+    fake.chmod(0o755)
+    started = time.monotonic()
+    result = airflow_home.run(
+        "CONF = {}\nSCHEDULED = True\n" + DAG_TEST,
+        dag_folder=folder,
+        variables={"pinpipe_executable": str(fake), "pinpipe_workdir": str(tmp_path)},
+    )
+    assert time.monotonic() - started < 100
+    assert result["tasks"]["land"] == ["failed", 1]
+    assert result["tasks"]["batch"][0] == "upstream_failed"
+    assert (tmp_path / "calls.txt").read_text().splitlines() == ["sink --until-idle", "terminated"]
 
 
 def test_the_daily_dag_lands_batches_gates_and_reports_end_to_end(airflow_home: AirflowHome, tmp_path: Path) -> None:
