@@ -218,8 +218,11 @@ def take_look(
     sink_group: str,
     stream_lake: Lake | None = None,
     max_quarantine_share: float = 0.05,
+    line_counts: dict[str, int] | None = None,
 ) -> Look:
-    """One look at the pipeline (see the module docstring for what it reads)."""
+    """One look at the pipeline (see the module docstring for what it reads). ``line_counts`` (landed key → its
+    lines) is filled and reused across looks: landed objects never change, so each is read once."""
+    counts = {} if line_counts is None else line_counts
     stream_lake = stream_lake or lake
     parts: list[PartitionStatus] = []
     topics = log.topics()
@@ -239,7 +242,7 @@ def take_look(
                     kind=kind,
                     log_end=log.end_offset(topic, p),
                     sink_committed=committed.get(p),
-                    sink_landed=_landed_end(lake, topic, p),
+                    sink_landed=_landed_end(lake, topic, p, counts),
                     stream_position=stream,
                 )
             )
@@ -249,7 +252,7 @@ def take_look(
     return Look(now, log.url, lake.url, stream_lake.url, tuple(parts), silver, _last_run(lake, max_quarantine_share))
 
 
-def _landed_end(lake: Lake, topic: str, partition: int) -> int | None:
+def _landed_end(lake: Lake, topic: str, partition: int, counts: dict[str, int]) -> int | None:
     """Offset after the last landed object of a partition (start + its lines), None if nothing landed."""
     last: tuple[int, str] | None = None
     for obj in lake.iter(f"topics/{topic}/partition={partition}/"):
@@ -258,8 +261,13 @@ def _landed_end(lake: Lake, topic: str, partition: int) -> int | None:
             last = (parsed[2], obj.key)
     if last is None:
         return None
-    data = lake.get(last[1])
-    return None if data is None else last[0] + data.count(b"\n")
+    start, key = last
+    if key not in counts:
+        data = lake.get(key)
+        if data is None:  # listed, then gone (the lake was edited): report what was found
+            return None
+        counts[key] = data.count(b"\n")
+    return start + counts[key]
 
 
 def _stream_versions(lake: Lake, prefix: str, topics: dict[str, int]) -> dict[tuple[str, int], int | None]:

@@ -137,6 +137,7 @@ def register(app: typer.Typer) -> None:
         lake = open_existing_lake(settings.lake.url, settings.lake)
         stream_lake = open_existing_lake(stream_lake_url, settings.lake) if stream_lake_url else lake
         last: Any = None
+        line_counts: dict[str, int] = {}
         with open_existing_log(settings.log.url) as event_log:
 
             def look() -> Any:
@@ -147,6 +148,7 @@ def register(app: typer.Typer) -> None:
                     sink_group=settings.sink.group,
                     stream_lake=stream_lake,
                     max_quarantine_share=max_share,
+                    line_counts=line_counts,
                 )
                 return progress.judge(seen)
 
