@@ -1,57 +1,88 @@
 """Airflow 3 DAG ``pinpipe_daily``: land → batch → data-quality gate → report, once a day.
 
-Thin on purpose: every task runs one ``pinpipe`` command as a subprocess. Airflow lives in its own virtualenv
-(``make airflow`` builds ``.venv-airflow``; it caps FastAPI below pinpipe's), so the DAG never imports pinpipe.
-The scheduler parses this file; the tasks below call, in order:
+Thin on purpose: every task runs one ``pinpipe`` command as a subprocess, so pinpipe's exit codes carry straight
+into Airflow's retry semantics and its log lines stream into the task log. Airflow lives in its own virtualenv
+(it caps FastAPI below pinpipe's), so the DAG never imports pinpipe and this file can be deployed alone (git-sync,
+a Kubernetes image): nothing here depends on where the file lies. The tasks call, in order:
 
 1. ``pinpipe sink --until-idle``       land everything the event log holds that the lake does not yet have;
 2. ``pinpipe batch --interval-start {{ data_interval_start }} --interval-end {{ data_interval_end }}``
                                         landing → silver → gold, incremental (a missed or repeated run neither
-                                        loses nor doubles data); the interval is recorded with the run;
+                                        loses nor doubles data); the interval is recorded with the run. Its
+                                        ``outlets`` are the nine gold tables as Assets (``pinpipe_gold_<table>``),
+                                        so downstream DAGs can be scheduled on them;
 3. ``pinpipe quality ...``              fails the DAG run if the batch run's accounting does not balance or its
                                         quarantine share exceeds ``max_quarantine_share``;
 4. ``pinpipe report --out ...``         the HTML report of the gold tables.
 
 Schedule: daily over the previous day's data interval ``[D, D+1)`` (a ``CronDataIntervalTimetable``, because a
 bare ``"@daily"`` in Airflow 3 gives an empty interval), retries 3, 2 minutes apart, no catch-up — as the
-original DAG. Everything that differs between installations is a **Param** (editable per run in the UI, or with
-``airflow dags trigger -c '{"lake_url": ...}'``) or a **Connection**, so repointing it needs no code edit:
+original DAG. A manual run without a data interval (``airflow dags trigger`` in Airflow 3) runs the batch job with
+no interval recorded, gates the latest batch run and names its report after the run's time.
 
-- ``pinpipe``: the pinpipe executable (default: ``.venv/bin/pinpipe`` of the checkout holding this folder);
-- ``workdir``: where the commands run (relative paths such as ``file://pinpipe-data/lake`` resolve there, and
-  a ``pinpipe.toml`` there is read);
+Configuration, first match wins: the run's **Params** (``airflow dags trigger -c '{"lake_url": ...}'`` or the UI)
+→ **Airflow Variables** ``pinpipe_<param>`` (``airflow variables set pinpipe_executable /opt/pinpipe/bin/pinpipe``
+or the environment variable ``AIRFLOW_VAR_PINPIPE_EXECUTABLE``) → the defaults below:
+
+- ``executable``: the pinpipe command (default ``pinpipe``, looked up on the worker's ``PATH``);
+- ``workdir``: where the commands run (default ``~/pinpipe`` on the worker); relative locations such as
+  ``file://pinpipe-data/lake`` resolve there and a ``pinpipe.toml`` there is read;
 - ``lake_url``, ``log_url``, ``engine``, ``prefix``: passed as ``PINPIPE__…`` variables; empty = pinpipe's own
   settings (``pinpipe.toml``, the environment, defaults);
-- ``max_quarantine_share``, ``report_dir``;
+- ``max_quarantine_share`` (0.05), ``report_dir`` (``pinpipe-data/reports``, relative to ``workdir``);
 - Connection ``lake_conn_id`` (default ``pinpipe_lake``, optional, AWS type): login/password = S3 access key
-  id/secret, extra ``{"endpoint_url": ..., "region_name": ...}``.
+  id/secret, extra ``{"endpoint_url": ..., "region_name": ...}``. (``AwsBaseHook`` — session tokens, assumed
+  roles — needs the Amazon provider, which this deployment's lock file does not install.)
 
-Exit codes map to Airflow's retry semantics: pinpipe exits 2 on a configuration error and 3 on an accounting
-error — retrying cannot help, so the task fails at once (the quality gate's verdict, exit 1, too); any other
-failure (75: a service was unavailable) is retried.
+Exit codes: 2 (configuration), 3 (accounting: records lost or doubled) and 65 (fatal data or state error, e.g. a
+corrupt log or table, or a quality gate over its threshold) fail the task at once — retrying cannot help; 75 (a
+service was unavailable) and anything else are retried. Every task has an ``execution_timeout``
+(:data:`TIMEOUTS`): on timeout the command gets SIGTERM (the sink then lands and commits what it holds), then
+SIGKILL after 30 s.
 """
 
 from __future__ import annotations
 
 import os
 import shlex
+import shutil
+import signal
 import subprocess
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, BaseHook, CronDataIntervalTimetable, Param, get_current_context, task
+from airflow.sdk import DAG, Asset, BaseHook, CronDataIntervalTimetable, Param, Variable, get_current_context, task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 
-CHECKOUT = Path(__file__).resolve().parents[1]
-"""The pinpipe checkout this file lives in (``<checkout>/dags/pinpipe_daily.py``)."""
+DEFAULTS: dict[str, Any] = {"executable": "pinpipe", "workdir": "~/pinpipe"}
+"""Defaults of the Params whose Param default is empty, used when no Airflow Variable ``pinpipe_<name>`` is set."""
 
-_LOCAL_PINPIPE = CHECKOUT / ".venv" / "bin" / "pinpipe"
-DEFAULT_PINPIPE = str(_LOCAL_PINPIPE) if _LOCAL_PINPIPE.exists() else "pinpipe"
+FINAL_EXIT_CODES = {2: "configuration error", 3: "accounting error", 65: "fatal data or state error"}
+"""pinpipe exit codes that a retry cannot fix (SPEC §8; ``pinpipe.errors``): the task fails without retries."""
 
-NO_RETRY_EXIT_CODES = {2: "configuration error", 3: "accounting error"}
-"""pinpipe exit codes that a retry cannot fix (see ``pinpipe.errors``)."""
+TIMEOUTS = {
+    "land": timedelta(hours=2),
+    "batch": timedelta(hours=3),
+    "quality": timedelta(minutes=15),
+    "report": timedelta(minutes=30),
+}
+"""``execution_timeout`` per task (``sink --until-idle`` never ends while data keeps arriving)."""
+
+GOLD_TABLES = (
+    "top_category_by_country",
+    "top_category_by_year",
+    "top_user_by_country",
+    "top_country_by_followers",
+    "top_category_by_age_group",
+    "median_followers_by_age_group",
+    "users_joined_by_year",
+    "median_followers_by_join_year",
+    "median_followers_by_age_group_and_join_year",
+)
+GOLD_ASSETS = [Asset(name=f"pinpipe_gold_{t}", uri=f"pinpipe://gold/{t}", group="pinpipe") for t in GOLD_TABLES]
+"""The gold tables as Assets: ``@dag(schedule=[Asset.ref(name="pinpipe_gold_top_category_by_country")])``."""
 
 _SETTING_PARAMS = {
     "lake_url": "PINPIPE__LAKE__URL",
@@ -70,10 +101,19 @@ default_args: dict[str, Any] = {
 }
 
 
+def setting(params: dict[str, Any], name: str) -> Any:
+    """A Param's value if set for this run, else the Airflow Variable ``pinpipe_<name>``, else its default."""
+    value = params.get(name)
+    if value not in (None, ""):
+        return value
+    found = Variable.get(f"pinpipe_{name}", default=None)
+    return found if found not in (None, "") else DEFAULTS.get(name, "")
+
+
 def settings_env(params: dict[str, Any]) -> dict[str, str]:
     """``PINPIPE__…`` variables for the non-empty setting Params and the optional lake Connection."""
-    env = {var: str(params[name]) for name, var in _SETTING_PARAMS.items() if params.get(name)}
-    conn_id = params.get("lake_conn_id")
+    env = {var: str(value) for name, var in _SETTING_PARAMS.items() if (value := setting(params, name))}
+    conn_id = setting(params, "lake_conn_id")
     if conn_id:
         try:
             conn = BaseHook.get_connection(conn_id)
@@ -90,32 +130,58 @@ def settings_env(params: dict[str, Any]) -> dict[str, str]:
     return env
 
 
-def run_pinpipe(*args: str, final: dict[int, str] = NO_RETRY_EXIT_CODES) -> str:
-    """Run ``pinpipe ARGS`` in the ``workdir`` Param, stream its output to the task log, return the last lines.
+def raise_for_exit(argv: list[str], code: int) -> None:
+    """Nothing for 0; AirflowFailException (no retry) for :data:`FINAL_EXIT_CODES`; AirflowException otherwise."""
+    if code == 0:
+        return
+    if code in FINAL_EXIT_CODES:
+        raise AirflowFailException(f"`{shlex.join(argv)}` failed: {FINAL_EXIT_CODES[code]} (exit {code}); not retried")
+    raise AirflowException(f"`{shlex.join(argv)}` exited with code {code}; will be retried")
 
-    An exit code in ``final`` fails the task without retries; any other non-zero code raises for a retry."""
+
+def interval_args(start: datetime | None, end: datetime | None) -> list[str]:
+    """``--interval-start S --interval-end E``, or nothing for a run without a data interval."""
+    if start is None or end is None:
+        return []
+    return ["--interval-start", start.isoformat(), "--interval-end", end.isoformat()]
+
+
+def run_pinpipe(*args: str) -> str:
+    """Run ``pinpipe ARGS`` in the working directory, stream its output to the task log, return the last lines.
+
+    If the task is stopped (its ``execution_timeout``, a kill from the UI), the command gets SIGTERM, then SIGKILL."""
     params = get_current_context()["params"]
-    argv = [str(params["pinpipe"]), *args]
-    workdir = Path(str(params["workdir"])).expanduser()
+    executable = str(setting(params, "executable"))
+    resolved = shutil.which(executable) if os.sep not in executable else executable
+    if resolved is None or not Path(resolved).exists():
+        raise AirflowFailException(
+            f"the pinpipe command {executable!r} is not on this worker's PATH — set the 'executable' Param or the "
+            "Airflow Variable pinpipe_executable to the pinpipe of pinpipe's virtualenv"
+        )
+    argv = [resolved, *args]
+    workdir = Path(str(setting(params, "workdir"))).expanduser()
     workdir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **settings_env(params)}
     print(f"$ {shlex.join(argv)}   (in {workdir})", flush=True)
-    try:
-        proc = subprocess.Popen(
-            argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-        )
-    except OSError as exc:
-        raise AirflowFailException(f"cannot run {argv[0]!r}: {exc} — set the 'pinpipe' Param") from exc
+    proc = subprocess.Popen(
+        argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    )
     tail: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        print(line.rstrip("\n"), flush=True)
-        tail = [*tail[-19:], line.rstrip("\n")]
-    code = proc.wait()
-    if code in final:
-        raise AirflowFailException(f"`{shlex.join(argv)}` failed: {final[code]} (exit {code})")
-    if code != 0:
-        raise AirflowException(f"`{shlex.join(argv)}` exited with code {code}")
+    try:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            print(line.rstrip("\n"), flush=True)
+            tail = [*tail[-19:], line.rstrip("\n")]
+        code = proc.wait()
+    finally:
+        if proc.poll() is None:  # the task was stopped while the command ran
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+    raise_for_exit(argv, code)
     return "\n".join(tail)
 
 
@@ -129,8 +195,8 @@ with DAG(
     default_args=default_args,
     tags=["pinpipe"],
     params={
-        "pinpipe": Param(DEFAULT_PINPIPE, type="string", description="path of the pinpipe executable"),
-        "workdir": Param(str(CHECKOUT), type="string", description="directory the commands run in"),
+        "executable": Param("", type="string", description="pinpipe command (empty: Variable, else `pinpipe`)"),
+        "workdir": Param("", type="string", description="directory the commands run in (empty: ~/pinpipe)"),
         "lake_url": Param("", type="string", description="lake URL (empty: pinpipe's own settings)"),
         "log_url": Param("", type="string", description="event log URL (empty: pinpipe's own settings)"),
         "engine": Param("", enum=["", "duckdb", "spark"], description="batch engine (empty: pinpipe's setting)"),
@@ -143,40 +209,30 @@ with DAG(
     },
 ) as dag:
 
-    @task
+    @task(execution_timeout=TIMEOUTS["land"])
     def land() -> str:
         """Land everything the event log holds (the sink stops once it is idle)."""
         return run_pinpipe("sink", "--until-idle")
 
-    @task
+    @task(execution_timeout=TIMEOUTS["batch"], outlets=GOLD_ASSETS)
     def batch(data_interval_start: Any = None, data_interval_end: Any = None) -> str:
         """Clean every landed object not processed before into silver, then rebuild gold."""
-        return run_pinpipe(
-            "batch",
-            "--interval-start",
-            data_interval_start.isoformat(),
-            "--interval-end",
-            data_interval_end.isoformat(),
-        )
+        return run_pinpipe("batch", *interval_args(data_interval_start, data_interval_end))
 
-    @task
+    @task(execution_timeout=TIMEOUTS["quality"])
     def quality(data_interval_start: Any = None, data_interval_end: Any = None, params: Any = None) -> str:
         """Fail the run if the batch run's accounting does not balance or too much of it was quarantined."""
+        share = str(setting(params, "max_quarantine_share"))
         return run_pinpipe(
-            "quality",
-            "--max-quarantine-share",
-            str(params["max_quarantine_share"]),
-            "--interval-start",
-            data_interval_start.isoformat(),
-            "--interval-end",
-            data_interval_end.isoformat(),
-            final={**NO_RETRY_EXIT_CODES, 1: "quality gate failed"},
+            "quality", "--max-quarantine-share", share, *interval_args(data_interval_start, data_interval_end)
         )
 
-    @task
-    def report(data_interval_start: Any = None, params: Any = None) -> str:
-        """Write the HTML report of the gold tables to ``<report_dir>/pinpipe-<interval start date>.html``."""
-        out = Path(str(params["report_dir"])) / f"pinpipe-{data_interval_start:%Y-%m-%d}.html"
+    @task(execution_timeout=TIMEOUTS["report"])
+    def report(data_interval_start: Any = None, dag_run: Any = None, params: Any = None) -> str:
+        """Write the HTML report to ``<report_dir>/pinpipe-<interval start date>.html`` (a run without an
+        interval: ``pinpipe-<run time>.html``)."""
+        stamp = f"{data_interval_start:%Y-%m-%d}" if data_interval_start else f"{dag_run.run_after:%Y-%m-%dT%H%M%S}"
+        out = Path(str(setting(params, "report_dir"))) / f"pinpipe-{stamp}.html"
         return run_pinpipe("report", "--out", str(out))
 
     land() >> batch() >> quality() >> report()

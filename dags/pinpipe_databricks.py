@@ -16,17 +16,20 @@ Setup, once::
 
 Params (editable per run; no code edit to repoint): ``databricks_conn_id``, ``existing_cluster_id`` (empty: a
 new job cluster from ``new_cluster``), ``new_cluster``, ``python_file``, ``wheel``, ``lake_url`` (an ``s3://``
-lake the cluster can reach), ``max_quarantine_share``. Schedule, retries and catch-up as ``pinpipe_daily``.
+lake the cluster can reach), ``max_quarantine_share``. Schedule, retries and catch-up as ``pinpipe_daily``; every
+task has an ``execution_timeout`` (the cluster run its own ``timeout_seconds``); the ``batch`` task's ``outlets``
+are the gold tables as Assets, named as in ``pinpipe_daily``; a manual run without a data interval submits the
+batch job with no interval and gates the latest batch run.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pendulum
 from airflow.providers.databricks.operators.databricks import DatabricksSubmitRunOperator
-from airflow.sdk import DAG, CronDataIntervalTimetable, Param, task
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, task
 
 default_args: dict[str, Any] = {
     "owner": "pinpipe",
@@ -37,11 +40,37 @@ default_args: dict[str, Any] = {
     "retry_delay": timedelta(minutes=2),
 }
 
+RUN_TIMEOUT = timedelta(hours=1)
+"""The cluster run's ``timeout_seconds``; each task's ``execution_timeout`` adds :data:`TASK_MARGIN` for the cluster
+to start and for polling."""
+TASK_MARGIN = timedelta(minutes=30)
+
+GOLD_TABLES = (
+    "top_category_by_country",
+    "top_category_by_year",
+    "top_user_by_country",
+    "top_country_by_followers",
+    "top_category_by_age_group",
+    "median_followers_by_age_group",
+    "users_joined_by_year",
+    "median_followers_by_join_year",
+    "median_followers_by_age_group_and_join_year",
+)
+GOLD_ASSETS = [Asset(name=f"pinpipe_gold_{t}", uri=f"pinpipe://gold/{t}", group="pinpipe") for t in GOLD_TABLES]
+"""The gold tables as Assets (the same names as ``pinpipe_daily``'s)."""
+
 DEFAULT_NEW_CLUSTER: dict[str, Any] = {
     "spark_version": "15.4.x-scala2.12",
     "node_type_id": "i3.xlarge",
     "num_workers": 1,
 }
+
+
+def interval_args(start: datetime | None, end: datetime | None) -> list[str]:
+    """``--interval-start S --interval-end E``, or nothing for a run without a data interval."""
+    if start is None or end is None:
+        return []
+    return ["--interval-start", start.isoformat(), "--interval-end", end.isoformat()]
 
 
 def run_spec(params: dict[str, Any], run_name: str, arguments: list[str]) -> dict[str, Any]:
@@ -53,7 +82,7 @@ def run_spec(params: dict[str, Any], run_name: str, arguments: list[str]) -> dic
             "parameters": [*arguments],
         },
         "libraries": [{"whl": params["wheel"]}],
-        "timeout_seconds": 3600,
+        "timeout_seconds": int(RUN_TIMEOUT.total_seconds()),
     }
     if params.get("existing_cluster_id"):
         spec["existing_cluster_id"] = params["existing_cluster_id"]
@@ -86,7 +115,7 @@ with DAG(
     },
 ) as dag:
 
-    @task
+    @task(execution_timeout=timedelta(minutes=5))
     def batch_spec(data_interval_start: Any = None, data_interval_end: Any = None, params: Any = None) -> Any:
         """The submit payload of ``pinpipe batch --engine spark`` over this run's data interval."""
         return run_spec(
@@ -98,14 +127,11 @@ with DAG(
                 "spark",
                 "--lake",
                 params["lake_url"],
-                "--interval-start",
-                data_interval_start.isoformat(),
-                "--interval-end",
-                data_interval_end.isoformat(),
+                *interval_args(data_interval_start, data_interval_end),
             ],
         )
 
-    @task
+    @task(execution_timeout=timedelta(minutes=5))
     def quality_spec(data_interval_start: Any = None, data_interval_end: Any = None, params: Any = None) -> Any:
         """The submit payload of ``pinpipe quality`` for the batch run of this interval."""
         return run_spec(
@@ -117,10 +143,7 @@ with DAG(
                 params["lake_url"],
                 "--max-quarantine-share",
                 str(params["max_quarantine_share"]),
-                "--interval-start",
-                data_interval_start.isoformat(),
-                "--interval-end",
-                data_interval_end.isoformat(),
+                *interval_args(data_interval_start, data_interval_end),
             ],
         )
 
@@ -129,11 +152,14 @@ with DAG(
         json=batch_spec(),
         databricks_conn_id="{{ params.databricks_conn_id }}",
         polling_period_seconds=30,
+        execution_timeout=RUN_TIMEOUT + TASK_MARGIN,
+        outlets=GOLD_ASSETS,
     )
     quality = DatabricksSubmitRunOperator(
         task_id="quality",
         json=quality_spec(),
         databricks_conn_id="{{ params.databricks_conn_id }}",
         polling_period_seconds=30,
+        execution_timeout=RUN_TIMEOUT + TASK_MARGIN,
     )
     batch >> quality

@@ -83,6 +83,12 @@ class StreamSettings(_Section):
     lease_seconds: float = Field(10.0, gt=0, description="a lease not renewed for this long can be taken over")
 
 
+class MetricsSettings(_Section):
+    host: str = Field(
+        "127.0.0.1", description="bind address of the sink's and stream's /metrics (0.0.0.0: any interface)"
+    )
+
+
 class Settings(BaseSettings):
     """All settings. Build with :func:`load_settings`; never instantiate in a default argument."""
 
@@ -98,6 +104,7 @@ class Settings(BaseSettings):
     sink: SinkSettings = SinkSettings()
     batch: BatchSettings = BatchSettings()
     stream: StreamSettings = StreamSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @field_validator("prefix")
     @classmethod

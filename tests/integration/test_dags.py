@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,19 +37,29 @@ class AirflowHome:
     path: Path
     env: dict[str, str]
 
-    def run(self, script: str, timeout: float = 180.0) -> Any:
-        """Run ``script`` with Airflow's interpreter; it must ``emit(obj)`` once. Returns ``obj``."""
+    def run(
+        self,
+        script: str,
+        timeout: float = 180.0,
+        dag_folder: Path = REPO / "dags",
+        variables: dict[str, str] | None = None,
+    ) -> Any:
+        """Run ``script`` with Airflow's interpreter; it must ``emit(obj)`` once. Returns ``obj``.
+
+        ``bag`` is a DagBag of ``dag_folder``; ``variables`` are Airflow Variables, given as ``AIRFLOW_VAR_*``."""
         prelude = (
             "import json\n"
             "def emit(obj):\n"
             f"    print({MARK!r} + json.dumps(obj, default=str), flush=True)\n"
             "    import os; os._exit(0)  # skip Airflow's slow interpreter teardown\n"
             "from airflow.dag_processing.dagbag import DagBag\n"
-            f"bag = DagBag(dag_folder={str(REPO / 'dags')!r})\n"
+            f"bag = DagBag(dag_folder={str(dag_folder)!r})\n"
         )
+        env = {**self.env, "AIRFLOW__CORE__DAGS_FOLDER": str(dag_folder)}
+        env.update({f"AIRFLOW_VAR_{name.upper()}": value for name, value in (variables or {}).items()})
         proc = subprocess.run(
             [str(AIRFLOW_PYTHON), "-c", prelude + textwrap.dedent(script)],
-            env=self.env,
+            env=env,
             cwd=self.path,
             capture_output=True,
             text=True,
@@ -111,18 +122,32 @@ for d in bag.dags.values():
         "cron": d.timetable.expression,
         "catchup": d.catchup,
         "tasks": {t.task_id: [type(t).__name__, t.retries, t.retry_delay.total_seconds()] for t in d.tasks},
+        "timeouts": {t.task_id: t.execution_timeout and t.execution_timeout.total_seconds() for t in d.tasks},
+        "outlets": {t.task_id: sorted(a.name for a in t.outlets) for t in d.tasks},
         "params": sorted(d.params.keys()),
     }
+def module(dag):
+    spec = importlib.util.spec_from_file_location(dag.dag_id + "_module", dag.fileloc)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 dbx = bag.dags["pinpipe_databricks"]
-spec = importlib.util.spec_from_file_location("pinpipe_databricks_module", dbx.fileloc)
-mod = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mod)
+mod = module(dbx)
 params = {k: dbx.params[k] for k in dbx.params.keys()}
 out["databricks"] = {
     "new": mod.run_spec(params, "pinpipe batch", ["batch", "--engine", "spark"]),
     "existing": mod.run_spec({**params, "existing_cluster_id": "1108-162752-8okw8dgg"}, "x", ["batch"]),
     "conn_ids": {t.task_id: getattr(t, "databricks_conn_id", None) for t in dbx.tasks},
 }
+daily = module(bag.dags["pinpipe_daily"])
+exits = {}
+for code in (0, 1, 2, 3, 65, 75, -9):
+    try:
+        daily.raise_for_exit(["pinpipe", "batch"], code)
+        exits[code] = None
+    except Exception as exc:
+        exits[code] = type(exc).__name__
+out["exits"] = exits
 emit(out)
 """
 
@@ -150,8 +175,29 @@ def test_schedule_retries_and_catchup_match_the_original(dag_facts: dict[str, An
         assert dag["catchup"] is False
         assert all(task[1:] == [3, 120.0] for task in dag["tasks"].values()), dag["tasks"]
     daily, dbx = dag_facts["dags"]["pinpipe_daily"], dag_facts["dags"]["pinpipe_databricks"]
-    assert {"pinpipe", "workdir", "lake_url", "log_url", "engine", "max_quarantine_share"} <= set(daily["params"])
+    assert {"executable", "workdir", "lake_url", "log_url", "engine", "max_quarantine_share"} <= set(daily["params"])
     assert {"databricks_conn_id", "existing_cluster_id", "new_cluster", "lake_url"} <= set(dbx["params"])
+
+
+def test_every_task_has_a_timeout_and_batch_declares_the_gold_assets(dag_facts: dict[str, Any]) -> None:
+    from pinpipe.batch.gold import GOLD_TABLES
+
+    for dag_id, dag in dag_facts["dags"].items():
+        assert all(seconds and seconds > 0 for seconds in dag["timeouts"].values()), (dag_id, dag["timeouts"])
+        assert dag["outlets"]["batch"] == sorted(f"pinpipe_gold_{name}" for name in GOLD_TABLES), dag_id
+        assert all(not names for task, names in dag["outlets"].items() if task != "batch")
+
+
+def test_exit_65_fails_at_once_and_75_is_retried(dag_facts: dict[str, Any]) -> None:
+    assert dag_facts["exits"] == {
+        "0": None,
+        "1": "AirflowException",  # a bug or a crash: retried, it may be transient
+        "2": "AirflowFailException",
+        "3": "AirflowFailException",
+        "65": "AirflowFailException",
+        "75": "AirflowException",
+        "-9": "AirflowException",  # killed (OOM): retried
+    }
 
 
 def test_databricks_variant_submits_the_spark_batch_entry_point(dag_facts: dict[str, Any]) -> None:
@@ -169,30 +215,54 @@ def test_databricks_variant_submits_the_spark_batch_entry_point(dag_facts: dict[
 
 
 DAG_TEST = """
+from airflow.models.asset import AssetEvent
+from airflow.utils.session import create_session
 dag = bag.dags["pinpipe_daily"]
-run = dag.test(run_conf=CONF)
+with create_session() as session:
+    before = session.query(AssetEvent).count()
+run = dag.test(run_conf=CONF) if SCHEDULED else dag.test(run_conf=CONF, logical_date=None)
+with create_session() as session:
+    events = sorted(e.asset.name for e in session.query(AssetEvent).order_by(AssetEvent.id).all()[before:])
 emit({"state": str(run.state),
-      "interval": [run.data_interval_start.isoformat(), run.data_interval_end.isoformat()],
+      "fileloc": dag.fileloc,
+      "run_type": str(run.run_type),
+      "interval": [str(run.data_interval_start), str(run.data_interval_end)],
+      "assets": events,
       "tasks": {ti.task_id: [str(ti.state), ti.try_number] for ti in run.get_task_instances()}})
 """
 
 
-def test_a_failed_quality_gate_fails_the_run_at_once(airflow_home: AirflowHome, tmp_path: Path) -> None:
-    fake = tmp_path / "pinpipe"
-    fake.write_text(
-        "#!/bin/sh\n"
-        'echo "$@" >> calls.txt\n'
-        'if [ "$1" = quality ]; then echo "accounting does not balance" >&2; exit 3; fi\n'
+def _fake_pinpipe(folder: Path, fail: dict[str, int]) -> Path:
+    """A stand-in ``pinpipe`` that records its arguments in ``calls.txt`` (in its working directory) and exits
+    with ``fail[command]`` for the commands named there."""
+    fake = folder / "pinpipe"
+    cases = "".join(
+        f'if [ "$1" = {cmd} ]; then echo "{cmd} failed" >&2; exit {code}; fi\n' for cmd, code in fail.items()
     )
+    fake.write_text('#!/bin/sh\necho "$@" >> calls.txt\n' + cases)
     fake.chmod(0o755)
-    conf = {"pinpipe": str(fake), "workdir": str(tmp_path), "lake_url": "file://lake"}
-    result = airflow_home.run(f"CONF = {conf!r}\n" + DAG_TEST)
+    return fake
+
+
+def _deployed_dag(tmp_path: Path) -> Path:
+    """``pinpipe_daily.py`` alone in a folder outside the checkout, as git-sync or an image deploys it."""
+    folder = tmp_path / "deployed-dags"
+    folder.mkdir()
+    (folder / "pinpipe_daily.py").write_bytes((REPO / "dags" / "pinpipe_daily.py").read_bytes())
+    return folder
+
+
+def test_a_failed_quality_gate_fails_the_run_at_once(airflow_home: AirflowHome, tmp_path: Path) -> None:
+    fake = _fake_pinpipe(tmp_path, {"quality": 3})
+    conf = {"executable": str(fake), "workdir": str(tmp_path), "lake_url": "file://lake"}
+    result = airflow_home.run(f"CONF = {conf!r}\nSCHEDULED = True\n" + DAG_TEST)
     assert result["state"] == "failed"
     assert result["tasks"]["land"][0] == "success"
     assert result["tasks"]["batch"][0] == "success"
     assert result["tasks"]["quality"] == ["failed", 1]  # exit 3: no retry can fix it
     assert result["tasks"]["report"][0] == "upstream_failed"
     start, end = result["interval"]
+    start, end = start.replace(" ", "T"), end.replace(" ", "T")
     assert start.endswith("T00:00:00+00:00") and end.endswith("T00:00:00+00:00") and start < end
     calls = (tmp_path / "calls.txt").read_text().splitlines()
     assert calls[0] == "sink --until-idle"
@@ -200,8 +270,67 @@ def test_a_failed_quality_gate_fails_the_run_at_once(airflow_home: AirflowHome, 
     assert calls[2].startswith("quality --max-quarantine-share 0.05 --interval-start")
 
 
+def test_a_fatal_data_error_fails_the_batch_task_without_retries(airflow_home: AirflowHome, tmp_path: Path) -> None:
+    fake = _fake_pinpipe(tmp_path, {"batch": 65})
+    conf = {"executable": str(fake), "workdir": str(tmp_path)}
+    result = airflow_home.run(f"CONF = {conf!r}\nSCHEDULED = True\n" + DAG_TEST)
+    assert result["state"] == "failed"
+    assert result["tasks"]["batch"] == ["failed", 1]
+    assert result["tasks"]["quality"][0] == "upstream_failed"
+    assert result["assets"] == []  # a failed batch announces no gold
+
+
+def test_a_manual_run_without_a_data_interval_from_a_dag_deployed_alone(
+    airflow_home: AirflowHome, tmp_path: Path
+) -> None:
+    """No Param set: the executable and the working directory come from Airflow Variables; the DAG file is not
+    in a checkout; the run has no data interval."""
+    fake = _fake_pinpipe(tmp_path, {})
+    work = tmp_path / "work"
+    variables = {"pinpipe_executable": str(fake), "pinpipe_workdir": str(work)}
+    result = airflow_home.run(
+        "CONF = {}\nSCHEDULED = False\n" + DAG_TEST, dag_folder=_deployed_dag(tmp_path), variables=variables
+    )
+    assert result["fileloc"].startswith(str(tmp_path / "deployed-dags"))
+    assert result["state"] == "success", result
+    assert result["run_type"].lower().endswith("manual")
+    assert result["interval"] == ["None", "None"]
+    calls = (work / "calls.txt").read_text().splitlines()
+    assert calls[:3] == ["sink --until-idle", "batch", "quality --max-quarantine-share 0.05"]
+    assert calls[3].startswith("report --out pinpipe-data/reports/pinpipe-") and calls[3].endswith(".html")
+    assert len(result["assets"]) == 9
+
+
+def test_a_task_over_its_timeout_stops_its_command(airflow_home: AirflowHome, tmp_path: Path) -> None:
+    """A deployment with a 3-second ``land`` timeout (and no retries) and a sink that never goes idle: the task
+    fails on its ``execution_timeout`` and the command gets SIGTERM (the real sink then commits what it holds)."""
+    folder = _deployed_dag(tmp_path)
+    dag_file = folder / "pinpipe_daily.py"
+    text = dag_file.read_text()
+    for old, new in (('"land": timedelta(hours=2)', '"land": timedelta(seconds=3)'), ('"retries": 3', '"retries": 0')):
+        assert old in text
+        text = text.replace(old, new)
+    dag_file.write_text(text)
+    fake = tmp_path / "pinpipe"
+    fake.write_text(
+        "#!/bin/sh\necho \"$@\" >> calls.txt\nsleep 120 &\ntrap 'kill $!; echo terminated >> calls.txt; exit 0' TERM\nwait\n"
+    )
+    fake.chmod(0o755)
+    started = time.monotonic()
+    result = airflow_home.run(
+        "CONF = {}\nSCHEDULED = True\n" + DAG_TEST,
+        dag_folder=folder,
+        variables={"pinpipe_executable": str(fake), "pinpipe_workdir": str(tmp_path)},
+    )
+    assert time.monotonic() - started < 100
+    assert result["tasks"]["land"] == ["failed", 1]
+    assert result["tasks"]["batch"][0] == "upstream_failed"
+    assert (tmp_path / "calls.txt").read_text().splitlines() == ["sink --until-idle", "terminated"]
+
+
 def test_the_daily_dag_lands_batches_gates_and_reports_end_to_end(airflow_home: AirflowHome, tmp_path: Path) -> None:
-    """A prepared deployment (source database, API, emulated traffic in both dialects), then ``dag.test()``."""
+    """A prepared deployment (source database, API, emulated traffic in both dialects), then ``dag.test()`` of
+    the DAG file copied outside the checkout, configured only through Airflow Variables."""
     work = tmp_path / "work"
     work.mkdir()
     db, log, lake = f"sqlite:///{work / 'source.db'}", f"file://{work / 'log'}", f"file://{work / 'lake'}"
@@ -224,14 +353,22 @@ def test_the_daily_dag_lands_batches_gates_and_reports_end_to_end(airflow_home: 
     finally:
         api.stop()
 
-    conf = {"pinpipe": pinpipe, "workdir": str(work), "lake_url": lake, "log_url": log}
-    result = airflow_home.run(f"CONF = {conf!r}\n" + DAG_TEST, timeout=300)
+    variables = {
+        "pinpipe_executable": pinpipe,
+        "pinpipe_workdir": str(work),
+        "pinpipe_lake_url": lake,
+        "pinpipe_log_url": log,
+    }
+    result = airflow_home.run(
+        "CONF = {}\nSCHEDULED = True\n" + DAG_TEST, timeout=300, dag_folder=_deployed_dag(tmp_path), variables=variables
+    )
     assert result["state"] == "success", result
     assert {task: state for task, (state, _) in result["tasks"].items()} == dict.fromkeys(
         ("land", "batch", "quality", "report"), "success"
     )
     gold = sorted(p.name for p in (work / "lake" / "gold").iterdir() if (p / "_delta_log").is_dir())
     assert len(gold) == 9 and "top_category_by_country" in gold
+    assert result["assets"] == sorted(f"pinpipe_gold_{name}" for name in gold)
     reports = list((work / "pinpipe-data" / "reports").glob("pinpipe-*.html"))
     assert len(reports) == 1 and reports[0].name == f"pinpipe-{result['interval'][0][:10]}.html"
     assert reports[0].stat().st_size > 1000

@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from pinpipe.errors import PinpipeError
-from pinpipe.telemetry.logs import LogFormat, setup_logging
+from pinpipe.telemetry.logs import LogFormat, get_logger, setup_logging
 
 COMMAND_MODULES = (
     "demo_cmd",
@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "results_cmd",
     "quality_cmd",
     "accounting_cmd",
+    "status_cmd",
     "drill_cmd",
     "config_cmd",
 )
@@ -50,7 +51,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-_state = {"debug": False}
+_state = {"debug": False, "json": False}
 
 
 @app.callback()
@@ -64,6 +65,7 @@ def _root(
         raise typer.BadParameter("must be 'human' or 'json'", param_hint="--log-format")
     fmt: LogFormat = "json" if log_format == "json" else "human"
     _state["debug"] = debug
+    _state["json"] = fmt == "json"
     setup_logging(fmt)
 
 
@@ -111,6 +113,9 @@ def _run(argv: list[str] | None, application: typer.Typer = app) -> int:
     except PinpipeError as exc:
         if _state["debug"]:
             raise
+        if _state["json"]:  # one JSON log line, like every other line of the command
+            _log_error(exc.message, exc.exit_code, type(exc).__name__, exc.hint, exc.facts)
+            return exc.exit_code
         err_console.print(f"[bold red]error:[/] {escape(exc.message)}{escape(_facts(exc))}", highlight=False)
         if exc.hint:
             err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
@@ -131,10 +136,23 @@ def _run(argv: list[str] | None, application: typer.Typer = app) -> int:
     except Exception as exc:  # a bug: exit 1, never the code of a deliberate error
         if _state["debug"]:
             raise
+        if _state["json"]:
+            _log_error(f"internal error: {type(exc).__name__}: {exc}", 1, type(exc).__name__, _BUG_HINT, {})
+            return 1
         err_console.print(f"[bold red]error:[/] internal error: {escape(type(exc).__name__)}: {escape(str(exc))}")
-        err_console.print("[yellow]hint:[/] this is a bug; run again with --debug for the traceback and report it")
+        err_console.print(f"[yellow]hint:[/] {_BUG_HINT}")
         return 1
     return code if isinstance(code, int) else 0
+
+
+_BUG_HINT = "this is a bug; run again with --debug for the traceback and report it"
+
+
+def _log_error(message: str, code: int, kind: str, hint: str | None, facts: dict[str, Any]) -> None:
+    """The error as a JSON log line (``--log-format json``): message, hint, exit code, error type and facts."""
+    scalars = {k: v for k, v in facts.items() if v is None or isinstance(v, (str, int, float, bool))}
+    fields = {**scalars, "error": kind, "exit_code": code, "hint": hint}
+    get_logger("cli").error(message, extra={"fields": fields})
 
 
 def _facts(exc: PinpipeError) -> str:

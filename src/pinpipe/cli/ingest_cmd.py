@@ -53,6 +53,7 @@ def register(app: typer.Typer) -> None:
             http="httptools",
             access_log=False,
             log_level="warning",
+            log_config=None,  # uvicorn's lines go through pinpipe's formatter (setup_logging)
             timeout_graceful_shutdown=10,
         )
         if stopped_by:

@@ -53,7 +53,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         group: Annotated[str | None, typer.Option("--group", help="Consumer group (sink.group).")] = None,
         metrics_port: Annotated[
-            int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics on 127.0.0.1:PORT.")
+            int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics on --metrics-host:PORT.")
+        ] = None,
+        metrics_host: Annotated[
+            str | None, typer.Option("--metrics-host", help="Bind address of /metrics (metrics.host: 127.0.0.1).")
         ] = None,
     ) -> None:
         """Land every record of the event log in the lake: topics/<topic>/partition=<p>/<topic>+<p>+<offset>.json."""
@@ -66,6 +69,7 @@ def register(app: typer.Typer) -> None:
             "log": {"url": log_url},
             "lake": {"url": lake_url},
             "sink": {"flush_records": flush_records, "flush_seconds": flush_seconds, "group": group},
+            "metrics": {"host": metrics_host},
         }
         settings = load_settings(overrides)
         if metrics_port is not None and not 0 < metrics_port < 65536:
@@ -84,7 +88,7 @@ def register(app: typer.Typer) -> None:
                 metrics=metrics,
             )
             if metrics and metrics_port:
-                metrics.serve(metrics_port)
+                metrics.serve(metrics_port, settings.metrics.host)
             stop = threading.Event()
             previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 

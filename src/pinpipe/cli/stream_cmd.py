@@ -62,7 +62,7 @@ def _run_worker(
     _install_stop(stop)
     metrics = StreamMetrics()
     if metrics_port:
-        metrics.serve(metrics_port + worker_index)
+        metrics.serve(metrics_port + worker_index, settings.metrics.host)
     options = StreamOptions(
         prefix=settings.prefix,
         max_batch=s.max_batch,
@@ -160,7 +160,10 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--until-idle", help="Exit once no new record has arrived for a few seconds.")
         ] = False,
         metrics_port: Annotated[
-            int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics on 127.0.0.1:PORT(+index).")
+            int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics on --metrics-host:PORT(+index).")
+        ] = None,
+        metrics_host: Annotated[
+            str | None, typer.Option("--metrics-host", help="Bind address of /metrics (metrics.host: 127.0.0.1).")
         ] = None,
         compact_every: Annotated[
             str,
@@ -180,6 +183,7 @@ def register(app: typer.Typer) -> None:
                 "leases": leases,
                 "lease_seconds": lease_seconds,
             },
+            "metrics": {"host": metrics_host},
         }
         settings = load_settings(overrides)
         if metrics_port is not None and not 0 < metrics_port < 65536:
@@ -206,5 +210,6 @@ def register(app: typer.Typer) -> None:
                 *(["--metrics-port", str(metrics_port)] if metrics_port else []),
                 *(["--leases", settings.stream.leases] if settings.stream.leases else []),
                 *("--lease-seconds", str(settings.stream.lease_seconds)),
+                *("--metrics-host", settings.metrics.host),
             ]
             _supervise(argv, total)

@@ -1,7 +1,8 @@
 """Prometheus metrics of one API app (its own registry: two apps in one process never share counters).
 
 Filled by :class:`pinpipe.ingest.app.IngestMiddleware` (requests, latency) and by the two dialect modules
-(records accepted/rejected, append latency); served by ``GET /metrics``.
+(records accepted/rejected, append latency); served by ``GET /metrics`` with the process and build-info metrics of
+:mod:`pinpipe.telemetry.process`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
+from pinpipe.telemetry.process import register_process_metrics
+
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
@@ -19,6 +22,7 @@ class ApiMetrics:
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
 
     def __post_init__(self) -> None:
+        register_process_metrics(self.registry, "api")
         self.requests = Counter(
             "pinpipe_api_requests_total",
             "HTTP requests by route and status",

@@ -38,14 +38,23 @@ class _HumanFormatter(logging.Formatter):
         return line
 
 
+FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+"""Loggers of libraries whose lines go through the same formatter as pinpipe's (the ASGI server's start, stop and
+error lines). The server must be started without its own logging config (``uvicorn.run(..., log_config=None)``)."""
+
+
 def setup_logging(fmt: LogFormat = "human", level: int = logging.INFO) -> None:
-    """Send pinpipe's log lines to stderr in ``fmt``. Idempotent."""
+    """Send pinpipe's log lines, and those of :data:`FOREIGN_LOGGERS`, to stderr in ``fmt``. Idempotent."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _HumanFormatter())
     root = logging.getLogger("pinpipe")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    for name in FOREIGN_LOGGERS:
+        foreign = logging.getLogger(name)
+        foreign.handlers[:] = [handler] if "." not in name else []  # children propagate to "uvicorn"
+        foreign.propagate = "." in name
 
 
 def get_logger(name: str) -> logging.Logger:

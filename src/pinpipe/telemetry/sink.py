@@ -1,17 +1,21 @@
 """Prometheus metrics of the sink, on a registry of their own (no process-wide singleton).
 
 Who calls what: :class:`~pinpipe.lake.sink.LakeSink` calls :meth:`SinkMetrics.landed` after each durable object
-and :meth:`SinkMetrics.position` after each commit; ``pinpipe sink --metrics-port`` serves :attr:`registry`.
+and :meth:`SinkMetrics.position` after each commit; ``pinpipe sink --metrics-port`` serves :attr:`registry` (with
+the process and build-info metrics of :mod:`pinpipe.telemetry.process`) on ``--metrics-host`` (``metrics.host``).
 """
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from pinpipe.telemetry.process import register_process_metrics, serve_metrics
+
 
 class SinkMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        register_process_metrics(self.registry, "sink")
         self.records = Counter(
             "pinpipe_sink_records", "records landed in the lake", ["topic", "partition"], registry=self.registry
         )
@@ -40,7 +44,5 @@ class SinkMetrics:
             self.lag.labels(topic, str(partition)).set(max(0, end - committed))
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
-        """Expose ``/metrics`` over HTTP from a daemon thread."""
-        from prometheus_client import start_http_server
-
-        start_http_server(port, addr=host, registry=self.registry)
+        """Expose ``/metrics`` over HTTP on ``host:port`` from a daemon thread."""
+        serve_metrics(self.registry, port, host)

@@ -1,16 +1,18 @@
 """Prometheus metrics of a stream worker, in a registry of its own (no process-wide state).
 
 Who calls what: :class:`pinpipe.stream.worker.StreamWorker` updates them after every micro-batch and every compaction;
-``pinpipe stream --metrics-port N`` serves :attr:`StreamMetrics.registry` on ``http://127.0.0.1:N/metrics``.
+``pinpipe stream --metrics-port N`` serves :attr:`StreamMetrics.registry` (with the process and build-info metrics of
+:mod:`pinpipe.telemetry.process`) on ``http://<--metrics-host>:N/metrics`` (``metrics.host``, default 127.0.0.1).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from pinpipe.log.feed import TopicPartition
+from pinpipe.telemetry.process import register_process_metrics, serve_metrics
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
 
@@ -21,6 +23,7 @@ class StreamMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        register_process_metrics(r, "stream")
         self.records = Counter("pinpipe_stream_records", "Records read from the log", ["kind"], registry=r)
         self.silver_rows = Counter(
             "pinpipe_stream_silver_rows", "Silver rows inserted or updated", ["kind", "op"], registry=r
@@ -59,4 +62,4 @@ class StreamMetrics:
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Serve ``/metrics`` on ``host:port`` from a daemon thread."""
-        start_http_server(port, addr=host, registry=self.registry)
+        serve_metrics(self.registry, port, host)
