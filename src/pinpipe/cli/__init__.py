@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from pinpipe.config import mask_secrets
 from pinpipe.errors import PinpipeError
 from pinpipe.telemetry.logs import LogFormat, setup_logging
 
@@ -110,9 +111,10 @@ def _run(argv: list[str] | None) -> int:
     except PinpipeError as exc:
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] {escape(exc.message)}{escape(_facts(exc))}", highlight=False)
+        line = mask_secrets(f"{exc.message}{_facts(exc)}")
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
         if exc.hint:
-            err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
+            err_console.print(f"[yellow]hint:[/] {escape(mask_secrets(exc.hint))}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -130,7 +132,8 @@ def _run(argv: list[str] | None) -> int:
     except Exception as exc:  # a bug: exit 1, never the code of a deliberate error
         if _state["debug"]:
             raise
-        err_console.print(f"[bold red]error:[/] internal error: {escape(type(exc).__name__)}: {escape(str(exc))}")
+        detail = mask_secrets(f"{type(exc).__name__}: {exc}")
+        err_console.print(f"[bold red]error:[/] internal error: {escape(detail)}", highlight=False)
         err_console.print("[yellow]hint:[/] this is a bug; run again with --debug for the traceback and report it")
         return 1
     return code if isinstance(code, int) else 0

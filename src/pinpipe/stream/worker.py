@@ -66,7 +66,8 @@ def open_feed(log_url: str, prefix: str, group: str, worker_index: int = 0, work
 
         return KafkaGroupFeed(log_url, prefix, group)
     pace = 0.2 if log_url.startswith("kinesis://") else 0.0  # Kinesis: 5 GetRecords per second per shard
-    return LogFeed(open_log(log_url), prefix, group, worker_index, workers, owns_log=True, min_read_interval_s=pace)
+    event_log = open_log(log_url, access="read")  # a worker only reads: a missing log is an error, never created
+    return LogFeed(event_log, prefix, group, worker_index, workers, owns_log=True, min_read_interval_s=pace)
 
 
 def app_id(topic: str, partition: int) -> str:
