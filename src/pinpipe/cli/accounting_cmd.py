@@ -75,9 +75,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Reconcile records stage by stage (sent → acked → log → landed → batch → silver); exit 3 on a loss."""
         from pinpipe.checks.accounting import account
-        from pinpipe.cli.batch_cmd import LAKE_CONTENT
         from pinpipe.errors import NotFoundError
-        from pinpipe.lake.store import open_lake
+        from pinpipe.lake.store import LAKE_CONTENT, open_lake
         from pinpipe.locations import send_log_path
         from pinpipe.log import open_log
 

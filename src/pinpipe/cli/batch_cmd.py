@@ -15,9 +15,6 @@ import typer
 from pinpipe.config import load_settings
 from pinpipe.errors import ConfigError, NotFoundError
 
-LAKE_CONTENT = ("topics", "silver", "quarantine", "gold", "_meta")
-"""Top-level folders of a lake that a pipeline has written to (landed objects and tables)."""
-
 
 def parse_instant(value: str | None, flag: str) -> datetime | None:
     """An ISO-8601 instant (``2024-01-01``, ``2024-01-01T00:00:00+00:00``; no zone = UTC) or None."""
@@ -56,7 +53,7 @@ def register(app: typer.Typer) -> None:
         from pinpipe.batch.job import run_batch
         from pinpipe.cli import console, err_console
         from pinpipe.engine import open_engine
-        from pinpipe.lake.store import open_lake
+        from pinpipe.lake.store import LAKE_CONTENT, open_lake
 
         start = parse_instant(interval_start, "--interval-start")
         end = parse_instant(interval_end, "--interval-end")

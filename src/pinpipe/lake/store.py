@@ -38,9 +38,12 @@ from pinpipe.telemetry.logs import get_logger
 _FOREIGN = (OSError, RuntimeError, BaseError)
 """What obstore raises when a store cannot be reached (its own ``BaseError`` tree is not an ``OSError``)."""
 _MISSING_HINT = (
-    "check --lake (or lake.url) for a typo; `pinpipe sink` or `pinpipe stream` creates the lake when it first writes"
+    "check --lake (or lake.url) for a typo; `pinpipe sink` or `pinpipe stream` creates a lake when it first "
+    "writes, `pinpipe batch` fills its tables"
 )
 log = get_logger("lake")
+LAKE_CONTENT = ("topics", "silver", "quarantine", "gold", "_meta")
+"""Top-level folders a pipeline writes in a lake (landed objects and tables): see :meth:`Lake.holds_objects`."""
 
 
 @dataclass(frozen=True, slots=True)
