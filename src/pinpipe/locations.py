@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
+from pinpipe.config import mask_secrets
 from pinpipe.errors import ConfigError, NotFoundError
 from pinpipe.telemetry.logs import get_logger
 
@@ -66,6 +67,18 @@ def normalise(location: str, what: str, flag: str, schemes: Mapping[str, str]) -
                     f"{what} URL {location!r} names no directory", hint=f"use {flag} file://DIR or a path"
                 )
             return f"file://{Path(rest).expanduser().resolve()}"
+        authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+        if "@" in authority:
+            raise ConfigError(
+                f"the {what} URL {mask_secrets(location)!r} carries credentials, which pinpipe never reads from "
+                "a URL (they would be sent and logged as part of the address)",
+                hint=f"remove 'user:password@' from {flag}; "
+                + (
+                    "S3 keys go in lake.access_key_id/lake.secret_access_key or the AWS_* variables"
+                    if scheme == "s3"
+                    else "Kinesis takes AWS credentials from the AWS_* variables"
+                ),
+            )
         return f"{scheme}://{rest}"
     like = _SCHEME_LIKE.match(text)
     if like is not None:
