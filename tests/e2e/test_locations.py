@@ -191,3 +191,18 @@ def test_parity_of_two_empty_lakes_is_not_ok(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert f"lake A (file://{tmp_path / 'a'}) holds neither landed objects nor tables" in _error(proc)
     assert "parity: OK" not in proc.stdout
+
+
+def test_source_show_reads_a_sqlite_file_only_if_it_exists(tmp_path: Path) -> None:
+    db = tmp_path / "typo.db"
+    proc = _pinpipe("source", "show", "--db", f"sqlite:///{db}", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"the source database {db} does not exist" in _error(proc) and "pinpipe source init" in proc.stderr
+    assert not db.exists()
+
+
+def test_demo_refuses_a_data_dir_that_is_a_file(tmp_path: Path) -> None:
+    (tmp_path / "data").write_text("not a directory")
+    proc = _pinpipe("demo", "--data-dir", "data", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--data-dir data is not a directory" in _error(proc)
