@@ -56,7 +56,7 @@ def test_config_never_prints_a_password_inside_a_url(tmp_path: Path) -> None:
     env = {
         "PINPIPE__SOURCE__URL": "mysql+pymysql://root:hunter2-pw@127.0.0.1:3306/pinterest_data",
         "PINPIPE__LAKE__ENDPOINT": "http://minio:endpoint-pw@127.0.0.1:9000",
-        "PINPIPE__LOG__URL": "kinesis://us-east-1?endpoint=http://127.0.0.1:1&aws_secret_access_key=query-pw",
+        "PINPIPE__LOG__URL": "kafka://127.0.0.1:9092?security.protocol=SASL_PLAINTEXT&sasl.password=query-pw",
     }
     for args in (("config",), ("config", "--json")):
         proc = _pinpipe(*args, cwd=tmp_path, env=env)
@@ -65,6 +65,7 @@ def test_config_never_prints_a_password_inside_a_url(tmp_path: Path) -> None:
         assert "hunter2-pw" not in shown and "endpoint-pw" not in shown and "query-pw" not in shown
         assert "mysql+pymysql://root:***@127.0.0.1:3306/pinterest_data" in shown
         assert "http://minio:***@127.0.0.1:9000" in shown
+        assert "sasl.password=***" in shown
     doc = json.loads(_pinpipe("config", "--json", cwd=tmp_path, env=env).stdout)
     assert doc["source"]["url"] == "mysql+pymysql://root:***@127.0.0.1:3306/pinterest_data"
 
