@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,16 +20,25 @@ import pytest
 
 from pinpipe.log.embedded import EmbeddedLog
 from pinpipe.tables import KINDS, topic_name
+from tests.fixtures.services import Service
 
 PINPIPE = [sys.executable, "-m", "pinpipe"]
 PREFIX = "0affea73130b"
 RECORDS_PER_TOPIC = 50
 
 
-def _pinpipe(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PINPIPE")}
+def _pinpipe(
+    *args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("PINPIPE")}
     return subprocess.run(
-        [*PINPIPE, *args], capture_output=True, text=True, cwd=cwd, timeout=timeout, stdin=subprocess.DEVNULL, env=env
+        [*PINPIPE, *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        env={**clean, **(env or {})},
     )
 
 
@@ -206,3 +216,17 @@ def test_demo_refuses_a_data_dir_that_is_a_file(tmp_path: Path) -> None:
     proc = _pinpipe("demo", "--data-dir", "data", cwd=tmp_path)
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "--data-dir data is not a directory" in _error(proc)
+
+
+def test_s3_lakes_must_exist_for_reading(tmp_path: Path, moto: Service) -> None:
+    import boto3
+
+    bucket = f"locations-{uuid.uuid4().hex[:10]}"
+    boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1").create_bucket(Bucket=bucket)
+    env = {"PINPIPE__LAKE__ENDPOINT": moto.url}
+    empty = _pinpipe("results", "--lake", f"s3://{bucket}/typo", cwd=tmp_path, env=env)
+    assert empty.returncode == 2, empty.stdout + empty.stderr
+    assert f"the lake s3://{bucket}/typo holds no object" in _error(empty)
+    missing = _pinpipe("quality", "--lake", f"s3://no-{bucket}/lake", cwd=tmp_path, env=env)
+    assert missing.returncode == 2, missing.stdout + missing.stderr
+    assert "NoSuchBucket" in _error(missing)
