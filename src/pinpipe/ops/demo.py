@@ -202,6 +202,9 @@ def _wait(what: str, done: Callable[[], bool], children: list[Child], timeout: f
 
 
 def _start_services(sup: Supervisor, layout: DemoLayout, opts: DemoOptions) -> tuple[str, dict[str, str], list[Child]]:
+    from pinpipe.log import locate_log
+
+    locate_log(layout.log_url, "write")  # the demo owns its data dir: the sink and stream read a log that exists
     api_port, sink_metrics, stream_metrics = free_port(), free_port(), free_port()
     stores = ("--log", layout.log_url, "--lake", layout.lake_url)
     children = [
