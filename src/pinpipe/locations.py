@@ -40,6 +40,12 @@ _SCHEME_LIKE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.DOTALL)
 
 log = get_logger("locations")
 
+_CREDENTIALS = {
+    "s3": "S3 keys go in lake.access_key_id/lake.secret_access_key or the AWS_* variables",
+    "kinesis": "Kinesis takes AWS credentials from the AWS_* variables",
+    "kafka": "the Kafka backend takes no user and password in the broker address",
+}
+
 
 def _shapes(schemes: Mapping[str, str]) -> str:
     return "a path (./dir or /abs/dir), " + ", ".join(schemes.values())
@@ -72,12 +78,7 @@ def normalise(location: str, what: str, flag: str, schemes: Mapping[str, str]) -
             raise ConfigError(
                 f"the {what} URL {mask_secrets(location)!r} carries credentials, which pinpipe never reads from "
                 "a URL (they would be sent and logged as part of the address)",
-                hint=f"remove 'user:password@' from {flag}; "
-                + (
-                    "S3 keys go in lake.access_key_id/lake.secret_access_key or the AWS_* variables"
-                    if scheme == "s3"
-                    else "Kinesis takes AWS credentials from the AWS_* variables"
-                ),
+                hint=f"remove 'user:password@' from {flag}; " + _CREDENTIALS.get(scheme, "it takes no credentials"),
             )
         return f"{scheme}://{rest}"
     like = _SCHEME_LIKE.match(text)
