@@ -124,6 +124,9 @@ def test_accounting_with_a_wrong_log_says_the_log_is_missing(landed: Path) -> No
     assert "holds no topic" in _error(not_a_log)
     good = _pinpipe("accounting", "--lake", "lake", "--log", "log", "--allow-lag", cwd=landed)
     assert good.returncode == 0, good.stdout + good.stderr
+    no_sends = _pinpipe("accounting", "--lake", "lake", "--send-log", f"file://{landed / 'nope.jsonl'}", cwd=landed)
+    assert no_sends.returncode == 2, no_sends.stdout + no_sends.stderr
+    assert f"--send-log {landed / 'nope.jsonl'} is not a file" in _error(no_sends)  # a file:// URL is its path
 
 
 def test_accounting_on_an_empty_lake_is_not_balanced(tmp_path: Path) -> None:
