@@ -2,7 +2,8 @@
 
 This is the only module that reads ``os.environ``. Settings are frozen, built once at the edge (the CLI, the
 DAG, the API factory) with :func:`load_settings`, and passed down. Secrets are ``SecretStr``: they are masked
-by :func:`describe` and never logged.
+by :func:`describe` and never logged; so is a password embedded in a URL (``mysql://user:PASSWORD@host/db``,
+``?password=...``): :func:`mask_secrets` masks it wherever a URL is printed or logged.
 
 ``pinpipe.toml`` is looked up in the working directory (or at ``PINPIPE_CONFIG``) and has the same sections::
 
@@ -15,6 +16,7 @@ by :func:`describe` and never logged.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
@@ -49,13 +51,13 @@ class ApiSettings(_Section):
 class LogSettings(_Section):
     url: str = Field(
         "file://pinpipe-data/log",
-        description="event log: file://DIR, memory://, kafka://HOST:PORT, kinesis://REGION[?endpoint=URL]",
+        description="event log: a path, file://DIR, kafka://HOST:PORT, kinesis://REGION[?endpoint=URL]",
     )
     partitions: int = Field(1, ge=1, le=1024, description="partitions per topic when creating topics")
 
 
 class LakeSettings(_Section):
-    url: str = Field("file://pinpipe-data/lake", description="lake root: file://DIR, s3://BUCKET/PREFIX, memory://")
+    url: str = Field("file://pinpipe-data/lake", description="lake root: a path, file://DIR or s3://BUCKET/PREFIX")
     endpoint: str | None = Field(None, description="S3 endpoint URL (for S3-compatible stores)")
     region: str = Field("us-east-1", description="S3 region")
     access_key_id: SecretStr | None = None
@@ -200,9 +202,40 @@ def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+MASK = "***"
+
+_USERINFO_SECRET = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*):(?P<secret>[^\s@]+)@")
+_QUERY_SECRET = re.compile(
+    r"(?P<head>[?&;][A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|credential)[A-Za-z0-9_.-]*=)"
+    r"(?P<secret>[^&;\s#]+)",
+    re.IGNORECASE,
+)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every password embedded in a URL masked: ``user:PASSWORD@host`` → ``user:***@host`` and
+    ``?password=...`` / ``&sasl.password=...`` / ``?aws_secret_access_key=...`` → ``...=***``."""
+    if "://" not in text and "=" not in text:
+        return text
+    text = _USERINFO_SECRET.sub(lambda m: f"{m['head']}:{MASK}@", text)
+    return _QUERY_SECRET.sub(lambda m: f"{m['head']}{MASK}", text)
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_secrets(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
+
+
 def describe(settings: Settings) -> dict[str, Any]:
-    """The settings as a plain dict with every secret masked as ``'**********'``."""
-    return settings.model_dump(mode="json")
+    """The settings as a plain dict with every secret masked: ``SecretStr`` values as ``'**********'``, a
+    password inside a URL (``source.url``, ``log.url``, ``lake.endpoint``…) as ``***``."""
+    masked: dict[str, Any] = _masked(settings.model_dump(mode="json"))
+    return masked
 
 
 def is_loopback(host: str) -> bool:

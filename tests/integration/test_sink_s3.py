@@ -89,8 +89,8 @@ def test_cli_takes_the_s3_endpoint_and_keys_from_settings(
 
 
 def test_missing_bucket_is_a_config_error(moto: Service, log: MemoryLog) -> None:
-    lake = Lake(f"s3://no-such-{uuid.uuid4().hex[:8]}/lake", _settings(moto))
-    with pytest.raises(ConfigError, match="NoSuchBucket"):
+    with pytest.raises(ConfigError, match="NoSuchBucket"):  # when the lake is opened, before anything is read
+        lake = Lake(f"s3://no-such-{uuid.uuid4().hex[:8]}/lake", _settings(moto))
         LakeSink(log, lake, group=GROUP, flush_records=10, flush_seconds=0.1).run(until_idle=True)
 
 

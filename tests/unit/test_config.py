@@ -1,5 +1,11 @@
+"""Settings precedence and validation; secrets (and passwords inside URLs) never printed, through the real CLI."""
+
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -31,3 +37,50 @@ def test_bad_settings_name_the_setting(workdir: Path, monkeypatch: pytest.Monkey
     with pytest.raises(ConfigError) as info:
         load_settings()
     assert needle in str(info.value)
+
+
+def _pinpipe(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("PINPIPE")}
+    return subprocess.run(
+        [sys.executable, "-m", "pinpipe", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**clean, **env},
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_config_never_prints_a_password_inside_a_url(tmp_path: Path) -> None:
+    env = {
+        "PINPIPE__SOURCE__URL": "mysql+pymysql://root:hunter2-pw@127.0.0.1:3306/pinterest_data",
+        "PINPIPE__LAKE__ENDPOINT": "http://minio:endpoint-pw@127.0.0.1:9000",
+        "PINPIPE__LOG__URL": "kafka://127.0.0.1:9092?security.protocol=SASL_PLAINTEXT&sasl.password=query-pw",
+    }
+    for args in (("config",), ("config", "--json")):
+        proc = _pinpipe(*args, cwd=tmp_path, env=env)
+        assert proc.returncode == 0, proc.stderr
+        shown = proc.stdout + proc.stderr
+        assert "hunter2-pw" not in shown and "endpoint-pw" not in shown and "query-pw" not in shown
+        assert "mysql+pymysql://root:***@127.0.0.1:3306/pinterest_data" in shown
+        assert "http://minio:***@127.0.0.1:9000" in shown
+        assert "sasl.password=***" in shown
+    doc = json.loads(_pinpipe("config", "--json", cwd=tmp_path, env=env).stdout)
+    assert doc["source"]["url"] == "mysql+pymysql://root:***@127.0.0.1:3306/pinterest_data"
+
+
+@pytest.mark.parametrize(
+    ("args", "shown"),
+    [
+        (("sink", "--log", "kafka://app:kafka-pw@127.0.0.1:9", "--lake", "lake"), "kafka://app:***@127.0.0.1:9"),
+        (("results", "--lake", "s3://AKIA:s3-pw@bucket/lake"), "s3://AKIA:***@bucket/lake"),
+        (("source", "show", "--db", "mysql+pymysql://root:db-pw@127.0.0.1:1/pinterest_data"), "root:***@127.0.0.1:1"),
+    ],
+)
+def test_errors_never_print_a_password_inside_a_url(tmp_path: Path, args: tuple[str, ...], shown: str) -> None:
+    proc = _pinpipe(*args, cwd=tmp_path, env={})
+    assert proc.returncode in (2, 75), proc.stdout + proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "-pw" not in out, out
+    assert shown in out, out

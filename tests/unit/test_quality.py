@@ -12,7 +12,7 @@ import pytest
 from pinpipe.batch.job import RUNS_SCHEMA
 from pinpipe.checks.quality import check_run, enforce
 from pinpipe.cli import main
-from pinpipe.errors import AccountingError, InvalidInputError
+from pinpipe.errors import AccountingError, InvalidInputError, NotFoundError
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 
@@ -73,18 +73,30 @@ def test_too_large_a_quarantine_share_fails(lake: Lake) -> None:
         enforce(verdict)
 
 
+def test_a_run_that_read_nothing_fails_unless_empty_runs_are_allowed(lake: Lake) -> None:
+    _record(lake, "empty", DAY, read=0, inserted=0, updated=0, collapsed=0, quarantined=0)
+    verdict = check_run(lake, 0.05)
+    assert verdict.empty and not verdict.unbalanced and not verdict.too_dirty and not verdict.ok
+    assert verdict.lines()[-1] == "quality gate: FAILED"
+    with pytest.raises(InvalidInputError, match="read no record"):
+        enforce(verdict)
+    allowed = check_run(lake, 0.05, allow_empty=True)
+    assert allowed.ok and allowed.lines()[-1] == "quality gate: passed"
+    enforce(allowed)
+
+
 def test_the_run_of_an_interval_is_chosen_over_a_later_one(lake: Lake) -> None:
     _record(lake, "day1", DAY, interval=(DAY, DAY + timedelta(days=1)))
     _record(lake, "manual", DAY + timedelta(days=2), inserted=0)
     verdict = check_run(lake, 0.2, interval_start=DAY, interval_end=DAY + timedelta(days=1))
     assert verdict.run_id == "day1" and verdict.ok
     assert check_run(lake, 0.2, run_id="manual").unbalanced
-    with pytest.raises(InvalidInputError, match="no batch run recorded for the interval"):
+    with pytest.raises(NotFoundError, match="no batch run recorded for the interval"):
         check_run(lake, 0.2, interval_start=DAY - timedelta(days=1), interval_end=DAY)
 
 
 def test_a_lake_without_runs_says_to_run_batch_first(lake: Lake) -> None:
-    with pytest.raises(InvalidInputError, match="no batch run"):
+    with pytest.raises(NotFoundError, match="no batch run"):
         check_run(lake, 0.05)
 
 

@@ -58,6 +58,7 @@ def test_results_table_prints_one_table_per_gold_table(
 def test_results_on_a_lake_without_gold_says_to_run_batch(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], workdir: Path
 ) -> None:
+    (tmp_path / "empty").mkdir()
     code, _, err = _run(["results", "--lake", f"file://{tmp_path / 'empty'}", "--format", "json"], capsys)
     assert code == 2  # a reading command on a lake without what it reads: usage error (SPEC §8)
     assert "no gold tables" in err
@@ -87,6 +88,7 @@ def test_report_without_runs_or_quarantine_still_renders(
 def test_report_on_a_lake_without_gold_is_an_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], workdir: Path
 ) -> None:
+    (tmp_path / "empty").mkdir()
     code, _, err = _run(["report", "--lake", f"file://{tmp_path / 'empty'}", "--out", str(tmp_path / "r.html")], capsys)
     assert code == 2
     assert "pinpipe batch" in err

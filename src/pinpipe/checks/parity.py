@@ -9,6 +9,9 @@ differences.
 - **quarantine/<kind>** is compared as a multiset of ``(reason, raw record)``: the batch path records the landed
   object key as the record's source and the stream path records ``log``, so where a record came from is not part
   of its identity, but a bad record sent twice must be quarantined twice on both sides.
+
+A lake that holds neither landed objects nor tables is :class:`~pinpipe.errors.NotFoundError`: two empty (or
+mistyped) lakes are not "identical", there is no evidence to compare.
 """
 
 from __future__ import annotations
@@ -20,7 +23,8 @@ from typing import Any
 import pyarrow as pa
 
 import pinpipe.lake.delta as delta
-from pinpipe.lake.store import Lake
+from pinpipe.errors import NotFoundError
+from pinpipe.lake.store import LAKE_CONTENT, Lake
 from pinpipe.tables import KINDS, Kind
 
 Row = dict[str, Any]
@@ -115,7 +119,14 @@ def _reasons(table: pa.Table | None) -> Counter[tuple[str, str]]:
 
 
 def compare_lakes(a: Lake, b: Lake, limit: int = 10, kinds: tuple[Kind, ...] = KINDS) -> ParityReport:
-    """Silver and quarantine parity of every kind between lakes ``a`` and ``b``."""
+    """Silver and quarantine parity of every kind between lakes ``a`` and ``b`` (each must hold a table)."""
+    for name, lake in (("A", a), ("B", b)):
+        if not lake.holds_objects(LAKE_CONTENT):
+            raise NotFoundError(
+                f"lake {name} ({lake.url}) holds neither landed objects nor tables: there is nothing to compare",
+                hint="check the --lake values; run `pinpipe stream` or `pinpipe batch` into each lake first",
+                lake=lake.url,
+            )
     tables: list[TableParity] = []
     for kind in kinds:
         tables.append(

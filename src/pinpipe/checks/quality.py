@@ -10,7 +10,8 @@ the one given — the DAG passes its own, so a retried batch task is judged by i
 run of all. Per kind the run must balance (``read = inserted + updated + collapsed + quarantined``, else
 :class:`~pinpipe.errors.AccountingError`) and its quarantine share ``quarantined / read`` must not exceed the
 threshold (else :class:`~pinpipe.errors.InvalidInputError`: the input is dirtier than agreed). A run that read
-nothing passes.
+no record fails (InvalidInputError) unless ``allow_empty``: a typo'd location or a sink that landed nothing must
+not read as a clean day. A lake without the run asked for is :class:`~pinpipe.errors.NotFoundError` (exit 2).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pinpipe.errors import AccountingError, ConfigError, InvalidInputError
+from pinpipe.errors import AccountingError, ConfigError, InvalidInputError, NotFoundError
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 
@@ -63,6 +64,8 @@ class QualityVerdict:
     interval_end: datetime | None
     kinds: tuple[KindVerdict, ...]
     max_quarantine_share: float
+    allow_empty: bool = False
+    """Pass a run that read no record (``--allow-empty``)."""
 
     @property
     def unbalanced(self) -> list[KindVerdict]:
@@ -73,8 +76,13 @@ class QualityVerdict:
         return [k for k in self.kinds if k.share > self.max_quarantine_share]
 
     @property
+    def empty(self) -> bool:
+        """True when the run read no record at all."""
+        return sum(k.read for k in self.kinds) == 0
+
+    @property
     def ok(self) -> bool:
-        return not self.unbalanced and not self.too_dirty
+        return not self.unbalanced and not self.too_dirty and (self.allow_empty or not self.empty)
 
     def lines(self) -> list[str]:
         """Human lines: one per kind, then the verdict."""
@@ -91,6 +99,8 @@ class QualityVerdict:
                 f"  {k.kind:<5} read {k.read} = written {k.written} + collapsed {k.collapsed} + quarantined "
                 f"{k.quarantined}: {balance}; quarantined {k.share:.2%} (max {self.max_quarantine_share:.2%}): {share}"
             )
+        if self.empty:
+            out.append("  the run read no record" + (" (allowed)" if self.allow_empty else ": FAILED"))
         out.append("quality gate: " + ("passed" if self.ok else "FAILED"))
         return out
 
@@ -102,6 +112,8 @@ class QualityVerdict:
             "interval_start": self.interval_start.isoformat() if self.interval_start else None,
             "interval_end": self.interval_end.isoformat() if self.interval_end else None,
             "max_quarantine_share": self.max_quarantine_share,
+            "allow_empty": self.allow_empty,
+            "empty": self.empty,
             "ok": self.ok,
             "kinds": [
                 {
@@ -127,9 +139,10 @@ def check_run(
     interval_start: datetime | None = None,
     interval_end: datetime | None = None,
     path: str = "batch",
+    allow_empty: bool = False,
 ) -> QualityVerdict:
     """Judge one recorded run (see the module docstring for which). Raises
-    :class:`~pinpipe.errors.InvalidInputError` when there is no such run; never raises for a bad verdict."""
+    :class:`~pinpipe.errors.NotFoundError` when there is no such run; never raises for a bad verdict."""
     if not 0.0 <= max_quarantine_share <= 1.0:
         raise ConfigError(
             f"the maximum quarantine share must be between 0 and 1, not {max_quarantine_share}",
@@ -138,19 +151,19 @@ def check_run(
     table = delta.read_table(lake, *RUNS_TABLE)
     rows = [r for r in (table.to_pylist() if table is not None else []) if r["path"] == path]
     if not rows:
-        raise InvalidInputError(
+        raise NotFoundError(
             f"{lake.url} has no {path} run recorded in _meta/runs",
             hint="run `pinpipe batch` first (it records each run there)",
         )
     if run_id is not None:
         chosen = [r for r in rows if r["run_id"] == run_id]
         if not chosen:
-            raise InvalidInputError(f"no {path} run {run_id!r} in {lake.url}", hint="check the run id")
+            raise NotFoundError(f"no {path} run {run_id!r} in {lake.url}", hint="check the run id")
     else:
         if interval_start is not None or interval_end is not None:
             rows = [r for r in rows if r["interval_start"] == interval_start and r["interval_end"] == interval_end]
             if not rows:
-                raise InvalidInputError(
+                raise NotFoundError(
                     f"no {path} run recorded for the interval {interval_start} → {interval_end} in {lake.url}",
                     hint="run `pinpipe batch` with the same --interval-start/--interval-end first",
                 )
@@ -177,12 +190,13 @@ def check_run(
         interval_end=first["interval_end"],
         kinds=kinds,
         max_quarantine_share=max_quarantine_share,
+        allow_empty=allow_empty,
     )
 
 
 def enforce(verdict: QualityVerdict) -> None:
     """Raise if the verdict failed: :class:`AccountingError` first (lost or doubled records), then
-    :class:`InvalidInputError` (too much quarantined)."""
+    :class:`InvalidInputError` (too much quarantined, or nothing read without ``allow_empty``)."""
     if verdict.unbalanced:
         detail = "; ".join(
             f"{k.kind}: read {k.read} ≠ written {k.written} + collapsed {k.collapsed} + quarantined {k.quarantined}"
@@ -198,5 +212,12 @@ def enforce(verdict: QualityVerdict) -> None:
         raise InvalidInputError(
             f"run {verdict.run_id} quarantined more than {verdict.max_quarantine_share:.2%} of its records — {detail}",
             hint="inspect <lake>/quarantine/<kind> (the reason column says why), or raise --max-quarantine-share",
+            run_id=verdict.run_id,
+        )
+    if verdict.empty and not verdict.allow_empty:
+        raise InvalidInputError(
+            f"run {verdict.run_id} read no record",
+            hint="check --lake and that the sink landed records for this interval; pass --allow-empty when an "
+            "empty run is expected",
             run_id=verdict.run_id,
         )

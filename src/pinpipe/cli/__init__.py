@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from pinpipe.config import mask_secrets
 from pinpipe.errors import PinpipeError
 from pinpipe.telemetry.logs import LogFormat, get_logger, setup_logging
 
@@ -116,9 +117,10 @@ def _run(argv: list[str] | None, application: typer.Typer = app) -> int:
         if _state["json"]:  # one JSON log line, like every other line of the command
             _log_error(exc.message, exc.exit_code, type(exc).__name__, exc.hint, exc.facts)
             return exc.exit_code
-        err_console.print(f"[bold red]error:[/] {escape(exc.message)}{escape(_facts(exc))}", highlight=False)
+        line = mask_secrets(f"{exc.message}{_facts(exc)}")
+        err_console.print(f"[bold red]error:[/] {escape(line)}", highlight=False)
         if exc.hint:
-            err_console.print(f"[yellow]hint:[/] {escape(exc.hint)}", highlight=False)
+            err_console.print(f"[yellow]hint:[/] {escape(mask_secrets(exc.hint))}", highlight=False)
         return exc.exit_code
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -136,10 +138,11 @@ def _run(argv: list[str] | None, application: typer.Typer = app) -> int:
     except Exception as exc:  # a bug: exit 1, never the code of a deliberate error
         if _state["debug"]:
             raise
+        detail = mask_secrets(f"{type(exc).__name__}: {exc}")
         if _state["json"]:
-            _log_error(f"internal error: {type(exc).__name__}: {exc}", 1, type(exc).__name__, _BUG_HINT, {})
+            _log_error(f"internal error: {detail}", 1, type(exc).__name__, _BUG_HINT, {})
             return 1
-        err_console.print(f"[bold red]error:[/] internal error: {escape(type(exc).__name__)}: {escape(str(exc))}")
+        err_console.print(f"[bold red]error:[/] internal error: {escape(detail)}", highlight=False)
         err_console.print(f"[yellow]hint:[/] {_BUG_HINT}")
         return 1
     return code if isinstance(code, int) else 0

@@ -3,12 +3,13 @@
 A thin shell over :func:`pinpipe.checks.accounting.account`: prints a stage-by-stage table per topic and per kind (or
 JSON with ``--json``), then the findings. Exit code 0 when everything balances, 3
 (:class:`~pinpipe.errors.AccountingError`, naming the first stage at fault) when a stage lost or doubled records,
-or is behind without ``--allow-lag``.
+or is behind without ``--allow-lag``. It only reads: a lake or ``--log`` that does not exist, a log that holds no
+topic, or a lake with nothing in it and no other evidence is :class:`~pinpipe.errors.NotFoundError` (exit 2) — an
+absent location never reads as "balanced" nor as a stage that doubled records.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import orjson
@@ -56,14 +57,15 @@ def register(app: typer.Typer) -> None:
     @app.command("accounting")
     def accounting_command(
         lake_url: Annotated[
-            str | None, typer.Option("--lake", help="Lake URL: file://DIR or s3://BUCKET/PREFIX (default: lake.url).")
+            str | None,
+            typer.Option("--lake", help="Lake: a path, file://DIR or s3://BUCKET/PREFIX (default: lake.url)."),
         ] = None,
         log_url: Annotated[
             str | None, typer.Option("--log", help="Event log URL; read to its end (omit to skip the log stage).")
         ] = None,
         send_logs: Annotated[
-            list[Path] | None,
-            typer.Option("--send-log", help="The emulator's send log (repeatable: one per emulator run)."),
+            list[str] | None,
+            typer.Option("--send-log", help="The emulator's send log, a path (repeatable: one per emulator run)."),
         ] = None,
         sink_group: Annotated[str | None, typer.Option("--sink-group", help="The sink's group (sink.group).")] = None,
         allow_lag: Annotated[
@@ -73,19 +75,33 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Reconcile records stage by stage (sent → acked → log → landed → batch → silver); exit 3 on a loss."""
         from pinpipe.checks.accounting import account
-        from pinpipe.errors import ConfigError
-        from pinpipe.lake.store import open_lake
+        from pinpipe.errors import NotFoundError
+        from pinpipe.lake.store import LAKE_CONTENT, open_lake
+        from pinpipe.locations import send_log_path
         from pinpipe.log import open_log
 
         settings = load_settings({"lake": {"url": lake_url}, "sink": {"group": sink_group}})
-        for path in send_logs or []:
+        paths = [send_log_path(location) for location in send_logs or []]
+        for path in paths:
             if not path.is_file():
-                raise ConfigError(f"--send-log {path} is not a file", hint="pass the file given to `pinpipe emulate`")
-        lake = open_lake(settings.lake.url, settings.lake)
-        event_log = open_log(log_url) if log_url else None
+                raise NotFoundError(f"--send-log {path} is not a file", hint="pass the file given to `pinpipe emulate`")
+        lake = open_lake(settings.lake.url, settings.lake, access="read")
+        if not log_url and not paths and not lake.holds_objects(LAKE_CONTENT):
+            raise NotFoundError(
+                f"the lake {lake.url} holds neither landed objects nor tables: there is nothing to reconcile",
+                hint="check --lake for a typo, or pass --log and --send-log to reconcile what was sent",
+                lake=lake.url,
+            )
+        event_log = open_log(log_url, access="read") if log_url else None
         try:
+            if event_log is not None and not event_log.topics():
+                raise NotFoundError(
+                    f"the event log {event_log.url} holds no topic",
+                    hint="check --log: it must name the log `pinpipe api` wrote to",
+                    log=event_log.url,
+                )
             report = account(
-                lake, settings.prefix, event_log=event_log, send_logs=send_logs or [], sink_group=settings.sink.group
+                lake, settings.prefix, event_log=event_log, send_logs=paths, sink_group=settings.sink.group
             )
         finally:
             if event_log is not None:

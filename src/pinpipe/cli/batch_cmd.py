@@ -1,7 +1,8 @@
 """``pinpipe batch``: clean the newly landed records into silver, quarantine and gold (see :mod:`pinpipe.batch.job`).
 
 Prints one accounting line per kind and the total; exits 3 (:class:`~pinpipe.errors.AccountingError`) if records
-were lost or doubled, 75 if the lake was unreachable, 2 for bad flags.
+were lost or doubled, 75 if the lake was unreachable, 2 for bad flags and for a lake that does not exist or holds
+neither landed objects nor tables (a typo'd ``--lake`` must not read as an empty run; nothing is created).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated
 import typer
 
 from pinpipe.config import load_settings
-from pinpipe.errors import ConfigError
+from pinpipe.errors import ConfigError, NotFoundError
 
 
 def parse_instant(value: str | None, flag: str) -> datetime | None:
@@ -32,7 +33,8 @@ def register(app: typer.Typer) -> None:
     @app.command("batch")
     def batch_command(
         lake_url: Annotated[
-            str | None, typer.Option("--lake", help="Lake URL: file://DIR or s3://BUCKET/PREFIX (default: lake.url).")
+            str | None,
+            typer.Option("--lake", help="Lake: a path, file://DIR or s3://BUCKET/PREFIX (default: lake.url)."),
         ] = None,
         engine_name: Annotated[
             str | None, typer.Option("--engine", help="DataFrame engine: duckdb (default) or spark.")
@@ -51,14 +53,20 @@ def register(app: typer.Typer) -> None:
         from pinpipe.batch.job import run_batch
         from pinpipe.cli import console, err_console
         from pinpipe.engine import open_engine
-        from pinpipe.lake.store import open_lake
+        from pinpipe.lake.store import LAKE_CONTENT, open_lake
 
         start = parse_instant(interval_start, "--interval-start")
         end = parse_instant(interval_end, "--interval-end")
         if start and end and end < start:
             raise ConfigError("--interval-end is before --interval-start", hint="swap them")
         settings = load_settings({"lake": {"url": lake_url}, "batch": {"engine": engine_name}})
-        lake = open_lake(settings.lake.url, settings.lake)
+        lake = open_lake(settings.lake.url, settings.lake, access="read")
+        if not lake.holds_objects(LAKE_CONTENT):
+            raise NotFoundError(
+                f"the lake {lake.url} holds neither landed objects nor tables",
+                hint="check --lake (or lake.url) for a typo; `pinpipe sink` lands the event log there first",
+                lake=lake.url,
+            )
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with (
             open_engine(settings.batch.engine) as engine,

@@ -1,4 +1,4 @@
-"""``pinpipe config``: print the effective settings, secrets masked."""
+"""``pinpipe config``: print the effective settings, secrets masked (a password inside a URL too)."""
 
 from __future__ import annotations
 
@@ -16,9 +16,12 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
     ) -> None:
         """Print the effective settings (flags > PINPIPE__* env > pinpipe.toml > defaults), secrets masked."""
+        from rich.console import Console
         from rich.table import Table
 
-        from pinpipe.cli import console
+        from pinpipe.cli import console as terminal
+
+        console = terminal if terminal.is_terminal else Console(width=240)  # values are never wrapped in a pipe
 
         settings = describe(load_settings())
         if as_json:
@@ -26,8 +29,8 @@ def register(app: typer.Typer) -> None:
             return
         path = config_file()
         table = Table(title=f"pinpipe settings (file: {path or 'none'})")
-        table.add_column("setting")
-        table.add_column("value")
+        table.add_column("setting", no_wrap=True)
+        table.add_column("value", no_wrap=True)
         for section, values in settings.items():
             if isinstance(values, dict):
                 for key, value in values.items():

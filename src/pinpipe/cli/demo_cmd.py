@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from pinpipe.config import load_settings
+from pinpipe.errors import ConfigError
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -124,6 +125,10 @@ def register(app: typer.Typer) -> None:
         from pinpipe.cli import err_console
         from pinpipe.ops.demo import DemoOptions, run_demo
 
+        if data_dir.exists() and not data_dir.is_dir():
+            raise ConfigError(
+                f"--data-dir {data_dir} is not a directory", hint="give a directory (the demo creates it if missing)"
+            )
         settings = load_settings()
         opts = DemoOptions(
             data_dir=data_dir,

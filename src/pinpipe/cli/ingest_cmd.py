@@ -107,5 +107,6 @@ def register(app: typer.Typer) -> None:
             typer.echo(orjson.dumps(doc).decode())
         else:
             console.print(" ".join(f"{k}={v}" for k, v in doc.items()))
-        if summary.requests_failed:
-            raise typer.Exit(1)
+        failure = summary.failure()  # unreachable API: retryable (75); rejected records: 65
+        if failure is not None:
+            raise failure

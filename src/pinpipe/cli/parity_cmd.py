@@ -35,7 +35,7 @@ def register(app: typer.Typer) -> None:
                 hint="run: pinpipe parity --lake file://stream-lake --lake file://batch-lake",
             )
         settings = load_settings()
-        a, b = (open_lake(url, settings.lake) for url in lakes)
+        a, b = (open_lake(url, settings.lake, access="read") for url in lakes)
         report = compare_lakes(a, b, limit=show)
         if as_json:
             doc = {

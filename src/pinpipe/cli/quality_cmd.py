@@ -1,8 +1,9 @@
 """``pinpipe quality``: the data-quality gate over a recorded batch run (see :mod:`pinpipe.checks.quality`).
 
 Prints one line per kind and the verdict (or JSON with ``--json``). Exits 0 when the run passes, 3
-(:class:`~pinpipe.errors.AccountingError`) when it does not balance, 1 when its quarantine share is over the
-threshold or there is no such run, 75 when the lake is unreachable. The Airflow DAG runs it after ``batch``.
+(:class:`~pinpipe.errors.AccountingError`) when it does not balance, 65 when its quarantine share is over the
+threshold or it read no record (without ``--allow-empty``), 2 when the lake or the run does not exist (nothing is
+created), 75 when the lake is unreachable. The Airflow DAG runs it after ``batch``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ def register(app: typer.Typer) -> None:
     @app.command("quality")
     def quality_command(
         lake_url: Annotated[
-            str | None, typer.Option("--lake", help="Lake URL: file://DIR or s3://BUCKET/PREFIX (default: lake.url).")
+            str | None,
+            typer.Option("--lake", help="Lake: a path, file://DIR or s3://BUCKET/PREFIX (default: lake.url)."),
         ] = None,
         max_share: Annotated[
             float,
@@ -30,6 +32,9 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--interval-start", help="Judge the latest run of this data interval.")
         ] = None,
         interval_end: Annotated[str | None, typer.Option("--interval-end", help="End of that interval.")] = None,
+        allow_empty: Annotated[
+            bool, typer.Option("--allow-empty", help="Pass a run that read no record (by default it fails).")
+        ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
     ) -> None:
         """Fail if a batch run's accounting does not balance or it quarantined too large a share."""
@@ -41,8 +46,10 @@ def register(app: typer.Typer) -> None:
         start = parse_instant(interval_start, "--interval-start")
         end = parse_instant(interval_end, "--interval-end")
         settings = load_settings({"lake": {"url": lake_url}})
-        lake = open_lake(settings.lake.url, settings.lake)
-        verdict = check_run(lake, max_share, run_id=run_id, interval_start=start, interval_end=end)
+        lake = open_lake(settings.lake.url, settings.lake, access="read")
+        verdict = check_run(
+            lake, max_share, run_id=run_id, interval_start=start, interval_end=end, allow_empty=allow_empty
+        )
         if as_json:
             typer.echo(orjson.dumps(verdict.as_dict(), option=orjson.OPT_INDENT_2).decode())
         else:

@@ -1,7 +1,8 @@
 """``pinpipe results`` and ``pinpipe report``: show the gold tables of a lake, as JSON, as tables or as a page.
 
 Thin shells: :func:`pinpipe.batch.gold.read_gold_tables` reads ``<lake>/gold/<name>``; :mod:`pinpipe.report.html` builds the
-HTML page. Both fail with a clear error (and the hint to run ``pinpipe batch``) when the lake has no gold yet.
+HTML page. Both read only: they fail (exit 2) when the lake does not exist, and with the hint to run ``pinpipe
+batch`` when it has no gold yet.
 """
 
 from __future__ import annotations
@@ -18,14 +19,14 @@ from pinpipe.errors import ConfigError
 
 FORMATS = ("json", "table")
 
-_LAKE_HELP = "Lake URL: file://DIR or s3://BUCKET/PREFIX (default: the lake.url setting)."
+_LAKE_HELP = "Lake: a path, file://DIR or s3://BUCKET/PREFIX (default: the lake.url setting)."
 
 
 def _open_lake(lake_url: str | None) -> Any:
     from pinpipe.lake.store import open_lake
 
     settings = load_settings({"lake": {"url": lake_url}})
-    return open_lake(settings.lake.url, settings.lake)
+    return open_lake(settings.lake.url, settings.lake, access="read")
 
 
 def _json_default(value: Any) -> Any:

@@ -1,7 +1,7 @@
 """``pinpipe sink``: land the event log in the lake (Confluent S3 sink layout), exactly once.
 
-A thin shell over :class:`pinpipe.lake.sink.LakeSink`: it builds the settings from the flags, opens the log and
-the lake, installs SIGTERM/SIGINT handlers (the first one stops the sink cleanly — it writes and commits what it
+A thin shell over :class:`pinpipe.lake.sink.LakeSink`: it builds the settings from the flags, opens the log (which
+must exist: ``pinpipe api`` creates it) and the lake (created if missing, under an existing parent directory), installs SIGTERM/SIGINT handlers (the first one stops the sink cleanly — it writes and commits what it
 holds; a second one interrupts at once, leaving that uncommitted, which a restart lands again) and runs it.
 """
 
@@ -31,10 +31,12 @@ def register(app: typer.Typer) -> None:
     @app.command("sink")
     def sink_command(
         log_url: Annotated[
-            str | None, typer.Option("--log", help="Event log URL (default: the log.url setting).")
+            str | None,
+            typer.Option("--log", help="Event log: a path or URL; it must exist (default: the log.url setting)."),
         ] = None,
         lake_url: Annotated[
-            str | None, typer.Option("--lake", help="Lake URL: file://DIR or s3://BUCKET/PREFIX (default: lake.url).")
+            str | None,
+            typer.Option("--lake", help="Lake: a path, file://DIR or s3://BUCKET/PREFIX (default: lake.url)."),
         ] = None,
         flush_records: Annotated[
             int | None, typer.Option("--flush-records", help="Records per object at most (sink.flush_records).")
@@ -76,8 +78,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--metrics-port {metrics_port} is not a port", hint="use 1-65535")
         wanted = _topics(topics)
         metrics = SinkMetrics() if metrics_port else None
-        with open_log(settings.log.url) as event_log:
-            lake = open_lake(settings.lake.url, settings.lake)
+        with open_log(settings.log.url, access="read") as event_log:
+            lake = open_lake(settings.lake.url, settings.lake, access="write")
             sink = LakeSink(
                 event_log,
                 lake,

@@ -92,10 +92,12 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from pinpipe.cli import console
+        from pinpipe.emulate.preflight import check_source
         from pinpipe.source.database import create_source_engine, redact
         from pinpipe.source.load import show_source
 
         settings = load_settings({"source": {"url": db}})
+        check_source(settings.source.url)  # it only reads: a SQLite file that does not exist is not created
         engine = create_source_engine(settings.source.url, settings.source.password)
         try:
             statuses = show_source(engine)

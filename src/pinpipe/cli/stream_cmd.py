@@ -56,7 +56,7 @@ def _run_worker(
 
     s = settings.stream
     schedule = CompactSchedule.parse(compact_every)
-    lake = open_lake(settings.lake.url, settings.lake)
+    lake = open_lake(settings.lake.url, settings.lake, access="write")
     lake.table_uri("silver")  # fails early on a lake that cannot hold Delta tables
     stop = threading.Event()
     _install_stop(stop)
@@ -128,9 +128,12 @@ def _supervise(argv: list[str], workers: int) -> None:
 def register(app: typer.Typer) -> None:
     @app.command("stream")
     def stream_command(
-        log_url: Annotated[str | None, typer.Option("--log", help="Event log URL (default: log.url).")] = None,
+        log_url: Annotated[
+            str | None, typer.Option("--log", help="Event log: a path or URL; it must exist (default: log.url).")
+        ] = None,
         lake_url: Annotated[
-            str | None, typer.Option("--lake", help="Lake URL: file://DIR or s3://BUCKET/PREFIX (default: lake.url).")
+            str | None,
+            typer.Option("--lake", help="Lake: a path, file://DIR or s3://BUCKET/PREFIX (default: lake.url)."),
         ] = None,
         max_batch: Annotated[
             int | None, typer.Option("--max-batch", help="Records per micro-batch at most (stream.max_batch).")
@@ -192,6 +195,12 @@ def register(app: typer.Typer) -> None:
 
         CompactSchedule.parse(compact_every)  # validate before starting anything
         total = settings.stream.workers
+        if worker_index is None:  # check the locations once, before any worker starts
+            from pinpipe.lake.store import open_lake
+            from pinpipe.log import locate_log
+
+            locate_log(settings.log.url, "read")
+            open_lake(settings.lake.url, settings.lake, access="write").table_uri("silver")
         if worker_index is not None:
             if not 0 <= worker_index < total:
                 raise ConfigError(f"--worker-index {worker_index} outside 0..{total - 1}", hint="check --workers")

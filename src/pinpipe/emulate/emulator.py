@@ -17,8 +17,16 @@ application/vnd.kafka.json.v2+json`` and ``{"records": [{"value": row}]}``; stre
 "Data": row, "PartitionKey": "partition-1"}``. With ``records_per_request`` K > 1, K consecutive selections go in
 one request per kind (``/records`` with ``{"StreamName", "Records": [...]}`` for the stream dialect).
 
+**Checks before sending** (:mod:`pinpipe.emulate.preflight`: the options, then the source, then the API): every option is validated
+(ConfigError, exit 2, naming the flag); a SQLite file or source tables that do not exist are
+:class:`~pinpipe.errors.NotFoundError` (hint: ``pinpipe source init``; nothing is created); an API that does not
+answer at all is a :class:`~pinpipe.errors.RetryableError` (exit 75) naming its URL — before any record is sent.
+
 **Retries**: 408, 429, 5xx, timeouts and connection failures are retried with exponential backoff (honouring
-``Retry-After``) up to ``max_attempts``; other 4xx answers are final (the records were rejected).
+``Retry-After``) up to ``max_attempts``, with one warning line the first time the API does not answer; once a
+request has failed that way on every attempt, nothing more is sent (the rest count as ``requests_not_sent``);
+other 4xx answers are final (the records were rejected). :meth:`EmulateSummary.failure` turns failed requests into the
+error the command exits with (retryable when the API was unavailable, InvalidInputError when it rejected).
 
 **Send log** (JSONL, one object per line, for accounting): every attempt writes
 ``{"ts","event":"sent","request_id","attempt","kind","topic","inds"}``; then either
@@ -41,13 +49,16 @@ from pathlib import Path
 from typing import IO, Any, Literal
 
 from pinpipe.emulate.client import HttpConnection
-from pinpipe.errors import ConfigError
+from pinpipe.emulate.preflight import check_options, check_source, probe_api
+from pinpipe.errors import ConfigError, InvalidInputError, NotFoundError, PinpipeError, RetryableError
 from pinpipe.tables import KINDS, RAW_TABLES, Kind, stream_name, topic_name
+from pinpipe.telemetry.logs import get_logger
 
 Dialect = Literal["batch", "stream"]
 MAX_OFFSET = 11000
 KAFKA_JSON = "application/vnd.kafka.json.v2+json"
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+log = get_logger("emulate")
 
 
 @dataclass(frozen=True)
@@ -78,6 +89,35 @@ class EmulateSummary:
     retries: int = 0
     elapsed_s: float = 0.0
     latencies_ms: list[float] = field(default_factory=list, repr=False)
+    api: str = ""
+    unavailable: int = 0
+    """Requests that failed because the API did not answer or answered 408/429/5xx on every attempt."""
+    not_sent: int = 0
+    """Requests never sent because an earlier one found the API unavailable on every attempt."""
+    last_error: str | None = None
+    last_rejection: str | None = None
+
+    def failure(self) -> PinpipeError | None:
+        """The error a failed run exits with, or None when every request was acknowledged."""
+        if not self.requests_failed:
+            return None
+        rejected = self.requests_failed - self.unavailable
+        if self.unavailable:
+            return RetryableError(
+                f"{self.unavailable} of {self.requests} requests to the API at {self.api} failed on every attempt"
+                + (f" ({rejected} more were rejected)" if rejected else "")
+                + (f" and {self.not_sent} were not sent" if self.not_sent else "")
+                + f"; last error: {self.last_error}",
+                hint="check that `pinpipe api` is running and healthy there, then run the emulator again "
+                "(the send log records every attempt)",
+                api=self.api,
+            )
+        return InvalidInputError(
+            f"the API at {self.api} rejected {rejected} of {self.requests} requests "
+            f"({self.records_rejected} records); last answer: {self.last_rejection}",
+            hint="check --dialect, the topic prefix and --api-key; the send log records each answer",
+            api=self.api,
+        )
 
     def as_dict(self) -> dict[str, Any]:
         lat = sorted(self.latencies_ms)
@@ -86,6 +126,7 @@ class EmulateSummary:
             "selections": self.selections,
             "requests": self.requests,
             "requests_failed": self.requests_failed,
+            "requests_not_sent": self.not_sent,
             "records_acked": self.records_acked,
             "records_rejected": self.records_rejected,
             "retries": self.retries,
@@ -118,9 +159,15 @@ class RowSource:
         self._cache: dict[tuple[Kind, int], dict[str, Any]] = {}
 
     def smallest_table(self) -> int:
-        from pinpipe.source.database import count_rows, source_errors
+        from pinpipe.source.database import count_rows, existing_tables, redact, source_errors
 
         with source_errors(self.engine), self.engine.connect() as conn:
+            missing = sorted({RAW_TABLES[kind].name for kind in KINDS} - existing_tables(conn))
+            if missing:
+                raise NotFoundError(
+                    f"the source database {redact(self.engine.url)} has no table {', '.join(missing)}",
+                    hint="create and load the tables first: pinpipe source init",
+                )
             return min(count_rows(conn, kind) for kind in KINDS)
 
     def rows(self, offsets: list[int]) -> dict[tuple[Kind, int], dict[str, Any]]:
@@ -234,7 +281,7 @@ async def _send_all(
     async def worker() -> None:
         conn = HttpConnection(opts.api, opts.timeout_s)
         try:
-            while not queue.empty():
+            while not queue.empty() and not summary.unavailable:  # once the API failed for good, stop sending
                 index, req = queue.get_nowait()
                 if opts.rate > 0:
                     delay = started + index / opts.rate - time.monotonic()
@@ -270,13 +317,20 @@ async def _send_one(
             retry_after = answer.headers.get("retry-after")
         except (ConnectionError, TimeoutError) as exc:
             error = f"{type(exc).__name__}: {exc}"
+            if summary.last_error is None:
+                log.warning("the API does not answer; retrying", extra={"fields": {"api": opts.api, "error": error}})
         retryable = status is None or status in RETRY_STATUSES
         final = not retryable or attempt == opts.max_attempts
         sendlog.write("error", req, attempt, status=status, error=error, final=final)
+        if retryable:
+            summary.last_error = error if status is None else f"HTTP {status}: {error[:200]}"
         if final:
             summary.requests_failed += 1
             if status is not None and not retryable:
                 summary.records_rejected += len(req.inds)
+                summary.last_rejection = f"HTTP {status}: {error[:200]}"
+            else:
+                summary.unavailable += 1
             return
         summary.retries += 1
         backoff = min(5.0, 0.1 * 2 ** (attempt - 1))
@@ -286,18 +340,19 @@ async def _send_one(
 
 
 def emulate(opts: EmulateOptions, progress: Callable[[int], None] | None = None) -> EmulateSummary:
-    """Select ``opts.count`` rows per table, send them, and return the summary (raises ConfigError/
-    SourceUnavailableError before sending anything if the database cannot be used)."""
-    if opts.count < 0 or opts.concurrency < 1 or opts.records_per_request < 1:
-        raise ConfigError("count must be >= 0, concurrency and records per request >= 1")
-    if opts.dialect == "stream" and opts.records_per_request > 500:
-        raise ConfigError("the stream dialect takes at most 500 records per request (PutRecords limit)")
+    """Select ``opts.count`` rows per table, send them, and return the summary. Before sending anything it raises
+    ConfigError for a bad option, NotFoundError for a missing source, SourceUnavailableError for a database that
+    does not answer and RetryableError for an API that does not answer (see the module docstring)."""
+    check_options(opts)
+    check_source(opts.db_url)
     source = RowSource(opts.db_url)
     offsets = select_offsets(opts.seed, opts.count, source.smallest_table())
     rows = source.rows(offsets)
     selected = [{kind: rows[(kind, o)] for kind in KINDS} for o in offsets]
     requests = build_requests(opts, selected)
-    summary = EmulateSummary(selections=len(offsets))
+    summary = EmulateSummary(selections=len(offsets), api=opts.api)
+    if requests:
+        asyncio.run(probe_api(opts.api, opts.timeout_s))
     sendlog = _SendLog(opts.send_log)
     started = time.perf_counter()
     try:
@@ -305,4 +360,5 @@ def emulate(opts: EmulateOptions, progress: Callable[[int], None] | None = None)
     finally:
         sendlog.close()
         summary.elapsed_s = time.perf_counter() - started
+        summary.not_sent = len(requests) - summary.requests
     return summary

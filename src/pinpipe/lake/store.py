@@ -1,4 +1,4 @@
-"""The lake: one object store (``file://``, ``s3://``, ``memory://``) holding landed JSON and Delta tables.
+"""The lake: one object store (a path or ``file://``, ``s3://``; ``memory://`` for tests) holding landed JSON and Delta tables.
 
 Who calls what: the sink writes landed objects with :meth:`Lake.put`; the batch job lists and reads them; the
 Delta writers use :meth:`Lake.table_uri` and :attr:`Lake.storage_options` to hand the same location to
@@ -6,10 +6,13 @@ Delta writers use :meth:`Lake.table_uri` and :attr:`Lake.storage_options` to han
 become :class:`~pinpipe.errors.InvalidInputError` only where the caller asks; an unreachable store raises
 :class:`~pinpipe.errors.StoreUnavailableError`.
 
-URLs:
+Locations (:mod:`pinpipe.locations`): opened for ``access="read"`` the lake must exist (NotFoundError); for
+``"write"`` (the default) a missing ``file://`` directory is created only under an existing parent, and an empty
+S3 prefix is only reported (its bucket must exist).
 
-- ``file://DIR`` — a directory; relative paths (``file://pinpipe-data/lake``) resolve against the working
-  directory, absolute ones are ``file:///abs/dir``. A put is atomic (temporary file + rename).
+- a plain path (``./lake``, ``/srv/lake``) or ``file://DIR`` — a directory; relative paths
+  (``file://pinpipe-data/lake``) resolve against the working directory, absolute ones are ``file:///abs/dir``.
+  A put is atomic (temporary file + rename).
 - ``s3://BUCKET[/PREFIX]`` — any S3-compatible store; endpoint, region and keys come from
   :class:`~pinpipe.config.LakeSettings` (or the standard ``AWS_*`` variables, read by the SDK itself).
 - ``memory://`` — process-local, for tests (Delta tables are not supported there).
@@ -28,10 +31,19 @@ from obstore.exceptions import AlreadyExistsError, BaseError
 from obstore.store import LocalStore, MemoryStore, S3Store
 
 from pinpipe.config import LakeSettings
-from pinpipe.errors import ConfigError, StoreUnavailableError
+from pinpipe.errors import ConfigError, NotFoundError, StoreUnavailableError
+from pinpipe.locations import LAKE_SCHEMES, Access, normalise, prepare_directory
+from pinpipe.telemetry.logs import get_logger
 
 _FOREIGN = (OSError, RuntimeError, BaseError)
 """What obstore raises when a store cannot be reached (its own ``BaseError`` tree is not an ``OSError``)."""
+_MISSING_HINT = (
+    "check --lake (or lake.url) for a typo; `pinpipe sink` or `pinpipe stream` creates a lake when it first "
+    "writes, `pinpipe batch` fills its tables"
+)
+log = get_logger("lake")
+LAKE_CONTENT = ("topics", "silver", "quarantine", "gold", "_meta")
+"""Top-level folders a pipeline writes in a lake (landed objects and tables): see :meth:`Lake.holds_objects`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,20 +55,18 @@ class ObjectInfo:
 class Lake:
     """An object store rooted at a lake URL. Keys are ``/``-separated paths relative to the root."""
 
-    def __init__(self, url: str, settings: LakeSettings | None = None) -> None:
+    def __init__(self, url: str, settings: LakeSettings | None = None, access: Access = "write") -> None:
         settings = settings or LakeSettings()
-        self.url = url
-        scheme, sep, rest = url.partition("://")
-        if not sep:
-            raise ConfigError(f"lake URL {url!r} has no scheme", hint="use file://DIR, s3://BUCKET/PREFIX or memory://")
+        self.url = normalise(url, "lake", "--lake", LAKE_SCHEMES)
+        scheme, _, rest = self.url.partition("://")
         self.scheme = scheme
         self.storage_options: dict[str, str] = {}
         self._store: Any
         if scheme == "file":
-            root = Path(rest).expanduser().resolve()
-            root.mkdir(parents=True, exist_ok=True)
+            root = Path(rest)
+            prepare_directory(root, access, "lake", self.url, _MISSING_HINT)
             self.root = str(root)
-            self._store = LocalStore(root, mkdir=True)
+            self._store = LocalStore(root)
         elif scheme == "memory":
             self.root = f"memory://{rest}"
             self._store = MemoryStore()
@@ -87,11 +97,31 @@ class Lake:
             if settings.access_key_id and settings.secret_access_key:
                 self.storage_options["AWS_ACCESS_KEY_ID"] = settings.access_key_id.get_secret_value()
                 self.storage_options["AWS_SECRET_ACCESS_KEY"] = settings.secret_access_key.get_secret_value()
-        else:
-            raise ConfigError(f"unknown lake URL scheme {scheme!r} in {url!r}", hint="use file://, s3:// or memory://")
+            self._check_prefix(access)
 
     def __repr__(self) -> str:
         return f"Lake({self.url!r})"
+
+    def _check_prefix(self, access: Access) -> None:
+        """An S3 lake: the bucket must answer (else ConfigError); for reading, the prefix must hold an object."""
+        if self.holds_objects():
+            return
+        if access == "read":
+            raise NotFoundError(f"the lake {self.url} holds no object", hint=_MISSING_HINT)
+        log.info("the lake is empty; its first write creates it", extra={"fields": {"lake": self.url}})
+
+    def holds_objects(self, prefixes: tuple[str, ...] = ("",)) -> bool:
+        """True if at least one object lies under one of ``prefixes`` (reads one listing page per prefix)."""
+        for prefix in prefixes:
+            try:
+                for batch in obstore.list(self._store, prefix=prefix or None, chunk_size=1):
+                    if any(not is_temporary_key(str(meta["path"])) for meta in batch):
+                        return True
+            except FileNotFoundError:
+                continue
+            except _FOREIGN as exc:
+                raise _store_error(exc, f"could not list {self.url}") from exc
+        return False
 
     # -------------------------------------------------------------------------------- objects
 
@@ -161,9 +191,11 @@ class Lake:
         return "/".join([self.root, *parts])
 
 
-def open_lake(url: str | Lake, settings: LakeSettings | None = None) -> Lake:
-    """The lake at ``url`` (or ``url`` itself if it is already a :class:`Lake`: tests inject one)."""
-    return url if isinstance(url, Lake) else Lake(url, settings)
+def open_lake(url: str | Lake, settings: LakeSettings | None = None, access: Access = "write") -> Lake:
+    """The lake at ``url`` (a URL or a plain path; or ``url`` itself if it is already a :class:`Lake`: tests
+    inject one). ``access="read"``: it must exist (:class:`~pinpipe.errors.NotFoundError`) and nothing is
+    created; ``"write"``: a missing directory is created under an existing parent (see :mod:`pinpipe.locations`)."""
+    return url if isinstance(url, Lake) else Lake(url, settings, access)
 
 
 _NOT_RETRYABLE = ("NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")

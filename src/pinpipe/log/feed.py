@@ -5,8 +5,10 @@ Who calls what: :class:`pinpipe.stream.worker.StreamWorker` calls :meth:`Feed.op
 :meth:`Feed.close` at the end. The feed calls back into the worker:
 
 - ``resume(partitions)`` when it gains partitions (start, restart, rebalance): the worker answers the position
-  that silver's application transactions say is next; the feed takes ``max(that, the log's committed position)``
-  and reads from there;
+  that silver's application transactions say is next, and the feed reads from exactly there. Silver's versions
+  are the truth: the log's committed position of the group is informational (for lag tools) and never moves the
+  start forward — on a fresh or restored lake with an existing group it is ahead of silver, and taking it would
+  skip records silver never got (the feed logs a warning naming the partitions when that happens);
 - ``release(partitions)`` *before* it gives partitions away (rebalance, close): the worker finishes its
   in-flight micro-batch so nothing it read is left half-done when another worker takes over.
 
@@ -134,10 +136,15 @@ class LogFeed(Feed):
         if not new or self._resume is None:
             return
         from_txn = self._resume(new)
+        ahead: dict[TopicPartition, int] = {}
         for topic in sorted({t for t, _ in new}):
             committed = self.log.committed(self.group, topic)
             for tp in (tp for tp in new if tp[0] == topic):
-                self._positions[tp] = max(from_txn.get(tp, 0), committed.get(tp[1], 0))
+                self._positions[tp] = from_txn.get(tp, 0)
+                if committed.get(tp[1], 0) > self._positions[tp]:
+                    ahead[tp] = committed[tp[1]]
+        if ahead:
+            warn_committed_ahead(self.group, ahead, self._positions)
         self._order = sorted(self._positions)
         log.info(
             "partitions assigned",
@@ -208,6 +215,22 @@ class LogFeed(Feed):
         if self.owns_log:
             self.owns_log = False
             self.log.close()
+
+
+def warn_committed_ahead(
+    group: str, committed: Mapping[TopicPartition, int], positions: Mapping[TopicPartition, int]
+) -> None:
+    """One warning line: the group committed positions past what silver holds (a fresh or restored lake); the
+    feed reads from silver's positions, so the records in between are written again rather than skipped."""
+    log.warning(
+        "the group's committed positions are ahead of silver (a fresh or restored lake?); reading from silver's",
+        extra={
+            "fields": {
+                "group": group,
+                "partitions": ",".join(f"{t}:{p}@{positions[(t, p)]}<{n}" for (t, p), n in sorted(committed.items())),
+            }
+        },
+    )
 
 
 def group_positions(records: Iterable[LogRecord]) -> dict[TopicPartition, int]:

@@ -5,8 +5,8 @@ one ``--group`` subscribes to the kind topics (``<prefix>.<kind>`` and ``streami
 coordinator spreads partitions across them and moves them when a worker joins, leaves or stops heartbeating.
 
 Who calls what (see :mod:`pinpipe.log.feed`): on assignment librdkafka calls :meth:`KafkaGroupFeed._on_assign`, which
-asks the worker for silver's transaction versions and seeks each partition to ``max(txn version, committed
-offset)``; on revocation :meth:`KafkaGroupFeed._on_revoke` lets the worker commit its in-flight batch first. Both
+asks the worker for silver's transaction versions and seeks each partition there (the group's committed offset
+is informational: see :mod:`pinpipe.log.feed`); on revocation :meth:`KafkaGroupFeed._on_revoke` lets the worker commit its in-flight batch first. Both
 run inside :meth:`poll` on the worker's thread. Group timeouts are ``session.timeout.ms=6000`` and
 ``heartbeat.interval.ms=1000`` (with librdkafka's 45 s default a join takes ~23 s on Tansu); URL query
 parameters whose name has a dot (``?fetch.wait.max.ms=20``) override librdkafka settings, others (``timeout_ms``,
@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from pinpipe.errors import ConfigError, LogUnavailableError, MissingExtraError
 from pinpipe.log.base import LogRecord
-from pinpipe.log.feed import Feed, ReleaseFn, ResumeFn, TopicPartition
+from pinpipe.log.feed import Feed, ReleaseFn, ResumeFn, TopicPartition, warn_committed_ahead
 from pinpipe.tables import kind_of_topic
 from pinpipe.telemetry.logs import get_logger
 
@@ -58,6 +58,7 @@ class KafkaGroupFeed(Feed):
 
     def __init__(self, url: str, prefix: str, group: str, rescan_s: float = 5.0) -> None:
         self.prefix = prefix
+        self.group = group
         self.rescan_s = rescan_s
         try:
             self._consumer = ck.Consumer(consumer_config(url, group))
@@ -77,10 +78,15 @@ class KafkaGroupFeed(Feed):
         tps = [(p.topic, p.partition) for p in partitions]
         from_txn = self._resume(tps) if self._resume else {}
         committed = {(p.topic, p.partition): p.offset for p in consumer.committed(partitions, timeout=10)}
+        ahead: dict[TopicPartition, int] = {}
         for p in partitions:
             tp = (p.topic, p.partition)
-            p.offset = max(from_txn.get(tp, 0), committed.get(tp, -1), 0)
+            p.offset = from_txn.get(tp, 0)  # silver's version is the truth; the group's commit is informational
             self._positions[tp] = p.offset
+            if committed.get(tp, -1) > p.offset:
+                ahead[tp] = committed[tp]
+        if ahead:
+            warn_committed_ahead(self.group, ahead, self._positions)
         consumer.assign(partitions)
         self._assigned_once = True
         log.info(

@@ -18,8 +18,10 @@ One micro-batch (:meth:`StreamWorker.step`):
 4. once a batch's commits are confirmed, commit the log positions (informational, for lag tools; throttled to
    ``commit_interval_s``).
 
-Exactly once: a partition (re)starts at ``max(txn_version(app id), committed log position)``, so whatever a
-crash, a SIGKILL or a rebalance interrupted is read again, and whatever was committed is skipped. A crash between
+Exactly once: a partition (re)starts at ``txn_version(app id)`` — silver's own record of what it holds, never the
+log's committed position (on a fresh or restored lake with an existing group that is ahead of silver, and would
+skip records silver never got) — so whatever a crash, a SIGKILL or a rebalance interrupted is read again, and
+whatever was committed is skipped. A crash between
 3a and 3b replays into an idempotent quarantine write; a crash after 3b replays nothing. A conflicting concurrent
 Delta commit (another worker, a compaction) raises a Retryable error and the same batch is committed again.
 Compaction runs only when no batch is in flight, so a worker never races its own merges.
@@ -74,14 +76,13 @@ def open_feed(
 
         return KafkaGroupFeed(log_url, prefix, group)
     pace = 0.2 if log_url.startswith("kinesis://") else 0.0  # Kinesis: 5 GetRecords per second per shard
+    event_log = open_log(log_url, access="read")  # a worker only reads: a missing log is an error, never created
     if leases:
         from pinpipe.log.leases import LeaseFeed, LeaseTable  # optional extra (boto3)
 
         table = LeaseTable.from_url(leases)
-        return LeaseFeed(
-            open_log(log_url), prefix, group, table, lease_s=lease_s, owns_log=True, min_read_interval_s=pace
-        )
-    return LogFeed(open_log(log_url), prefix, group, worker_index, workers, owns_log=True, min_read_interval_s=pace)
+        return LeaseFeed(event_log, prefix, group, table, lease_s=lease_s, owns_log=True, min_read_interval_s=pace)
+    return LogFeed(event_log, prefix, group, worker_index, workers, owns_log=True, min_read_interval_s=pace)
 
 
 def app_id(topic: str, partition: int) -> str:
@@ -170,7 +171,8 @@ class StreamWorker:
     # ------------------------------------------------------------------------------------------ feed callbacks
 
     def resume_positions(self, partitions: list[TopicPartition]) -> dict[TopicPartition, int]:
-        """Next offset per partition according to silver's application transactions (0 if never written)."""
+        """Next offset per partition according to silver's application transactions (0 if never written): the
+        feed starts each partition exactly there (see :mod:`pinpipe.log.feed`)."""
         by_kind: dict[Kind, list[TopicPartition]] = {}
         for topic, partition in partitions:
             kind = kind_of_topic(self.options.prefix, topic)

@@ -1,5 +1,6 @@
 """Structured logging for long-running commands: human lines by default, one JSON object per line with
-``--log-format json``. Extra facts go in ``extra={"fields": {...}}`` and appear as key=value / JSON keys."""
+``--log-format json``. Extra facts go in ``extra={"fields": {...}}`` and appear as key=value / JSON keys. A password inside a URL is masked in every line
+(:func:`pinpipe.config.mask_secrets`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import time
 from typing import Any, Literal
 
 import orjson
+
+from pinpipe.config import mask_secrets
 
 LogFormat = Literal["human", "json"]
 
@@ -24,7 +27,7 @@ class _JsonFormatter(logging.Formatter):
         doc.update(getattr(record, "fields", {}) or {})
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(doc, default=str).decode()
+        return mask_secrets(orjson.dumps(doc, default=str).decode())
 
 
 class _HumanFormatter(logging.Formatter):
@@ -35,7 +38,7 @@ class _HumanFormatter(logging.Formatter):
         line = f"{stamp} {record.levelname:<7} {record.name}: {record.getMessage()}" + (f"  {tail}" if tail else "")
         if record.exc_info:
             line += "\n" + self.formatException(record.exc_info)
-        return line
+        return mask_secrets(line)
 
 
 FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
