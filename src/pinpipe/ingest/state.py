@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from fastapi import Request, Response
+from starlette.requests import ClientDisconnect
 
 from pinpipe.config import Settings
 from pinpipe.log import EventLog
@@ -98,6 +99,7 @@ class IngestState:
     rest_topics: dict[str, Kind]
     streams: dict[str, Kind]
     completions: Completions
+    deadlines: BodyDeadlines
 
 
 def state_of(request: Request) -> IngestState:
@@ -148,21 +150,80 @@ async def send_answer(send: Send, answer: Answer) -> None:
     await send({"type": "http.response.body", "body": answer.body})
 
 
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body from raw ASGI messages, or None once it exceeds ``limit`` bytes."""
+class BodyTimeout(Exception):
+    """A request body did not arrive within ``api.body_timeout_s`` (raised by :func:`read_body`)."""
+
+
+class BodyDeadlines:
+    """When each request body being read must have arrived. One timer every :attr:`SWEEP_S` cancels the overdue
+    reads; a timer per request would cost a tenth of what a small request costs. Used by :func:`read_body` only."""
+
+    SWEEP_S = 0.5
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._reads: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> asyncio.Task[Any]:
+        """Watch the current task's body read; returns the task for :meth:`finish`."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task(loop)
+        if task is None:  # pragma: no cover - ASGI apps always run in a task
+            raise RuntimeError("read_body must run in a task")
+        self._reads[task] = loop.time() + self.timeout_s
+        if self._timer is None or self._loop is not loop:
+            self._loop = loop
+            self._timer = loop.call_later(self.SWEEP_S, self._sweep)
+        return task
+
+    def finish(self, task: asyncio.Task[Any]) -> bool:
+        """Stop watching ``task``; True when its read was cancelled for being overdue."""
+        self._reads.pop(task, None)
+        if task in self._expired:
+            self._expired.discard(task)
+            return True
+        return False
+
+    def _sweep(self) -> None:
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        for task in [t for t, deadline in self._reads.items() if deadline <= now]:
+            del self._reads[task]
+            self._expired.add(task)
+            task.cancel()
+        self._timer = loop.call_later(self.SWEEP_S, self._sweep) if self._reads else None
+
+
+async def read_body(receive: Receive, limit: int, deadlines: BodyDeadlines) -> bytes | None:
+    """The whole request body from raw ASGI messages, or None as soon as it exceeds ``limit`` bytes (the rest is
+    never read). Raises :class:`BodyTimeout` when it takes longer than ``deadlines.timeout_s`` and starlette's
+    ``ClientDisconnect`` when the client goes away first."""
+    task = deadlines.start()
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ConnectionResetError("client disconnected")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except asyncio.CancelledError:
+        if deadlines.finish(task):
+            task.uncancel()
+            raise BodyTimeout(f"the request body did not arrive within {deadlines.timeout_s:g} s") from None
+        raise
+    finally:
+        deadlines.finish(task)
 
 
 def json_response(status: int, doc: Any, media_type: str, headers: dict[str, str] | None = None) -> Response:
