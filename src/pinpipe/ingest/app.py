@@ -172,6 +172,7 @@ def create_app(settings: Settings, event_log: EventLog | str | None = None) -> F
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        deadlines.reset()
         log.info("api ready", extra={"fields": {"log": the_log.url, "prefix": settings.prefix}})
         yield
         if owned:  # the executor stays: an app may be started again (tests run one lifespan per client)

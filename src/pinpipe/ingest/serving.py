@@ -116,7 +116,6 @@ def guarded_protocol(max_connections: int, request_timeout_s: float, metrics: Ap
 
     class GuardedHttpToolsProtocol(HttpToolsProtocol):
         _deadline: float | None = None
-        _in_headers = False
         _header_bytes = 0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -126,14 +125,16 @@ def guarded_protocol(max_connections: int, request_timeout_s: float, metrics: Ap
                 transport.close()
                 metrics.connections_closed.labels("over_cap").inc()
                 return
-            super().connection_made(transport)
+            HttpToolsProtocol.connection_made(self, transport)
             self._deadline = self.loop.time() + request_timeout_s
             if sweeper["timer"] is None:
                 sweeper["timer"] = self.loop.call_later(SWEEP_S, self._sweep)
 
         def data_received(self, data: bytes) -> None:
-            super().data_received(data)
-            if self._in_headers:  # every byte of this chunk belongs to headers not yet complete
+            HttpToolsProtocol.data_received(self, data)
+            # a request has begun and its headers are not complete yet (the cycle is made when they are):
+            # every byte of this chunk was header bytes
+            if self._deadline is not None and (self.cycle is None or self.cycle.scope is not self.scope):
                 self._header_bytes += len(data)
                 if self._header_bytes > MAX_HEADER_BYTES and not self.transport.is_closing():
                     self.transport.write(too_large)
@@ -141,17 +142,12 @@ def guarded_protocol(max_connections: int, request_timeout_s: float, metrics: Ap
                     metrics.connections_closed.labels("headers_too_large").inc()
 
         def on_message_begin(self) -> None:
-            super().on_message_begin()
+            HttpToolsProtocol.on_message_begin(self)
             self._deadline = self.loop.time() + request_timeout_s
-            self._in_headers = True
             self._header_bytes = 0
 
-        def on_headers_complete(self) -> None:
-            self._in_headers = False
-            super().on_headers_complete()
-
         def on_message_complete(self) -> None:
-            super().on_message_complete()
+            HttpToolsProtocol.on_message_complete(self)
             self._deadline = None
 
         def _sweep(self) -> None:

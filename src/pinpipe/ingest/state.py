@@ -156,53 +156,54 @@ class BodyTimeout(Exception):
 
 class BodyDeadlines:
     """When each request body being read must have arrived. One timer every :attr:`SWEEP_S` cancels the overdue
-    reads; a timer per request would cost a tenth of what a small request costs. Used by :func:`read_body` only."""
+    reads; a timer per request would cost a tenth of what a small request costs. Used by :func:`read_body` (which
+    touches :attr:`reads` directly: this runs on every request); the app's lifespan calls :meth:`reset`."""
 
     SWEEP_S = 0.5
 
     def __init__(self, timeout_s: float) -> None:
         self.timeout_s = timeout_s
-        self._reads: dict[asyncio.Task[Any], float] = {}
+        self.reads: dict[asyncio.Task[Any], float] = {}
+        """Task reading a body -> its deadline on ``time.monotonic()``."""
+        self.timer: asyncio.TimerHandle | None = None
         self._expired: set[asyncio.Task[Any]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._timer: asyncio.TimerHandle | None = None
 
-    def start(self) -> asyncio.Task[Any]:
-        """Watch the current task's body read; returns the task for :meth:`finish`."""
-        loop = asyncio.get_running_loop()
-        task = asyncio.current_task(loop)
-        if task is None:  # pragma: no cover - ASGI apps always run in a task
-            raise RuntimeError("read_body must run in a task")
-        self._reads[task] = loop.time() + self.timeout_s
-        if self._timer is None or self._loop is not loop:
-            self._loop = loop
-            self._timer = loop.call_later(self.SWEEP_S, self._sweep)
-        return task
+    def reset(self) -> None:
+        """Forget the timer of a previous event loop (an app may be served again on another loop)."""
+        self.reads.clear()
+        self._expired.clear()
+        self.timer = None
 
-    def finish(self, task: asyncio.Task[Any]) -> bool:
-        """Stop watching ``task``; True when its read was cancelled for being overdue."""
-        self._reads.pop(task, None)
+    def arm(self) -> None:
+        self.timer = asyncio.get_running_loop().call_later(self.SWEEP_S, self._sweep)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` was cancelled for being overdue (and forget it)."""
         if task in self._expired:
             self._expired.discard(task)
             return True
         return False
 
     def _sweep(self) -> None:
-        loop = self._loop
-        assert loop is not None
-        now = loop.time()
-        for task in [t for t, deadline in self._reads.items() if deadline <= now]:
-            del self._reads[task]
+        now = time.monotonic()
+        for task in [t for t, deadline in self.reads.items() if deadline <= now]:
+            del self.reads[task]
             self._expired.add(task)
             task.cancel()
-        self._timer = loop.call_later(self.SWEEP_S, self._sweep) if self._reads else None
+        self.timer = None
+        if self.reads:
+            self.arm()
 
 
 async def read_body(receive: Receive, limit: int, deadlines: BodyDeadlines) -> bytes | None:
     """The whole request body from raw ASGI messages, or None as soon as it exceeds ``limit`` bytes (the rest is
     never read). Raises :class:`BodyTimeout` when it takes longer than ``deadlines.timeout_s`` and starlette's
     ``ClientDisconnect`` when the client goes away first."""
-    task = deadlines.start()
+    task = asyncio.current_task()
+    assert task is not None  # ASGI apps run in a task
+    deadlines.reads[task] = time.monotonic() + deadlines.timeout_s
+    if deadlines.timer is None:
+        deadlines.arm()
     chunks: list[bytes] = []
     size = 0
     try:
@@ -218,12 +219,12 @@ async def read_body(receive: Receive, limit: int, deadlines: BodyDeadlines) -> b
             if not message.get("more_body", False):
                 return chunks[0] if len(chunks) == 1 else b"".join(chunks)
     except asyncio.CancelledError:
-        if deadlines.finish(task):
+        if deadlines.expired(task):
             task.uncancel()
             raise BodyTimeout(f"the request body did not arrive within {deadlines.timeout_s:g} s") from None
         raise
     finally:
-        deadlines.finish(task)
+        deadlines.reads.pop(task, None)
 
 
 def json_response(status: int, doc: Any, media_type: str, headers: dict[str, str] | None = None) -> Response:
