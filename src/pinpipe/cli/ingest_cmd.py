@@ -29,12 +29,14 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Serve the ingestion API: Kafka REST v2 (POST /topics/...) and the Kinesis proxy (PUT /streams/...)."""
         from pinpipe.ingest.app import create_app
+        from pinpipe.ingest.auth import check_startup
         from pinpipe.ingest.serving import bind, serve, tune_gc_for_serving
         from pinpipe.telemetry.logs import get_logger
 
         settings = load_settings(
             {"api": {"host": host, "port": port, "root_path": root_path, "api_key": api_key}, "log": {"url": log_url}}
         )
+        check_startup(settings)  # a missing API key off loopback fails before the port is taken
         sock = bind(settings.api.host, settings.api.port)  # a port in use fails here, before anything is ready
         application = create_app(settings)
         get_logger("ingest").info(
