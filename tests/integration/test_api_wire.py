@@ -61,11 +61,13 @@ class ApiProcess:
 
 
 @contextlib.contextmanager
-def pinpipe_api(workdir: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[ApiProcess]:
+def pinpipe_api(
+    workdir: Path, *args: str, env: dict[str, str] | None = None, log_format: str = "human"
+) -> Iterator[ApiProcess]:
     """``python -m pinpipe api`` on a free loopback port (memory log unless ``--log`` is given)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    argv = [sys.executable, "-m", "pinpipe", "api", "--port", str(port), *args]
+    argv = [sys.executable, "-m", "pinpipe", "--log-format", log_format, "api", "--port", str(port), *args]
     if "--log" not in args:
         argv += ["--log", "memory://"]
     log_path = workdir / f"api-{port}.log"
@@ -298,3 +300,23 @@ def test_a_client_gone_mid_body_is_neither_an_error_nor_a_500(
     output = api.output()
     assert "client disconnected before sending its whole request" in output
     assert "Exception in ASGI application" not in output and "Traceback" not in output
+
+
+def test_every_line_of_the_server_is_structured_with_log_format_json(tmp_path: Path) -> None:
+    with pinpipe_api(tmp_path, env={"PINPIPE__API__BODY_TIMEOUT_S": "1"}, log_format="json") as api:
+        with socket.create_connection(("127.0.0.1", api.port)) as sock:
+            sock.settimeout(10)
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            assert sock.recv(1024).startswith(b"HTTP/1.1 400 ")
+        with socket.create_connection(("127.0.0.1", api.port)) as sock:  # a client gone mid-body
+            sock.sendall(request_head("POST", REST, {"Content-Type": KAFKA_JSON, "Content-Length": "99"}) + b"{")
+            time.sleep(0.2)
+        with socket.create_connection(("127.0.0.1", api.port)) as sock:  # a client that never sends a request
+            sock.settimeout(10)
+            assert sock.recv(1024) == b""
+    lines = [line for line in api.output().splitlines() if line.strip()]
+    docs = [orjson.loads(line) for line in lines]  # fails on any line that is not one JSON object
+    messages = {doc["msg"] for doc in docs}
+    assert "Invalid HTTP request received." in messages
+    assert "client disconnected before sending its whole request" in messages
+    assert "closed a connection whose request did not arrive in time" in messages

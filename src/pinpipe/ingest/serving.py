@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import gc
+import logging
 import socket
 from typing import Any
 
@@ -174,7 +175,9 @@ def guarded_protocol(max_connections: int, request_timeout_s: float, metrics: Ap
 
 
 def serve(app: FastAPI, settings: Settings, sock: socket.socket) -> None:
-    """Serve ``app`` on the bound ``sock`` until SIGTERM/SIGINT (uvicorn + uvloop, one process)."""
+    """Serve ``app`` on the bound ``sock`` until SIGTERM/SIGINT (uvicorn + uvloop, one process). uvicorn's own
+    warnings (a malformed request, say) go through pinpipe's log handlers, so ``--log-format json`` holds for
+    every line."""
     api = settings.api
     metrics: ApiMetrics = app.state.ingest.metrics
     config = uvicorn.Config(
@@ -183,8 +186,12 @@ def serve(app: FastAPI, settings: Settings, sock: socket.socket) -> None:
         loop="uvloop",
         http=guarded_protocol(api.max_connections, api.body_timeout_s + GRACE_S, metrics),
         access_log=False,
+        log_config=None,
         log_level="warning",
         timeout_graceful_shutdown=10,
         backlog=BACKLOG,
     )
+    server_log = logging.getLogger("uvicorn")
+    server_log.handlers[:] = logging.getLogger("pinpipe").handlers
+    server_log.propagate = False
     uvicorn.Server(config).run(sockets=[sock])
