@@ -46,6 +46,12 @@ class ApiSettings(_Section):
     root_path: str = Field("", description="optional stage prefix, e.g. /test")
     api_key: SecretStr | None = Field(None, description="required header X-API-Key; mandatory off loopback")
     max_request_bytes: int = Field(5 * 1024 * 1024, gt=0, description="largest accepted request body")
+    body_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="seconds a client may take to send a request; then 408 and close"
+    )
+    max_connections: int = Field(
+        512, ge=1, le=100_000, description="open client connections at most; more are refused at once (503)"
+    )
 
 
 class LogSettings(_Section):

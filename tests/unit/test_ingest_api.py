@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 
 from pinpipe.config import load_settings
 from pinpipe.errors import ConfigError
-from pinpipe.ingest.app import create_app
+from pinpipe.ingest.app import create_app, route_path
 from pinpipe.log.memory import MemoryLog
 
 KAFKA_JSON = "application/vnd.kafka.json.v2+json"
@@ -286,3 +286,22 @@ def test_metrics_count_requests_and_records(client: TestClient) -> None:
     assert 'pinpipe_api_requests_total{method="POST",route="/topics/{topic}",status="422"} 1.0' in text
     assert "pinpipe_api_append_seconds_bucket" in text
     assert client.get("/openapi.json").json()["paths"]["/topics/{topic}"]["post"]
+
+
+@pytest.mark.parametrize(
+    ("path", "root_path", "expected"),
+    [
+        ("/topics/a", "", "/topics/a"),
+        ("/test/topics/a", "", "/topics/a"),
+        ("/test/healthz", "", "/healthz"),
+        ("/topics/streams/x", "", "/topics/streams/x"),
+        ("/test/topics/a", "/test", "/topics/a"),  # the client sent /topics/a; uvicorn prepended /test
+        ("/test/test/topics/a", "/test", "/topics/a"),  # the client sent the stage itself
+        ("/test/prod/streams/s/record", "/test", "/streams/s/record"),
+        ("/test/test/openapi.json", "/test", "/openapi.json"),
+        ("/test/docs", "/test", "/docs"),
+        ("/test/a/healthz/x", "/test", "/healthz/x"),  # not /healthz: not open, and no route
+    ],
+)
+def test_route_path_strips_the_root_path_and_one_stage(path: str, root_path: str, expected: str) -> None:
+    assert route_path(path, root_path) == expected

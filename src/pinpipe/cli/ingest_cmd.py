@@ -18,7 +18,9 @@ def register(app: typer.Typer) -> None:
         host: Annotated[
             str | None, typer.Option(help="Bind address (default 127.0.0.1; others need --api-key).")
         ] = None,
-        port: Annotated[int | None, typer.Option(help="Port (default 8082, as the REST proxy).")] = None,
+        port: Annotated[
+            int | None, typer.Option(help="Port (default 8082, as the REST proxy; 0: any free port).")
+        ] = None,
         root_path: Annotated[str | None, typer.Option("--root-path", help="Stage prefix served, e.g. /test.")] = None,
         log_url: Annotated[
             str | None, typer.Option("--log", help="Event log URL (default file://pinpipe-data/log).")
@@ -26,17 +28,20 @@ def register(app: typer.Typer) -> None:
         api_key: Annotated[str | None, typer.Option("--api-key", help="Require this X-API-Key header.")] = None,
     ) -> None:
         """Serve the ingestion API: Kafka REST v2 (POST /topics/...) and the Kinesis proxy (PUT /streams/...)."""
-        import uvicorn
-
         from pinpipe.ingest.app import create_app
-        from pinpipe.ingest.serving import tune_gc_for_serving
+        from pinpipe.ingest.auth import check_startup
+        from pinpipe.ingest.serving import bind, serve, tune_gc_for_serving
         from pinpipe.telemetry.logs import get_logger
 
         settings = load_settings(
             {"api": {"host": host, "port": port, "root_path": root_path, "api_key": api_key}, "log": {"url": log_url}}
         )
+        check_startup(settings)  # a missing API key off loopback fails before the port is taken
+        sock = bind(settings.api.host, settings.api.port)  # a port in use fails here, before anything is ready
         application = create_app(settings)
-        get_logger("ingest").info("listening", extra={"fields": {"host": settings.api.host, "port": settings.api.port}})
+        get_logger("ingest").info(
+            "listening", extra={"fields": {"host": settings.api.host, "port": sock.getsockname()[1]}}
+        )
         tune_gc_for_serving()
         # uvicorn shuts down gracefully on SIGTERM/SIGINT, restores the previous handlers and re-raises the signal;
         # with these handlers installed that re-raise is recorded instead of killing the process, so a clean stop
@@ -44,18 +49,7 @@ def register(app: typer.Typer) -> None:
         stopped_by: list[int] = []
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda signum, _frame: stopped_by.append(signum))
-        uvicorn.run(
-            application,
-            host=settings.api.host,
-            port=settings.api.port,
-            root_path=settings.api.root_path,
-            loop="uvloop",
-            http="httptools",
-            access_log=False,
-            log_level="warning",
-            log_config=None,  # uvicorn's lines go through pinpipe's formatter (setup_logging)
-            timeout_graceful_shutdown=10,
-        )
+        serve(application, settings, sock)
         if stopped_by:
             get_logger("ingest").info("stopped", extra={"fields": {"signal": signal.Signals(stopped_by[0]).name}})
 

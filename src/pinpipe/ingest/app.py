@@ -25,6 +25,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI, Response
+from starlette.requests import ClientDisconnect
 
 from pinpipe.config import Settings
 from pinpipe.errors import LogUnavailableError
@@ -33,6 +34,7 @@ from pinpipe.ingest.state import (
     RETRY_AFTER_S,
     Answer,
     ASGIApp,
+    BodyDeadlines,
     Completions,
     IngestState,
     Message,
@@ -40,7 +42,6 @@ from pinpipe.ingest.state import (
     Scope,
     Send,
     json_response,
-    read_body,
     send_answer,
 )
 from pinpipe.log import EventLog, open_log
@@ -48,7 +49,8 @@ from pinpipe.tables import KINDS, stream_name, topic_name
 from pinpipe.telemetry.ingest import ApiMetrics
 from pinpipe.telemetry.logs import get_logger
 
-_STAGE_RE = re.compile(r"^/([^/]+)(/(?:topics|streams)(?:/.*)?)$")
+_STAGE_RE = re.compile(r"^/([^/]+)(/(?:topics|streams|healthz)(?:/.*)?)$")
+"""An API-Gateway stage segment before a route (``/test/topics/...``); any stage name is accepted."""
 
 
 log = get_logger("ingest")
@@ -56,10 +58,41 @@ log = get_logger("ingest")
 FastProduce = Callable[[Scope, Receive, str], Awaitable[Answer]]
 
 
+def _strip(path: str, prefix: str) -> str | None:
+    if path == prefix:
+        return "/"
+    if path.startswith(prefix) and path[len(prefix)] == "/":
+        return path[len(prefix) :]
+    return None
+
+
+def route_path(path: str, root_path: str) -> str:
+    """The path as the routes know it, with and without ``--root-path``.
+
+    uvicorn prepends its ``root_path`` to every request's path, so under ``--root-path /test`` a client's
+    ``/topics/x`` arrives as ``/test/topics/x`` and the original clients' ``/test/topics/x`` as
+    ``/test/test/topics/x``. Both mean ``/topics/x``: strip the root path once, then a stage segment the client
+    sent (the root path again, or any ``/<stage>`` before ``/topics``, ``/streams`` or ``/healthz``).
+    """
+    if root_path:
+        path = _strip(path, root_path) or path
+        again = _strip(path, root_path)
+        if again is not None:
+            return again
+    if path.startswith(("/topics/", "/streams/")):
+        return path
+    match = _STAGE_RE.match(path)
+    if match and match.group(1) not in ("topics", "streams"):
+        return match.group(2)
+    return path
+
+
 class IngestMiddleware:
-    """Pure ASGI middleware: strips an API-Gateway stage segment (``/test/topics/...``), checks the API key,
-    records request metrics, and answers ``POST /topics/{topic}`` itself through ``fast_produce`` (the same
-    functions as the FastAPI route, without the framework's per-request routing and dependency overhead)."""
+    """Pure ASGI middleware: maps the path to the route's (:func:`route_path`), checks the API key (never on
+    ``/healthz``: load balancers probe it), records request metrics, answers ``POST /topics/{topic}`` itself
+    through ``fast_produce`` (the same function as the FastAPI route, without the framework's per-request routing
+    and dependency overhead), and turns a client that went away mid-request into one log line and its own metric
+    label (``status="disconnected"``) instead of a 500."""
 
     def __init__(
         self, app: ASGIApp, metrics: ApiMetrics, api_key: bytes | None, fast_produce: FastProduce | None = None
@@ -74,13 +107,13 @@ class IngestMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        path: str = scope["path"]
-        match = _STAGE_RE.match(path)
-        if match and match.group(1) not in ("topics", "streams"):
-            path = match.group(2)
-            scope["path"] = path
-            scope["raw_path"] = path.encode()
-        status = [500]
+        root_path: str = scope.get("root_path", "").rstrip("/")
+        path = route_path(scope["path"], root_path)
+        full = root_path + path if root_path else path
+        if full != scope["path"]:
+            scope["path"] = full
+            scope["raw_path"] = full.encode()
+        status: list[int | str] = [500]
         name = "unmatched"
 
         async def send_wrapper(message: Message) -> None:
@@ -105,6 +138,15 @@ class IngestMiddleware:
                 await self.app(scope, receive, send_wrapper)
                 route = scope.get("route")
                 name = getattr(route, "path", None) or "unmatched"
+        except ClientDisconnect:
+            route = scope.get("route")
+            name = getattr(route, "path", None) or name
+            status[0] = "disconnected"
+            client = scope.get("client") or ("", 0)
+            log.info(
+                "client disconnected before sending its whole request",
+                extra={"fields": {"method": scope["method"], "path": path, "client": f"{client[0]}:{client[1]}"}},
+            )
         finally:
             self.metrics.observe_request(name, scope["method"], status[0], time.perf_counter() - started)
 
@@ -125,10 +167,12 @@ def create_app(settings: Settings, event_log: EventLog | str | None = None) -> F
     the_log.append(next(iter(rest_topics)), [])  # an empty append takes the embedded log's writer lock now
     metrics = ApiMetrics()
     executor = ThreadPoolExecutor(64, "pinpipe-append")
-    state = IngestState(settings, the_log, metrics, executor, rest_topics, streams, Completions())
+    deadlines = BodyDeadlines(settings.api.body_timeout_s)
+    state = IngestState(settings, the_log, metrics, executor, rest_topics, streams, Completions(), deadlines)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        deadlines.reset()
         log.info("api ready", extra={"fields": {"log": the_log.url, "prefix": settings.prefix}})
         yield
         if owned:  # the executor stays: an app may be started again (tests run one lifespan per client)
@@ -184,13 +228,8 @@ def create_app(settings: Settings, event_log: EventLog | str | None = None) -> F
                 content_type = value
             elif header == b"content-length":
                 declared = value
-        head = kafka_rest.check_head(state, topic, content_type.decode("latin-1"), declared.decode("latin-1"))
-        if isinstance(head, Answer):
-            return head
-        body = await read_body(receive, settings.api.max_request_bytes)
-        if body is None:
-            return kafka_rest.too_large(state)
-        return await kafka_rest.produce_body(state, topic, head, body)
+        ctype, length = content_type.decode("latin-1"), declared.decode("latin-1")
+        return await kafka_rest.answer_produce(state, topic, ctype, length, receive)
 
     app.add_middleware(IngestMiddleware, metrics=metrics, api_key=api_key, fast_produce=fast_produce)
     return app

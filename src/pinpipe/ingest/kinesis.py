@@ -16,7 +16,11 @@ Answers, shaped as Kinesis answers through API Gateway:
   for a missing/oversized field, more than 500 records, more than 5 MiB, or a record failing ``validate_raw``
   (the message names the record index and the reason); 400 ``{"message":"Could not parse request body into
   json: ..."}`` for a body that is not JSON. One bad record rejects the whole request; nothing is appended.
-- 503 ``{"__type":"ServiceUnavailable"}`` with ``Retry-After`` when the log is unavailable or slow.
+  The 5 MiB limit is enforced while the body is read: a larger body is refused as soon as it passes the limit,
+  the rest is never read and the connection closes.
+- 408 ``{"__type":"RequestTimeoutException"}`` when the body does not arrive within ``api.body_timeout_s``.
+- 503 ``{"__type":"ServiceUnavailable"}`` with ``Retry-After`` when the log is unavailable or slow; 500
+  ``{"__type":"InternalFailure"}`` for any other failure of the log (logged). Never a 2xx.
 
 The record is keyed by its ``ind`` (not by ``PartitionKey``, which the original sends as a constant), so one
 ``ind`` always lands in one partition.
@@ -35,13 +39,16 @@ from pinpipe.errors import LogUnavailableError, PinpipeError, UnknownTopicError
 from pinpipe.ingest.state import (
     MAX_RECORD_BYTES,
     RETRY_AFTER_S,
+    BodyTimeout,
     IngestState,
     append_durably,
     json_response,
+    read_body,
     state_of,
 )
 from pinpipe.ingest.validate import check_record, row_schema
 from pinpipe.tables import KINDS, Kind, key_of
+from pinpipe.telemetry.logs import get_logger
 
 MAX_RECORDS = 500
 MAX_REQUEST_BYTES = 5 * 1024 * 1024
@@ -49,6 +56,9 @@ ACCOUNT = "000000000000"
 JSON = "application/json"
 
 router = APIRouter(tags=["kinesis-proxy"])
+log = get_logger("ingest")
+CLOSE = {"Connection": "close"}
+"""Headers of an answer sent before the body was read to its end: the rest is not read, so the connection closes."""
 
 _ERROR = {"type": "object", "properties": {"__type": {"type": "string"}, "message": {"type": "string"}}}
 _ENTRY = {
@@ -74,8 +84,8 @@ def _error(status: int, kind: str, message: str, headers: dict[str, str] | None 
     return json_response(status, {"__type": kind, "message": message}, JSON, headers)
 
 
-def _validation(message: str) -> Response:
-    return _error(400, "ValidationException", f"1 validation error detected: {message}")
+def _validation(message: str, headers: dict[str, str] | None = None) -> Response:
+    return _error(400, "ValidationException", f"1 validation error detected: {message}", headers)
 
 
 def _not_found(stream: str) -> Response:
@@ -149,10 +159,13 @@ async def _body(request: Request, state: IngestState) -> Any | Response:
     limit = min(MAX_REQUEST_BYTES, state.settings.api.max_request_bytes)
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        return _validation(f"the request is {declared} bytes; the limit is {limit} bytes")
-    body = await request.body()
-    if len(body) > limit:
-        return _validation(f"the request is {len(body)} bytes; the limit is {limit} bytes")
+        return _validation(f"the request is {declared} bytes; the limit is {limit} bytes", CLOSE)
+    try:
+        body = await read_body(request.receive, limit, state.deadlines)
+    except BodyTimeout as exc:
+        return _error(408, "RequestTimeoutException", f"{exc}; send the whole request in time", CLOSE)
+    if body is None:
+        return _validation(f"the request is larger than the limit of {limit} bytes", CLOSE)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -170,7 +183,11 @@ async def _append(
     except UnknownTopicError:
         return _not_found(stream)
     except PinpipeError as exc:
+        log.error("event log failed", extra={"fields": {"error": exc.message, "type": type(exc).__name__}})
         return _error(500, "InternalFailure", exc.message)
+    except Exception as exc:  # a failure of the log is never a 2xx nor an unanswered request
+        log.error("event log failed unexpectedly", exc_info=exc)
+        return _error(500, "InternalFailure", f"the event log failed: {type(exc).__name__}")
 
 
 async def _stream_request(stream: str, request: Request) -> tuple[IngestState, Kind, Any] | Response:

@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import orjson
 from fastapi import Request, Response
+from starlette.requests import ClientDisconnect
 
 from pinpipe.config import Settings
 from pinpipe.log import EventLog
@@ -98,6 +99,7 @@ class IngestState:
     rest_topics: dict[str, Kind]
     streams: dict[str, Kind]
     completions: Completions
+    deadlines: BodyDeadlines
 
 
 def state_of(request: Request) -> IngestState:
@@ -148,21 +150,81 @@ async def send_answer(send: Send, answer: Answer) -> None:
     await send({"type": "http.response.body", "body": answer.body})
 
 
-async def read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body from raw ASGI messages, or None once it exceeds ``limit`` bytes."""
+class BodyTimeout(Exception):
+    """A request body did not arrive within ``api.body_timeout_s`` (raised by :func:`read_body`)."""
+
+
+class BodyDeadlines:
+    """When each request body being read must have arrived. One timer every :attr:`SWEEP_S` cancels the overdue
+    reads; a timer per request would cost a tenth of what a small request costs. Used by :func:`read_body` (which
+    touches :attr:`reads` directly: this runs on every request); the app's lifespan calls :meth:`reset`."""
+
+    SWEEP_S = 0.5
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.reads: dict[asyncio.Task[Any], float] = {}
+        """Task reading a body -> its deadline on ``time.monotonic()``."""
+        self.timer: asyncio.TimerHandle | None = None
+        self._expired: set[asyncio.Task[Any]] = set()
+
+    def reset(self) -> None:
+        """Forget the timer of a previous event loop (an app may be served again on another loop)."""
+        self.reads.clear()
+        self._expired.clear()
+        self.timer = None
+
+    def arm(self) -> None:
+        self.timer = asyncio.get_running_loop().call_later(self.SWEEP_S, self._sweep)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` was cancelled for being overdue (and forget it)."""
+        if task in self._expired:
+            self._expired.discard(task)
+            return True
+        return False
+
+    def _sweep(self) -> None:
+        now = time.monotonic()
+        for task in [t for t, deadline in self.reads.items() if deadline <= now]:
+            del self.reads[task]
+            self._expired.add(task)
+            task.cancel()
+        self.timer = None
+        if self.reads:
+            self.arm()
+
+
+async def read_body(receive: Receive, limit: int, deadlines: BodyDeadlines) -> bytes | None:
+    """The whole request body from raw ASGI messages, or None as soon as it exceeds ``limit`` bytes (the rest is
+    never read). Raises :class:`BodyTimeout` when it takes longer than ``deadlines.timeout_s`` and starlette's
+    ``ClientDisconnect`` when the client goes away first."""
+    task = asyncio.current_task()
+    assert task is not None  # ASGI apps run in a task
+    deadlines.reads[task] = time.monotonic() + deadlines.timeout_s
+    if deadlines.timer is None:
+        deadlines.arm()
     chunks: list[bytes] = []
     size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            raise ConnectionResetError("client disconnected")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    try:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                raise ClientDisconnect()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    except asyncio.CancelledError:
+        if deadlines.expired(task):
+            task.uncancel()
+            raise BodyTimeout(f"the request body did not arrive within {deadlines.timeout_s:g} s") from None
+        raise
+    finally:
+        deadlines.reads.pop(task, None)
 
 
 def json_response(status: int, doc: Any, media_type: str, headers: dict[str, str] | None = None) -> Response:

@@ -42,6 +42,13 @@ class ApiMetrics:
             ["topic", "outcome"],
             registry=self.registry,
         )
+        self.connections_closed = Counter(
+            "pinpipe_api_connections_closed_total",
+            "client connections the server closed itself: over_cap (refused at accept), request_timeout (a request "
+            "not received within api.body_timeout_s), headers_too_large",
+            ["reason"],
+            registry=self.registry,
+        )
         self.append_seconds = Histogram(
             "pinpipe_api_append_seconds",
             "time for the event log to durably append one request's records",
@@ -49,11 +56,12 @@ class ApiMetrics:
             registry=self.registry,
         )
 
-        self._children: dict[tuple[str, ...], Any] = {}
+        self._children: dict[tuple[Any, ...], Any] = {}
 
-    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        """Count one answered request (label children are cached: this runs on every request)."""
-        key = ("req", route, method, str(status))
+    def observe_request(self, route: str, method: str, status: int | str, seconds: float) -> None:
+        """Count one request by its answer's status, or ``"disconnected"`` for a client that went away before
+        sending its whole request (label children are cached: this runs on every request)."""
+        key = ("req", route, method, status)
         counter = self._children.get(key)
         if counter is None:
             counter = self._children[key] = self.requests.labels(route, method, str(status))
