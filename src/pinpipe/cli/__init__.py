@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "results_cmd",
     "quality_cmd",
     "accounting_cmd",
+    "log_cmd",
     "drill_cmd",
     "config_cmd",
 )

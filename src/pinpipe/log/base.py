@@ -140,6 +140,11 @@ class EventLog(ABC):
     def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
         """Durably record ``group``'s next position per partition of ``topic``."""
 
+    def integrity_problems(self) -> list[dict[str, object]]:
+        """Stored records known to be corrupt and not skipped by an operator (the API's ``/healthz`` reports them
+        as degraded). Backends that keep no such knowledge (brokers check their own data) return []."""
+        return []
+
     def close(self) -> None:
         """Release connections and files. Safe to call twice."""
 

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import orjson
 
@@ -46,6 +46,24 @@ class FileCommitStore:
                 f"commit file {path} is not a JSON object of partition → position",
                 hint="restore it from backup or delete it to restart the group from the beginning",
             ) from exc
+
+    def highest(self, topic: str) -> dict[int, tuple[int, str]]:
+        """Per partition of ``topic``, the highest position any group committed and that group (the embedded log
+        checks on open that its data reaches it: offsets a reader saw are never handed out again)."""
+        out: dict[int, tuple[int, str]] = {}
+        name = f"{quote(topic, safe='')}.json"
+        try:
+            groups = sorted(p for p in self.root.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return out
+        for folder in groups:
+            if not (folder / name).exists():
+                continue
+            group = unquote(folder.name)
+            for partition, position in self.committed(group, topic).items():
+                if partition not in out or position > out[partition][0]:
+                    out[partition] = (position, group)
+        return out
 
     def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
         path = self._path(group, topic)
