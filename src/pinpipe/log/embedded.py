@@ -427,6 +427,9 @@ class EmbeddedLog(EventLog):
         data_fd, index_fd = self._reader_fds(topic, partition)
         return 0 if data_fd < 0 else segment.indexed_count(index_fd)
 
+    def skipped_records(self) -> dict[tuple[str, int], frozenset[int]]:
+        return integrity.skipped_offsets(self.path)
+
     def integrity_problems(self) -> list[dict[str, object]]:
         """Corrupt records noted in ``DIR/corrupt.json`` and not skipped since (``/healthz`` reports them)."""
         try:
