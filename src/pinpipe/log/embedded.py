@@ -14,13 +14,11 @@ processes call :meth:`EmbeddedLog.read` (the sink :meth:`EmbeddedLog.read_values
   entries rebuilt), so a crashed writer's successor starts clean.
 - **Group commit**: ``append`` hands its records to one writer thread and waits. The thread takes everything
   pending, writes it, fdatasyncs each touched partition once and publishes — concurrent appenders share fsyncs.
-- **Integrity**: an indexed record that no longer checks out is corrupt: reading it raises CorruptStateError
-  naming topic, partition and offset (noted in ``DIR/corrupt.json``, which ``/healthz`` reports), and so does the
-  writer's recovery, which checks every indexed record. ``pinpipe log verify`` lists them, ``pinpipe log repair``
-  skips one and records it in ``DIR/skipped.json`` (:mod:`pinpipe.log.integrity`); readers then step over it.
-- A failed append is truncated away before its caller hears of it (the API answers 503): a 503'd record never
-  reappears. Offsets never go back (see :mod:`pinpipe.log.segment`). New partition files and ``topics.json``'s
-  rename are followed by an fsync of their directories.
+- **Integrity** (:mod:`pinpipe.log.integrity`): reading an indexed record that no longer checks out raises
+  CorruptStateError naming topic, partition and offset; readers and recovery (which checks every record) note it
+  in ``DIR/corrupt.json`` for ``/healthz``. ``pinpipe log repair`` skips it (``DIR/skipped.json``). A failed
+  append is truncated away before its caller hears of it (a 503'd record never reappears); offsets never go back
+  (:mod:`pinpipe.log.partition`); new partition directories and the ``topics.json`` rename are fsynced.
 - Records are never deleted (no retention); topics are created with a fixed partition count.
 """
 
@@ -32,9 +30,11 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
@@ -42,6 +42,7 @@ from pinpipe.errors import ConfigError, CorruptStateError, LogUnavailableError, 
 from pinpipe.log import integrity, segment
 from pinpipe.log.base import Capabilities, EventLog, LogRecord, ValueBlock, partition_for
 from pinpipe.log.commits import FileCommitStore
+from pinpipe.log.partition import PartitionWriter, open_writer
 from pinpipe.telemetry.logs import get_logger
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -50,6 +51,7 @@ _GATHER_S = 0.0005
 _GATHER_MIN = 32
 """A batch smaller than this waits up to _GATHER_S for more appenders before its fsync (group commit)."""
 log = get_logger("log.embedded")
+_T = TypeVar("_T")
 
 _Pending = tuple[str, Sequence[bytes], Sequence[bytes | None] | None, "Future[list[tuple[int, int]]]"]
 
@@ -70,7 +72,7 @@ class EmbeddedLog(EventLog):
         self._topics: dict[str, int] = {}
         self._topics_mtime = -1.0
         self._readers: dict[tuple[str, int], tuple[int, int]] = {}
-        self._writers: dict[tuple[str, int], segment.PartitionWriter] = {}
+        self._writers: dict[tuple[str, int], PartitionWriter] = {}
         self._lock_fd: int | None = None
         self._rr = 0
         self._cond = threading.Condition()
@@ -169,44 +171,13 @@ class EmbeddedLog(EventLog):
             os.close(fd)
             raise
 
-    def _writer_for(self, topic: str, partition: int) -> segment.PartitionWriter:
+    def _writer_for(self, topic: str, partition: int) -> PartitionWriter:
         key = (topic, partition)
         writer = self._writers.get(key)
         if writer is None:
-            writer = segment.PartitionWriter(
-                self.path / topic / str(partition),
-                topic,
-                partition,
-                skipped=self._skips.offsets(topic, partition),
-                committed=self._commits.highest(topic).get(partition),
+            writer = open_writer(
+                self.path, topic, partition, self._skips.offsets(topic, partition), self._commits.highest(topic)
             )
-            rec = writer.recovery
-            if rec.corrupt:
-                integrity.note_corruption(self.path, [(topic, partition, o, r) for o, r in rec.corrupt])
-                log.error(
-                    "corrupt records in the event log",
-                    extra={
-                        "fields": {
-                            "topic": topic,
-                            "partition": partition,
-                            "offsets": ",".join(str(o) for o, _ in rec.corrupt[:20]),
-                            "hint": segment.REPAIR_HINT,
-                        }
-                    },
-                )
-            if rec.reindexed or rec.truncated_bytes:
-                log.warning(
-                    "recovered partition",
-                    extra={
-                        "fields": {
-                            "topic": topic,
-                            "partition": partition,
-                            "records": rec.records,
-                            "reindexed": rec.reindexed,
-                            "truncated_bytes": rec.truncated_bytes,
-                        }
-                    },
-                )
             self._writers[key] = writer
         return writer
 
@@ -337,17 +308,14 @@ class EmbeddedLog(EventLog):
     def _skipped(self, topic: str, partition: int) -> segment.Skipped:
         return lambda offset: offset in self._skips.offsets(topic, partition)
 
-    def _corrupt(self, exc: CorruptStateError) -> CorruptStateError:
-        """Note a corrupt record met by a reader (for ``/healthz`` and ``pinpipe log verify``) and name the log."""
-        f = exc.facts
-        integrity.note_corruption(self.path, [(f["topic"], f["partition"], f["offset"], f["reason"])])
-        return CorruptStateError(
-            f"record {f['offset']} of topic {f['topic']!r} partition {f['partition']} in the event log {self.url} "
-            f"is corrupt ({f['reason']})",
-            hint=f"run `pinpipe log verify --log {self.url}`, then `pinpipe log repair --log {self.url} "
-            f"--topic {f['topic']} --partition {f['partition']} --offset {f['offset']}` to skip it",
-            **f,
-        )
+    def _guarded(self, read: Callable[[], _T]) -> _T:
+        """``read()`` with its OSError mapped to LogUnavailableError, and a corrupt record noted and named."""
+        try:
+            return read()
+        except OSError as exc:
+            raise LogUnavailableError(f"cannot read {self.url}: {exc}", backend="file") from exc
+        except CorruptStateError as exc:
+            raise integrity.reader_error(exc, self.path, self.url) from exc
 
     def _reader_fds(self, topic: str, partition: int) -> tuple[int, int]:
         key = (topic, partition)
@@ -373,14 +341,9 @@ class EmbeddedLog(EventLog):
             data_fd, index_fd = self._reader_fds(topic, partition)
             if data_fd >= 0:
                 skipped = self._skipped(topic, partition)
-                try:
-                    records, after = segment.read_records(
-                        data_fd, index_fd, topic, partition, offset, max_records, skipped
-                    )
-                except OSError as exc:
-                    raise LogUnavailableError(f"cannot read {self.url}: {exc}", backend="file") from exc
-                except CorruptStateError as exc:
-                    raise self._corrupt(exc) from exc
+                records, after = self._guarded(
+                    partial(segment.read_records, data_fd, index_fd, topic, partition, offset, max_records, skipped)
+                )
                 if records:
                     return records
                 if after > offset:  # only skipped records there: look past them
@@ -398,14 +361,9 @@ class EmbeddedLog(EventLog):
             data_fd, index_fd = self._reader_fds(topic, partition)
             if data_fd >= 0:
                 skipped = self._skipped(topic, partition)
-                try:
-                    first, end, count, data = segment.read_values(
-                        data_fd, index_fd, topic, partition, offset, max_records, skipped
-                    )
-                except OSError as exc:
-                    raise LogUnavailableError(f"cannot read {self.url}: {exc}", backend="file") from exc
-                except CorruptStateError as exc:
-                    raise self._corrupt(exc) from exc
+                first, end, count, data = self._guarded(
+                    partial(segment.read_values, data_fd, index_fd, topic, partition, offset, max_records, skipped)
+                )
                 if count:
                     return ValueBlock(first, end, count, data)
                 if end > offset:  # only skipped records there: look past them

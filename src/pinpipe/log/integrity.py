@@ -126,6 +126,19 @@ def note_corruption(directory: Path, found: list[tuple[str, int, int, str]]) -> 
             write_json_atomically(path, entries + new)
 
 
+def reader_error(exc: CorruptStateError, directory: Path, url: str) -> CorruptStateError:
+    """Note a corrupt record a reader met (for ``/healthz``) and name the log and the commands that fix it."""
+    f = exc.facts
+    note_corruption(directory, [(f["topic"], f["partition"], f["offset"], f["reason"])])
+    return CorruptStateError(
+        f"record {f['offset']} of topic {f['topic']!r} partition {f['partition']} in the event log {url} "
+        f"is corrupt ({f['reason']})",
+        hint=f"run `pinpipe log verify --log {url}`, then `pinpipe log repair --log {url} --topic {f['topic']} "
+        f"--partition {f['partition']} --offset {f['offset']}` to skip it (its content is lost)",
+        **f,
+    )
+
+
 def open_problems(directory: Path) -> list[dict[str, Any]]:
     """The records noted corrupt and not skipped since (what ``/healthz`` reports)."""
     path = directory / CORRUPT_FILE
@@ -156,8 +169,8 @@ def verify(directory: Path) -> list[PartitionCheck]:
     """Check every indexed record of every partition, and every group's committed position against the end.
 
     Notes what it found in ``corrupt.json`` (replacing the old notes, so a repaired log reads healthy again)."""
-    from pinpipe.log import segment
     from pinpipe.log.commits import FileCommitStore
+    from pinpipe.log.partition import check_partition
 
     if not (directory / "topics.json").exists():
         raise NotFoundError(
@@ -171,7 +184,7 @@ def verify(directory: Path) -> list[PartitionCheck]:
         highest = commits.highest(topic)
         for p in range(n):
             skipped = skips.get((topic, p), frozenset())
-            records, corrupt = segment.check_partition(directory / topic / str(p), topic, p)
+            records, corrupt = check_partition(directory / topic / str(p), topic, p)
             check = PartitionCheck(topic, p, records, [(o, r) for o, r in corrupt if o not in skipped])
             check.skipped = sum(1 for o in skipped if o < records)
             group_pos = highest.get(p)
