@@ -149,11 +149,11 @@ def read_records(
     base, entries = positions[0], len(positions)
     for i in range(want):
         pos = positions[i] - base
-        following = positions[i + 1] - base if i + 1 < entries else None
         decoded = _decode(buf, pos, topic, partition)
-        if decoded is None or decoded[0].offset != offset + i or (following is not None and decoded[1] != following):
+        if decoded is None or decoded[0].offset != offset + i:
             if skipped(offset + i):
                 continue
+            following = positions[i + 1] - base if i + 1 < entries else None
             raise corrupt_error(topic, partition, offset + i, _problem(buf, pos, offset + i, following) or "unreadable")
         out.append(decoded[0])
     return out, offset + want
@@ -181,14 +181,12 @@ def read_values(
     first = expected = offset
     stop = offset + want
     while expected < stop:
-        i = expected - offset
-        following = positions[i + 1] - base if i + 1 < entries else size
         if pos + fixed <= size:
             length, crc, record_offset, _, klen = head(buf, pos)
             end = pos + skip + length
-            if record_offset == expected and body_fixed <= length and end <= size and end <= following:
+            if record_offset == expected and body_fixed <= length and end <= size:
                 body = buf[pos + skip : end]
-                if crc32(body) == crc and (i + 1 == entries or end == following):
+                if crc32(body) == crc:
                     if klen == -1:
                         add(body[body_fixed:])
                         expected += 1
@@ -199,6 +197,7 @@ def read_values(
                         expected += 1
                         pos = end
                         continue
+        i = expected - offset
         if not skipped(expected):
             nxt = positions[i + 1] - base if i + 1 < entries else None
             reason = _problem(buf, positions[i] - base, expected, nxt) or "unreadable"
