@@ -218,6 +218,13 @@ def test_offsets_never_go_back_when_a_data_file_is_cut(tmp_path: Path) -> None:
     assert pinpipe("log", "repair", *args).returncode == 0
     with api(log_dir) as base:
         assert post(base, [geo(31)]) == (200, [31])
+    sink = pinpipe("sink", "--log", f"file://{log_dir}", "--lake", lake, "--until-idle", "--flush-seconds", "0.2")
+    assert sink.returncode == 0, sink.stderr
+    assert pinpipe("batch", "--lake", lake).returncode == 0
+    run = pinpipe("accounting", "--lake", lake, "--log", f"file://{log_dir}", "--json")
+    assert run.returncode == 0, run.stdout + run.stderr  # records landed before they were lost are not "doubled"
+    row = next(t for t in orjson.loads(run.stdout)["topics"] if t["topic"] == GEO)
+    assert (row["in_log"], row["skipped"], row["landed"]) == (29, 3, 32)
 
 
 def record_start_from_records(data: Path, offset: int) -> int:

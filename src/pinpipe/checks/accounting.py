@@ -213,19 +213,11 @@ def reconcile(
 def _report_skipped(
     topic: str, parts: dict[TopicPartition, PartitionLog], mine: list[TopicPartition], add: Adder
 ) -> int:
-    where = [(tp[1], o) for tp in mine if tp in parts for o in sorted(parts[tp].skipped)]
+    where = [f"partition {tp[1]} offset {o}" for tp in mine if tp in parts for o in sorted(parts[tp].skipped)]
     if where:
-        listed = ", ".join(f"partition {p} offset {o}" for p, o in where[:10]) + (", …" if len(where) > 10 else "")
-        add(
-            Finding(
-                "log",
-                topic,
-                "skipped",
-                len(where),
-                f"log skipped {len(where)} corrupt records of {topic} by `pinpipe log repair` ({listed}); "
-                "their content is lost, they are accounted for",
-            )
-        )
+        listed = ", ".join(where[:10]) + (", …" if len(where) > 10 else "")
+        what = f"log skipped {len(where)} corrupt records of {topic} by `pinpipe log repair` ({listed})"
+        add(Finding("log", topic, "skipped", len(where), f"{what}; their content is lost, they are accounted for"))
     return len(where)
 
 
@@ -274,14 +266,9 @@ def _check_sink(
     lost = doubled = behind = 0
     for tp, objs in objects.items():
         part = parts.get(tp) or PartitionLog()
-        landed = [h for o in objs for i, h in enumerate(o.hashes) if o.start + i not in part.skipped]
-        last = objs[-1] if objs else None
-        reach = (
-            0
-            if last is None
-            else part.index_of(last.start)
-            + sum(1 for i in range(len(last.hashes)) if last.start + i not in part.skipped)
-        )
+        kept = [[h for i, h in enumerate(o.hashes) if o.start + i not in part.skipped] for o in objs]
+        landed = [h for hashes in kept for h in hashes]
+        reach = part.index_of(objs[-1].start) + len(kept[-1]) if objs else 0
         if part.committed is not None:
             reach = max(reach, part.index_of(part.committed))
         reach = min(reach, len(part.offsets))
