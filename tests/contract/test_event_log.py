@@ -428,7 +428,8 @@ def test_embedded_fsyncs_new_directories(tmp_path: Path, monkeypatch: pytest.Mon
     log = open_log(f"file://{tmp_path / 'log'}")
     log.ensure_topics(["t"])
     log.append("t", [b"{}"])
+    log.commit("g", "t", {0: 1})
     log.close()
     root = tmp_path / "log"
-    for folder in (root, root / "t", root / "t" / "0"):
+    for folder in (tmp_path, root, root / "t", root / "t" / "0", root / "commits", root / "commits" / "g"):
         assert str(folder) in synced, f"{folder} was not fsynced after an entry was created in it"

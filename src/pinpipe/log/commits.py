@@ -18,6 +18,7 @@ from urllib.parse import quote, unquote
 import orjson
 
 from pinpipe.errors import CorruptStateError, LogUnavailableError
+from pinpipe.log.integrity import fsync_dir
 
 
 class FileCommitStore:
@@ -72,7 +73,10 @@ class FileCommitStore:
             merged.update({int(p): int(pos) for p, pos in positions.items()})
             payload = orjson.dumps({str(p): pos for p, pos in sorted(merged.items())})
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                if not path.parent.is_dir():  # a new group: its folder (and ``root``) must survive a power loss
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    for folder in (self.root, self.root.parent):
+                        fsync_dir(folder)
                 tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
@@ -81,10 +85,6 @@ class FileCommitStore:
                 finally:
                     os.close(fd)
                 os.replace(tmp, path)
-                dfd = os.open(path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
+                fsync_dir(path.parent)
             except OSError as exc:
                 raise LogUnavailableError(f"cannot write commits at {path}: {exc}", backend="commits") from exc

@@ -127,12 +127,15 @@ class EmbeddedLog(EventLog):
             current = dict(self._load_topics())
             for topic in missing:
                 current.setdefault(topic, partitions)
+            first = not (self.path / "topics.json").exists()
             tmp = self.path / f"topics.json.{os.getpid()}.tmp"
             tmp.write_bytes(orjson.dumps(current))
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path / "topics.json")
             integrity.fsync_dir(self.path)
+            if first:  # a new log directory: its own entry too
+                integrity.fsync_dir(self.path.parent)
             self._topics_mtime = -1.0
             self._load_topics()
 
