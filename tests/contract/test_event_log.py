@@ -433,3 +433,55 @@ def test_embedded_fsyncs_new_directories(tmp_path: Path, monkeypatch: pytest.Mon
     root = tmp_path / "log"
     for folder in (tmp_path, root, root / "t", root / "t" / "0", root / "commits", root / "commits" / "g"):
         assert str(folder) in synced, f"{folder} was not fsynced after an entry was created in it"
+
+
+def test_embedded_rebuilds_a_zeroed_index_tail_without_calling_it_corruption(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'log'}"
+    log = open_log(url)
+    log.ensure_topics(["t"])
+    log.append("t", [b'{"n":%d}' % i for i in range(4)])
+    log.close()
+    index = tmp_path / "log" / "t" / "0" / "index"
+    raw = bytearray(index.read_bytes())
+    raw[16:] = bytes(len(raw) - 16)  # after a power loss the index's last entries read as zeros
+    index.write_bytes(bytes(raw))
+    writer = open_log(url)
+    assert writer.append("t", [b'{"n":4}']) == [(0, 4)]
+    assert [r.value for r in writer.read("t", 0, 0)] == [b'{"n":%d}' % i for i in range(5)]
+    assert writer.integrity_problems() == []
+    writer.close()
+
+
+def test_embedded_rolls_back_every_partition_of_a_failed_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    url = f"file://{tmp_path / 'log'}"
+    log = open_log(url)
+    log.ensure_topics(["t"], partitions=2)
+    keys = [str(i).encode() for i in range(40)]
+    log.append("t", [b'{"n":%d}' % i for i in range(40)], keys)
+    real = os.pwrite
+    data_writes = 0
+
+    def fail_second_partition(fd: int, data: bytes, offset: int) -> int:
+        nonlocal data_writes
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/data"):
+            data_writes += 1
+            if data_writes == 2:  # the request's records for the first partition are written; the second fails
+                raise OSError(errno.EIO, "Input/output error")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", fail_second_partition)
+    with pytest.raises(LogUnavailableError):
+        log.append("t", [b'{"late":%d}' % i for i in range(40)], keys)
+    monkeypatch.undo()
+    ends = [log.end_offset("t", p) for p in (0, 1)]
+    log.close()
+    reopened = open_log(url)
+    values = [r.value for p in (0, 1) for r in reopened.read("t", p, 0)]
+    assert not [v for v in values if b"late" in v], "records of a failed request came back after a restart"
+    assert [reopened.end_offset("t", p) for p in (0, 1)] == ends
+    reopened.close()
