@@ -195,11 +195,11 @@ def verify(directory: Path) -> list[PartitionCheck]:
                 check.lost_tail = (end, group_pos[0], group_pos[1])
             out.append(check)
     found = [(c.topic, c.partition, o, r) for c in out for o, r in c.corrupt]
-    found += [
-        (c.topic, c.partition, o, f"missing: group {c.lost_tail[2]} committed position {c.lost_tail[1]}")
+    found += [  # one note per lost range, at its first offset
+        (c.topic, c.partition, first, f"missing: offsets {first} to {end - 1} (group {group} committed {end})")
         for c in out
         if c.lost_tail
-        for o in range(c.lost_tail[0], c.lost_tail[1])
+        for first, end, group in [c.lost_tail]
     ]
     with _note_lock, contextlib.suppress(OSError):
         path = directory / CORRUPT_FILE
