@@ -93,6 +93,8 @@ def _problem(buf: bytes, pos: int, offset: int, following: int | None) -> str | 
         return "the data ends before it"
     length, crc = HEADER.unpack_from(buf, pos)
     end = pos + HEADER.size + length
+    if following is not None and end != following and following <= len(buf):
+        return f"its length field ({length}) disagrees with the index"
     if length < BODY.size:
         return f"impossible length {length}"
     if end > len(buf):
@@ -105,8 +107,6 @@ def _problem(buf: bytes, pos: int, offset: int, following: int | None) -> str | 
         return f"it holds offset {found}"
     if klen < -1 or BODY.size + max(klen, 0) > length:
         return f"impossible key length {klen}"
-    if following is not None and end != following:
-        return "its length disagrees with the index"
     return None
 
 
