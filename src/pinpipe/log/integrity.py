@@ -81,21 +81,22 @@ class SkipList:
     def __init__(self, directory: Path) -> None:
         self.path = directory / SKIPPED_FILE
         self._lock = threading.Lock()
-        self._mtime = -1.0
+        self._version: tuple[int, int, int] | None = None
         self._offsets: dict[tuple[str, int], frozenset[int]] = {}
 
     def offsets(self, topic: str, partition: int) -> frozenset[int]:
         with self._lock:
             try:
-                mtime = self.path.stat().st_mtime_ns / 1e9
+                st = self.path.stat()
+                version = (st.st_ino, st.st_mtime_ns, st.st_size)  # every repair renames a new file into place
             except FileNotFoundError:
-                mtime = 0.0
-            if mtime != self._mtime:
+                version = (0, 0, 0)
+            if version != self._version:
                 grouped: dict[tuple[str, int], set[int]] = {}
                 for e in _entries(self.path):
                     grouped.setdefault((str(e["topic"]), int(e["partition"])), set()).add(int(e["offset"]))
                 self._offsets = {k: frozenset(v) for k, v in grouped.items()}
-                self._mtime = mtime
+                self._version = version
             return self._offsets.get((topic, partition), frozenset())
 
 

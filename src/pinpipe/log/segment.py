@@ -94,7 +94,7 @@ def _problem(buf: bytes, pos: int, offset: int, following: int | None) -> str | 
     length, crc = HEADER.unpack_from(buf, pos)
     end = pos + HEADER.size + length
     if following is not None and end != following and following <= len(buf):
-        return f"its length field ({length}) disagrees with the index"
+        return f"its length ({length}) does not match the index: a damaged header or a cut record"
     if length < BODY.size:
         return f"impossible length {length}"
     if end > len(buf):
