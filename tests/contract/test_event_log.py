@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pinpipe.errors import LogUnavailableError, UnknownTopicError
+from pinpipe.errors import CorruptStateError, LogUnavailableError, UnknownTopicError
 from pinpipe.log import EventLog, open_log
 from tests.contract.log_backends import Backend, make_backend
 
@@ -284,7 +284,204 @@ def test_embedded_read_values_stops_where_read_stops(tmp_path: Path) -> None:
     raw[-3] ^= 0xFF  # corrupt the last record's value: its CRC no longer matches
     data.write_bytes(bytes(raw))
     reader = open_log(url)
-    assert [r.offset for r in reader.read("t", 0, 5)] == [5]
-    block = reader.read_values("t", 0, 5)
+    assert [r.offset for r in reader.read("t", 0, 5, max_records=1)] == [5]
+    block = reader.read_values("t", 0, 5, max_records=1)
     assert (block.count, block.end, block.data) == (1, 6, b'{"a":2}\n')
-    assert reader.read_values("t", 0, 6).count == 0
+    with pytest.raises(CorruptStateError) as values_error:  # an indexed record that fails its CRC is corrupt
+        reader.read_values("t", 0, 5)
+    with pytest.raises(CorruptStateError) as read_error:
+        reader.read("t", 0, 6)
+    for exc in (values_error.value, read_error.value):
+        assert (exc.facts["topic"], exc.facts["partition"], exc.facts["offset"]) == ("t", 0, 6)
+        assert "checksum" in exc.message
+
+
+def _flip(path: Path, at: int) -> None:
+    raw = bytearray(path.read_bytes())
+    raw[at] ^= 0x55
+    path.write_bytes(bytes(raw))
+
+
+def _record_start(partition_dir: Path, offset: int) -> int:
+    import struct
+
+    return int(struct.unpack_from("<Q", (partition_dir / "index").read_bytes(), 8 * offset)[0])
+
+
+def test_embedded_corrupt_record_mid_partition_is_named_then_skipped(tmp_path: Path) -> None:
+    from pinpipe.log import integrity
+
+    url = f"file://{tmp_path / 'log'}"
+    log = open_log(url)
+    log.ensure_topics(["t"])
+    log.append("t", [b'{"n":%d}' % i for i in range(20)])
+    log.close()
+    pdir = tmp_path / "log" / "t" / "0"
+    _flip(pdir / "data", _record_start(pdir, 7) + 30)  # a byte inside record 7's value
+    reader = open_log(url)
+    with pytest.raises(CorruptStateError) as info:
+        reader.read("t", 0, 0)  # never "not yet visible": the records after it exist
+    assert (info.value.facts["offset"], info.value.facts["reason"]) == (7, "checksum mismatch")
+    with pytest.raises(CorruptStateError):
+        reader.read_values("t", 0, 0)
+    assert [p["offset"] for p in reader.integrity_problems()] == [7]
+    writer = open_log(url)  # recovery checks every indexed record, keeps their offsets and appends after them
+    assert writer.append("t", [b'{"n":20}']) == [(0, 20)]
+    with pytest.raises(Exception, match="not corrupt"):
+        integrity.repair(tmp_path / "log", "t", 0, 6)
+    assert integrity.repair(tmp_path / "log", "t", 0, 7) == [7]
+    assert writer.integrity_problems() == []
+    assert [r.offset for r in reader.read("t", 0, 0)] == [o for o in range(21) if o != 7]
+    blocks = []
+    position = 0
+    while (block := reader.read_values("t", 0, position)).count:
+        blocks.append((block.start, block.end, block.count))
+        position = block.end
+    assert blocks == [(0, 7, 7), (8, 21, 13)]  # a block never spans the skipped record
+    writer.close()
+    reopened = open_log(url)
+    assert reopened.append("t", [b'{"n":21}']) == [(0, 21)]
+    assert integrity.skipped_offsets(tmp_path / "log") == {("t", 0): frozenset({7})}
+
+
+def test_embedded_offsets_never_go_back_after_tail_truncation(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'log'}"
+    log = open_log(url)
+    log.ensure_topics(["t"])
+    log.append("t", [b'{"n":%d}' % i for i in range(10)])
+    log.commit("sink", "t", {0: 10})
+    log.close()
+    data = tmp_path / "log" / "t" / "0" / "data"
+    with data.open("r+b") as fh:
+        fh.truncate(data.stat().st_size - 5)  # record 9 lost its last bytes
+    writer = open_log(url)
+    assert writer.append("t", [b'{"n":10}']) == [(0, 10)]  # not 9: a reader committed 10 already
+    with pytest.raises(CorruptStateError) as info:
+        writer.read("t", 0, 9)
+    assert info.value.facts["offset"] == 9
+    writer.close()
+
+
+def test_embedded_refuses_to_reuse_offsets_a_group_committed(tmp_path: Path) -> None:
+    from pinpipe.log import integrity
+
+    url = f"file://{tmp_path / 'log'}"
+    log = open_log(url)
+    log.ensure_topics(["t"])
+    log.append("t", [b'{"n":%d}' % i for i in range(10)])
+    log.commit("sink", "t", {0: 10})
+    log.close()
+    pdir = tmp_path / "log" / "t" / "0"
+    cut = _record_start(pdir, 8)
+    with (pdir / "data").open("r+b") as fh:  # data and index both lost records 8 and 9
+        fh.truncate(cut)
+    with (pdir / "index").open("r+b") as fh:
+        fh.truncate(8 * 8)
+    with pytest.raises(CorruptStateError, match="reuse") as info:
+        open_log(url).append("t", [b"{}"])
+    assert info.value.facts["offset"] == 8
+    assert integrity.repair(tmp_path / "log", "t", 0, 8, count=2) == [8, 9]
+    writer = open_log(url)
+    assert writer.append("t", [b'{"n":10}']) == [(0, 10)]
+    assert [r.offset for r in writer.read("t", 0, 0)] == [*range(8), 10]
+    writer.close()
+
+
+def test_embedded_rolls_back_a_failed_write(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import os
+
+    url = f"file://{tmp_path / 'log'}"
+    log = open_log(url)
+    log.ensure_topics(["t"])
+    log.append("t", [b'{"n":0}'])
+    real = os.pwrite
+
+    def half_then_full(fd: int, data: bytes, offset: int) -> int:
+        if len(data) > 200:  # the big append: half of it lands, then the disk is full
+            real(fd, data[: len(data) // 2], offset)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", half_then_full)
+    with pytest.raises(LogUnavailableError):
+        log.append("t", [b'{"n":%d}' % i for i in range(1, 40)])
+    monkeypatch.undo()
+    log.close()
+    reopened = open_log(url)
+    assert [r.value for r in reopened.read("t", 0, 0)] == [b'{"n":0}']  # the failed records never reappear
+    assert reopened.append("t", [b'{"n":1}']) == [(0, 1)]
+    reopened.close()
+
+
+def test_embedded_fsyncs_new_directories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def recording(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", recording)
+    log = open_log(f"file://{tmp_path / 'log'}")
+    log.ensure_topics(["t"])
+    log.append("t", [b"{}"])
+    log.commit("g", "t", {0: 1})
+    log.close()
+    root = tmp_path / "log"
+    for folder in (tmp_path, root, root / "t", root / "t" / "0", root / "commits", root / "commits" / "g"):
+        assert str(folder) in synced, f"{folder} was not fsynced after an entry was created in it"
+
+
+def test_embedded_rebuilds_a_zeroed_index_tail_without_calling_it_corruption(tmp_path: Path) -> None:
+    url = f"file://{tmp_path / 'log'}"
+    log = open_log(url)
+    log.ensure_topics(["t"])
+    log.append("t", [b'{"n":%d}' % i for i in range(4)])
+    log.close()
+    index = tmp_path / "log" / "t" / "0" / "index"
+    raw = bytearray(index.read_bytes())
+    raw[16:] = bytes(len(raw) - 16)  # after a power loss the index's last entries read as zeros
+    index.write_bytes(bytes(raw))
+    writer = open_log(url)
+    assert writer.append("t", [b'{"n":4}']) == [(0, 4)]
+    assert [r.value for r in writer.read("t", 0, 0)] == [b'{"n":%d}' % i for i in range(5)]
+    assert writer.integrity_problems() == []
+    writer.close()
+
+
+def test_embedded_rolls_back_every_partition_of_a_failed_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    url = f"file://{tmp_path / 'log'}"
+    log = open_log(url)
+    log.ensure_topics(["t"], partitions=2)
+    keys = [str(i).encode() for i in range(40)]
+    log.append("t", [b'{"n":%d}' % i for i in range(40)], keys)
+    real = os.pwrite
+    data_writes = 0
+
+    def fail_second_partition(fd: int, data: bytes, offset: int) -> int:
+        nonlocal data_writes
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("/data"):
+            data_writes += 1
+            if data_writes == 2:  # the request's records for the first partition are written; the second fails
+                raise OSError(errno.EIO, "Input/output error")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", fail_second_partition)
+    with pytest.raises(LogUnavailableError):
+        log.append("t", [b'{"late":%d}' % i for i in range(40)], keys)
+    monkeypatch.undo()
+    ends = [log.end_offset("t", p) for p in (0, 1)]
+    log.close()
+    reopened = open_log(url)
+    values = [r.value for p in (0, 1) for r in reopened.read("t", p, 0)]
+    assert not [v for v in values if b"late" in v], "records of a failed request came back after a restart"
+    assert [reopened.end_offset("t", p) for p in (0, 1)] == ends
+    reopened.close()

@@ -1,19 +1,23 @@
 """``pinpipe drill`` for every component: two SIGKILLs while 600 selections per dialect arrive, then the
 accounting (send logs → log → landed → batch → silver, and log → stream → silver) must balance and the stream
-and batch lakes must hold the same silver and quarantine tables."""
+and batch lakes must hold the same silver and quarantine tables. ``--component corrupt``: a byte flipped in the
+middle of the running log stops the sink and the stream job with an error naming the record; after
+``pinpipe log repair`` the pipeline continues, accounting balances and reports the skipped record."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from pinpipe.errors import ConfigError
-from pinpipe.ops.drill import COMPONENTS, Component, DrillOptions, run_drill
+from pinpipe.ops.drill import KILLABLE, Component, DrillOptions, run_drill
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("component", COMPONENTS)
+@pytest.mark.parametrize("component", KILLABLE)
 def test_drill_balances_after_sigkills(component: Component, tmp_path: Path) -> None:
     opts = DrillOptions(component, tmp_path / "drill", kills=2, events=600, seed=11, send_seconds=4.0)
     result = run_drill(opts, print)
@@ -33,6 +37,21 @@ def test_drill_balances_after_sigkills(component: Component, tmp_path: Path) -> 
     if result.parity is not None:
         assert result.parity.identical
     assert result.passed
+
+
+@pytest.mark.slow
+def test_corrupt_drill_stops_readers_repairs_and_balances(tmp_path: Path) -> None:
+    data = tmp_path / "drill"
+    args = ["drill", "--component", "corrupt", "--events", "600", "--send-seconds", "4", "--data-dir", str(data)]
+    run = subprocess.run([sys.executable, "-m", "pinpipe", *args], capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "exit codes {'sink': 65, 'stream': 65}, named in the error {'sink': True, 'stream': True}" in run.stdout
+    assert "log verify 65, log repair 0, log verify after 0: handled" in run.stdout
+    assert run.stdout.count("log skipped 1 corrupt records of") == 2  # both accountings report it
+    assert run.stdout.count("accounting: balanced") == 2
+    assert "batch/stream parity: identical" in run.stdout
+    skipped = (data / "log" / "skipped.json").read_text()
+    assert '"offset"' in skipped and '"skipped_at"' in skipped
 
 
 def test_drill_refuses_a_used_directory(tmp_path: Path) -> None:

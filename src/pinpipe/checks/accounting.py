@@ -16,7 +16,8 @@ Stages and their invariants, per topic (``<prefix>.<kind>`` and ``streaming-<pre
    with the same key (``ind``); a missing one is **log** lost. A retry after a lost answer may append a record
    again, so ``acknowledged ≤ in log`` is fine, but the log may not hold more records than were ever *attempted*
    (records × attempts, over every request): more is **log** doubled. "In log" is read to the end of each
-   partition, never taken from broker watermarks.
+   partition, never taken from broker watermarks. A record an operator skipped as corrupt (``pinpipe log
+   repair``) is accounted for: reported as **log** skipped (not a failure), never as lost.
 3. **log → landed** (sink). Per partition, the lines of the landed objects, in start-offset order, must be the
    log's records in offset order, byte for byte, from offset 0 up to how far the sink got — the later of its
    committed position and the end of its last object. A log record missing there is **sink** lost; a landed line
@@ -68,7 +69,7 @@ from pinpipe.log.base import EventLog
 from pinpipe.tables import KINDS, Kind, kind_of_topic
 
 Stage = Literal["api", "log", "sink", "batch", "stream"]
-Problem = Literal["lost", "doubled", "behind", "unrecorded"]
+Problem = Literal["lost", "doubled", "behind", "unrecorded", "skipped"]
 STAGES: tuple[Stage, ...] = ("api", "log", "sink", "batch", "stream")
 
 
@@ -97,6 +98,8 @@ class TopicRow:
     rejected: int | None = None
     unresolved: int | None = None
     in_log: int | None = None
+    skipped: int | None = None
+    """Records skipped as corrupt by ``pinpipe log repair`` (accounted for, not lost)."""
     landed: int | None = None
     not_landed: int | None = None
     batch_done: int | None = None
@@ -124,7 +127,7 @@ class AccountingReport:
     findings: list[Finding] = field(default_factory=list)
 
     def failures(self, allow_lag: bool = False) -> list[Finding]:
-        kept = [f for f in self.findings if not (allow_lag and f.problem == "behind")]
+        kept = [f for f in self.findings if f.problem != "skipped" and not (allow_lag and f.problem == "behind")]
         return sorted(kept, key=lambda f: STAGES.index(f.stage))
 
     def check(self, allow_lag: bool = False) -> None:
@@ -191,8 +194,9 @@ def reconcile(
                 add(Finding("api", topic, "doubled", twice, f"api acknowledged {twice} log positions of {topic} twice"))
         if parts is not None:
             row.in_log = sum(len(parts[tp].offsets) for tp in mine if tp in parts)
+            row.skipped = _report_skipped(topic, parts, mine, add)
             if s is not None:
-                _check_log(topic, s, parts, row.in_log, add)
+                _check_log(topic, s, parts, row.in_log + row.skipped, add)
         objects = {tp: lake.landed.get(tp, []) for tp in mine}
         row.landed = sum(len(o.hashes) for objs in objects.values() for o in objs)
         if landing and parts is not None:
@@ -204,6 +208,17 @@ def reconcile(
     for kind in KINDS:
         report.kinds.append(_check_kind(prefix, kind, lake, parts, landing, add))
     return report
+
+
+def _report_skipped(
+    topic: str, parts: dict[TopicPartition, PartitionLog], mine: list[TopicPartition], add: Adder
+) -> int:
+    where = [f"partition {tp[1]} offset {o}" for tp in mine if tp in parts for o in sorted(parts[tp].skipped)]
+    if where:
+        listed = ", ".join(where[:10]) + (", …" if len(where) > 10 else "")
+        what = f"log skipped {len(where)} corrupt records of {topic} by `pinpipe log repair` ({listed})"
+        add(Finding("log", topic, "skipped", len(where), f"{what}; their content is lost, they are accounted for"))
+    return len(where)
 
 
 def _check_log(topic: str, s: TopicSends, parts: dict[TopicPartition, PartitionLog], in_log: int, add: Adder) -> None:
@@ -236,6 +251,8 @@ def _holds(part: PartitionLog | None, offset: int, ind: int) -> bool:
     """True if ``part`` has a record at ``offset`` keyed ``ind`` (or not keyed: then the position is enough)."""
     if part is None:
         return False
+    if offset in part.skipped:
+        return True  # skipped by an operator as corrupt: reported as skipped
     i = part.index_of(offset)
     if i >= len(part.offsets) or part.offsets[i] != offset:
         return False
@@ -249,8 +266,9 @@ def _check_sink(
     lost = doubled = behind = 0
     for tp, objs in objects.items():
         part = parts.get(tp) or PartitionLog()
-        landed = [h for o in objs for h in o.hashes]
-        reach = part.index_of(objs[-1].start) + len(objs[-1].hashes) if objs else 0
+        kept = [[h for i, h in enumerate(o.hashes) if o.start + i not in part.skipped] for o in objs]
+        landed = [h for hashes in kept for h in hashes]
+        reach = part.index_of(objs[-1].start) + len(kept[-1]) if objs else 0
         if part.committed is not None:
             reach = max(reach, part.index_of(part.committed))
         reach = min(reach, len(part.offsets))

@@ -9,7 +9,8 @@ enough of each record (a hash of its bytes, its key) to match records across sta
   records.
 - **log** — every record of every partition, read from offset 0 up to :meth:`EventLog.end_offset` (never the
   broker's watermarks: the Kafka backend finds the true end by reading to EOF because Tansu under-reports it),
-  plus the sink group's committed positions.
+  plus the sink group's committed positions and the offsets an operator skipped as corrupt (``pinpipe log
+  repair``: accounted for as skipped, never as lost).
 - **lake** — landed objects (lines, their offsets and keys), the batch run log ``_meta/runs``, the batch and
   stream application-transaction versions on silver, silver ``ind`` values and quarantine keys.
 
@@ -166,6 +167,8 @@ class PartitionLog:
     keys: list[bytes | None] = field(default_factory=list)
     committed: int | None = None
     """The sink group's committed position (next offset to land), None if it never committed."""
+    skipped: frozenset[int] = frozenset()
+    """Offsets skipped as corrupt by ``pinpipe log repair`` (the log serves no record there)."""
 
     def index_of(self, offset: int) -> int:
         """Position in this list of the first record at or after ``offset``."""
@@ -177,6 +180,7 @@ class PartitionLog:
 def tally_log(event_log: EventLog, prefix: str, sink_group: str) -> dict[TopicPartition, PartitionLog]:
     """Read every partition of our topics to its end (see the module docstring)."""
     out: dict[TopicPartition, PartitionLog] = {}
+    skipped = event_log.skipped_records()
     for topic, partitions in sorted(event_log.topics().items()):
         if kind_of_topic(prefix, topic) is None:
             continue
@@ -184,6 +188,7 @@ def tally_log(event_log: EventLog, prefix: str, sink_group: str) -> dict[TopicPa
         for partition in range(partitions):
             part = PartitionLog(committed=committed.get(partition))
             end = event_log.end_offset(topic, partition)
+            part.skipped = frozenset(o for o in skipped.get((topic, partition), ()) if o < end)
             position = 0
             while position < end:
                 records = event_log.read(topic, partition, position, READ_CHUNK, timeout_s=1.0)

@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "quality_cmd",
     "accounting_cmd",
     "status_cmd",
+    "log_cmd",
     "drill_cmd",
     "config_cmd",
 )

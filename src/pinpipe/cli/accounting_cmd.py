@@ -32,10 +32,11 @@ def render(report: AccountingReport, allow_lag: bool = False) -> None:
         return "-" if value is None else f"{value:,}"
 
     topics = Table(title="per topic: emulator → API → log → lake → batch", title_justify="left")
-    for name in ("topic", "sent", "acked", "rejected", "unresolved", "in log", "landed", "not landed", "batch done"):
+    columns = ("topic", "sent", "acked", "rejected", "unresolved", "in log", "skipped", "landed", "not landed")
+    for name in (*columns, "batch done"):
         topics.add_column(name, justify="left" if name == "topic" else "right")
     for t in report.topics:
-        values = (t.sent, t.acked, t.rejected, t.unresolved, t.in_log, t.landed, t.not_landed, t.batch_done)
+        values = (t.sent, t.acked, t.rejected, t.unresolved, t.in_log, t.skipped, t.landed, t.not_landed, t.batch_done)
         topics.add_row(t.topic, *(cell(v) for v in values))
     console.print(topics)
     kinds = Table(title="per kind: batch runs → tables", title_justify="left")
@@ -47,7 +48,7 @@ def render(report: AccountingReport, allow_lag: bool = False) -> None:
         kinds.add_row(k.kind, *(cell(v) for v in counts), cell(k.quarantine_rows))
     console.print(kinds)
     for f in report.findings:
-        style = "yellow" if f.problem == "behind" and allow_lag else "red"
+        style = "yellow" if f.problem == "skipped" or (f.problem == "behind" and allow_lag) else "red"
         console.print(f"[{style}]{f.stage}[/]: {f.message}", highlight=False)
     balanced = not report.failures(allow_lag)
     console.print("accounting: [green]balanced[/]" if balanced else "accounting: [red]NOT balanced[/]")

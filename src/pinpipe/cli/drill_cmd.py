@@ -1,4 +1,5 @@
-"""``pinpipe drill``: SIGKILL one component of a running pipeline at random moments, then prove nothing was lost.
+"""``pinpipe drill``: SIGKILL one component of a running pipeline at random moments (or, with ``--component
+corrupt``, flip a byte in the middle of its log and repair it), then prove nothing was lost.
 
 A thin shell over :func:`pinpipe.ops.drill.run_drill`: prints progress lines, a table of the kills (when, which pid,
 how long the restart took), both accountings and the parity result. Exit code 0 only if the accounting balances
@@ -20,7 +21,11 @@ def register(app: typer.Typer) -> None:
     @app.command("drill")
     def drill_command(
         component: Annotated[
-            str, typer.Option("--component", help="What to kill: api, sink, stream or log (= the API process).")
+            str,
+            typer.Option(
+                "--component",
+                help="What to kill: api, sink, stream or log (= the API process); corrupt: flip a byte in the log.",
+            ),
         ] = "api",
         kills: Annotated[int, typer.Option("--kills", help="How many SIGKILLs.")] = 3,
         events: Annotated[int, typer.Option("--events", help="Selections sent through each dialect.")] = 1000,
@@ -59,7 +64,17 @@ def register(app: typer.Typer) -> None:
             table.add_column(name, justify="left" if name == "note" else "right")
         for k in result.kills:
             table.add_row(str(k.number), f"{k.at_s:.2f}", str(k.pid), str(k.new_pid), f"{k.restart_s:.2f}", k.note)
-        console.print(table)
+        if result.corruption is None:
+            console.print(table)
+        else:
+            c = result.corruption
+            console.print(
+                f"corrupted record {c.offset} of {c.topic} partition {c.partition}: exit codes {c.exits}, "
+                f"named in the error {c.named}; log verify {c.verify_before}, log repair {c.repair}, "
+                f"log verify after {c.verify_after}: {'handled' if c.handled else 'NOT handled'}",
+                highlight=False,
+                soft_wrap=True,
+            )
         for dialect, summary in result.sends.items():
             doc = summary.as_dict()
             console.print(

@@ -215,6 +215,10 @@ def create_app(settings: Settings, event_log: EventLog | str | None = None) -> F
                 "application/json",
                 {"Retry-After": RETRY_AFTER_S},
             )
+        problems = await loop.run_in_executor(state.executor, the_log.integrity_problems)
+        if problems:  # 200: the log still takes records; readers stop at a corrupt one until it is repaired
+            doc = {"status": "degraded", "log": the_log.url, "topics": len(topics), "corrupt": problems[:20]}
+            return json_response(200, doc, "application/json")
         return json_response(200, {"status": "ok", "log": the_log.url, "topics": len(topics)}, "application/json")
 
     @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")

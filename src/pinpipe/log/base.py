@@ -140,6 +140,16 @@ class EventLog(ABC):
     def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
         """Durably record ``group``'s next position per partition of ``topic``."""
 
+    def skipped_records(self) -> dict[tuple[str, int], frozenset[int]]:
+        """Offsets per (topic, partition) that an operator skipped as corrupt (``pinpipe log repair``): readers
+        step over them and accounting reports them as skipped, not lost. [] for backends without repairs."""
+        return {}
+
+    def integrity_problems(self) -> list[dict[str, object]]:
+        """Stored records known to be corrupt and not skipped by an operator (the API's ``/healthz`` reports them
+        as degraded). Backends that keep no such knowledge (brokers check their own data) return []."""
+        return []
+
     def close(self) -> None:
         """Release connections and files. Safe to call twice."""
 

@@ -13,11 +13,12 @@ import os
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import orjson
 
 from pinpipe.errors import CorruptStateError, LogUnavailableError
+from pinpipe.log.integrity import fsync_dir
 
 
 class FileCommitStore:
@@ -47,6 +48,24 @@ class FileCommitStore:
                 hint="restore it from backup or delete it to restart the group from the beginning",
             ) from exc
 
+    def highest(self, topic: str) -> dict[int, tuple[int, str]]:
+        """Per partition of ``topic``, the highest position any group committed and that group (the embedded log
+        checks on open that its data reaches it: offsets a reader saw are never handed out again)."""
+        out: dict[int, tuple[int, str]] = {}
+        name = f"{quote(topic, safe='')}.json"
+        try:
+            groups = sorted(p for p in self.root.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return out
+        for folder in groups:
+            if not (folder / name).exists():
+                continue
+            group = unquote(folder.name)
+            for partition, position in self.committed(group, topic).items():
+                if partition not in out or position > out[partition][0]:
+                    out[partition] = (position, group)
+        return out
+
     def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:
         path = self._path(group, topic)
         with self._lock:
@@ -54,7 +73,10 @@ class FileCommitStore:
             merged.update({int(p): int(pos) for p, pos in positions.items()})
             payload = orjson.dumps({str(p): pos for p, pos in sorted(merged.items())})
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                if not path.parent.is_dir():  # a new group: its folder (and ``root``) must survive a power loss
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    for folder in (self.root, self.root.parent):
+                        fsync_dir(folder)
                 tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
@@ -63,10 +85,6 @@ class FileCommitStore:
                 finally:
                     os.close(fd)
                 os.replace(tmp, path)
-                dfd = os.open(path.parent, os.O_RDONLY)
-                try:
-                    os.fsync(dfd)
-                finally:
-                    os.close(dfd)
+                fsync_dir(path.parent)
             except OSError as exc:
                 raise LogUnavailableError(f"cannot write commits at {path}: {exc}", backend="commits") from exc

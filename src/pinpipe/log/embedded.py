@@ -14,6 +14,11 @@ processes call :meth:`EmbeddedLog.read` (the sink :meth:`EmbeddedLog.read_values
   entries rebuilt), so a crashed writer's successor starts clean.
 - **Group commit**: ``append`` hands its records to one writer thread and waits. The thread takes everything
   pending, writes it, fdatasyncs each touched partition once and publishes — concurrent appenders share fsyncs.
+- **Integrity** (:mod:`pinpipe.log.integrity`): reading an indexed record that no longer checks out raises
+  CorruptStateError naming topic, partition and offset; readers and recovery (which checks every record) note it
+  in ``DIR/corrupt.json`` for ``/healthz``. ``pinpipe log repair`` skips it (``DIR/skipped.json``). A failed
+  append is truncated away before its caller hears of it (a 503'd record never reappears); offsets never go back
+  (:mod:`pinpipe.log.partition`); new partition directories and the ``topics.json`` rename are fsynced.
 - Records are never deleted (no retention); topics are created with a fixed partition count.
 """
 
@@ -25,16 +30,19 @@ import os
 import re
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
 
-from pinpipe.errors import ConfigError, LogUnavailableError, PinpipeError, UnknownTopicError
-from pinpipe.log import segment
+from pinpipe.errors import ConfigError, CorruptStateError, LogUnavailableError, PinpipeError, UnknownTopicError
+from pinpipe.log import integrity, segment
 from pinpipe.log.base import Capabilities, EventLog, LogRecord, ValueBlock, partition_for
 from pinpipe.log.commits import FileCommitStore
+from pinpipe.log.partition import PartitionWriter, open_writer
 from pinpipe.telemetry.logs import get_logger
 
 _TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -43,6 +51,7 @@ _GATHER_S = 0.0005
 _GATHER_MIN = 32
 """A batch smaller than this waits up to _GATHER_S for more appenders before its fsync (group commit)."""
 log = get_logger("log.embedded")
+_T = TypeVar("_T")
 
 _Pending = tuple[str, Sequence[bytes], Sequence[bytes | None] | None, "Future[list[tuple[int, int]]]"]
 
@@ -58,11 +67,12 @@ class EmbeddedLog(EventLog):
         except OSError as exc:
             raise ConfigError(f"cannot create the log directory {self.path}: {exc}", hint="check --log") from exc
         self._commits = FileCommitStore(self.path / "commits")
+        self._skips = integrity.SkipList(self.path)
         self._meta_lock = threading.Lock()
         self._topics: dict[str, int] = {}
         self._topics_mtime = -1.0
         self._readers: dict[tuple[str, int], tuple[int, int]] = {}
-        self._writers: dict[tuple[str, int], segment.PartitionWriter] = {}
+        self._writers: dict[tuple[str, int], PartitionWriter] = {}
         self._lock_fd: int | None = None
         self._rr = 0
         self._cond = threading.Condition()
@@ -117,11 +127,15 @@ class EmbeddedLog(EventLog):
             current = dict(self._load_topics())
             for topic in missing:
                 current.setdefault(topic, partitions)
+            first = not (self.path / "topics.json").exists()
             tmp = self.path / f"topics.json.{os.getpid()}.tmp"
             tmp.write_bytes(orjson.dumps(current))
             with open(tmp, "rb+") as fh:
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path / "topics.json")
+            integrity.fsync_dir(self.path)
+            if first:  # a new log directory: its own entry too
+                integrity.fsync_dir(self.path.parent)
             self._topics_mtime = -1.0
             self._load_topics()
 
@@ -148,29 +162,25 @@ class EmbeddedLog(EventLog):
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         self._lock_fd = fd
-        for topic, n in self._load_topics().items():  # recover every partition before the first write
-            for p in range(n):
-                self._writer_for(topic, p)
+        try:
+            for topic, n in self._load_topics().items():  # recover every partition before the first write
+                for p in range(n):
+                    self._writer_for(topic, p)
+        except BaseException:
+            for writer in self._writers.values():
+                writer.close()
+            self._writers.clear()
+            self._lock_fd = None
+            os.close(fd)
+            raise
 
-    def _writer_for(self, topic: str, partition: int) -> segment.PartitionWriter:
+    def _writer_for(self, topic: str, partition: int) -> PartitionWriter:
         key = (topic, partition)
         writer = self._writers.get(key)
         if writer is None:
-            writer = segment.PartitionWriter(self.path / topic / str(partition), topic, partition)
-            rec = writer.recovery
-            if rec.reindexed or rec.truncated_bytes:
-                log.warning(
-                    "recovered partition",
-                    extra={
-                        "fields": {
-                            "topic": topic,
-                            "partition": partition,
-                            "records": rec.records,
-                            "reindexed": rec.reindexed,
-                            "truncated_bytes": rec.truncated_bytes,
-                        }
-                    },
-                )
+            writer = open_writer(
+                self.path, topic, partition, self._skips.offsets(topic, partition), self._commits.highest(topic)
+            )
             self._writers[key] = writer
         return writer
 
@@ -224,59 +234,91 @@ class EmbeddedLog(EventLog):
     def _write_batch(self, batch: list[_Pending]) -> None:
         now = int(time.time() * 1000)
         touched: dict[tuple[str, int], list[tuple[int, list[int]]]] = {}
-        results: list[tuple[Future[list[tuple[int, int]]], list[tuple[int, int]]]] = []
+        results: list[tuple[Future[list[tuple[int, int]]], list[tuple[int, int]], frozenset[tuple[str, int]]]] = []
         failed: list[tuple[Future[list[tuple[int, int]]], BaseException]] = []
         for topic, values, keys, fut in batch:
+            marks: dict[tuple[str, int], tuple[int, int]] = {}
+            chunks: list[tuple[tuple[str, int], int, list[int]]] = []
             try:
                 n = self._partitions(topic)
+                count = len(values)
                 if n == 1:
                     writer = self._writer_for(topic, 0)
+                    marks[(topic, 0)] = writer.mark()
                     first, positions = writer.write(keys, values, now)
-                    touched.setdefault((topic, 0), []).append((first, positions))
-                    results.append((fut, [(0, o) for o in range(first, first + len(values))]))
-                    continue
-                count = len(values)
-                all_keys: Sequence[bytes | None] = keys if keys is not None else [None] * count
-                groups: dict[int, list[int]] = {}
-                for i in range(count):
-                    self._rr += 1
-                    groups.setdefault(partition_for(all_keys[i], n, self._rr), []).append(i)
-                out: list[tuple[int, int]] = [(0, 0)] * count
-                for p, idxs in groups.items():
-                    writer = self._writer_for(topic, p)
-                    first, positions = writer.write([all_keys[i] for i in idxs], [values[i] for i in idxs], now)
-                    touched.setdefault((topic, p), []).append((first, positions))
-                    for j, i in enumerate(idxs):
-                        out[i] = (p, first + j)
-                results.append((fut, out))
-            except PinpipeError as exc:
-                failed.append((fut, exc))
-            except OSError as exc:
-                failed.append((fut, LogUnavailableError(f"cannot write to {self.url}: {exc}", backend="file")))
+                    chunks.append(((topic, 0), first, positions))
+                    out = [(0, o) for o in range(first, first + count)]
+                else:
+                    all_keys: Sequence[bytes | None] = keys if keys is not None else [None] * count
+                    groups: dict[int, list[int]] = {}
+                    for i in range(count):
+                        self._rr += 1
+                        groups.setdefault(partition_for(all_keys[i], n, self._rr), []).append(i)
+                    out = [(0, 0)] * count
+                    for p, idxs in groups.items():
+                        writer = self._writer_for(topic, p)
+                        marks[(topic, p)] = writer.mark()
+                        first, positions = writer.write([all_keys[i] for i in idxs], [values[i] for i in idxs], now)
+                        chunks.append(((topic, p), first, positions))
+                        for j, i in enumerate(idxs):
+                            out[i] = (p, first + j)
+            except (PinpipeError, OSError) as exc:
+                self._undo(marks)  # this request's records already written to other partitions go too
+                failed.append((fut, exc if isinstance(exc, PinpipeError) else self._write_error(exc)))
+                continue
+            for tp, first, positions in chunks:
+                touched.setdefault(tp, []).append((first, positions))
+            results.append((fut, out, frozenset(marks)))
+        published: set[tuple[str, int]] = set()
         try:
             for tp in touched:
                 self._writers[tp].sync()
-            for tp, chunks in touched.items():
-                for first, positions in chunks:
+            for tp, written in touched.items():
+                for first, positions in written:
                     self._writers[tp].publish(positions, first)
+                published.add(tp)
         except OSError as exc:
-            # Nothing of this batch is acknowledged; reopening the partitions truncates what was not synced.
+            # Nothing unpublished is acknowledged: truncated now, and reopened (so recovered) on the next append.
             err = LogUnavailableError(f"cannot make records durable in {self.url}: {exc}", backend="file")
-            for tp in touched:
+            for tp in set(touched) - published:
                 writer = self._writers.pop(tp)
                 with contextlib.suppress(OSError):
                     writer.rollback()
                 writer.close()
-            failed.extend((fut, err) for fut, _ in results)
-            results = []
-        for fut, out in results:
+            failed.extend((fut, err) for fut, _, tps in results if not tps <= published)
+            results = [r for r in results if r[2] <= published]
+        for fut, out, _ in results:
             fut.set_result(out)
         for fut, problem in failed:
             fut.set_exception(problem)
         with self._cond:
             self._cond.notify_all()
 
+    def _write_error(self, exc: OSError) -> LogUnavailableError:
+        return LogUnavailableError(f"cannot write to {self.url}: {exc}", backend="file")
+
+    def _undo(self, marks: Mapping[tuple[str, int], tuple[int, int]]) -> None:
+        """Truncate partitions back to ``marks``; a partition that cannot be truncated is closed (reopened, and
+        so recovered, on the next append)."""
+        for tp, mark in marks.items():
+            try:
+                self._writers[tp].reset(mark)
+            except OSError:
+                self._writers.pop(tp).close()
+
     # ------------------------------------------------------------------------------------------ reading
+
+    def _skipped(self, topic: str, partition: int) -> segment.Skipped:
+        return lambda offset: offset in self._skips.offsets(topic, partition)
+
+    def _guarded(self, read: Callable[[], _T]) -> _T:
+        """``read()`` with its OSError mapped to LogUnavailableError, and a corrupt record noted and named."""
+        try:
+            return read()
+        except OSError as exc:
+            raise LogUnavailableError(f"cannot read {self.url}: {exc}", backend="file") from exc
+        except CorruptStateError as exc:
+            raise integrity.reader_error(exc, self.path, self.url) from exc
 
     def _reader_fds(self, topic: str, partition: int) -> tuple[int, int]:
         key = (topic, partition)
@@ -301,12 +343,15 @@ class EmbeddedLog(EventLog):
         while True:
             data_fd, index_fd = self._reader_fds(topic, partition)
             if data_fd >= 0:
-                try:
-                    records = segment.read_records(data_fd, index_fd, topic, partition, offset, max_records)
-                except OSError as exc:
-                    raise LogUnavailableError(f"cannot read {self.url}: {exc}", backend="file") from exc
+                skipped = self._skipped(topic, partition)
+                records, after = self._guarded(
+                    partial(segment.read_records, data_fd, index_fd, topic, partition, offset, max_records, skipped)
+                )
                 if records:
                     return records
+                if after > offset:  # only skipped records there: look past them
+                    offset = after
+                    continue
             if not self._wait(deadline):
                 return []
 
@@ -318,12 +363,15 @@ class EmbeddedLog(EventLog):
         while True:
             data_fd, index_fd = self._reader_fds(topic, partition)
             if data_fd >= 0:
-                try:
-                    count, data = segment.read_values(data_fd, index_fd, offset, max_records)
-                except OSError as exc:
-                    raise LogUnavailableError(f"cannot read {self.url}: {exc}", backend="file") from exc
+                skipped = self._skipped(topic, partition)
+                first, end, count, data = self._guarded(
+                    partial(segment.read_values, data_fd, index_fd, topic, partition, offset, max_records, skipped)
+                )
                 if count:
-                    return ValueBlock(offset, offset + count, count, data)
+                    return ValueBlock(first, end, count, data)
+                if end > offset:  # only skipped records there: look past them
+                    offset = end
+                    continue
             if not self._wait(deadline):
                 return ValueBlock(offset, offset, 0, b"")
 
@@ -339,6 +387,16 @@ class EmbeddedLog(EventLog):
     def end_offset(self, topic: str, partition: int) -> int:
         data_fd, index_fd = self._reader_fds(topic, partition)
         return 0 if data_fd < 0 else segment.indexed_count(index_fd)
+
+    def skipped_records(self) -> dict[tuple[str, int], frozenset[int]]:
+        return integrity.skipped_offsets(self.path)
+
+    def integrity_problems(self) -> list[dict[str, object]]:
+        """Corrupt records noted in ``DIR/corrupt.json`` and not skipped since (``/healthz`` reports them)."""
+        try:
+            return list(integrity.open_problems(self.path))
+        except (OSError, CorruptStateError) as exc:
+            return [{"error": str(exc)}]
 
     def committed(self, group: str, topic: str) -> dict[int, int]:
         self._partitions(topic)
