@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
             str | None, typer.Option("--interval-start", help="Judge the latest run of this data interval.")
         ] = None,
         interval_end: Annotated[str | None, typer.Option("--interval-end", help="End of that interval.")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the verdict as JSON.")] = False,
     ) -> None:
         """Fail if a batch run's accounting does not balance or it quarantined too large a share."""
         from pinpipe.checks.quality import check_run, enforce
