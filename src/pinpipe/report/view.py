@@ -114,6 +114,7 @@ def tiles(data: ReportData) -> list[dict[str, str]]:
             if start is None and end is None
             else f"data interval {fmt_time(start, False)} → {fmt_time(end, False)}"
         )
+        interval = f"{fmt_time(last.get('finished_at') or last.get('started_at'), False)} · {interval}"
     return [
         {
             "label": "batch runs",
@@ -122,7 +123,9 @@ def tiles(data: ReportData) -> list[dict[str, str]]:
         },
         {
             "label": "last batch run",
-            "value": fmt_time(last.get("finished_at") or last.get("started_at"), False) if last else "–",
+            "value": ago(last.get("finished_at") or last.get("started_at"), data.generated_at) + " ago"
+            if last
+            else "–",
             "sub": interval,
         },
         {"label": "records read", "value": f"{read:,}" if runs else "–", "sub": "by batch runs, all sources"},

@@ -2,7 +2,7 @@
    filterable and downloadable as CSV (no libraries, no network). Chart types: hbar (labelled horizontal bars),
    vbar (vertical bars), grouped (vertical bars per group and series), stacked (horizontal bars in segments),
    line (a time series; drag across it to zoom, double-click to zoom out). Every mark has a <title> tooltip.
-   When done, body[data-charts-rendered] holds the number of charts drawn. window.pinpipeReport.csv(element)
+   When done, body[data-charts-rendered] holds the number of charts drawn and body[data-render-ms] the time taken. window.pinpipeReport.csv(element)
    gives the CSV of a table's shown rows. */
 (function () {
   "use strict";
@@ -41,7 +41,7 @@
 
   function compact(v) {
     var a = Math.abs(v);
-    function trim(x) { return (Math.round(x * 10) / 10).toString(); }
+    function trim(x) { return (Math.round(x * 100) / 100).toString(); }
     if (a >= 1e9) { return trim(v / 1e9) + "B"; }
     if (a >= 1e6) { return trim(v / 1e6) + "M"; }
     if (a >= 1e3) { return trim(v / 1e3) + "k"; }
@@ -286,6 +286,7 @@
 
   function redraw(fig, chart, range) {
     fig.pinpipeRange = range;
+    fig.pinpipeWidth = Math.round(fig.getBoundingClientRect().width);
     fig.textContent = "";
     draw(fig, chart);
   }
@@ -293,7 +294,7 @@
   var DRAW = { hbar: hbar, vbar: vbar, grouped: grouped, stacked: stacked, line: line };
 
   function draw(fig, chart) {
-    W = Math.max(360, Math.round(fig.getBoundingClientRect().width) || 680);
+    W = Math.max(360, fig.pinpipeWidth || Math.round(fig.getBoundingClientRect().width) || 680);
     var svg = DRAW[chart.type](fig, chart);
     svg.setAttribute("data-bars", String(svg.querySelectorAll(".bar").length));
     return svg;
@@ -303,8 +304,13 @@
     var data = JSON.parse(document.getElementById("report-data").textContent);
     var drawn = 0;
     var failed = [];
-    data.charts.forEach(function (chart) {
+    var figs = data.charts.map(function (chart) {  /* measure every figure first: one layout, not one per chart */
       var fig = document.querySelector('figure[data-chart-id="' + chart.id + '"]');
+      if (fig) { fig.pinpipeWidth = Math.round(fig.getBoundingClientRect().width); }
+      return fig;
+    });
+    data.charts.forEach(function (chart, i) {
+      var fig = figs[i];
       if (!fig) { return; }
       try {
         draw(fig, chart);
@@ -342,11 +348,14 @@
   function filter(box, text, count) {
     var q = text.trim().toLowerCase();
     var rows = bodyRows(box), shown = 0;
+    if (q === "" && !box.pinpipeFiltered) { shown = rows.length; rows = []; }  /* nothing hidden yet */
+    box.pinpipeFiltered = q !== "";
     rows.forEach(function (tr) {
       tr.hidden = q !== "" && tr.textContent.toLowerCase().indexOf(q) < 0;
       if (!tr.hidden) { shown += 1; }
     });
-    count.textContent = (shown === rows.length ? "" : shown + " of ") + rows.length + (rows.length === 1 ? " row" : " rows");
+    var total = box.querySelectorAll("tbody tr").length;
+    count.textContent = (shown === total ? "" : shown + " of ") + total + (total === 1 ? " row" : " rows");
   }
 
   function csvField(v) { return /[",\n\r]/.test(v) ? '"' + v.replace(/"/g, '""') + '"' : v; }
@@ -390,7 +399,12 @@
 
   window.pinpipeReport = { csv: csv };
 
-  function start() { tables(); renderCharts(); }
+  function start() {
+    var t0 = performance.now();
+    tables();
+    renderCharts();
+    document.body.dataset.renderMs = (performance.now() - t0).toFixed(1);
+  }
 
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", start);
