@@ -131,10 +131,8 @@ def collect_report(lake: Lake, *, now: dt.datetime | None = None) -> ReportData:
     history: dict[Kind, SilverHistory | None] = {}
     profile: dict[Kind, list[ColumnProfile]] = {}
     for kind in KINDS:
-        silver = delta.read_table(lake, "silver", kind)
-        silver_rows[kind] = None if silver is None else silver.num_rows
+        silver_rows[kind], profile[kind] = profile_table(lake, kind, notes.get(kind, Counter()))
         history[kind] = silver_history(lake, kind, silver_rows[kind])
-        profile[kind] = profile_table(kind, silver, notes.get(kind, Counter()))
     return ReportData(
         lake_url=lake.url,
         generated_at=now or dt.datetime.now(dt.UTC),

@@ -307,7 +307,6 @@ def profile_table(data: ReportData) -> dict[str, Any]:
         "rows",
         "nulls",
         "null_share",
-        "distinct",
         "placeholders",
         "empty",
         "unparsed",
@@ -316,10 +315,7 @@ def profile_table(data: ReportData) -> dict[str, Any]:
     for kind in KINDS:
         for p in data.profile.get(kind, []):
             share = {"text": f"{100 * p.null_share:.1f}%", "v": round(p.null_share, 6), "null": False}
-            distinct = cell(p.distinct) if p.distinct is not None else {"text": "–", "v": "", "null": False}
-            rows.append(
-                [kind, p.column, p.type, p.rows, p.nulls, share, distinct, p.placeholders, p.empties, p.unparsed]
-            )
+            rows.append([kind, p.column, p.type, p.rows, p.nulls, share, p.placeholders, p.empties, p.unparsed])
     labels = {
         "null_share": "null %",
         "placeholders": "placeholders → null",
