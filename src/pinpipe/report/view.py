@@ -119,7 +119,7 @@ def tiles(data: ReportData) -> list[dict[str, str]]:
         {
             "label": "batch runs",
             "value": f"{len(run_ids):,}" if runs else "–",
-            "sub": "none recorded" if not runs else plural(len(runs), "row") + " in _meta/runs",
+            "sub": "none recorded" if not runs else "recorded in _meta/runs",
         },
         {
             "label": "last batch run",
