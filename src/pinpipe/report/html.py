@@ -16,7 +16,8 @@ Who calls what: ``pinpipe report`` (and ``pinpipe demo``) call :func:`write_repo
 
 Every table can be sorted (click a header), filtered and downloaded as CSV. Missing quarantine or runs tables
 are shown as such; a lake without any gold table is an error (run ``pinpipe batch`` first). The charts are
-drawn in the browser by a small inline script (``assets/report.js``) from chart specs embedded as JSON
+drawn in the browser by a small inline script (``assets/report.js``; ``assets/tables.js`` makes the tables
+sortable) from chart specs embedded as JSON
 (:mod:`pinpipe.report.charts`, :mod:`pinpipe.report.trends`); when it has drawn them all it sets
 ``body[data-charts-rendered]``.
 """
@@ -211,6 +212,7 @@ def render_report(data: ReportData) -> str:
         payload=payload,
         css=_asset("report.css"),
         js=_asset("report.js"),
+        tables_js=_asset("tables.js"),
     )
 
 
