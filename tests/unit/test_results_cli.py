@@ -90,6 +90,7 @@ def test_report_without_runs_or_quarantine_still_renders(
     quarantine = page_tables(page)["quarantine"]
     assert [(r["source"], r["records"]) for r in quarantine] == [(k, "0") for k in KINDS]  # 0, not null
     assert all("no quarantine table" in r["reason"] for r in quarantine)
+    assert "The lake has no silver tables yet." in page and "profile" not in page_tables(page)
     assert "<script src" not in page and "<link" not in page  # self-contained
 
 

@@ -17,9 +17,8 @@ Who calls what: ``pinpipe report`` (and ``pinpipe demo``) call :func:`write_repo
 Every table can be sorted (click a header), filtered and downloaded as CSV. Missing quarantine or runs tables
 are shown as such; a lake without any gold table is an error (run ``pinpipe batch`` first). The charts are
 drawn in the browser by a small inline script (``assets/report.js``; ``assets/tables.js`` makes the tables
-sortable) from chart specs embedded as JSON
-(:mod:`pinpipe.report.charts`, :mod:`pinpipe.report.trends`); when it has drawn them all it sets
-``body[data-charts-rendered]``.
+sortable) from chart specs embedded as JSON (:mod:`pinpipe.report.charts`, :mod:`pinpipe.report.trends`); when
+it has drawn them all it sets ``body[data-charts-rendered]``.
 """
 
 from __future__ import annotations

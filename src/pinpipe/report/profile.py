@@ -86,12 +86,13 @@ def _type(t: pa.DataType) -> str:
 
 
 def profile_table(lake: Lake, kind: Kind, notes: Counter[str]) -> tuple[int | None, list[ColumnProfile]]:
-    """The rows of ``silver/<kind>`` (None: no table yet) and the profile of each of its columns."""
+    """The rows of ``silver/<kind>`` and the profile of each of its columns (``(None, [])``: no table yet)."""
     counted = null_counts(lake, kind)
+    if counted is None:
+        return None, []
     names = list(SILVER_SCHEMAS[kind].names)
-    schema = SILVER_SCHEMAS[kind] if counted is None else counted[2]
+    rows, nulls, schema = counted
     names += [n for n in schema.names if n not in names]
-    rows, nulls = (0, {}) if counted is None else counted[:2]
     out = [
         ColumnProfile(
             kind=kind,
@@ -107,4 +108,4 @@ def profile_table(lake: Lake, kind: Kind, notes: Counter[str]) -> tuple[int | No
         )
         for name in names
     ]
-    return (None if counted is None else rows), out
+    return rows, out
