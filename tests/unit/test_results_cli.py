@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -10,6 +11,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
@@ -17,6 +19,7 @@ from pinpipe.batch.gold import GOLD_TABLES, compute_gold_from_arrow, write_gold
 from pinpipe.cli import main
 from pinpipe.engine import DuckDBEngine
 from pinpipe.lake.store import Lake
+from pinpipe.report.html import collect_report, render_report
 from pinpipe.tables import KINDS, SILVER_SCHEMAS
 from tests.fixtures.gold_cases import EXPECTED, EXTRA_USERS, POSTS, silver_from_posts
 from tests.fixtures.report_lake import STREAM_SHARE, UPDATED, build_report_lake, page_tables
@@ -178,3 +181,18 @@ def test_report_profiles_every_silver_column(both_paths_lake: Path, tmp_path: Pa
             assert int(r["nulls"]) == silver.column(r["column"]).null_count, (kind, r["column"])
     description = next(r for r in profile if (r["source"], r["column"]) == ("pin", "description"))
     assert int(description["placeholders"]) > 0  # from the runs' notes
+
+
+def test_report_escapes_values_from_the_lake(gold_lake: str) -> None:
+    data = collect_report(Lake(gold_lake))
+    table = data.gold["top_category_by_country"]
+    hostile = "<img src=x onerror=alert(1)></script>"
+    column = table.schema.get_field_index("category")
+    gold = {
+        **data.gold,
+        "top_category_by_country": table.set_column(column, "category", pa.array([hostile] * table.num_rows)),
+    }
+    page = render_report(dataclasses.replace(data, gold=gold))
+    assert hostile not in page
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page  # in the table, escaped by the template
+    assert "\\u003cimg src=x" in page  # in the chart data, which cannot close its <script>
