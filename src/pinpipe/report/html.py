@@ -111,7 +111,7 @@ def collect_report(lake: Lake, *, now: dt.datetime | None = None) -> ReportData:
         )
     quarantine: dict[Kind, Counter[str] | None] = {}
     for kind in KINDS:
-        table = delta.read_table(lake, "quarantine", kind)
+        table = delta.read_table(lake, "quarantine", kind, columns=["reason"])
         quarantine[kind] = None if table is None else Counter(table.column("reason").to_pylist())
     runs_table = delta.read_table(lake, "_meta", "runs")
     runs = None
