@@ -247,7 +247,9 @@
       points.forEach(function (p, i) {
         var v = p.values[si];
         if (v === null || v === undefined) { return; }
-        var dot = el("circle", { cx: X(i), cy: Y(v), r: points.length > 60 ? 2.5 : 4, fill: colors[si], "class": "bar point" }, svg);
+        /* earlier series get bigger dots, so equal values show as rings rather than hiding each other */
+        var r = (points.length > 60 ? 2.5 : 3.5) + (chart.series.length - 1 - si) * 1.8;
+        var dot = el("circle", { cx: X(i), cy: Y(v), r: r, fill: colors[si], "class": "bar point" }, svg);
         tip(dot, name + " · " + p.x + ": " + show(v));
       });
     });
