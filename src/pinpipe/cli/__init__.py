@@ -58,7 +58,7 @@ _state = {"debug": False, "json": False}
 
 @app.callback()
 def _root(
-    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", metavar="", help="Show full tracebacks on errors.")] = False,
     log_format: Annotated[
         str, typer.Option("--log-format", help="Log line format: human or json.", case_sensitive=False)
     ] = "human",

@@ -70,9 +70,12 @@ def register(app: typer.Typer) -> None:
         ] = None,
         sink_group: Annotated[str | None, typer.Option("--sink-group", help="The sink's group (sink.group).")] = None,
         allow_lag: Annotated[
-            bool, typer.Option("--allow-lag", help="Do not fail on stages that are only behind (a live pipeline).")
+            bool,
+            typer.Option(
+                "--allow-lag", metavar="", help="Do not fail on stages that are only behind (a live pipeline)."
+            ),
         ] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the report as JSON.")] = False,
     ) -> None:
         """Reconcile records stage by stage (sent → acked → log → landed → batch → silver); exit 3 on a loss."""
         from pinpipe.checks.accounting import account

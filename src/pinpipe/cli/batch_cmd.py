@@ -45,7 +45,9 @@ def register(app: typer.Typer) -> None:
         interval_end: Annotated[
             str | None, typer.Option("--interval-end", help="End of the run's data interval (ISO-8601).")
         ] = None,
-        no_gold: Annotated[bool, typer.Option("--no-gold", help="Update silver and quarantine only.")] = False,
+        no_gold: Annotated[
+            bool, typer.Option("--no-gold", metavar="", help="Update silver and quarantine only.")
+        ] = False,
     ) -> None:
         """Process every landed object not processed before: quarantine + silver (exactly once), then gold."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn

@@ -13,7 +13,7 @@ from pinpipe.config import config_file, describe, load_settings
 def register(app: typer.Typer) -> None:
     @app.command("config")
     def config_command(
-        as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print JSON instead of a table.")] = False,
     ) -> None:
         """Print the effective settings (flags > PINPIPE__* env > pinpipe.toml > defaults), secrets masked."""
         from rich.console import Console

@@ -113,7 +113,8 @@ def register(app: typer.Typer) -> None:
         events: Annotated[int, typer.Option("--events", min=0, help="Posts to emulate (3 records each).")] = 3000,
         seed: Annotated[int, typer.Option("--seed", help="Emulator seed (100 is the original's).")] = 100,
         keep_running: Annotated[
-            bool, typer.Option("--keep-running", help="Leave the services up afterwards and print their URLs.")
+            bool,
+            typer.Option("--keep-running", metavar="", help="Leave the services up afterwards and print their URLs."),
         ] = False,
         records_per_request: Annotated[
             int, typer.Option("--records-per-request", min=1, max=500, help="Records per HTTP request (1 = original).")

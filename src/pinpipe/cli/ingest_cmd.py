@@ -67,7 +67,7 @@ def register(app: typer.Typer) -> None:
         records_per_request: Annotated[int, typer.Option("--records-per-request", help="Records per request.")] = 1,
         send_log: Annotated[Path | None, typer.Option("--send-log", help="Append a JSONL send log here.")] = None,
         api_key: Annotated[str | None, typer.Option("--api-key", help="X-API-Key to send.")] = None,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the summary as JSON.")] = False,
     ) -> None:
         """Pick rows as the original emulator did and send them to the ingestion API."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn

@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
             list[str], typer.Option("--lake", help="A lake URL; give exactly two (e.g. the stream's and the batch's).")
         ],
         show: Annotated[int, typer.Option("--show", help="Differences to print per table.", min=0)] = 10,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the report as JSON.")] = False,
     ) -> None:
         """Prove that two lakes (stream path, batch path) hold identical silver tables and quarantined records."""
         from pinpipe.checks.parity import compare_lakes

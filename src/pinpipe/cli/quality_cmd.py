@@ -33,9 +33,10 @@ def register(app: typer.Typer) -> None:
         ] = None,
         interval_end: Annotated[str | None, typer.Option("--interval-end", help="End of that interval.")] = None,
         allow_empty: Annotated[
-            bool, typer.Option("--allow-empty", help="Pass a run that read no record (by default it fails).")
+            bool,
+            typer.Option("--allow-empty", metavar="", help="Pass a run that read no record (by default it fails)."),
         ] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="Print the verdict as JSON.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", metavar="", help="Print the verdict as JSON.")] = False,
     ) -> None:
         """Fail if a batch run's accounting does not balance or it quarantined too large a share."""
         from pinpipe.checks.quality import check_run, enforce

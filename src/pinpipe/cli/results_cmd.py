@@ -90,4 +90,4 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"--out {out} is a directory", hint="give a file name, e.g. --out report.html")
         lake = _open_lake(lake_url)
         summary = write_report(lake, out)
-        typer.echo(f"wrote {out} ({summary.charts} charts, {summary.gold_tables} gold tables, {summary.runs} runs)")
+        typer.echo(f"wrote {out} ({summary.describe()})")

@@ -47,7 +47,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         until_idle: Annotated[
             bool,
-            typer.Option("--until-idle", help="Exit once no partition has had a new record for --flush-seconds."),
+            typer.Option(
+                "--until-idle", metavar="", help="Exit once no partition has had a new record for --flush-seconds."
+            ),
         ] = False,
         topics: Annotated[
             list[str] | None,

@@ -61,7 +61,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
         seed: Annotated[int, typer.Option("--seed", help="Seed for --from generated.")] = 0,
         replace: Annotated[
-            bool, typer.Option("--replace", help="Drop and reload tables that hold other rows.")
+            bool, typer.Option("--replace", metavar="", help="Drop and reload tables that hold other rows.")
         ] = False,
     ) -> None:
         """Create the three source tables and load the bundled sample (default) or generated rows."""

@@ -160,7 +160,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         prefix: Annotated[str | None, typer.Option("--prefix", help="Topic prefix (prefix setting).")] = None,
         until_idle: Annotated[
-            bool, typer.Option("--until-idle", help="Exit once no new record has arrived for a few seconds.")
+            bool,
+            typer.Option("--until-idle", metavar="", help="Exit once no new record has arrived for a few seconds."),
         ] = False,
         metrics_port: Annotated[
             int | None, typer.Option("--metrics-port", help="Serve Prometheus /metrics on --metrics-host:PORT(+index).")

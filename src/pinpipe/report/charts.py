@@ -4,8 +4,15 @@ Called by :func:`pinpipe.report.html.render_report`; the specs are embedded in t
 ``assets/report.js``. A spec is a plain dict::
 
     {"id": "...", "table": "<gold table>" | None, "title": "...", "subtitle": "...", "type": "hbar" | "vbar",
-     "unit": "posts", "bars": [{"label": "...", "note": "...", "key": "colour key", "value": 1}]}  # hbar, vbar
-    {..., "type": "grouped", "series": ["2015", ...], "groups": [{"label": "18-24", "values": [1, None]}]}
+     "unit": "posts", "category_title": "join year", "value_title": "users joined",
+     "bars": [{"label": "...", "note": "...", "key": "colour key", "value": 1}]}       # hbar, vbar
+    {..., "type": "grouped" | "stacked", "series": ["2015", ...], "groups": [{"label": "18-24", "values": [1, None]}]}
+    {..., "type": "line", "series": ["pin", ...], "points": [{"x": "2024-08-18", "values": [1, None]}],
+     "format": "int" | "percent"}
+
+``grouped`` draws vertical bars side by side, ``stacked`` horizontal bars in segments, ``line`` a time series
+(the browser lets the reader zoom it by dragging across it). Subtitles that mention years take them from the
+data (:func:`year_span`), never from the specification's nominal range.
 
 Tables with one row per country (hundreds of rows) are summarised for the chart (categories by number of
 countries; the countries whose top poster has the most followers); the full table is printed below the chart.
@@ -32,7 +39,7 @@ TITLES: dict[str, tuple[str, str]] = {
     ),
     "top_category_by_year": (
         "Most popular category per year",
-        "Posts in the top category of each year of the post timestamp, 2018–2022 (ties shown side by side).",
+        "Posts in the top category of each year of the post timestamp, {years} (ties shown side by side).",
     ),
     "top_user_by_country": (
         "Most-followed poster per country",
@@ -52,22 +59,55 @@ TITLES: dict[str, tuple[str, str]] = {
     ),
     "users_joined_by_year": (
         "Users joined per year",
-        "Distinct users (name, age, date joined) by year joined, 2015–2020.",
+        "Distinct users (name, age, date joined) by the year they joined, {years}.",
     ),
     "median_followers_by_join_year": (
         "Median follower count by join year",
-        "Exact lower median of follower counts of posts, by the year their user joined, 2015–2020.",
+        "Exact lower median of follower counts of posts, by the year their user joined, {years}.",
     ),
     "median_followers_by_age_group_and_join_year": (
         "Median follower count by age group and join year",
-        "Exact lower median per age group, one bar per join year (2015–2020).",
+        "Exact lower median per age group, one bar per join year ({years}).",
     ),
 }
 
 
+AXES: dict[str, tuple[str, str]] = {
+    "top_category_by_country": ("category", "countries"),
+    "top_category_by_year": ("year posted · category", "posts"),
+    "top_user_by_country": ("country · poster", "followers"),
+    "top_country_by_followers": ("country", "followers"),
+    "top_category_by_age_group": ("age group · category", "posts"),
+    "median_followers_by_age_group": ("age group", "median followers"),
+    "users_joined_by_year": ("join year", "users joined"),
+    "median_followers_by_join_year": ("join year", "median followers"),
+    "median_followers_by_age_group_and_join_year": ("age group", "median followers"),
+}
+"""The (category axis, value axis) titles of each gold chart: what the reader sees instead of column names."""
+
+COLUMN_LABELS: dict[str, dict[str, str]] = {
+    "top_category_by_year": {"post_year": "year posted"},
+    "users_joined_by_year": {"post_year": "join year", "number_users_joined": "users joined"},
+    "median_followers_by_join_year": {"post_year": "join year"},
+    "median_followers_by_age_group_and_join_year": {"post_year": "join year"},
+}
+"""Table headers shown for gold columns whose names mislead (``post_year`` holds the join year in three tables);
+the CSV download keeps the real column names."""
+
+
+def year_span(years: list[Any]) -> str:
+    """``2015–2017`` from the years a table holds (``2016`` for one, ``no years`` for none)."""
+    values = sorted({int(y) for y in years if y is not None})
+    if not values:
+        return "no years"
+    return str(values[0]) if values[0] == values[-1] else f"{values[0]}–{values[-1]}"
+
+
 def _spec(chart_id: str, table: str | None, kind: str, unit: str, **rest: Any) -> dict[str, Any]:
     title, subtitle = TITLES.get(chart_id, (chart_id, ""))
-    return {"id": chart_id, "table": table, "title": title, "subtitle": subtitle, "type": kind, "unit": unit, **rest}
+    x_title, y_title = AXES.get(chart_id, ("", unit))
+    spec = {"id": chart_id, "table": table, "title": title, "subtitle": subtitle, "type": kind, "unit": unit}
+    return {**spec, "category_title": x_title, "value_title": y_title, **rest}
 
 
 def _bars(rows: list[dict[str, Any]], label: str, value: str, note: str | None = None) -> list[dict[str, Any]]:
@@ -86,6 +126,13 @@ def _bars(rows: list[dict[str, Any]], label: str, value: str, note: str | None =
 
 def gold_chart(name: str, table: pa.Table) -> dict[str, Any]:
     """The chart spec of one gold table."""
+    spec = _gold_chart(name, table)
+    if "{years}" in spec["subtitle"]:
+        spec["subtitle"] = spec["subtitle"].replace("{years}", year_span(table.column("post_year").to_pylist()))
+    return spec
+
+
+def _gold_chart(name: str, table: pa.Table) -> dict[str, Any]:
     rows = table.to_pylist()
     if name == "top_category_by_country":
         per_category = Counter(r["category"] for r in rows)

@@ -1,23 +1,29 @@
 """The HTML report: one self-contained page (inline CSS, JS and SVG; no network) about a lake.
 
-Who calls what: ``pinpipe report`` (and the batch job, after gold) calls :func:`write_report`; it reads the lake
-with :func:`collect_report`, which the page is rendered from by :func:`render_report`. The page has
+Who calls what: ``pinpipe report`` (and ``pinpipe demo``) call :func:`write_report`; it reads the lake with
+:func:`collect_report`, which the page is rendered from by :func:`render_report` through the Jinja2 templates in
+``templates/`` (autoescaped; :mod:`pinpipe.report.view` turns the data into tiles, tables and sentences). The page has
 
-- a header with the run summary (runs, last run and its data interval, records read, silver rows, quarantined);
+- a header with the run summary (batch runs, last run and its data interval, records read, silver rows, when
+  silver was last written and by which path, quarantined);
 - one chart per gold table (bar charts, grouped for age group × join year) with its table of numbers;
-- a data-quality section: quarantined records by reason per source (``<lake>/quarantine/<kind>``), and from the
-  runs table ``<lake>/_meta/runs`` the data-quality notes (placeholders, unparsed follower counts), duplicates
-  collapsed and conflicts per source, and the list of runs.
+- the pipeline over time: silver rows written per day (both paths), quarantine share per batch run, freshness;
+- who wrote silver: each table's rows by the path that inserted them (:mod:`pinpipe.report.history` reads the
+  Delta commits and their ``pinpipe-batch:``/``pinpipe-stream:`` transactions), next to the batch runs' counts;
+- data quality: quarantined records by reason per source (``<lake>/quarantine/<kind>``), the data-quality notes
+  of ``<lake>/_meta/runs``, a per-column profile of nulls and cleaned placeholders for the three silver tables
+  (:mod:`pinpipe.report.profile`), duplicates collapsed and conflicts per source, and the list of runs.
 
-Missing quarantine or runs tables are shown as such; a lake without any gold table is an error (run ``pinpipe
-batch`` first). The charts are drawn in the browser by a small inline script from chart specs embedded as JSON
-(:mod:`pinpipe.report.charts` builds them); when it has drawn them all it sets ``body[data-charts-rendered]``.
+Every table can be sorted (click a header), filtered and downloaded as CSV. Missing quarantine or runs tables
+are shown as such; a lake without any gold table is an error (run ``pinpipe batch`` first). The charts are
+drawn in the browser by a small inline script (``assets/report.js``; ``assets/tables.js`` makes the tables
+sortable) from chart specs embedded as JSON (:mod:`pinpipe.report.charts`, :mod:`pinpipe.report.trends`); when
+it has drawn them all it sets ``body[data-charts-rendered]``.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import html
 import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
@@ -25,6 +31,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import orjson
 import pyarrow as pa
 
@@ -32,11 +39,14 @@ from pinpipe.batch.gold import GOLD_TABLES, read_gold_tables
 from pinpipe.errors import InvalidInputError, NotFoundError
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
-from pinpipe.report.charts import TITLES, gold_chart, quality_charts
+from pinpipe.report import view
+from pinpipe.report.charts import COLUMN_LABELS, TITLES, gold_chart, quality_charts
+from pinpipe.report.history import SilverHistory, silver_history
+from pinpipe.report.profile import ColumnProfile, profile_table
+from pinpipe.report.trends import quarantine_share_chart, silver_per_day_chart, writers_chart
 from pinpipe.tables import KINDS, Kind
 
-RUN_COUNTERS = ("objects", "read", "inserted", "updated", "collapsed", "conflicts", "quarantined")
-"""Numeric columns of ``<lake>/_meta/runs`` summed per source."""
+RUN_COUNTERS = view.RUN_COUNTERS
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,8 @@ class ReportData:
     silver_rows: dict[Kind, int | None]
     notes: dict[Kind, Counter[str]] = field(default_factory=dict)
     totals: dict[Kind, Counter[str]] = field(default_factory=dict)
+    history: dict[Kind, SilverHistory | None] = field(default_factory=dict)
+    profile: dict[Kind, list[ColumnProfile]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,16 @@ class ReportSummary:
     charts: int
     gold_tables: int
     runs: int
+
+    def describe(self) -> str:
+        """``10 charts, 9 gold tables, 1 run``."""
+        return ", ".join(
+            [
+                view.plural(self.charts, "chart"),
+                view.plural(self.gold_tables, "gold table"),
+                view.plural(self.runs, "run"),
+            ]
+        )
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -89,7 +111,7 @@ def collect_report(lake: Lake, *, now: dt.datetime | None = None) -> ReportData:
         )
     quarantine: dict[Kind, Counter[str] | None] = {}
     for kind in KINDS:
-        table = delta.read_table(lake, "quarantine", kind)
+        table = delta.read_table(lake, "quarantine", kind, columns=["reason"])
         quarantine[kind] = None if table is None else Counter(table.column("reason").to_pylist())
     runs_table = delta.read_table(lake, "_meta", "runs")
     runs = None
@@ -105,199 +127,97 @@ def collect_report(lake: Lake, *, now: dt.datetime | None = None) -> ReportData:
             for name in RUN_COUNTERS:
                 if isinstance(run.get(name), int):
                     totals[kind][name] += run[name]
+    silver_rows: dict[Kind, int | None] = {}
+    history: dict[Kind, SilverHistory | None] = {}
+    profile: dict[Kind, list[ColumnProfile]] = {}
+    for kind in KINDS:
+        silver_rows[kind], profile[kind] = profile_table(lake, kind, notes.get(kind, Counter()))
+        history[kind] = silver_history(lake, kind, silver_rows[kind])
     return ReportData(
         lake_url=lake.url,
         generated_at=now or dt.datetime.now(dt.UTC),
         gold=gold,
         quarantine=quarantine,
         runs=runs,
-        silver_rows={kind: delta.row_count(lake, "silver", kind) for kind in KINDS},
+        silver_rows=silver_rows,
         notes=dict(notes),
         totals=dict(totals),
+        history=history,
+        profile=profile,
     )
 
 
 # ---------------------------------------------------------------------------------------------- rendering
 
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _num(value: Any, column: str = "") -> str:
-    if value is None:
-        return '<span class="null">null</span>'
-    if isinstance(value, int) and not isinstance(value, bool) and "year" not in column:
-        return f"{value:,}"
-    if isinstance(value, dt.datetime):
-        return _e(value.strftime("%Y-%m-%d %H:%M" if column == "short" else "%Y-%m-%d %H:%M:%S"))
-    return _e(value)
-
-
-def _table(columns: list[str], rows: list[list[Any]], *, numeric: set[str] | None = None, css: str = "") -> str:
-    numeric = numeric or set()
-    head = "".join(f'<th class="{"n" if c in numeric else ""}">{_e(c)}</th>' for c in columns)
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="{"n" if c in numeric else ""}">{_num(v, c)}</td>' for c, v in zip(columns, r, strict=True)
-        )
-        + "</tr>"
-        for r in rows
-    )
-    return f'<div class="table-wrap {css}"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
-def _arrow_table(table: pa.Table) -> str:
-    numeric = {f.name for f in table.schema if pa.types.is_integer(f.type) and "year" not in f.name}
-    rows = [list(r.values()) for r in table.to_pylist()]
-    if not rows:
-        return '<p class="empty">No rows.</p>'
-    return _table(table.schema.names, rows, numeric=numeric)
-
-
-def _tile(label: str, value: str, sub: str = "") -> str:
-    extra = f'<div class="tile-sub">{sub}</div>' if sub else ""
-    return (
-        f'<div class="tile"><div class="tile-label">{_e(label)}</div><div class="tile-value">{value}</div>{extra}</div>'
-    )
-
-
-def _interval(run: dict[str, Any]) -> str:
-    start, end = run.get("interval_start"), run.get("interval_end")
-    if start is None and end is None:
-        return "no data interval (run by hand)"
-    return f"data interval {_num(start, 'short')} → {_num(end, 'short')}"
-
-
-def _header(data: ReportData) -> str:
-    runs = data.runs or []
-    run_ids = {r.get("run_id") for r in runs}
-    last = runs[-1] if runs else None
-    read = sum(t["read"] for t in data.totals.values())
-    quarantined = sum(sum(c.values()) for c in data.quarantine.values() if c is not None)
-    silver = [f"{k} {n:,}" for k, n in data.silver_rows.items() if n is not None]
-    tiles = [
-        _tile("batch runs", f"{len(run_ids):,}" if runs else "–", "none recorded" if data.runs is None else ""),
-        _tile(
-            "last run",
-            _num(last.get("finished_at") or last.get("started_at"), "short") if last else "–",
-            _interval(last) if last else "",
-        ),
-        _tile("records read", f"{read:,}" if runs else "–", "all runs, all sources"),
-        _tile("silver rows", f"{sum(n or 0 for n in data.silver_rows.values()):,}", " · ".join(silver) or "no silver"),
-        _tile("quarantined", f"{quarantined:,}", "records set aside with a reason"),
-        _tile("gold tables", f"{len(data.gold)} / {len(GOLD_TABLES)}"),
-    ]
-    return (
-        '<header class="top"><div class="wrap"><h1>pinpipe report</h1>'
-        f'<p class="meta">lake <code>{_e(data.lake_url)}</code> · generated '
-        f"{_e(data.generated_at.strftime('%Y-%m-%d %H:%M:%S %Z'))}</p>"
-        f'<div class="tiles">{"".join(tiles)}</div></div></header>'
-    )
-
-
-def _card(chart: dict[str, Any], body: str, *, wide: bool = False) -> str:
-    attrs = f'data-chart-id="{_e(chart["id"])}"'
-    if chart.get("table"):
-        attrs += f' data-gold-table="{_e(chart["table"])}"'
-    return (
-        f'<section class="card{" wide" if wide else ""}" id="{_e(chart["id"])}">'
-        f'<h3>{_e(chart["title"])}</h3><p class="sub">{_e(chart["subtitle"])}</p>'
-        f'<figure class="chart" {attrs}></figure>{body}</section>'
-    )
-
-
-def _quality(data: ReportData, charts: list[dict[str, Any]]) -> str:
-    parts: list[str] = []
-    by_id = {c["id"]: c for c in charts}
-    rows: list[list[Any]] = []
-    for kind, counts in data.quarantine.items():
-        if counts is None:
-            rows.append([kind, "(no quarantine table)", None])
-        for reason, n in sorted((counts or {}).items()):
-            rows.append([kind, reason, n])
-    body = _table(["source", "reason", "records"], rows, numeric={"records"})
-    if "quarantine" in by_id:
-        parts.append(_card(by_id["quarantine"], body))
-    else:
-        parts.append(
-            '<section class="card"><h3>Quarantined records by reason</h3>'
-            '<p class="sub">Nothing was quarantined.</p>' + body + "</section>"
-        )
-    if data.runs is None:
-        parts.append(
-            '<section class="card"><h3>Data-quality notes</h3><p class="sub">The lake has no runs table '
-            "(<code>_meta/runs</code>) yet: run <code>pinpipe batch</code> to record placeholder, null, "
-            "duplicate and conflict counts.</p></section>"
-        )
-        return "".join(parts)
-    note_rows = [[k, note, n] for k, c in data.notes.items() for note, n in sorted(c.items())]
-    note_body = _table(["source", "note", "values"], note_rows, numeric={"values"}) if note_rows else ""
-    if "notes" in by_id:
-        parts.append(_card(by_id["notes"], note_body))
-    else:
-        parts.append('<section class="card"><h3>Data-quality notes</h3><p class="sub">No notes recorded.</p></section>')
-    totals = [[k, *(data.totals.get(k, Counter())[c] for c in RUN_COUNTERS)] for k in KINDS]
-    parts.append(
-        '<section class="card wide"><h3>Duplicates, conflicts and accounting per source</h3>'
-        '<p class="sub">Summed over all runs: re-sent identical records are collapsed; records with the same '
-        "<code>ind</code> and different content are conflicts (the last one landed wins).</p>"
-        + _table(["source", *RUN_COUNTERS], totals, numeric=set(RUN_COUNTERS))
-        + "</section>"
-    )
-    return "".join(parts)
-
-
-def _runs(data: ReportData) -> str:
-    if not data.runs:
-        return '<p class="empty">No runs recorded.</p>'
-    columns = ["run_id", "path", "kind", "started_at", "finished_at", "interval_start", "interval_end", *RUN_COUNTERS]
-    rows = [[r.get(c) for c in columns] for r in reversed(data.runs)]
-    return _table(columns, rows, numeric=set(RUN_COUNTERS), css="nowrap")
+_ENV = jinja2.Environment(
+    loader=jinja2.PackageLoader("pinpipe.report", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
 
 
 def _asset(name: str) -> str:
     return (resources.files("pinpipe.report") / "assets" / name).read_text(encoding="utf-8")
 
 
+def _charts(data: ReportData) -> dict[str, list[dict[str, Any]]]:
+    trends = [silver_per_day_chart(data.history), quarantine_share_chart(data.runs)]
+    writers = writers_chart(data.history)
+    return {
+        "gold": [gold_chart(name, table) for name, table in data.gold.items()],
+        "trends": [c for c in trends if c is not None],
+        "writers": [writers] if writers else [],
+        "quality": quality_charts(data.quarantine, data.notes),
+    }
+
+
 def render_report(data: ReportData) -> str:
     """The whole page as one HTML string."""
-    charts = [gold_chart(name, table) for name, table in data.gold.items()]
-    extra = quality_charts(data.quarantine, data.notes)
-    cards = []
-    for chart in charts:
-        name = chart["table"]
-        cards.append(_card(chart, _arrow_table(data.gold[name]), wide=chart.get("wide", False)))
-    missing = [n for n in GOLD_TABLES if n not in data.gold]
-    for name in missing:
-        cards.append(
-            f'<section class="card"><h3>{_e(TITLES[name][0])}</h3><p class="sub">Table <code>{_e(name)}</code> '
-            "has not been computed yet.</p></section>"
-        )
-    payload = orjson.dumps({"charts": charts + extra}, default=str).decode().replace("<", "\\u003c")
-    nav = "".join(f'<a href="#{_e(c["id"])}">{_e(c["title"])}</a>' for c in charts)
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>pinpipe report — {_e(data.lake_url)}</title>
-<style>{_asset("report.css")}</style></head>
-<body data-charts-total="{len(charts) + len(extra)}">
-{_header(data)}
-<main class="wrap">
-<nav class="toc">{nav}<a href="#quality">Data quality</a><a href="#runs">Runs</a></nav>
-<h2>Analysis</h2>
-<div class="grid">{"".join(cards)}</div>
-<h2 id="quality">Data quality</h2>
-<div class="grid">{_quality(data, extra)}</div>
-<h2 id="runs">Runs</h2>
-<section class="card wide">{_runs(data)}</section>
-</main>
-<footer class="wrap">pinpipe · gold tables under <code>{_e(data.lake_url)}/gold</code></footer>
-<script type="application/json" id="report-data">{payload}</script>
-<script>{_asset("report.js")}</script>
-</body></html>
-"""
+    charts = _charts(data)
+    every = [c for group in charts.values() for c in group]
+    gold_cards = [
+        {
+            "chart": chart,
+            "table": view.arrow_table(chart["table"], data.gold[chart["table"]], COLUMN_LABELS.get(chart["table"])),
+        }
+        for chart in charts["gold"]
+    ]
+    missing = [{"title": TITLES[n][0], "name": n} for n in GOLD_TABLES if n not in data.gold]
+    payload = orjson.dumps({"charts": every}, default=str).decode().replace("<", "\\u003c")
+    quality = {c["id"]: c for c in charts["quality"]}
+    return _ENV.get_template("report.html.j2").render(
+        data=data,
+        generated=data.generated_at.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        tiles=view.tiles(data),
+        gold_cards=gold_cards,
+        gold_count=f"{len(data.gold)} / {len(GOLD_TABLES)}",
+        missing=missing,
+        trends=charts["trends"],
+        freshness=view.freshness_table(data),
+        writers_chart=charts["writers"][0] if charts["writers"] else None,
+        writers=view.writers_table(data),
+        reconcile=view.reconcile_sentences(data),
+        quarantine_chart=quality.get("quarantine"),
+        quarantine=view.quarantine_table(data),
+        notes_chart=quality.get("notes"),
+        notes=view.notes_table(data),
+        profile=view.profile_table(data),
+        totals=view.totals_table(data),
+        runs=view.runs_table(data),
+        run_count=view.plural(len({r.get("run_id") for r in data.runs or []}), "batch run"),
+        charts_total=len(every),
+        payload=payload,
+        css=_asset("report.css"),
+        js=_asset("report.js"),
+        tables_js=_asset("tables.js"),
+    )
+
+
+def chart_count(data: ReportData) -> int:
+    """How many charts the page of ``data`` draws."""
+    return sum(len(group) for group in _charts(data).values())
 
 
 def write_report(lake: Lake, out: Path, *, now: dt.datetime | None = None) -> ReportSummary:
@@ -312,5 +232,4 @@ def write_report(lake: Lake, out: Path, *, now: dt.datetime | None = None) -> Re
         tmp.replace(out)
     except OSError as exc:
         raise InvalidInputError(f"could not write the report to {out}: {exc}", hint="check the --out path") from exc
-    charts = len(data.gold) + len(quality_charts(data.quarantine, data.notes))
-    return ReportSummary(out, charts, len(data.gold), len({r.get("run_id") for r in data.runs or []}))
+    return ReportSummary(out, chart_count(data), len(data.gold), len({r.get("run_id") for r in data.runs or []}))

@@ -1,0 +1,38 @@
+"""``pinpipe <command> --help`` through the real script: switches take no value, so none shows a value type."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+SWITCHES = {
+    "sink": ["--until-idle"],
+    "stream": ["--until-idle"],
+    "source init": ["--replace"],
+    "batch": ["--no-gold"],
+    "accounting": ["--allow-lag", "--json"],
+    "emulate": ["--json"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(SWITCHES))
+def test_help_shows_no_value_type_after_a_switch(command: str) -> None:
+    env = {**os.environ, "COLUMNS": "160", "NO_COLOR": "1", "TERM": "dumb"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pinpipe", *command.split(), "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    for switch in SWITCHES[command]:
+        line = next((ln for ln in done.stdout.splitlines() if re.search(rf"{switch}\b", ln)), None)
+        assert line is not None, f"{switch} is not in `pinpipe {command} --help`:\n{done.stdout}"
+        assert "<bool>" not in line, line
+    assert "<int>" in done.stdout or "<str>" in done.stdout  # options that take a value still show its type
