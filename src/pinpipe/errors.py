@@ -33,6 +33,7 @@ quarantined rows with a reason.
 from __future__ import annotations
 
 import contextlib
+import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -140,6 +141,10 @@ class Rule:
         return isinstance(cls, type) and isinstance(exc, cls) and (self.code is None or error_code(exc) == self.code)
 
 
+_S3_NOT_RETRYABLE = ("NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")
+"""S3 error codes that retrying cannot fix (a missing bucket, rejected credentials)."""
+_S3_CODE = re.compile(r"<Code>(\w+)</Code>")
+
 FOREIGN_ERRORS: dict[Boundary, tuple[Rule, ...]] = {
     "kafka": (
         Rule("confluent_kafka", "KafkaException", UnknownTopicError, code="UNKNOWN_TOPIC_OR_PART"),
@@ -163,6 +168,9 @@ FOREIGN_ERRORS: dict[Boundary, tuple[Rule, ...]] = {
         Rule("builtins", "TimeoutError", RetryableError),
     ),
     "store": (
+        *(Rule("obstore.exceptions", "BaseError", ConfigError, code=c) for c in _S3_NOT_RETRYABLE),
+        Rule("obstore.exceptions", "NotFoundError", NotFoundError),
+        Rule("builtins", "FileNotFoundError", NotFoundError),
         Rule("obstore.exceptions", "PermissionDeniedError", ConfigError),
         Rule("obstore.exceptions", "UnauthenticatedError", ConfigError),
         Rule("obstore.exceptions", "InvalidPathError", ConfigError),
@@ -187,7 +195,8 @@ FOREIGN_ERRORS: dict[Boundary, tuple[Rule, ...]] = {
 
 
 def error_code(exc: BaseException | None) -> str | None:
-    """The SDK's error code: botocore's ``Error.Code``, confluent-kafka's ``KafkaError.name()``."""
+    """The SDK's error code: botocore's ``Error.Code``, confluent-kafka's ``KafkaError.name()``, the ``<Code>``
+    of the S3 error document that obstore quotes in its message."""
     if exc is None:
         return None
     response = getattr(exc, "response", None)
@@ -195,7 +204,10 @@ def error_code(exc: BaseException | None) -> str | None:
         return str(response.get("Error", {}).get("Code", "")) or None
     first = exc.args[0] if exc.args else None
     name = getattr(first, "name", None)
-    return str(name()) if callable(name) else None
+    if callable(name):
+        return str(name())
+    found = _S3_CODE.search(str(exc))
+    return found.group(1) if found else None
 
 
 def mapped_class(boundary: Boundary, exc: BaseException) -> type[PinpipeError] | None:

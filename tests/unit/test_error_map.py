@@ -17,6 +17,7 @@ import sqlalchemy.exc
 from pinpipe.errors import (
     FOREIGN_ERRORS,
     CommitConflictError,
+    ConfigError,
     LogUnavailableError,
     PinpipeError,
     SourceUnavailableError,
@@ -41,6 +42,7 @@ FOREIGN: dict[str, Callable[[], BaseException]] = {
     "httpx.TransportError": lambda: httpx.ConnectError("connection refused"),
     "builtins.OSError": lambda: ConnectionResetError("reset by peer"),
     "builtins.TimeoutError": lambda: TimeoutError("timed out"),
+    "obstore.exceptions.NotFoundError": lambda: obstore.exceptions.NotFoundError("no such object"),
     "obstore.exceptions.PermissionDeniedError": lambda: obstore.exceptions.PermissionDeniedError("denied"),
     "obstore.exceptions.UnauthenticatedError": lambda: obstore.exceptions.UnauthenticatedError("bad key"),
     "obstore.exceptions.InvalidPathError": lambda: obstore.exceptions.InvalidPathError("bad path"),
@@ -87,6 +89,12 @@ def test_error_codes_pick_the_specific_class() -> None:
         raise unknown
     with pytest.raises(CommitConflictError), map_exceptions("delta", "merge"):
         raise deltalake.exceptions.CommitFailedError("lost")
+    no_bucket = obstore.exceptions.GenericError("Generic S3 error: ... <Error><Code>NoSuchBucket</Code></Error>")
+    with pytest.raises(ConfigError, match="NoSuchBucket"), map_exceptions("store", "listing"):
+        raise no_bucket
+    no_bucket = obstore.exceptions.GenericError("Generic S3 error: ... <Error><Code>NoSuchBucket</Code></Error>")
+    with pytest.raises(ConfigError, match="NoSuchBucket"), map_exceptions("store", "listing"):
+        raise no_bucket
 
 
 def test_a_foreign_error_without_a_rule_escapes_as_the_bug_it_is() -> None:

@@ -22,21 +22,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import obstore
-from obstore.exceptions import AlreadyExistsError, BaseError
+from obstore.exceptions import AlreadyExistsError
 from obstore.store import LocalStore, MemoryStore, S3Store
 
 from pinpipe.config import LakeSettings
-from pinpipe.errors import ConfigError, NotFoundError, StoreUnavailableError
+from pinpipe.errors import ConfigError, NotFoundError, PinpipeError, error_code, map_exceptions
 from pinpipe.locations import LAKE_SCHEMES, Access, normalise, prepare_directory
 from pinpipe.telemetry.logs import get_logger
 
-_FOREIGN = (OSError, RuntimeError, BaseError)
-"""What obstore raises when a store cannot be reached (its own ``BaseError`` tree is not an ``OSError``)."""
 _MISSING_HINT = (
     "check --lake (or lake.url) for a typo; `pinpipe sink` or `pinpipe stream` creates a lake when it first "
     "writes, `pinpipe batch` fills its tables"
@@ -114,23 +113,20 @@ class Lake:
         """True if at least one object lies under one of ``prefixes`` (reads one listing page per prefix)."""
         for prefix in prefixes:
             try:
-                for batch in obstore.list(self._store, prefix=prefix or None, chunk_size=1):
-                    if any(not is_temporary_key(str(meta["path"])) for meta in batch):
-                        return True
-            except FileNotFoundError:
+                with _store_errors(f"could not list {self.url}"):
+                    for batch in obstore.list(self._store, prefix=prefix or None, chunk_size=1):
+                        if any(not is_temporary_key(str(meta["path"])) for meta in batch):
+                            return True
+            except NotFoundError:
                 continue
-            except _FOREIGN as exc:
-                raise _store_error(exc, f"could not list {self.url}") from exc
         return False
 
     # -------------------------------------------------------------------------------- objects
 
     def put(self, key: str, data: bytes) -> None:
         """Write an object whole (atomically: readers see the old object or the new one, never a part)."""
-        try:
+        with _store_errors(f"could not write {key} to {self.url}", key=key):
             obstore.put(self._store, key, data)
-        except _FOREIGN as exc:
-            raise _store_error(exc, f"could not write {key} to {self.url}", key=key) from exc
 
     def create(self, key: str, data: bytes) -> bool:
         """Write a new object durably unless one with that key exists; True if written, False if it existed.
@@ -140,47 +136,42 @@ class Lake:
         ``.<name>.<pid>.tmp`` file that :func:`is_temporary_key` recognises). ``s3://`` and ``memory://``: a
         conditional put (``If-None-Match: *``); S3 acknowledges a put only once it is durable.
         """
-        if self.scheme == "file":
-            try:
+        with _store_errors(f"could not write {key} to {self.url}", key=key):
+            if self.scheme == "file":
                 return _create_file(Path(self.root), key, data)
-            except OSError as exc:
-                raise _store_error(exc, f"could not write {key} to {self.url}", key=key) from exc
-        try:
-            obstore.put(self._store, key, data, mode="create")
-        except AlreadyExistsError:
-            return False
-        except _FOREIGN as exc:
-            raise _store_error(exc, f"could not write {key} to {self.url}", key=key) from exc
+            try:
+                obstore.put(self._store, key, data, mode="create")
+            except AlreadyExistsError:
+                return False
         return True
 
     def get(self, key: str) -> bytes | None:
         """The object's bytes, or None if there is no such object."""
-        try:
-            return bytes(obstore.get(self._store, key).bytes())
-        except FileNotFoundError:
-            return None
-        except _FOREIGN as exc:
-            raise _store_error(exc, f"could not read {key} from {self.url}", key=key) from exc
+        with _store_errors(f"could not read {key} from {self.url}", key=key):
+            try:
+                return bytes(obstore.get(self._store, key).bytes())
+            except FileNotFoundError:
+                return None
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         """Every object under ``prefix``, sorted by key."""
         return sorted(self.iter(prefix), key=lambda o: o.key)
 
     def iter(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        try:
-            for batch in obstore.list(self._store, prefix=prefix or None):
-                for meta in batch:
-                    yield ObjectInfo(str(meta["path"]), int(meta["size"]))
-        except FileNotFoundError:
-            return
-        except _FOREIGN as exc:
-            raise _store_error(exc, f"could not list {prefix!r} in {self.url}") from exc
+        with _store_errors(f"could not list {prefix!r} in {self.url}"):
+            try:
+                for batch in obstore.list(self._store, prefix=prefix or None):
+                    for meta in batch:
+                        yield ObjectInfo(str(meta["path"]), int(meta["size"]))
+            except FileNotFoundError:
+                return
 
     def delete(self, key: str) -> None:
-        try:
-            obstore.delete(self._store, key)
-        except FileNotFoundError:
-            return
+        with _store_errors(f"could not delete {key} from {self.url}", key=key):
+            try:
+                obstore.delete(self._store, key)
+            except FileNotFoundError:
+                return
 
     # -------------------------------------------------------------------------------- tables
 
@@ -198,21 +189,22 @@ def open_lake(url: str | Lake, settings: LakeSettings | None = None, access: Acc
     return url if isinstance(url, Lake) else Lake(url, settings, access)
 
 
-_NOT_RETRYABLE = ("NoSuchBucket", "InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied")
+_STORE_HINTS: dict[type[PinpipeError], str] = {
+    ConfigError: "check lake.url (the bucket must exist), lake.endpoint and the access keys",
+}
 
 
-def _store_error(exc: BaseException, what: str, **facts: str) -> ConfigError | StoreUnavailableError:
-    """Map an obstore/OS error: a missing bucket or rejected credentials is a ConfigError (retrying will not
-    help), anything else StoreUnavailableError. The message keeps the first line of the foreign one."""
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    code = next((c for c in _NOT_RETRYABLE if c in str(exc)), None)
-    if code is not None:
-        return ConfigError(
-            f"{what}: the store answered {code}",
-            hint="check lake.url (the bucket must exist), lake.endpoint and the access keys",
-            **facts,
-        )
-    return StoreUnavailableError(f"{what}: {detail}", **facts)
+def _store_errors(what: str, **facts: str) -> AbstractContextManager[None]:
+    """The store boundary: obstore's and the OS's errors become pinpipe's (rules in ``errors.FOREIGN_ERRORS``)."""
+    return map_exceptions("store", what, hint=_STORE_HINTS, detail=_first_line, **facts)
+
+
+def _first_line(exc: BaseException) -> str:
+    """The foreign message's first line, with the S3 error code when the store sent one."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    code = error_code(exc)
+    return f"the store answered {code}: {line}" if code else line
 
 
 def _create_file(root: Path, key: str, data: bytes) -> bool:
