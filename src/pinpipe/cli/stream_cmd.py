@@ -1,128 +1,19 @@
 """``pinpipe stream``: the streaming job (event log → silver Delta, exactly once), one or many worker processes.
 
-A thin shell over :mod:`pinpipe.stream.worker`. With ``--workers 1`` (default) the job runs in this process. With
-``--workers W`` this process becomes a supervisor: it starts W worker processes (``--worker-index 0..W-1``), passes
-SIGTERM/Ctrl-C on to them and exits when they have all stopped (if one fails, the others are stopped too and the
-exit code is the failed one's). How partitions are shared: on ``kafka://`` logs all workers join one consumer
-group (``--group``) and Kafka rebalances when one leaves; on other logs the split is static (see
-:mod:`pinpipe.log.feed`) and each worker's metrics port is ``--metrics-port`` + its index.
-
-Signals: the first SIGTERM/SIGINT lets the micro-batch in flight finish and commit, then stops; a second one
-stops at once (the uncommitted batch is dropped; a restart reads it again).
+A thin shell: it parses the flags and calls :func:`pinpipe.stream.workers.run_worker` (``--workers 1``, the
+default, or ``--worker-index N``) or :func:`pinpipe.stream.workers.supervise_workers` (``--workers W``), where
+signals, partition sharing and exit codes are described.
 """
 
 from __future__ import annotations
 
-import signal
-import subprocess
 import sys
-import threading
-import time
-from types import FrameType
 from typing import Annotated, Any
 
 import typer
 
-from pinpipe.config import Settings, load_settings
+from pinpipe.config import load_settings
 from pinpipe.errors import ConfigError
-from pinpipe.telemetry.logs import get_logger
-
-log = get_logger("cli.stream")
-
-
-def _install_stop(stop: threading.Event) -> None:
-    def handler(signum: int, frame: FrameType | None) -> None:
-        if stop.is_set():
-            raise KeyboardInterrupt
-        log.info("stop requested; finishing the batch in flight", extra={"fields": {"signal": signum}})
-        stop.set()
-
-    signal.signal(signal.SIGTERM, handler)
-    signal.signal(signal.SIGINT, handler)
-
-
-def _run_worker(
-    settings: Settings,
-    worker_index: int,
-    until_idle: bool,
-    metrics_port: int | None,
-    compact_every: str | None,
-) -> None:
-    from pinpipe.engine import open_engine
-    from pinpipe.lake.store import open_lake
-    from pinpipe.stream.compaction import Compactor, CompactSchedule
-    from pinpipe.stream.worker import StreamOptions, StreamWorker, open_feed
-    from pinpipe.telemetry.stream import StreamMetrics
-
-    s = settings.stream
-    schedule = CompactSchedule.parse(compact_every)
-    lake = open_lake(settings.lake.url, settings.lake, access="write")
-    lake.table_uri("silver")  # fails early on a lake that cannot hold Delta tables
-    stop = threading.Event()
-    _install_stop(stop)
-    metrics = StreamMetrics()
-    if metrics_port:
-        metrics.serve(metrics_port + worker_index, settings.metrics.host)
-    options = StreamOptions(
-        prefix=settings.prefix,
-        max_batch=s.max_batch,
-        max_wait_ms=s.max_wait_ms,
-        idle_stop_s=max(2.0, 5 * s.max_wait_ms / 1000) if until_idle else None,
-    )
-    log.info(
-        "stream worker starting",
-        extra={
-            "fields": {
-                "log": settings.log.url,
-                "lake": settings.lake.url,
-                "worker": f"{worker_index + 1}/{s.workers}",
-                "max_batch": s.max_batch,
-                "max_wait_ms": s.max_wait_ms,
-                "compact_every": compact_every,
-            }
-        },
-    )
-    feed = open_feed(settings.log.url, settings.prefix, s.group, worker_index, s.workers, s.leases, s.lease_seconds)
-    try:
-        with open_engine("duckdb") as engine:
-            compactor = Compactor(lake, schedule) if schedule else None
-            StreamWorker(feed, lake, engine, options, metrics, compactor).run(stop)
-    finally:
-        feed.close()
-
-
-def _supervise(argv: list[str], workers: int) -> None:
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", "from pinpipe.cli import main; main()", *argv, "--worker-index", str(i)]
-        )
-        for i in range(workers)
-    ]
-    stop = threading.Event()
-
-    def forward(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signum)
-
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    failed: int | None = None
-    while any(p.poll() is None for p in procs):
-        for proc in procs:
-            code = proc.poll()
-            if code not in (None, 0) and failed is None:
-                failed = code
-                log.error("a stream worker failed; stopping the others", extra={"fields": {"exit_code": code}})
-                for other in procs:
-                    if other.poll() is None:
-                        other.send_signal(signal.SIGTERM)
-        time.sleep(0.2)
-    codes = [p.returncode for p in procs]
-    failed = failed or next((c for c in codes if c), None)
-    if failed:
-        raise SystemExit(failed)
 
 
 def register(app: typer.Typer) -> None:
@@ -193,6 +84,7 @@ def register(app: typer.Typer) -> None:
         if metrics_port is not None and not 0 < metrics_port < 65536:
             raise ConfigError(f"--metrics-port {metrics_port} is not a port", hint="use 1-65535")
         from pinpipe.stream.compaction import CompactSchedule
+        from pinpipe.stream.workers import run_worker, supervise_workers
 
         CompactSchedule.parse(compact_every)  # validate before starting anything
         total = settings.stream.workers
@@ -205,9 +97,9 @@ def register(app: typer.Typer) -> None:
         if worker_index is not None:
             if not 0 <= worker_index < total:
                 raise ConfigError(f"--worker-index {worker_index} outside 0..{total - 1}", hint="check --workers")
-            _run_worker(settings, worker_index, until_idle, metrics_port, compact_every)
+            run_worker(settings, worker_index, until_idle, metrics_port, compact_every)
         elif total == 1:
-            _run_worker(settings, 0, until_idle, metrics_port, compact_every)
+            run_worker(settings, 0, until_idle, metrics_port, compact_every)
         else:
             root = sys.argv[1 : sys.argv.index("stream")] if "stream" in sys.argv else []
             argv = [
@@ -222,4 +114,4 @@ def register(app: typer.Typer) -> None:
                 *("--lease-seconds", str(settings.stream.lease_seconds)),
                 *("--metrics-host", settings.metrics.host),
             ]
-            _supervise(argv, total)
+            supervise_workers(argv, total)

@@ -112,14 +112,14 @@ async def append_durably(
 ) -> list[tuple[int, int]]:
     """Append off the event loop and wait; raises TimeoutError after APPEND_TIMEOUT_S, else what the log raises.
 
-    A log with a ``submit`` method (the embedded log) hands back a future, so waiting costs no thread and many
-    concurrent requests share one fsync; other logs run ``append`` in the app's thread pool.
+    A log with :attr:`~pinpipe.log.base.Capabilities.group_commit` (the embedded log) hands back a future from
+    ``submit``, so waiting costs no thread and many concurrent requests share one fsync; other logs run ``append``
+    in the app's thread pool.
     """
     started = time.perf_counter()
-    submit: Callable[..., Future[list[tuple[int, int]]]] | None = getattr(state.log, "submit", None)
     result: list[tuple[int, int]]
-    if submit is not None:  # the embedded writer always answers (it never waits on a network): no timeout
-        result = await state.completions.watch(submit(topic, values, keys))
+    if state.log.capabilities.group_commit:  # its writer always answers (it never waits on a network): no timeout
+        result = await state.completions.watch(state.log.submit(topic, values, keys))
     else:
         loop = asyncio.get_running_loop()
         async with asyncio.timeout(APPEND_TIMEOUT_S):

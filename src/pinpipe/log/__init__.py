@@ -20,9 +20,9 @@ import importlib
 from pathlib import Path
 
 from pinpipe.locations import LOG_SCHEMES, Access, normalise, prepare_directory
-from pinpipe.log.base import Capabilities, EventLog, LogRecord, ValueBlock
+from pinpipe.log.base import Capabilities, EventLog, LogRecord, Share, ValueBlock
 
-__all__ = ["BACKENDS", "Capabilities", "EventLog", "LogRecord", "ValueBlock", "locate_log", "open_log"]
+__all__ = ["BACKENDS", "Capabilities", "EventLog", "LogRecord", "Share", "ValueBlock", "locate_log", "open_log"]
 
 BACKENDS: dict[str, str] = {
     "file": "pinpipe.log.embedded:EmbeddedLog",

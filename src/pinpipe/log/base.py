@@ -7,7 +7,11 @@ Who calls what:
   what they read is safely stored downstream; on restart they resume from :meth:`EventLog.committed`;
 - the sink, which needs only the values, calls :meth:`EventLog.read_values` (one newline-joined block per call,
   no :class:`LogRecord` per record; backends with a cheaper way to produce it override it);
-- the CLI and the API call :meth:`EventLog.ensure_topics` and :meth:`EventLog.topics`.
+- the CLI and the API call :meth:`EventLog.ensure_topics` and :meth:`EventLog.topics`;
+- the API calls :meth:`EventLog.submit` instead of ``append`` where :attr:`Capabilities.group_commit` is set;
+- a stream worker calls :meth:`EventLog.consume` once for the :class:`~pinpipe.log.feed.Feed` of its partitions
+  (how workers share them is the backend's: a consumer group on Kafka, a static split or DynamoDB leases
+  elsewhere), then reads only through that feed.
 
 Positions are per (topic, partition) integers: the *offset* of a record, and a consumer *position* is the
 offset of the next record to read. Records with the same key always go to the same partition, so per-key order
@@ -20,7 +24,15 @@ from __future__ import annotations
 import zlib
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qsl, urlsplit
+
+from pinpipe.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pinpipe.log.feed import Feed
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +79,35 @@ class Capabilities:
     """Several processes can use the same log at once (one writer, many readers at least)."""
     consumer_groups: bool
     """The backend balances partitions across the members of a group by itself (Kafka)."""
+    group_commit: bool = False
+    """:meth:`EventLog.submit` hands records to the backend's own writer and returns a future at once, so a caller
+    waits for durability without a thread, and concurrent appends share one fsync (the embedded log)."""
+
+
+@dataclass(frozen=True)
+class Share:
+    """How a stream worker shares a log's partitions with the other workers of its group, where the log has no
+    group coordinator: worker ``index`` of ``workers`` in a static split, or, with ``leases`` (a
+    ``dynamodb://TABLE`` URL), the partitions whose leases it holds (taken over ``lease_s`` after their holder
+    stops renewing). Kafka's coordinator ignores it."""
+
+    index: int = 0
+    workers: int = 1
+    leases: str | None = None
+    lease_s: float = 10.0
+
+
+SOLE = Share()
+"""The only worker: every partition."""
+
+
+def split_url(url: str, scheme: str, what: str, usage: str) -> tuple[str, dict[str, str]]:
+    """``(netloc, {query key: last value})`` of a backend URL ``scheme://NETLOC[?k=v&...]``; a URL of another
+    scheme or without the part before the path is a ConfigError naming ``what`` it should hold and ``usage``."""
+    parts = urlsplit(url)
+    if parts.scheme != scheme or not parts.netloc:
+        raise ConfigError(f"{scheme} URL {url!r} names no {what}", hint=f"use {usage}")
+    return parts.netloc, dict(parse_qsl(parts.query))
 
 
 def partition_for(key: bytes | None, partitions: int, fallback: int = 0) -> int:
@@ -104,6 +145,30 @@ class EventLog(ABC):
         Either every record is appended or the call raises (no partial success is reported as success).
         Raises UnknownTopicError for a topic that does not exist, LogUnavailableError when it cannot write.
         """
+
+    def submit(
+        self, topic: str, values: Sequence[bytes], keys: Sequence[bytes | None] | None = None
+    ) -> Future[list[tuple[int, int]]]:
+        """Like :meth:`append`, returning a future of its result. Backends with :attr:`Capabilities.group_commit`
+        return at once; this default appends first (the caller's thread waits) and returns a finished future."""
+        done: Future[list[tuple[int, int]]] = Future()
+        try:
+            done.set_result(self.append(topic, values, keys))
+        except Exception as exc:
+            done.set_exception(exc)
+        return done
+
+    @abstractmethod
+    def consume(
+        self,
+        prefix: str,
+        group: str,
+        share: Share = SOLE,
+        *,
+        owns_log: bool = False,
+    ) -> Feed:
+        """The feed of the kind topics of ``prefix`` that this stream worker owns in ``group``, shared with the
+        group's other workers as ``share`` says. With ``owns_log``, closing the feed closes this log."""
 
     @abstractmethod
     def read(

@@ -42,6 +42,7 @@ from pinpipe.errors import ConfigError, CorruptStateError, LogUnavailableError, 
 from pinpipe.log import integrity, segment
 from pinpipe.log.base import Capabilities, EventLog, LogRecord, ValueBlock, partition_for
 from pinpipe.log.commits import FileCommitStore
+from pinpipe.log.feed import StaticConsumer
 from pinpipe.log.partition import PartitionWriter, open_writer
 from pinpipe.telemetry.logs import get_logger
 
@@ -56,8 +57,8 @@ _T = TypeVar("_T")
 _Pending = tuple[str, Sequence[bytes], Sequence[bytes | None] | None, "Future[list[tuple[int, int]]]"]
 
 
-class EmbeddedLog(EventLog):
-    capabilities = Capabilities(durable=True, shared=True, consumer_groups=False)
+class EmbeddedLog(StaticConsumer, EventLog):
+    capabilities = Capabilities(durable=True, shared=True, consumer_groups=False, group_commit=True)
 
     def __init__(self, directory: str | Path) -> None:
         self.path = Path(directory)
@@ -192,8 +193,8 @@ class EmbeddedLog(EventLog):
     def submit(
         self, topic: str, values: Sequence[bytes], keys: Sequence[bytes | None] | None = None
     ) -> Future[list[tuple[int, int]]]:
-        """Like :meth:`append` but returns at once with a future (an extension the API uses to wait without a
-        thread per request). The future's result is the ``(partition, offset)`` list once durable."""
+        """Like :meth:`append` but returns at once with a future (the API waits without a thread per request;
+        :attr:`Capabilities.group_commit`). The future's result is the ``(partition, offset)`` list once durable."""
         if keys is not None and len(keys) != len(values):
             raise ValueError("keys and values must have the same length")
         if self._closed:

@@ -32,7 +32,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 
-from pinpipe.log.base import EventLog, LogRecord
+from pinpipe.log.base import SOLE, EventLog, LogRecord, Share
 from pinpipe.tables import KINDS, kind_of_topic
 from pinpipe.telemetry.logs import get_logger
 
@@ -240,3 +240,29 @@ def group_positions(records: Iterable[LogRecord]) -> dict[TopicPartition, int]:
         tp = (rec.topic, rec.partition)
         out[tp] = max(out.get(tp, 0), rec.offset + 1)
     return out
+
+
+class StaticConsumer:
+    """:meth:`EventLog.consume` for logs without a group coordinator: a static split, or DynamoDB leases."""
+
+    min_read_interval_s = 0.0
+    """Least time between two reads of one partition (Kinesis: 0.2 s, its 5 ``GetRecords`` per second)."""
+
+    def consume(
+        self,
+        prefix: str,
+        group: str,
+        share: Share = SOLE,
+        *,
+        owns_log: bool = False,
+    ) -> Feed:
+        assert isinstance(self, EventLog)
+        pace = self.min_read_interval_s
+        if share.leases:
+            from pinpipe.log.leases import LeaseFeed, LeaseTable  # optional extra (boto3)
+
+            table = LeaseTable.from_url(share.leases)
+            return LeaseFeed(
+                self, prefix, group, table, lease_s=share.lease_s, owns_log=owns_log, min_read_interval_s=pace
+            )
+        return LogFeed(self, prefix, group, share.index, share.workers, owns_log=owns_log, min_read_interval_s=pace)

@@ -28,7 +28,6 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from pinpipe.errors import (
     ConfigError,
@@ -38,7 +37,9 @@ from pinpipe.errors import (
     UnknownTopicError,
     mapped_class,
 )
-from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
+from pinpipe.log.base import SOLE, Capabilities, EventLog, LogRecord, Share, partition_for, split_url
+from pinpipe.log.feed import Feed
+from pinpipe.log.kafka_feed import KafkaGroupFeed
 from pinpipe.log.kafka_reader import PartitionReader
 from pinpipe.telemetry.logs import get_logger
 
@@ -91,15 +92,12 @@ class KafkaLog(EventLog):
 
     @classmethod
     def from_url(cls, url: str) -> KafkaLog:
-        parts = urlsplit(url)
-        if not parts.netloc:
-            raise ConfigError(f"Kafka URL {url!r} has no broker", hint="use kafka://HOST:PORT[,HOST:PORT]")
-        query = parse_qs(parts.query)
+        brokers, query = split_url(url, "kafka", "broker", "kafka://HOST:PORT[,HOST:PORT]")
         try:
-            timeout_ms = int(query.get("timeout_ms", ["10000"])[0])
+            timeout_ms = int(query.get("timeout_ms", "10000"))
         except ValueError as exc:
             raise ConfigError(f"timeout_ms in {url!r} is not an integer") from exc
-        return cls(parts.netloc, timeout_ms)
+        return cls(brokers, timeout_ms)
 
     # ------------------------------------------------------------------------------------------ errors
 
@@ -227,6 +225,20 @@ class KafkaLog(EventLog):
                 self._reader = PartitionReader(consumer, lambda t, exc: self._map("read", t, exc))
             reader = self._reader
         return reader.read((topic, partition), offset, max_records, timeout_s)
+
+    def consume(
+        self,
+        prefix: str,
+        group: str,
+        share: Share = SOLE,
+        *,
+        owns_log: bool = False,
+    ) -> Feed:
+        """A member of consumer group ``group``: Kafka's coordinator shares the partitions (``share`` does not
+        apply)."""
+        if share.leases:
+            raise ConfigError("--leases is for logs without consumer groups", hint="on Kafka, drop --leases")
+        return KafkaGroupFeed(self.url, prefix, group, close_with=self if owns_log else None)
 
     def end_offset(self, topic: str, partition: int) -> int:
         self._partition_count(topic)

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from pinpipe.errors import ConfigError, LogUnavailableError, MissingExtraError
-from pinpipe.log.base import LogRecord
+from pinpipe.log.base import EventLog, LogRecord
 from pinpipe.log.feed import Feed, ReleaseFn, ResumeFn, TopicPartition, warn_committed_ahead
 from pinpipe.tables import kind_of_topic
 from pinpipe.telemetry.logs import get_logger
@@ -56,7 +56,10 @@ def consumer_config(url: str, group: str) -> dict[str, Any]:
 class KafkaGroupFeed(Feed):
     """A confluent-kafka consumer in group ``group``, subscribed to ``prefix``'s kind topics."""
 
-    def __init__(self, url: str, prefix: str, group: str, rescan_s: float = 5.0) -> None:
+    def __init__(
+        self, url: str, prefix: str, group: str, rescan_s: float = 5.0, close_with: EventLog | None = None
+    ) -> None:
+        self._close_with = close_with
         self.prefix = prefix
         self.group = group
         self.rescan_s = rescan_s
@@ -191,3 +194,5 @@ class KafkaGroupFeed(Feed):
             self._consumer.close()
         except (ck.KafkaException, RuntimeError) as exc:
             log.warning("Kafka consumer did not close cleanly", extra={"fields": {"error": str(exc)}})
+        if self._close_with is not None:
+            self._close_with.close()

@@ -32,19 +32,18 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 from pinpipe import retry
 from pinpipe.errors import (
-    ConfigError,
     LogUnavailableError,
     MissingExtraError,
     UnknownTopicError,
     error_code,
     map_exceptions,
 )
-from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
+from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for, split_url
 from pinpipe.log.commits import FileCommitStore
+from pinpipe.log.feed import StaticConsumer
 
 _BATCH = 500
 _BATCH_BYTES = 5 * 1024 * 1024
@@ -90,8 +89,9 @@ class _Shard:
         return (self.ordinals[i], self.seqs[i]) if i >= 0 else None
 
 
-class KinesisLog(EventLog):
+class KinesisLog(StaticConsumer, EventLog):
     capabilities = Capabilities(durable=True, shared=True, consumer_groups=False)
+    min_read_interval_s = 0.2  # Kinesis allows 5 GetRecords per second per shard
 
     def __init__(self, region: str, endpoint: str | None = None, commits_dir: str | Path | None = None) -> None:
         self.url = f"kinesis://{region}" + (f"?endpoint={endpoint}" if endpoint else "")
@@ -104,11 +104,8 @@ class KinesisLog(EventLog):
 
     @classmethod
     def from_url(cls, url: str) -> KinesisLog:
-        parts = urlsplit(url)
-        if not parts.netloc:
-            raise ConfigError(f"Kinesis URL {url!r} has no region", hint="use kinesis://us-east-1[?endpoint=URL]")
-        query = parse_qs(parts.query)
-        return cls(parts.netloc, query.get("endpoint", [None])[0], query.get("commits", [None])[0])
+        region, query = split_url(url, "kinesis", "region", "kinesis://us-east-1[?endpoint=URL&commits=DIR]")
+        return cls(region, query.get("endpoint"), query.get("commits"))
 
     # ------------------------------------------------------------------------------------------ boundary
 

@@ -38,10 +38,9 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 from pinpipe.errors import ConfigError, LogUnavailableError, MissingExtraError, error_code, map_exceptions
-from pinpipe.log.base import EventLog
+from pinpipe.log.base import EventLog, split_url
 from pinpipe.log.feed import LogFeed, TopicPartition
 from pinpipe.telemetry.logs import get_logger
 
@@ -90,13 +89,8 @@ class LeaseTable:
 
     @classmethod
     def from_url(cls, url: str) -> LeaseTable:
-        parts = urlsplit(url)
-        if parts.scheme != "dynamodb" or not parts.netloc:
-            raise ConfigError(
-                f"lease table URL {url!r} is not dynamodb://TABLE", hint="use dynamodb://TABLE[?region=R&endpoint=URL]"
-            )
-        query = parse_qs(parts.query)
-        return cls(parts.netloc, query.get("region", ["us-east-1"])[0], query.get("endpoint", [None])[0])
+        table, query = split_url(url, "dynamodb", "table", "dynamodb://TABLE[?region=R&endpoint=URL]")
+        return cls(table, query.get("region", "us-east-1"), query.get("endpoint"))
 
     def _call(self, what: str, fn: Any, **kwargs: Any) -> Any:
         with map_exceptions("kinesis", f"DynamoDB lease table {self.table} could not {what}", table=self.table):

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 
 from pinpipe.errors import LogUnavailableError, UnknownTopicError
 from pinpipe.log.base import Capabilities, EventLog, LogRecord, partition_for
+from pinpipe.log.feed import StaticConsumer
 
 _SHARED: dict[str, _State] = {}
 _SHARED_LOCK = threading.Lock()
@@ -26,7 +27,7 @@ class _State:
         self.failing = False
 
 
-class MemoryLog(EventLog):
+class MemoryLog(StaticConsumer, EventLog):
     capabilities = Capabilities(durable=False, shared=False, consumer_groups=False)
 
     def __init__(self, name: str = "default") -> None:

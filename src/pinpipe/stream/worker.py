@@ -49,8 +49,8 @@ from pinpipe.errors import FatalError, RetryableError
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 from pinpipe.log import open_log
-from pinpipe.log.base import LogRecord
-from pinpipe.log.feed import Feed, LogFeed, TopicPartition, group_positions
+from pinpipe.log.base import LogRecord, Share
+from pinpipe.log.feed import Feed, TopicPartition, group_positions
 from pinpipe.stream.compaction import Compactor
 from pinpipe.tables import KINDS, Kind, kind_of_topic
 from pinpipe.telemetry.logs import get_logger
@@ -69,20 +69,11 @@ def open_feed(
     leases: str | None = None,
     lease_s: float = 10.0,
 ) -> Feed:
-    """The feed for a log URL: a Kafka consumer group for ``kafka://``; DynamoDB leases when ``leases`` names a
-    lease table; a static split of the log otherwise. Closing the feed closes the log it opened."""
-    if log_url.startswith("kafka://"):
-        from pinpipe.log.kafka_feed import KafkaGroupFeed
-
-        return KafkaGroupFeed(log_url, prefix, group)
-    pace = 0.2 if log_url.startswith("kinesis://") else 0.0  # Kinesis: 5 GetRecords per second per shard
+    """Open the log at ``log_url`` for reading and return this worker's feed from it (:meth:`EventLog.consume`:
+    a consumer group on Kafka, DynamoDB leases when ``leases`` names a table, a static split otherwise). Closing
+    the feed closes the log."""
     event_log = open_log(log_url, access="read")  # a worker only reads: a missing log is an error, never created
-    if leases:
-        from pinpipe.log.leases import LeaseFeed, LeaseTable  # optional extra (boto3)
-
-        table = LeaseTable.from_url(leases)
-        return LeaseFeed(event_log, prefix, group, table, lease_s=lease_s, owns_log=True, min_read_interval_s=pace)
-    return LogFeed(event_log, prefix, group, worker_index, workers, owns_log=True, min_read_interval_s=pace)
+    return event_log.consume(prefix, group, Share(worker_index, workers, leases, lease_s), owns_log=True)
 
 
 def app_id(topic: str, partition: int) -> str:
