@@ -54,7 +54,6 @@ from pinpipe.checks.counts import (
     LakeTally,
     LandedObject,
     PartitionLog,
-    TopicPartition,
     TopicSends,
     key_of_line,
     landed_offsets,
@@ -65,7 +64,7 @@ from pinpipe.checks.counts import (
 )
 from pinpipe.errors import AccountingError
 from pinpipe.lake.store import Lake
-from pinpipe.log.base import EventLog
+from pinpipe.log.base import EventLog, TopicPartition
 from pinpipe.tables import KINDS, Kind, kind_of_topic
 
 Stage = Literal["api", "log", "sink", "batch", "stream"]

@@ -30,17 +30,15 @@ import orjson
 import pyarrow.compute as pc
 
 from pinpipe.batch.job import app_id as batch_app_id
+from pinpipe.emulate.client import RETRY_STATUSES
 from pinpipe.errors import InvalidInputError
 from pinpipe.lake import delta
 from pinpipe.lake.sink import encode_batch
 from pinpipe.lake.store import Lake, parse_landed_key
-from pinpipe.log.base import EventLog
+from pinpipe.log.base import EventLog, TopicPartition
 from pinpipe.tables import KINDS, RAW_TABLES, Kind, kind_of_topic
 
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 READ_CHUNK = 5_000
-
-TopicPartition = tuple[str, int]
 
 
 def stream_app_id(topic: str, partition: int) -> str:

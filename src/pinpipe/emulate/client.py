@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+"""HTTP statuses a client retries (timeouts, throttling, server errors); any other answer is final."""
+
 
 @dataclass(frozen=True)
 class HttpAnswer:

@@ -48,7 +48,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
-from pinpipe.emulate.client import HttpConnection
+from pinpipe.config import DEFAULT_PREFIX
+from pinpipe.emulate.client import RETRY_STATUSES, HttpConnection
 from pinpipe.emulate.preflight import check_options, check_source, probe_api
 from pinpipe.errors import ConfigError, InvalidInputError, NotFoundError, PinpipeError, RetryableError
 from pinpipe.tables import KINDS, RAW_TABLES, Kind, stream_name, topic_name
@@ -57,7 +58,6 @@ from pinpipe.telemetry.logs import get_logger
 Dialect = Literal["batch", "stream"]
 MAX_OFFSET = 11000
 KAFKA_JSON = "application/vnd.kafka.json.v2+json"
-RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 log = get_logger("emulate")
 
 
@@ -73,7 +73,7 @@ class EmulateOptions:
     concurrency: int = 8
     records_per_request: int = 1
     send_log: Path | None = None
-    prefix: str = "0affea73130b"
+    prefix: str = DEFAULT_PREFIX
     api_key: str | None = None
     timeout_s: float = 30.0
     max_attempts: int = 8

@@ -35,6 +35,10 @@ if TYPE_CHECKING:
     from pinpipe.log.feed import Feed
 
 
+TopicPartition = tuple[str, int]
+"""A partition of a topic: ``(topic, partition)``."""
+
+
 @dataclass(frozen=True, slots=True)
 class LogRecord:
     """One record as stored: where it is, its value bytes (a JSON object), its key and append time."""

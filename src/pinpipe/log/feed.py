@@ -32,11 +32,10 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping
 
-from pinpipe.log.base import SOLE, EventLog, LogRecord, Share
+from pinpipe.log.base import SOLE, EventLog, LogRecord, Share, TopicPartition
 from pinpipe.tables import KINDS, kind_of_topic
 from pinpipe.telemetry.logs import get_logger
 
-TopicPartition = tuple[str, int]
 ResumeFn = Callable[[list[TopicPartition]], dict[TopicPartition, int]]
 ReleaseFn = Callable[[list[TopicPartition]], None]
 

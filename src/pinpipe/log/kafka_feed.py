@@ -22,8 +22,8 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from pinpipe.errors import ConfigError, LogUnavailableError, MissingExtraError
-from pinpipe.log.base import EventLog, LogRecord
-from pinpipe.log.feed import Feed, ReleaseFn, ResumeFn, TopicPartition, warn_committed_ahead
+from pinpipe.log.base import EventLog, LogRecord, TopicPartition
+from pinpipe.log.feed import Feed, ReleaseFn, ResumeFn, warn_committed_ahead
 from pinpipe.tables import kind_of_topic
 from pinpipe.telemetry.logs import get_logger
 

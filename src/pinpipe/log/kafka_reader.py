@@ -22,14 +22,13 @@ from collections import deque
 from collections.abc import Callable
 
 from pinpipe.errors import MissingExtraError, PinpipeError
-from pinpipe.log.base import LogRecord
+from pinpipe.log.base import LogRecord, TopicPartition
 
 try:
     import confluent_kafka as ck
 except ImportError as exc:  # pragma: no cover - the extra is installed wherever tests run
     raise MissingExtraError("confluent-kafka", "kafka") from exc
 
-TopicPartition = tuple[str, int]
 MAX_BUFFERED = 2_000
 """Records buffered for one partition before it is paused."""
 FETCH_WAIT_S = 0.05

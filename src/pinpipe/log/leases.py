@@ -40,8 +40,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pinpipe.errors import ConfigError, LogUnavailableError, MissingExtraError, error_code, map_exceptions
-from pinpipe.log.base import EventLog, split_url
-from pinpipe.log.feed import LogFeed, TopicPartition
+from pinpipe.log.base import EventLog, TopicPartition, split_url
+from pinpipe.log.feed import LogFeed
 from pinpipe.telemetry.logs import get_logger
 
 try:

@@ -43,6 +43,7 @@ from pinpipe.batch.gold import read_gold_tables
 from pinpipe.batch.job import BatchResult, run_batch
 from pinpipe.checks.accounting import AccountingReport, account
 from pinpipe.checks.quality import QualityVerdict, check_run, enforce
+from pinpipe.config import DEFAULT_PREFIX
 from pinpipe.emulate.emulator import EmulateOptions, emulate
 from pinpipe.engine import open_engine
 from pinpipe.errors import ConfigError, FatalError, LogUnavailableError
@@ -73,7 +74,7 @@ class DemoOptions:
     max_quarantine_share: float = 0.05
     stop_timeout: float = 10.0
     wait_timeout: float = 120.0
-    prefix: str = "0affea73130b"
+    prefix: str = DEFAULT_PREFIX
     sink_group: str = "pinpipe-sink"
 
 

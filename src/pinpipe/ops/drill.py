@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pinpipe.checks.accounting import AccountingReport, account
+from pinpipe.config import DEFAULT_PREFIX
 from pinpipe.emulate.emulator import EmulateOptions, EmulateSummary, emulate
 from pinpipe.errors import ConfigError, RetryableError
 from pinpipe.lake.store import Lake
@@ -72,7 +73,7 @@ class DrillOptions:
     seed: int = 7
     send_seconds: float = 6.0
     """How long the sending should last (the kills fall inside it)."""
-    prefix: str = "0affea73130b"
+    prefix: str = DEFAULT_PREFIX
 
 
 @dataclass

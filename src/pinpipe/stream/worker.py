@@ -49,8 +49,8 @@ from pinpipe.errors import FatalError, RetryableError
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 from pinpipe.log import open_log
-from pinpipe.log.base import LogRecord, Share
-from pinpipe.log.feed import Feed, TopicPartition, group_positions
+from pinpipe.log.base import LogRecord, Share, TopicPartition
+from pinpipe.log.feed import Feed, group_positions
 from pinpipe.stream.compaction import Compactor
 from pinpipe.tables import KINDS, Kind, kind_of_topic
 from pinpipe.telemetry.logs import get_logger

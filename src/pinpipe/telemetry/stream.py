@@ -11,7 +11,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from pinpipe.log.feed import TopicPartition
+from pinpipe.log.base import TopicPartition
 from pinpipe.telemetry.process import register_process_metrics, serve_metrics
 
 _LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0)
