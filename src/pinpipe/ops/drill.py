@@ -43,16 +43,23 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
+from pinpipe.batch.job import run_batch
 from pinpipe.checks.accounting import AccountingReport, account
+from pinpipe.checks.counts import stream_app_id
+from pinpipe.checks.parity import ParityReport, compare_lakes
 from pinpipe.config import DEFAULT_PREFIX
 from pinpipe.emulate.emulator import EmulateOptions, EmulateSummary, emulate
+from pinpipe.engine import open_engine
 from pinpipe.errors import ConfigError, RetryableError
+from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 from pinpipe.log.embedded import EmbeddedLog
 from pinpipe.ops.corrupt_drill import Corruption, corrupt_and_repair
 from pinpipe.ops.supervise import Child, Supervisor, free_port
+from pinpipe.source.database import create_source_engine
+from pinpipe.source.load import init_source, origin_from
 from pinpipe.tables import kind_of_topic
 
 Component = Literal["api", "sink", "stream", "log", "corrupt"]
@@ -94,7 +101,7 @@ class DrillResult:
     quiesced_s: float | None = None
     batch_accounting: AccountingReport | None = None
     stream_accounting: AccountingReport | None = None
-    parity: Any = None
+    parity: ParityReport | None = None
     corruption: Corruption | None = None
     elapsed_s: float = 0.0
 
@@ -103,7 +110,7 @@ class DrillResult:
         reports = [self.batch_accounting]
         if self.stream_accounting is not None or self.options.component == "stream":
             reports.append(self.stream_accounting)
-        parity_ok = self.parity is None or bool(self.parity.identical)
+        parity_ok = self.parity is not None and self.parity.identical  # missing parity is no pass
         if self.options.component == "corrupt":
             c = self.corruption
             if c is None or not c.handled or self.batch_accounting is None:
@@ -237,8 +244,6 @@ def run_drill(opts: DrillOptions, progress: Progress | None = None) -> DrillResu
 
 
 def _load_source(db_url: str) -> None:
-    from pinpipe.source.database import create_source_engine
-    from pinpipe.source.load import init_source, origin_from
 
     engine = create_source_engine(db_url)
     try:
@@ -361,8 +366,6 @@ def _quiesce(
 
 
 def _stream_behind(stream_lake: Lake, prefix: str, ends: dict[tuple[str, int], int]) -> dict[str, int]:
-    from pinpipe.checks.counts import stream_app_id
-    from pinpipe.lake import delta
 
     out: dict[str, int] = {}
     for (topic, partition), end in ends.items():
@@ -374,17 +377,11 @@ def _stream_behind(stream_lake: Lake, prefix: str, ends: dict[tuple[str, int], i
 
 
 def _batch(lake: Lake, prefix: str) -> None:
-    from pinpipe.batch.job import run_batch
-    from pinpipe.engine import open_engine
 
     with open_engine("duckdb") as engine:
         run_batch(lake, engine, prefix)
 
 
-def _parity(stream_lake: Lake, batch_lake: Lake) -> Any:
-    """The parity report between the lakes, or None when this installation has no parity module."""
-    try:
-        from pinpipe.checks.parity import compare_lakes
-    except ImportError:
-        return None
+def _parity(stream_lake: Lake, batch_lake: Lake) -> ParityReport:
+    """The parity report between the stream lake and the batch lake."""
     return compare_lakes(stream_lake, batch_lake)
