@@ -309,7 +309,7 @@ def _record_start(partition_dir: Path, offset: int) -> int:
 
 
 def test_embedded_corrupt_record_mid_partition_is_named_then_skipped(tmp_path: Path) -> None:
-    from pinpipe.log import integrity
+    from pinpipe.log import integrity, scan
 
     url = f"file://{tmp_path / 'log'}"
     log = open_log(url)
@@ -328,8 +328,8 @@ def test_embedded_corrupt_record_mid_partition_is_named_then_skipped(tmp_path: P
     writer = open_log(url)  # recovery checks every indexed record, keeps their offsets and appends after them
     assert writer.append("t", [b'{"n":20}']) == [(0, 20)]
     with pytest.raises(Exception, match="not corrupt"):
-        integrity.repair(tmp_path / "log", "t", 0, 6)
-    assert integrity.repair(tmp_path / "log", "t", 0, 7) == [7]
+        scan.repair(tmp_path / "log", "t", 0, 6)
+    assert scan.repair(tmp_path / "log", "t", 0, 7) == [7]
     assert writer.integrity_problems() == []
     assert [r.offset for r in reader.read("t", 0, 0)] == [o for o in range(21) if o != 7]
     blocks = []
@@ -363,7 +363,7 @@ def test_embedded_offsets_never_go_back_after_tail_truncation(tmp_path: Path) ->
 
 
 def test_embedded_refuses_to_reuse_offsets_a_group_committed(tmp_path: Path) -> None:
-    from pinpipe.log import integrity
+    from pinpipe.log import scan
 
     url = f"file://{tmp_path / 'log'}"
     log = open_log(url)
@@ -380,7 +380,7 @@ def test_embedded_refuses_to_reuse_offsets_a_group_committed(tmp_path: Path) -> 
     with pytest.raises(CorruptStateError, match="reuse") as info:
         open_log(url).append("t", [b"{}"])
     assert info.value.facts["offset"] == 8
-    assert integrity.repair(tmp_path / "log", "t", 0, 8, count=2) == [8, 9]
+    assert scan.repair(tmp_path / "log", "t", 0, 8, count=2) == [8, 9]
     writer = open_log(url)
     assert writer.append("t", [b'{"n":10}']) == [(0, 10)]
     assert [r.offset for r in writer.read("t", 0, 0)] == [*range(8), 10]

@@ -1,6 +1,6 @@
 """``pinpipe log verify`` and ``pinpipe log repair``: find corrupt records in the embedded log, and skip one.
 
-A thin shell over :func:`pinpipe.log.integrity.verify` and :func:`pinpipe.log.integrity.repair`.
+A thin shell over :func:`pinpipe.log.scan.verify` and :func:`pinpipe.log.scan.repair`.
 
 - ``verify`` checks every indexed record of every partition (CRC, offset, length) and every consumer group's
   committed position against the data; it prints one line per corrupt record (topic, partition, offset, why)
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check every record of every partition; exit 65 if any is corrupt (each is listed with its repair)."""
         from pinpipe.cli import console
-        from pinpipe.log.integrity import verify
+        from pinpipe.log.scan import verify
 
         url = log_url or load_settings().log.url
         directory = log_directory(url)
@@ -114,7 +114,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Skip corrupt records (only ones `verify` reports) and record them in DIR/skipped.json for accounting."""
         from pinpipe.cli import console
-        from pinpipe.log.integrity import SKIPPED_FILE, repair
+        from pinpipe.log.integrity import SKIPPED_FILE
+        from pinpipe.log.scan import repair
 
         if count < 1:
             raise ConfigError(f"--count {count} is not a positive number of records")

@@ -52,6 +52,7 @@ from pinpipe.config import DEFAULT_PREFIX
 from pinpipe.emulate.client import RETRY_STATUSES, HttpConnection
 from pinpipe.emulate.preflight import check_options, check_source, probe_api
 from pinpipe.errors import ConfigError, InvalidInputError, NotFoundError, PinpipeError, RetryableError
+from pinpipe.source.database import count_rows, create_source_engine, existing_tables, read_row, redact, source_errors
 from pinpipe.tables import KINDS, RAW_TABLES, Kind, stream_name, topic_name
 from pinpipe.telemetry.logs import get_logger
 
@@ -153,13 +154,11 @@ class RowSource:
     """Rows by (kind, offset) from the source database, each read once (``read_row``, ordered by key)."""
 
     def __init__(self, db_url: str) -> None:
-        from pinpipe.source.database import create_source_engine
 
         self.engine = create_source_engine(db_url)
         self._cache: dict[tuple[Kind, int], dict[str, Any]] = {}
 
     def smallest_table(self) -> int:
-        from pinpipe.source.database import count_rows, existing_tables, redact, source_errors
 
         with source_errors(self.engine), self.engine.connect() as conn:
             missing = sorted({RAW_TABLES[kind].name for kind in KINDS} - existing_tables(conn))
@@ -171,7 +170,6 @@ class RowSource:
             return min(count_rows(conn, kind) for kind in KINDS)
 
     def rows(self, offsets: list[int]) -> dict[tuple[Kind, int], dict[str, Any]]:
-        from pinpipe.source.database import read_row, source_errors
 
         missing = sorted({o for o in offsets if ("pin", o) not in self._cache})
         with source_errors(self.engine), self.engine.connect() as conn:

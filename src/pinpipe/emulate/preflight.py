@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 from pinpipe.emulate.client import HttpConnection
 from pinpipe.errors import ConfigError, NotFoundError, RetryableError
+from pinpipe.source.database import parse_url
 
 if TYPE_CHECKING:
     from pinpipe.emulate.emulator import EmulateOptions
@@ -74,7 +75,6 @@ def check_options(opts: EmulateOptions) -> None:
 
 def check_source(db_url: str) -> None:
     """A SQLite source must be an existing file: the emulator only reads it, so it never creates one."""
-    from pinpipe.source.database import parse_url
 
     parsed = parse_url(db_url)
     database = parsed.database

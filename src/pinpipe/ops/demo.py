@@ -49,7 +49,7 @@ from pinpipe.engine import open_engine
 from pinpipe.errors import ConfigError, FatalError, LogUnavailableError
 from pinpipe.lake import delta
 from pinpipe.lake.store import open_lake
-from pinpipe.log import open_log
+from pinpipe.log import locate_log, open_log
 from pinpipe.ops.supervise import Child, Supervisor, free_port
 from pinpipe.report.html import ReportSummary, write_report
 from pinpipe.source.database import create_source_engine
@@ -210,7 +210,6 @@ def _wait(what: str, done: Callable[[], bool], children: list[Child], timeout: f
 
 
 def _start_services(sup: Supervisor, layout: DemoLayout, opts: DemoOptions) -> tuple[str, dict[str, str], list[Child]]:
-    from pinpipe.log import locate_log
 
     locate_log(layout.log_url, "write")  # the demo owns its data dir: the sink and stream read a log that exists
     api_port, sink_metrics, stream_metrics = free_port(), free_port(), free_port()

@@ -14,6 +14,7 @@ import platform
 
 from prometheus_client import CollectorRegistry, Info, ProcessCollector, start_http_server
 
+from pinpipe import __version__
 from pinpipe.config import is_loopback
 from pinpipe.telemetry.logs import get_logger
 
@@ -22,7 +23,6 @@ log = get_logger("telemetry")
 
 def register_process_metrics(registry: CollectorRegistry, stage: str) -> None:
     """Add the process collector and ``pinpipe_build_info{version, python, stage}`` to ``registry``."""
-    from pinpipe import __version__
 
     ProcessCollector(registry=registry)
     info = Info("pinpipe_build", "pinpipe build information (always 1)", registry=registry)
