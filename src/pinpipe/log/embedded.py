@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,17 +35,15 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-import orjson
-
 from pinpipe.errors import ConfigError, CorruptStateError, LogUnavailableError, PinpipeError, UnknownTopicError
 from pinpipe.log import integrity, segment
 from pinpipe.log.base import Capabilities, EventLog, LogRecord, ValueBlock, partition_for
 from pinpipe.log.commits import FileCommitStore
 from pinpipe.log.feed import StaticConsumer
 from pinpipe.log.partition import PartitionWriter, open_writer
+from pinpipe.log.topics import TopicsFile
 from pinpipe.telemetry.logs import get_logger
 
-_TOPIC_RE = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 _POLL_S = 0.005
 _GATHER_S = 0.0005
 _GATHER_MIN = 32
@@ -70,8 +67,7 @@ class EmbeddedLog(StaticConsumer, EventLog):
         self._commits = FileCommitStore(self.path / "commits")
         self._skips = integrity.SkipList(self.path)
         self._meta_lock = threading.Lock()
-        self._topics: dict[str, int] = {}
-        self._topics_mtime = -1.0
+        self._topics = TopicsFile(self.path)
         self._readers: dict[tuple[str, int], tuple[int, int]] = {}
         self._writers: dict[tuple[str, int], PartitionWriter] = {}
         self._lock_fd: int | None = None
@@ -94,17 +90,7 @@ class EmbeddedLog(StaticConsumer, EventLog):
     # ------------------------------------------------------------------------------------------ metadata
 
     def _load_topics(self) -> dict[str, int]:
-        if self._lock_fd is not None and self._topics_mtime != -1.0:
-            return self._topics  # the writer is the only process that changes topics.json: no need to stat
-        meta = self.path / "topics.json"
-        try:
-            mtime = meta.stat().st_mtime
-        except FileNotFoundError:
-            return self._topics
-        if mtime != self._topics_mtime:
-            self._topics = {str(t): int(n) for t, n in orjson.loads(meta.read_bytes()).items()}
-            self._topics_mtime = mtime
-        return self._topics
+        return self._topics.load(sole_writer=self._lock_fd is not None)
 
     def _partitions(self, topic: str) -> int:
         with self._meta_lock:
@@ -116,29 +102,12 @@ class EmbeddedLog(StaticConsumer, EventLog):
         return n
 
     def ensure_topics(self, topics: Sequence[str], partitions: int = 1) -> None:
-        for topic in topics:
-            if not _TOPIC_RE.match(topic):
-                raise ConfigError(f"invalid topic name {topic!r}", hint="use 1-249 characters from A-Za-z0-9._-")
+        TopicsFile.check_names(topics)
         with self._meta_lock:
-            current = dict(self._load_topics())
-            missing = [t for t in topics if t not in current]
-            if not missing:
+            if all(t in self._load_topics() for t in topics):
                 return
             self._acquire_writer()
-            current = dict(self._load_topics())
-            for topic in missing:
-                current.setdefault(topic, partitions)
-            first = not (self.path / "topics.json").exists()
-            tmp = self.path / f"topics.json.{os.getpid()}.tmp"
-            tmp.write_bytes(orjson.dumps(current))
-            with open(tmp, "rb+") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.path / "topics.json")
-            integrity.fsync_dir(self.path)
-            if first:  # a new log directory: its own entry too
-                integrity.fsync_dir(self.path.parent)
-            self._topics_mtime = -1.0
-            self._load_topics()
+            self._topics.add(topics, partitions)
 
     def topics(self) -> dict[str, int]:
         with self._meta_lock:
