@@ -113,10 +113,11 @@ def run_batch(
     from pinpipe.engine import Engine, open_engine
 
     the_lake = _lake(lake)
-    chosen = prefix or load_settings().prefix
+    settings = load_settings()
+    chosen = prefix or settings.prefix
     if isinstance(engine, Engine):
         return run(the_lake, engine, chosen, interval_start=interval_start, interval_end=interval_end, gold=gold)
-    with open_engine(engine) as opened:
+    with open_engine(engine, settings.batch.sql_cache) as opened:
         return run(the_lake, opened, chosen, interval_start=interval_start, interval_end=interval_end, gold=gold)
 
 

@@ -76,8 +76,17 @@ class SinkSettings(_Section):
     group: str = Field("pinpipe-sink", description="consumer group of the sink")
 
 
+def _default_sql_cache() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pinpipe" / "sql"
+
+
 class BatchSettings(_Section):
     engine: Literal["duckdb", "spark"] = Field("duckdb", description="DataFrame engine for batch cleaning")
+    sql_cache: Path = Field(
+        default_factory=_default_sql_cache,
+        description="where DuckDB keeps the SQL generated for the cleaning and gold programs (reused by later "
+        "processes; keyed by the code's and the libraries' versions)",
+    )
 
 
 class StreamSettings(_Section):

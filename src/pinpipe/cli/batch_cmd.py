@@ -71,7 +71,7 @@ def register(app: typer.Typer) -> None:
             )
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with (
-            open_engine(settings.batch.engine) as engine,
+            open_engine(settings.batch.engine, settings.batch.sql_cache) as engine,
             Progress(*columns, console=err_console, transient=True) as bar,
         ):
             tasks: dict[str, TaskID] = {}

@@ -6,6 +6,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pinpipe.engine.base import ENGINES, Build, Engine, EngineName
 from pinpipe.engine.duckdb import DuckDBEngine
 from pinpipe.engine.spark import SparkEngine
@@ -14,12 +16,13 @@ from pinpipe.errors import ConfigError
 __all__ = ["ENGINES", "Build", "DuckDBEngine", "Engine", "EngineName", "SparkEngine", "open_engine"]
 
 
-def open_engine(name: str | Engine = "duckdb") -> Engine:
-    """Start the engine called ``name`` (or return ``name`` itself if it is an Engine already)."""
+def open_engine(name: str | Engine = "duckdb", sql_cache: Path | None = None) -> Engine:
+    """Start the engine called ``name`` (or return ``name`` itself if it is an Engine already); DuckDB keeps the
+    SQL it generates in ``sql_cache`` when given (``batch.sql_cache``)."""
     if isinstance(name, Engine):
         return name
     if name == "duckdb":
-        return DuckDBEngine()
+        return DuckDBEngine(sql_cache=sql_cache)
     if name == "spark":
         return SparkEngine()
     raise ConfigError(f"unknown engine {name!r}", hint="use one of: " + ", ".join(ENGINES))

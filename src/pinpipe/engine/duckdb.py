@@ -1,16 +1,50 @@
-"""The default engine: SQLFrame over a private in-process DuckDB connection (see :mod:`pinpipe.engine.base`)."""
+"""The default engine: SQLFrame over a private in-process DuckDB connection (see :mod:`pinpipe.engine.base`).
+
+Generating a program's SQL through SQLFrame/sqlglot costs 0.1–1 s per program, every process (the cleaning of
+three kinds and gold: 2–4 s, most of a real-size batch run). With ``sql_cache`` (a directory; the CLI passes
+``batch.sql_cache``) the SQL generated for a program is also kept on disk, keyed by a digest of the program's
+name, its inputs' schemas and :func:`program_fingerprint` — the versions of sqlframe, sqlglot and duckdb and the
+source of every module that builds programs — so any change to the code or the libraries compiles afresh, and
+a later process runs the same SQL without building the program at all.
+"""
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import importlib.metadata
 import itertools
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import duckdb
+import orjson
 import pyarrow as pa
 
 from pinpipe.engine.base import Build, Engine, EngineName
+from pinpipe.telemetry.logs import get_logger
+
+log = get_logger("engine")
+_PROGRAM_SOURCES = ("clean", "batch/gold.py", "engine", "tables.py")
+"""Where the programs run through :meth:`DuckDBEngine.collect` are built (relative to the package)."""
+
+
+@functools.cache
+def program_fingerprint() -> str:
+    """A digest of everything the generated SQL depends on besides a program's name and inputs."""
+    digest = hashlib.sha256()
+    for dist in ("sqlframe", "sqlglot", "duckdb"):
+        digest.update(f"{dist}={importlib.metadata.version(dist)};".encode())
+    package = Path(__file__).resolve().parent.parent
+    for where in _PROGRAM_SOURCES:
+        path = package / where
+        for source in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            digest.update(str(source.relative_to(package)).encode())
+            digest.update(source.read_bytes())
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -27,7 +61,7 @@ class DuckDBEngine(Engine):
 
     name: EngineName = "duckdb"
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, sql_cache: Path | None = None) -> None:
         from sqlframe.duckdb import DuckDBSession, Window
         from sqlframe.duckdb import functions as F
 
@@ -40,6 +74,7 @@ class DuckDBEngine(Engine):
         self.Window = Window
         self._names = itertools.count()
         self._compiled: dict[tuple[Any, ...], _Compiled] = {}
+        self.sql_cache = sql_cache
 
     def duckdb(self) -> duckdb.DuckDBPyConnection:
         return self.conn
@@ -48,7 +83,7 @@ class DuckDBEngine(Engine):
         key = (program, *((name, tuple((f.name, f.type) for f in inputs[name].schema)) for name in sorted(inputs)))
         compiled = self._compiled.get(key)
         if compiled is None:
-            compiled = self._compiled[key] = self._compile(inputs, build)
+            compiled = self._compiled[key] = self._load_or_compile(key, inputs, build)
         for name, table in inputs.items():
             self.conn.register(compiled.tables[name], table)
         # outputs have no defined row order (as on Spark): let DuckDB's operators run without keeping it
@@ -65,10 +100,31 @@ class DuckDBEngine(Engine):
             for name in inputs:
                 self.conn.unregister(compiled.tables[name])
 
-    def _compile(self, inputs: Mapping[str, pa.Table], build: Build) -> _Compiled:
-        """Build the program over empty tables shaped like ``inputs`` and keep the SQL ``toArrow`` would run."""
-        n = len(self._compiled)
-        tables = {name: f"__pinpipe_p{n}_{name}" for name in inputs}
+    def _load_or_compile(self, key: tuple[Any, ...], inputs: Mapping[str, pa.Table], build: Build) -> _Compiled:
+        """The program's SQL from the disk cache, else compiled now (and stored there)."""
+        digest = hashlib.sha256(orjson.dumps([program_fingerprint(), repr(key)])).hexdigest()[:24]
+        path = self.sql_cache / f"{digest}.json" if self.sql_cache is not None else None
+        if path is not None:
+            try:
+                doc = orjson.loads(path.read_bytes())
+                return _Compiled(dict(doc["tables"]), {k: list(v) for k, v in doc["statements"].items()})
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # not cached yet (or unreadable): compile
+        compiled = self._compile(digest, inputs, build)
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+                tmp.write_bytes(orjson.dumps({"tables": compiled.tables, "statements": compiled.statements}))
+                os.replace(tmp, path)
+            except OSError as exc:  # a read-only or full cache only costs the next process the compile
+                log.debug("SQL cache not written", extra={"fields": {"path": str(path), "error": str(exc)}})
+        return compiled
+
+    def _compile(self, digest: str, inputs: Mapping[str, pa.Table], build: Build) -> _Compiled:
+        """Build the program over empty tables shaped like ``inputs`` and keep the SQL ``toArrow`` would run.
+        Its inputs are registered under names made from ``digest``, so programs never share a name."""
+        tables = {name: f"__pinpipe_{digest}_{name}" for name in inputs}
         frames = {name: self.frame(inputs[name].schema.empty_table(), tables[name]) for name in inputs}
         try:
             outputs = build(frames)

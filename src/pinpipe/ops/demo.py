@@ -43,7 +43,7 @@ from pinpipe.batch.gold import read_gold_tables
 from pinpipe.batch.job import BatchResult, run_batch
 from pinpipe.checks.accounting import AccountingReport, account
 from pinpipe.checks.quality import QualityVerdict, check_run, enforce
-from pinpipe.config import DEFAULT_PREFIX
+from pinpipe.config import DEFAULT_PREFIX, load_settings
 from pinpipe.emulate.emulator import EmulateOptions, emulate
 from pinpipe.engine import open_engine
 from pinpipe.errors import ConfigError, FatalError, LogUnavailableError
@@ -360,7 +360,7 @@ def run_demo(opts: DemoOptions, ui: DemoUI) -> DemoResult:
         def batch_progress(step: str, done: int, total: int) -> None:
             ui.progress("batch", done, total)
 
-        with open_engine("duckdb") as df_engine:
+        with open_engine("duckdb", load_settings().batch.sql_cache) as df_engine:
             batch = run_batch(lake, df_engine, opts.prefix, progress=batch_progress)
         # a re-run over a finished data dir has nothing new to batch; the accounting below still reconciles it all
         verdict = check_run(lake, opts.max_quarantine_share, run_id=batch.run_id, allow_empty=True)
