@@ -133,6 +133,7 @@ def runs(mariadb: DatabaseServer, kafka: Service, moto: Service, tmp_path_factor
 
     t = time.monotonic()
     embedded = folder / "embedded"
+    embedded.mkdir(parents=True, exist_ok=True)  # a writer creates a lake only under an existing directory
     embedded_lake = Lake(f"file://{embedded / 'lake'}")
     with open_log(f"file://{embedded / 'log'}") as file_log:
         send_both_dialects(load_settings(), file_log, db_url, embedded)

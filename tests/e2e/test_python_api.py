@@ -44,6 +44,7 @@ def _python(code: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.timeout(240)
 def test_the_readme_example_runs_and_matches_the_cli(tmp_path: Path) -> None:
+    (tmp_path / "pinpipe-data").mkdir()  # a writer creates a lake only under an existing directory
     lake = Lake(f"file://{tmp_path / 'pinpipe-data' / 'lake'}")
     land(lake, {kind: load_sample_records(kind)[:PER_KIND] for kind in KINDS}, per_object=150)
 
