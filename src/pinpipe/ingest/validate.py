@@ -1,19 +1,25 @@
 """Per-record validation for the API hot path: a fast check that accepts the common well-typed record, falling
 back to :func:`pinpipe.tables.validate_raw` (the contract, with its reason strings) for anything else.
 
-Called by both dialect modules for every record. The fast path accepts a record only when ``validate_raw`` would
-(tested against it on generated records in ``tests/unit/test_ingest_validate.py``); whatever it is unsure about
-— strings in numeric columns, unknown fields, nulls in the key — goes to ``validate_raw``, so acceptance and the
-reasons are exactly the contract's.
+Called by both dialect modules for every record, on values as orjson parses them (integers within
+``tables.JSON_INT_RANGE``, finite floats). On those values the fast path accepts a record only when
+``validate_raw`` would (tested against it on generated records in ``tests/unit/test_ingest_validate.py``);
+whatever it is unsure about — strings in numeric columns, unknown fields, nulls in the key — goes to
+``validate_raw``, so acceptance and the reasons are exactly the contract's. Ranges come from :mod:`pinpipe.tables`
+too: a key outside ``KEY_RANGE`` or an ``int`` column outside ``INT_RANGE`` is never surely valid.
+
+Memory: verdicts are remembered per record *shape* (field names in order and value types), but only for shapes
+made of the table's own column names — at most :data:`MAX_SHAPES` entries of at most one short name per column.
+A shape with a field the table does not have is judged afresh each time, so rejected requests keep nothing.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
-from pinpipe.tables import KINDS, RAW_TABLES, Kind, validate_raw
+from pinpipe.tables import INT_RANGE, KEY_RANGE, KINDS, RAW_TABLES, Kind, validate_raw
 
 _TEXT = (str, int, float)
 _ACCEPT: dict[str, tuple[type, ...]] = {
@@ -26,9 +32,18 @@ _ACCEPT: dict[str, tuple[type, ...]] = {
 _TYPES: dict[Kind, dict[str, tuple[type, ...]]] = {
     kind: {name: _ACCEPT[raw_type] for name, raw_type in RAW_TABLES[kind].columns} for kind in KINDS
 }
-_FLAGS: dict[Kind, frozenset[str]] = {
-    kind: frozenset(name for name, raw_type in RAW_TABLES[kind].columns if raw_type == "flag") for kind in KINDS
+_FLAGS: dict[Kind, tuple[str, ...]] = {
+    kind: tuple(name for name, raw_type in RAW_TABLES[kind].columns if raw_type == "flag") for kind in KINDS
 }
+_INTS: dict[Kind, tuple[str, ...]] = {
+    kind: tuple(n for n, t in RAW_TABLES[kind].columns if t == "int" and n != RAW_TABLES[kind].key) for kind in KINDS
+}
+"""The ``int`` columns other than the key, whose range the shape alone cannot say."""
+_KEY_MIN, _KEY_MAX = KEY_RANGE
+_INT_MIN, _INT_MAX = INT_RANGE
+
+MAX_SHAPES: Final = 4096
+"""Shapes remembered at most (then the cache starts again): each entry is a few hundred bytes."""
 
 
 def _shape_ok(kind: Kind, names: tuple[str, ...], types: tuple[type, ...]) -> bool:
@@ -44,50 +59,64 @@ def _shape_ok(kind: Kind, names: tuple[str, ...], types: tuple[type, ...]) -> bo
 
 
 _SHAPES: dict[tuple[Kind, tuple[str, ...], tuple[type, ...]], bool] = {}
-"""Verdicts per (kind, field names in order, value types): producers send the same shape again and again."""
+"""Verdicts per (kind, field names in order, value types) of shapes whose names are all columns of the table:
+producers send the same shape again and again."""
+
+
+def _values_ok(kind: Kind, row: dict[str, Any]) -> bool:
+    """What a good shape cannot say: an int flag is 0 or 1, an int column's value is within ``INT_RANGE``."""
+    for name in _FLAGS[kind]:
+        flag = row.get(name)
+        if type(flag) is int and flag not in (0, 1):
+            return False
+    for name in _INTS[kind]:
+        number = row.get(name)
+        if type(number) is int and not _INT_MIN <= number <= _INT_MAX:
+            return False
+    return True
 
 
 def _surely_valid(kind: Kind, value: Any) -> bool:
     if type(value) is not dict:
         return False
     key = value.get(RAW_TABLES[kind].key)
-    if type(key) is not int or key < 0:
+    if type(key) is not int or not _KEY_MIN <= key <= _KEY_MAX:
         return False
     shape = (kind, tuple(value), tuple(map(type, value.values())))
     verdict = _SHAPES.get(shape)
     if verdict is None:
-        if len(_SHAPES) > 10_000:
-            _SHAPES.clear()
-        verdict = _SHAPES[shape] = _shape_ok(kind, shape[1], shape[2])
-    if not verdict:
-        return False
-    for name in _FLAGS[kind]:  # an int flag must be 0 or 1, which the shape alone cannot say
-        flag = value.get(name)
-        if type(flag) is int and flag not in (0, 1):
-            return False
-    return True
+        verdict = _shape_ok(kind, shape[1], shape[2])
+        columns = _TYPES[kind]
+        if all(name in columns for name in shape[1]):  # never a name the table does not have
+            if len(_SHAPES) >= MAX_SHAPES:
+                _SHAPES.clear()
+            _SHAPES[shape] = verdict
+    return verdict and _values_ok(kind, value)
 
 
 def _all_surely_valid(kind: Kind, rows: list[Any]) -> bool:
     """``all(_surely_valid(kind, row) for row in rows)`` with the per-row work inlined (the API's hot loop)."""
     key_name = RAW_TABLES[kind].key
-    flags = _FLAGS[kind]
+    flags, ints = _FLAGS[kind], _INTS[kind]
+    key_min, key_max, int_min, int_max = _KEY_MIN, _KEY_MAX, _INT_MIN, _INT_MAX
     for row in rows:
         if type(row) is not dict:
             return False
         key = row.get(key_name)
-        if type(key) is not int or key < 0:
+        if type(key) is not int or key < key_min or key > key_max:
             return False
         verdict = _SHAPES.get((kind, tuple(row), tuple(map(type, row.values()))))
-        if verdict is None:  # a shape not seen yet: the full check decides and remembers it
+        if verdict is None:  # a shape not seen yet: the full check decides (and remembers it if it may)
             if not _surely_valid(kind, row):
                 return False
             continue
         if not verdict:
             return False
-        for name in flags:
-            flag = row.get(name)
-            if type(flag) is int and flag not in (0, 1):
+        for name in flags:  # what the shape cannot say, as _values_ok
+            if type(flag := row.get(name)) is int and flag not in (0, 1):
+                return False
+        for name in ints:
+            if type(number := row.get(name)) is int and (number < int_min or number > int_max):
                 return False
     return True
 
