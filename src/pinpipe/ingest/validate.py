@@ -137,7 +137,7 @@ def encode_valid(kind: Kind, rows: list[Any], max_bytes: int) -> tuple[list[byte
         values = [orjson.dumps(row) for row in rows]
     except orjson.JSONEncodeError:
         return None
-    if max(map(len, values)) > max_bytes:
+    if max(map(len, values), default=0) > max_bytes:
         return None
     key = RAW_TABLES[kind].key
     keys: list[bytes | None] = [b"%d" % row[key] for row in rows]
