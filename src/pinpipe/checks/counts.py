@@ -34,7 +34,7 @@ from pinpipe.lake import delta
 from pinpipe.lake.sink import encode_batch
 from pinpipe.lake.store import Lake, parse_landed_key
 from pinpipe.log.base import EventLog
-from pinpipe.tables import KINDS, RAW_TABLES, Kind, kind_of_topic
+from pinpipe.tables import KEY_RANGE, KINDS, RAW_TABLES, Kind, kind_of_topic, parse_int
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 READ_CHUNK = 5_000
@@ -71,12 +71,7 @@ def key_of_line(kind: Kind, line: bytes | str) -> int | None:
     except orjson.JSONDecodeError:
         return None
     value = doc.get(RAW_TABLES[kind].key) if isinstance(doc, dict) else None
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return parse_int(value, KEY_RANGE)  # the key exactly as validation and cleaning read it
 
 
 # ---------------------------------------------------------------------------------------------- sends
