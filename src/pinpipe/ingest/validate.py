@@ -145,7 +145,7 @@ def encode_valid(kind: Kind, rows: list[Any], max_bytes: int) -> tuple[list[byte
 
 
 _JSON_TYPES: dict[str, dict[str, Any]] = {
-    "int": {"type": ["integer", "null"]},
+    "int": {"type": ["integer", "null"], "minimum": INT_RANGE[0], "maximum": INT_RANGE[1]},
     "float": {"type": ["number", "null"]},
     "text": {"type": ["string", "null"]},
     "datetime": {"type": ["string", "null"], "examples": ["2020-08-28 03:52:47"]},
@@ -154,11 +154,11 @@ _JSON_TYPES: dict[str, dict[str, Any]] = {
 
 
 def row_schema(kind: Kind) -> dict[str, Any]:
-    """JSON schema of one raw row of ``kind`` for the OpenAPI document (the API checks with ``validate_raw``,
-    which also takes numeric strings in numeric columns)."""
+    """JSON schema of one raw row of ``kind`` for the OpenAPI document, with the ranges of :mod:`pinpipe.tables`
+    (the API checks with ``validate_raw``, which also takes numeric strings in numeric columns)."""
     table = RAW_TABLES[kind]
     properties = {name: dict(_JSON_TYPES[raw_type]) for name, raw_type in table.columns}
-    properties[table.key] = {"type": "integer", "minimum": 0}
+    properties[table.key] = {"type": "integer", "minimum": KEY_RANGE[0], "maximum": KEY_RANGE[1]}
     return {
         "title": f"{table.name} row",
         "type": "object",
