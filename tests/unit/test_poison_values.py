@@ -133,6 +133,13 @@ def test_known_poison_cleans_or_quarantines(engine: Engine) -> None:
     _check_batch(engine, known, as_landed_text=True)
 
 
+def test_lines_that_are_not_text_are_quarantined_as_invalid_json(engine: Engine) -> None:
+    lines = [b"\xff\xfe{}", b'{"ind": 1, "country": "\xc3"}', b"\x00", b'{"ind": 2}\x00', b"", b"\n", b"\r\n"]
+    res = clean_records(engine, "geo", [RawRecord("t.geo", 0, i, line, "test") for i, line in enumerate(lines)])
+    assert res.stats.quarantined == len(lines) and res.silver.num_rows == 0
+    assert set(_reasons(res).values()) == {"invalid_json"}
+
+
 @given(st.lists(hostile_records(), min_size=1, max_size=60))
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_accepted_records_end_in_silver_or_quarantine_as_the_oracle_says(
