@@ -71,6 +71,10 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+TRAILING_COMMA_RE = r",[ \t\n\r]*\}[ \t\n\r]*$"
+"""A comma before the closing brace of the line: DuckDB's reader takes it, JSON (and orjson) does not."""
+
+
 def _bulk_sql(kind: Kind) -> str:
     """One query over ``__pinpipe_records``: each line's typed values and whether the bulk check accepts it.
 
@@ -79,6 +83,12 @@ def _bulk_sql(kind: Kind) -> str:
     the columns it has — its key count (``json_keys``) and the column values (list-form ``json_extract_string``).
     ``len(keys) = number of columns present`` holds exactly when there is no unknown and no repeated key (every
     present column is counted once, whatever repeats; a JSON ``null`` counts as present).
+
+    DuckDB's reader is laxer than JSON (and orjson) in two ways only, both sent to Python: ``NaN``/``Infinity``
+    literals (typed DOUBLE: never accepted in bulk, see the checks) and trailing commas (``{"ind": 1,}``): an object
+    whose last non-blank character before its closing brace is a comma is not decided in bulk (a fast-path object
+    has scalar values only, so its closing brace is the line's last ``}``; the mask is computed by Arrow, whose
+    end-anchored regex costs a fraction of DuckDB's).
     """
     table = RAW_TABLES[kind]
     paths = [_sql_string("$." + _json_path_key(n)) for n in table.column_names]
@@ -109,12 +119,13 @@ def _bulk_sql(kind: Kind) -> str:
         values.append(f'{value} AS "{name}"')
     return f"""
         WITH t AS (
-            SELECT _row, topic, "partition", "offset", source, line,
+            SELECT _row, topic, "partition", "offset", source, line, _comma_end,
                    CASE WHEN utf8 THEN try(json_type(line, {type_paths})) END AS ts
             FROM __pinpipe_records
         ), x AS (
             SELECT _row, topic, "partition", "offset", source, ts,
                    CASE WHEN ts[1] = 'OBJECT' AND len(json_keys(line)) = list_count(ts) - 1
+                             AND NOT _comma_end
                         THEN json_extract_string(line, {value_paths}) END AS vs
             FROM t
         )
@@ -149,6 +160,9 @@ def parse_records(kind: Kind, records: pa.Table, conn: duckdb.DuckDBPyConnection
     db = duckdb.connect() if conn is None else conn
     try:
         numbered = records.append_column("_row", pa.array(np.arange(records.num_rows, dtype=np.int64)))
+        numbered = numbered.append_column(
+            "_comma_end", pc.match_substring_regex(records.column("line"), TRAILING_COMMA_RE)
+        )
         db.register("__pinpipe_records", numbered)
         try:
             bulk = db.sql(_bulk_sql(kind)).to_arrow_table()
