@@ -95,6 +95,11 @@ def _send(api: str, records: list[Hostile], send_log: Path) -> dict[Kind, list[A
     return accepted
 
 
+def _rows(lake: Lake, *parts: str) -> list[dict[str, Any]]:
+    table = delta.read_table(lake, *parts)
+    return [] if table is None else table.to_pylist()
+
+
 def _canonical(raw: str) -> bytes:
     return orjson.dumps(orjson.loads(raw), option=orjson.OPT_SORT_KEYS)
 
@@ -133,8 +138,7 @@ def _run_pipeline(root: Path, records: list[Hostile]) -> None:
     expected = expected_output(accepted)
     lake = Lake(batch_url)
     for kind in KINDS:
-        silver = delta.read_table(lake, "silver", kind)
-        rows = [] if silver is None else silver.sort_by("ind").to_pylist()
+        rows = sorted(_rows(lake, "silver", kind), key=lambda r: r["ind"])
         assert rows == expected.silver_table(kind).to_pylist(), kind
         quarantine = delta.read_table(lake, "quarantine", kind)
         got = Counter(
@@ -156,3 +160,46 @@ def test_hostile_records_never_halt_a_stage_and_end_in_silver_or_quarantine(gene
     assert sum(1 for h in records if _expect(h)[1] is not None) > len(records) // 3  # most poison is accepted
     with tempfile.TemporaryDirectory(prefix="pinpipe-hostile-") as tmp:
         _run_pipeline(Path(tmp), records)
+
+
+def test_poison_already_in_the_log_is_quarantined_and_the_good_records_reach_silver(tmp_path: Path) -> None:
+    """Records an older API accepted (a 5,000-digit ``age``, a 5,000-digit key, ``1e999`` as a latitude string, a
+    trailing comma) sit in the log beside good ones: sink, batch and stream exit 0, the poison is quarantined with
+    its reason, the good records are in silver, and the two lakes agree."""
+    from pinpipe.log.embedded import EmbeddedLog
+
+    good_user = {"first_name": "Ada", "last_name": "L", "date_joined": "2020-08-28 03:52:47"}
+    good_geo = {"timestamp": "2020-08-28 03:52:47", "longitude": 2.5}
+    lines = {
+        "user": [
+            (1, orjson.dumps({"ind": 1, **good_user, "age": "9" * 5000})),
+            (2, orjson.dumps({"ind": "9" * 5000, **good_user})),
+            (3, orjson.dumps({"ind": 3, **good_user, "age": 36})),
+            (4, orjson.dumps({"ind": 4, **good_user})[:-1] + b",}"),
+        ],
+        "geo": [
+            (1, orjson.dumps({"ind": 1, **good_geo, "latitude": "1e999"})),
+            (2, orjson.dumps({"ind": 2, **good_geo, "latitude": 1.5})),
+        ],
+    }
+    log = EmbeddedLog(tmp_path / "log")
+    log.ensure_topics([topic_name(DEFAULT_PREFIX, k) for k in KINDS], partitions=1)
+    for kind, rows in lines.items():
+        log.append(topic_name(DEFAULT_PREFIX, kind), [v for _, v in rows], [str(k).encode() for k, _ in rows])  # type: ignore[arg-type]
+    log.close()
+    log_url = f"file://{tmp_path / 'log'}"
+    batch_url, stream_url = f"file://{tmp_path / 'batch-lake'}", f"file://{tmp_path / 'stream-lake'}"
+    for args in (
+        ("sink", "--log", log_url, "--lake", batch_url, "--until-idle", "--flush-seconds", "0.3"),
+        ("batch", "--lake", batch_url, "--no-gold"),
+        ("stream", "--log", log_url, "--lake", stream_url, "--until-idle", "--max-wait-ms", "200"),
+        ("parity", "--lake", stream_url, "--lake", batch_url),
+    ):
+        done = _pinpipe(*args)
+        assert done.returncode == 0, (args[0], done.stdout[-3000:], done.stderr[-3000:])
+    for url in (batch_url, stream_url):
+        lake = Lake(url)
+        reasons = {kind: sorted(r["reason"] for r in _rows(lake, "quarantine", kind)) for kind in ("user", "geo")}
+        assert reasons == {"user": ["bad_key:ind", "bad_type:age", "invalid_json"], "geo": ["bad_type:latitude"]}
+        assert [(r["ind"], r["age"]) for r in _rows(lake, "silver", "user")] == [(3, 36)]
+        assert [r["ind"] for r in _rows(lake, "silver", "geo")] == [2]
