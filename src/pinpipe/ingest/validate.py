@@ -98,6 +98,7 @@ def _all_surely_valid(kind: Kind, rows: list[Any]) -> bool:
     """``all(_surely_valid(kind, row) for row in rows)`` with the per-row work inlined (the API's hot loop)."""
     key_name = RAW_TABLES[kind].key
     flags, ints = _FLAGS[kind], _INTS[kind]
+    by_value = bool(flags or ints)
     key_min, key_max, int_min, int_max = _KEY_MIN, _KEY_MAX, _INT_MIN, _INT_MAX
     for row in rows:
         if type(row) is not dict:
@@ -112,12 +113,14 @@ def _all_surely_valid(kind: Kind, rows: list[Any]) -> bool:
             continue
         if not verdict:
             return False
-        for name in flags:  # what the shape cannot say, as _values_ok
-            if type(flag := row.get(name)) is int and flag not in (0, 1):
-                return False
-        for name in ints:
-            if type(number := row.get(name)) is int and (number < int_min or number > int_max):
-                return False
+        if by_value:  # what the shape cannot say, as _values_ok
+            for name in flags:
+                if type(flag := row.get(name)) is int and flag not in (0, 1):
+                    return False
+            for name in ints:
+                number = row.get(name)
+                if type(number) is int and not int_min <= number <= int_max:
+                    return False
     return True
 
 
@@ -134,7 +137,7 @@ def encode_valid(kind: Kind, rows: list[Any], max_bytes: int) -> tuple[list[byte
     if not _all_surely_valid(kind, rows):
         return None
     try:
-        values = [orjson.dumps(row) for row in rows]
+        values = list(map(orjson.dumps, rows))
     except orjson.JSONEncodeError:
         return None
     if max(map(len, values), default=0) > max_bytes:
