@@ -35,12 +35,17 @@ _TYPES: dict[Kind, dict[str, tuple[type, ...]]] = {
 _FLAGS: dict[Kind, tuple[str, ...]] = {
     kind: tuple(name for name, raw_type in RAW_TABLES[kind].columns if raw_type == "flag") for kind in KINDS
 }
-_INTS: dict[Kind, tuple[str, ...]] = {
-    kind: tuple(n for n, t in RAW_TABLES[kind].columns if t == "int" and n != RAW_TABLES[kind].key) for kind in KINDS
+_BOUNDED: dict[Kind, tuple[tuple[str, int, int], ...]] = {
+    kind: tuple(
+        (name, *((0, 1) if raw_type == "flag" else INT_RANGE))
+        for name, raw_type in RAW_TABLES[kind].columns
+        if raw_type == "flag" or (raw_type == "int" and name != RAW_TABLES[kind].key)
+    )
+    for kind in KINDS
 }
-"""The ``int`` columns other than the key, whose range the shape alone cannot say."""
+"""What a shape cannot say, per kind: ``(column, lo, hi)`` for each column whose JSON integer must lie in
+``lo..hi`` — a flag in 0..1, an ``int`` column other than the key in ``INT_RANGE``."""
 _KEY_MIN, _KEY_MAX = KEY_RANGE
-_INT_MIN, _INT_MAX = INT_RANGE
 
 MAX_SHAPES: Final = 4096
 """Shapes remembered at most (then the cache starts again): each entry is a few hundred bytes."""
@@ -64,14 +69,10 @@ producers send the same shape again and again."""
 
 
 def _values_ok(kind: Kind, row: dict[str, Any]) -> bool:
-    """What a good shape cannot say: an int flag is 0 or 1, an int column's value is within ``INT_RANGE``."""
-    for name in _FLAGS[kind]:
-        flag = row.get(name)
-        if type(flag) is int and flag not in (0, 1):
-            return False
-    for name in _INTS[kind]:
+    """What a good shape cannot say: each integer of a :data:`_BOUNDED` column is within its bounds."""
+    for name, lo, hi in _BOUNDED[kind]:
         number = row.get(name)
-        if type(number) is int and not _INT_MIN <= number <= _INT_MAX:
+        if type(number) is int and not lo <= number <= hi:
             return False
     return True
 
@@ -97,9 +98,8 @@ def _surely_valid(kind: Kind, value: Any) -> bool:
 def _all_surely_valid(kind: Kind, rows: list[Any]) -> bool:
     """``all(_surely_valid(kind, row) for row in rows)`` with the per-row work inlined (the API's hot loop)."""
     key_name = RAW_TABLES[kind].key
-    flags, ints = _FLAGS[kind], _INTS[kind]
-    by_value = bool(flags or ints)
-    key_min, key_max, int_min, int_max = _KEY_MIN, _KEY_MAX, _INT_MIN, _INT_MAX
+    bounded = _BOUNDED[kind]
+    key_min, key_max = _KEY_MIN, _KEY_MAX
     for row in rows:
         if type(row) is not dict:
             return False
@@ -113,14 +113,10 @@ def _all_surely_valid(kind: Kind, rows: list[Any]) -> bool:
             continue
         if not verdict:
             return False
-        if by_value:  # what the shape cannot say, as _values_ok
-            for name in flags:
-                if type(flag := row.get(name)) is int and flag not in (0, 1):
-                    return False
-            for name in ints:
-                number = row.get(name)
-                if type(number) is int and not int_min <= number <= int_max:
-                    return False
+        for name, lo, hi in bounded:  # what the shape cannot say, as _values_ok
+            number = row.get(name)
+            if type(number) is int and not lo <= number <= hi:
+                return False
     return True
 
 
