@@ -5,17 +5,29 @@ A *kind* is one of ``pin``, ``geo``, ``user``. Each kind has a source table (``p
 ``streaming-<prefix>-<kind>``, and silver/quarantine Delta tables ``<lake>/silver/<kind>``,
 ``<lake>/quarantine/<kind>``.
 
-Raw validation (:func:`validate_raw`) decides whether a JSON value *can be a row of the table* — the API
-rejects records that fail it, and the cleaner quarantines landed lines that fail it, with the same reason
-string. It checks JSON shape and types only; whether a timestamp parses or a coordinate is in range is a
-cleaning question (see :mod:`pinpipe.clean.quarantine`).
+Raw validation (:func:`validate_raw`, :func:`check_raw`) is the one definition of what *can be a row of the
+table*: each column's JSON type and range (:func:`raw_value` — keys are non-negative signed 64-bit integers
+(:data:`KEY_RANGE`), every other ``int`` column a signed 64-bit integer (:data:`INT_RANGE`), ``float`` columns
+finite doubles, ``flag`` 0/1/true/false, ``text`` a string or a number, ``datetime`` a string). The API rejects
+records that fail it (422 REST, 400 Kinesis) and the cleaner quarantines landed lines that fail it, with the same
+reason string, and takes its typed values from the same function — so whatever the API accepts, the cleaner can
+type, and no value (a 5,000-digit numeral, ``1e999``, ``"NaN"``, a nested object) can make either raise.
+
+What belongs at the API, and what does not: the API checks only what no cleaning could turn into a row — shape,
+key, unknown fields, types and ranges. Whether a value is *usable* is a cleaning question: a timestamp that names
+no instant (``2020-02-30``, year 10000), coordinates outside [-90, 90]/[-180, 180], a placeholder or an
+unparseable ``follower_count`` (``User Info Error``), control characters or megabyte strings in text are accepted
+and then quarantined, nulled or kept by the cleaner with a reason or a note (see :mod:`pinpipe.clean.quarantine`),
+because SPEC §5 wants such records in quarantine, not refused at the door.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Final, Literal, get_args
 
 import pyarrow as pa
 
@@ -122,24 +134,155 @@ def kind_of_topic(prefix: str, topic: str) -> Kind | None:
 
 # ---------------------------------------------------------------------------------------------- raw check
 
-_INT_RE = re.compile(r"^-?[0-9]+$")
-_FLOAT_RE = re.compile(r"^-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?$")
+INT64_MIN: Final = -(2**63)
+INT64_MAX: Final = 2**63 - 1
+KEY_RANGE: Final = (0, INT64_MAX)
+"""The key (pin ``index``, geo/user ``ind``): a non-negative signed 64-bit integer (silver ``ind`` is int64)."""
+INT_RANGE: Final = (INT64_MIN, INT64_MAX)
+"""Every other ``int`` column (user ``age``): a signed 64-bit integer, as its silver column."""
+JSON_INT_RANGE: Final = (INT64_MIN, 2**64 - 1)
+"""The integers a JSON parser here keeps as integers (orjson, DuckDB's yyjson); a longer integer literal is read
+as a double. A number in a ``text`` or ``float`` column is taken when it is a double or an integer in this range."""
+MAX_NAME_IN_REASON: Final = 100
+"""``unknown_field:<name>`` quotes at most this many characters of the name (then ``…``)."""
+
+_INT_RE = re.compile(r"-?[0-9]+")
+_FLOAT_RE = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+_MAX_INT64_DIGITS = 19
 
 
-def _type_ok(raw_type: RawType, value: Any) -> bool:
-    if value is None:
-        return True
+class _Bad:
+    """The marker :func:`raw_value` returns for a value that does not fit its column."""
+
+    __slots__ = ()
+
+
+BAD: Final = _Bad()
+
+
+def parse_int(value: Any, bounds: tuple[int, int] = INT_RANGE) -> int | None:
+    """The integer ``value`` stands for if it is a JSON integer or a string of ASCII digits (optional ``-``,
+    surrounding whitespace ignored) within ``bounds``; None otherwise. Never raises: a digit string is measured
+    before it is converted (Python refuses ``int()`` of strings over 4,300 digits)."""
     if isinstance(value, bool):
-        return raw_type == "flag"
-    if raw_type == "int":
-        return isinstance(value, int) or (isinstance(value, str) and bool(_INT_RE.match(value.strip())))
-    if raw_type == "flag":
-        return isinstance(value, int) and value in (0, 1)
-    if raw_type == "float":
-        return isinstance(value, int | float) or (isinstance(value, str) and bool(_FLOAT_RE.match(value.strip())))
-    if raw_type == "text":
-        return isinstance(value, str | int | float)
-    return isinstance(value, str)  # datetime: content is checked by cleaning
+        return None
+    if isinstance(value, int):
+        number = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if not _INT_RE.fullmatch(text):
+            return None
+        digits = text.lstrip("-").lstrip("0")
+        if len(digits) > _MAX_INT64_DIGITS:
+            return None
+        number = -int(digits or "0") if text.startswith("-") else int(digits or "0")
+    else:
+        return None
+    return number if bounds[0] <= number <= bounds[1] else None
+
+
+def parse_float(value: Any) -> float | None:
+    """The finite double ``value`` stands for if it is a JSON number (an integer in :data:`JSON_INT_RANGE`) or a
+    decimal numeral string (``1.5``, ``-.5``, ``1e-3``, surrounding whitespace ignored); None otherwise — also for
+    ``NaN``/``Infinity`` spelled as strings and for numerals beyond the double range (``1e999``)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, int):
+        return float(value) if JSON_INT_RANGE[0] <= value <= JSON_INT_RANGE[1] else None
+    if isinstance(value, str):
+        text = value.strip()
+        if not _FLOAT_RE.fullmatch(text):
+            return None
+        number = float(text)  # a decimal numeral: float() rounds, or gives inf beyond the range; never raises
+        return number if math.isfinite(number) else None
+    return None
+
+
+def raw_value(raw_type: RawType, value: Any, *, key: bool = False) -> Any:
+    """``value`` (as a JSON parser gives it) as its raw column holds it, or :data:`BAD` when it does not fit.
+
+    ``int`` → int within :data:`KEY_RANGE` (``key=True``) or :data:`INT_RANGE` (:func:`parse_int`); ``flag`` →
+    0 or 1 (from 0, 1, true, false); ``float`` → a finite float (:func:`parse_float`); ``text`` → the string, or a
+    number's Python ``str`` (an integer only in :data:`JSON_INT_RANGE`); ``datetime`` → the string (whether it
+    names an instant is a cleaning question). Null is None in every column (the key's null is rejected before)."""
+    if value is None:
+        return None
+    if type(value) is str and (raw_type == "text" or raw_type == "datetime"):
+        return value
+    return _CONVERT[raw_type](value, key)
+
+
+def _int_value(value: Any, key: bool) -> Any:
+    number = parse_int(value, KEY_RANGE if key else INT_RANGE)
+    return BAD if number is None else number
+
+
+def _flag_value(value: Any, key: bool) -> Any:
+    return int(value) if value is True or value is False or (type(value) is int and value in (0, 1)) else BAD
+
+
+def _float_value(value: Any, key: bool) -> Any:
+    if type(value) is float and math.isfinite(value):
+        return value
+    real = parse_float(value)
+    return BAD if real is None else real
+
+
+def _text_value(value: Any, key: bool) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) or (
+        isinstance(value, int) and not isinstance(value, bool) and JSON_INT_RANGE[0] <= value <= JSON_INT_RANGE[1]
+    ):
+        return str(value)
+    return BAD
+
+
+def _datetime_value(value: Any, key: bool) -> Any:
+    return value if isinstance(value, str) else BAD
+
+
+_CONVERT: dict[RawType, Callable[[Any, bool], Any]] = {
+    "int": _int_value,
+    "flag": _flag_value,
+    "float": _float_value,
+    "text": _text_value,
+    "datetime": _datetime_value,
+}
+
+
+def _name_in_reason(name: str) -> str:
+    return name if len(name) <= MAX_NAME_IN_REASON else name[:MAX_NAME_IN_REASON] + "…"
+
+
+def check_raw(kind: Kind, value: Any) -> tuple[str, None] | tuple[None, dict[str, Any]]:
+    """``(reason, None)`` if ``value`` cannot be a raw row of ``kind``'s table, else ``(None, values)``: every
+    column (table order) as :func:`raw_value` gives it. The reasons and their order are :func:`validate_raw`'s."""
+    table = RAW_TABLES[kind]
+    if not isinstance(value, dict):
+        return "not_an_object", None
+    key = value.get(table.key)
+    if key is None:
+        return f"missing_key:{table.key}", None
+    ind = parse_int(key, KEY_RANGE)
+    if ind is None:
+        return f"bad_key:{table.key}", None
+    names = table.column_names
+    for name in value:
+        if name not in names:
+            return f"unknown_field:{_name_in_reason(str(name))}", None
+    out: dict[str, Any] = {}
+    for name, raw_type in table.columns:
+        if name == table.key:
+            out[name] = ind
+            continue
+        converted = raw_value(raw_type, value.get(name))
+        if converted is BAD:
+            return f"bad_type:{name}", None
+        out[name] = converted
+    return None, out
 
 
 def validate_raw(kind: Kind, value: Any) -> str | None:
@@ -150,34 +293,24 @@ def validate_raw(kind: Kind, value: Any) -> str | None:
 
     1. ``not_an_object`` — the JSON value is not an object;
     2. ``missing_key:<key>`` — the key column (``index`` for pin, ``ind`` otherwise) is absent or null;
-    3. ``bad_key:<key>`` — the key is not a non-negative integer (a JSON integer or a string of digits);
-    4. ``unknown_field:<name>`` — the first field (in record order) that the table does not have;
-    5. ``bad_type:<column>`` — the first column (in table order) whose JSON type does not fit: ``int`` takes an
-       integer or a string of digits; ``float`` a number or a numeric string; ``text`` a string or a number;
-       ``datetime`` a string; ``flag`` 0, 1, true or false. Null fits every column except the key, and a
-       missing non-key column counts as null.
+    3. ``bad_key:<key>`` — the key is not an integer in :data:`KEY_RANGE` (a JSON integer or a string of
+       digits);
+    4. ``unknown_field:<name>`` — the first field (in record order) that the table does not have (a long name
+       is cut at :data:`MAX_NAME_IN_REASON` characters);
+    5. ``bad_type:<column>`` — the first column (in table order) whose value does not fit (:func:`raw_value`):
+       ``int`` takes an integer or a string of digits within :data:`INT_RANGE`; ``float`` a finite number or
+       numeral string; ``text`` a string or a number; ``datetime`` a string; ``flag`` 0, 1, true or false. Null
+       fits every column except the key, and a missing non-key column counts as null.
     """
-    table = RAW_TABLES[kind]
-    if not isinstance(value, dict):
-        return "not_an_object"
-    key = value.get(table.key)
-    if key is None:
-        return f"missing_key:{table.key}"
-    if isinstance(key, bool) or not _type_ok("int", key) or int(key) < 0:
-        return f"bad_key:{table.key}"
-    names = table.column_names
-    for name in value:
-        if name not in names:
-            return f"unknown_field:{name}"
-    for name, raw_type in table.columns:
-        if not _type_ok(raw_type, value.get(name)):
-            return f"bad_type:{name}"
-    return None
+    return check_raw(kind, value)[0]
 
 
 def key_of(kind: Kind, value: dict[str, Any]) -> int:
     """The integer key of a record that passed :func:`validate_raw`."""
-    return int(value[RAW_TABLES[kind].key])
+    key = parse_int(value[RAW_TABLES[kind].key], KEY_RANGE)
+    if key is None:
+        raise ValueError(f"{kind} record has no valid key: check it with validate_raw first")
+    return key
 
 
 # ---------------------------------------------------------------------------------------------- silver

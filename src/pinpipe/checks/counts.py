@@ -36,7 +36,7 @@ from pinpipe.lake import delta
 from pinpipe.lake.sink import encode_batch
 from pinpipe.lake.store import Lake, parse_landed_key
 from pinpipe.log.base import EventLog, TopicPartition
-from pinpipe.tables import KINDS, RAW_TABLES, Kind, kind_of_topic
+from pinpipe.tables import KEY_RANGE, KINDS, RAW_TABLES, Kind, kind_of_topic, parse_int
 
 READ_CHUNK = 5_000
 
@@ -70,12 +70,7 @@ def key_of_line(kind: Kind, line: bytes | str) -> int | None:
     except orjson.JSONDecodeError:
         return None
     value = doc.get(RAW_TABLES[kind].key) if isinstance(doc, dict) else None
-    if isinstance(value, bool) or value is None:
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return None
+    return parse_int(value, KEY_RANGE)  # the key exactly as validation and cleaning read it
 
 
 # ---------------------------------------------------------------------------------------------- sends

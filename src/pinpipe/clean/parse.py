@@ -5,15 +5,18 @@ float64, ``text``/``datetime`` → string) or a quarantined record whose reason 
 answered (:func:`pinpipe.tables.validate_raw`), or ``invalid_json``.
 
 Speed: the common case is decided in bulk by DuckDB's JSON functions (one query over all lines, on the engine's
-DuckDB connection); only lines that
-the bulk check does not clearly accept are parsed again in Python with orjson and judged by
-:func:`~pinpipe.tables.validate_raw` itself. The bulk check is conservative — it accepts a line only when every
+DuckDB connection); only lines that the bulk check does not clearly accept are parsed again in Python with orjson
+and judged by :func:`~pinpipe.tables.check_raw` (``validate_raw`` with the typed values) itself. The bulk check is conservative — it accepts a line only when every
 value already has its canonical JSON type (a digit string for an ``int`` column, ``true`` for a flag, a number in
 a text column, a duplicated key, a float orjson would not read, … all go the Python way) — so the reasons, and
 the values, are always those of the Python rules.
 
-Beyond :func:`validate_raw`: an integer that does not fit in int64 is quarantined as ``bad_key:<key>`` (the key)
-or ``bad_type:<column>``.
+Both ways give the same verdict and the same values because both follow the one definition of each column's
+type and range in :mod:`pinpipe.tables` (:func:`~pinpipe.tables.check_raw`): the SQL accepts only JSON numbers
+whose ``TRY_CAST`` to BIGINT/DOUBLE succeeds (int64, finite doubles) and strings in string columns; every other
+line — numeral strings of any length, integers beyond int64, ``NaN``/``Infinity`` literals, control characters,
+nested values — is judged in Python by ``check_raw``, which never raises. So no value in any column can make
+this stage fail: a line is a typed row or a quarantined record with its reason.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import pyarrow.compute as pc
 
 from pinpipe.clean.quarantine import INVALID_JSON
 from pinpipe.clean.records import take_rows
-from pinpipe.tables import QUARANTINE_SCHEMA, RAW_TABLES, Kind, RawType, validate_raw
+from pinpipe.tables import QUARANTINE_SCHEMA, RAW_TABLES, Kind, RawType, check_raw
 
 RAW_ARROW_TYPES: dict[RawType, pa.DataType] = {
     "int": pa.int64(),
@@ -48,8 +51,6 @@ PROVENANCE = pa.schema(
         pa.field("source", pa.string(), nullable=False),
     ]
 )
-
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def raw_schema(kind: Kind) -> pa.Schema:
@@ -70,6 +71,10 @@ def _sql_string(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
+TRAILING_COMMA_RE = r",[ \t\n\r]*\}[ \t\n\r]*$"
+"""A comma before the closing brace of the line: DuckDB's reader takes it, JSON (and orjson) does not."""
+
+
 def _bulk_sql(kind: Kind) -> str:
     """One query over ``__pinpipe_records``: each line's typed values and whether the bulk check accepts it.
 
@@ -78,6 +83,12 @@ def _bulk_sql(kind: Kind) -> str:
     the columns it has — its key count (``json_keys``) and the column values (list-form ``json_extract_string``).
     ``len(keys) = number of columns present`` holds exactly when there is no unknown and no repeated key (every
     present column is counted once, whatever repeats; a JSON ``null`` counts as present).
+
+    DuckDB's reader is laxer than JSON (and orjson) in two ways only, both sent to Python: ``NaN``/``Infinity``
+    literals (typed DOUBLE: never accepted in bulk, see the checks) and trailing commas (``{"ind": 1,}``): an object
+    whose last non-blank character before its closing brace is a comma is not decided in bulk (a fast-path object
+    has scalar values only, so its closing brace is the line's last ``}``; the mask is computed by Arrow, whose
+    end-anchored regex costs a fraction of DuckDB's).
     """
     table = RAW_TABLES[kind]
     paths = [_sql_string("$." + _json_path_key(n)) for n in table.column_names]
@@ -108,12 +119,13 @@ def _bulk_sql(kind: Kind) -> str:
         values.append(f'{value} AS "{name}"')
     return f"""
         WITH t AS (
-            SELECT _row, topic, "partition", "offset", source, line,
+            SELECT _row, topic, "partition", "offset", source, line, _comma_end,
                    CASE WHEN utf8 THEN try(json_type(line, {type_paths})) END AS ts
             FROM __pinpipe_records
         ), x AS (
             SELECT _row, topic, "partition", "offset", source, ts,
                    CASE WHEN ts[1] = 'OBJECT' AND len(json_keys(line)) = list_count(ts) - 1
+                             AND NOT _comma_end
                         THEN json_extract_string(line, {value_paths}) END AS vs
             FROM t
         )
@@ -128,20 +140,6 @@ def _json_path_key(name: str) -> str:
     return name if name.isidentifier() else '"' + name + '"'
 
 
-def _convert(raw_type: RawType, value: Any) -> tuple[Any, bool]:
-    """A value that passed :func:`validate_raw` as its raw Arrow value; False if it does not fit (int64)."""
-    if value is None:
-        return None, True
-    if raw_type in ("int", "flag"):
-        number = int(value.strip()) if isinstance(value, str) else int(value)
-        return number, _INT64_MIN <= number <= _INT64_MAX
-    if raw_type == "float":
-        return float(value), True
-    if isinstance(value, str):
-        return value, True
-    return str(value), True  # a number in a text column: its Python str (as the oracle)
-
-
 def _judge(kind: Kind, line: str, utf8: bool) -> tuple[str | None, dict[str, Any] | None]:
     """(reason, None) for a bad line, (None, typed values) for a good one — the Python rules."""
     if not utf8:
@@ -150,17 +148,7 @@ def _judge(kind: Kind, line: str, utf8: bool) -> tuple[str | None, dict[str, Any
         value = orjson.loads(line)
     except orjson.JSONDecodeError:
         return INVALID_JSON, None
-    reason = validate_raw(kind, value)
-    if reason is not None:
-        return reason, None
-    table = RAW_TABLES[kind]
-    out: dict[str, Any] = {}
-    for name, raw_type in table.columns:
-        converted, fits = _convert(raw_type, value.get(name))
-        if not fits:
-            return (f"bad_key:{name}" if name == table.key else f"bad_type:{name}"), None
-        out[name] = converted
-    return None, out
+    return check_raw(kind, value)
 
 
 def parse_records(kind: Kind, records: pa.Table, conn: duckdb.DuckDBPyConnection | None = None) -> Parsed:
@@ -172,6 +160,9 @@ def parse_records(kind: Kind, records: pa.Table, conn: duckdb.DuckDBPyConnection
     db = duckdb.connect() if conn is None else conn
     try:
         numbered = records.append_column("_row", pa.array(np.arange(records.num_rows, dtype=np.int64)))
+        numbered = numbered.append_column(
+            "_comma_end", pc.match_substring_regex(records.column("line"), TRAILING_COMMA_RE)
+        )
         db.register("__pinpipe_records", numbered)
         try:
             bulk = db.sql(_bulk_sql(kind)).to_arrow_table()

@@ -7,13 +7,15 @@ Raw shape (the same checks the API runs, :func:`pinpipe.tables.validate_raw`):
   ``invalid_json``           the landed line is not one complete JSON value (truncated, binary, empty)
   ``not_an_object``          a JSON value that is not an object (an array, a number, a string)
   ``missing_key:<key>``      no ``index`` (pin) / ``ind`` (geo, user), or it is null
-  ``bad_key:<key>``          the key is not a non-negative integer
-  ``unknown_field:<name>``   a field the table does not have
-  ``bad_type:<column>``      a value of the wrong JSON type for its column
+  ``bad_key:<key>``          the key is not an integer in 0..2^63-1 (a JSON integer or a string of digits)
+  ``unknown_field:<name>``   a field the table does not have (a long name cut at 100 characters, then ``…``)
+  ``bad_type:<column>``      a value of the wrong JSON type or out of range for its column (``int``: int64;
+                             ``float``: a finite double — ``"1e999"``, ``"NaN"`` do not fit), per
+                             :func:`pinpipe.tables.raw_value`
 
 Semantics (cleaning, :mod:`pinpipe.clean.rules`):
   ``bad_timestamp:<column>`` geo ``timestamp`` / user ``date_joined`` is null or parses in neither wire form
-                             (``YYYY-MM-DD HH:MM:SS`` or ``YYYY-MM-DDTHH:MM:SS``)
+                             (``YYYY-MM-DD HH:MM:SS`` or ``YYYY-MM-DDTHH:MM:SS``, a real instant, years 0001-9999)
   ``bad_coordinates``        geo latitude or longitude is null, or latitude outside [-90, 90] or longitude
                              outside [-180, 180]
 

@@ -50,7 +50,7 @@ import pyarrow as pa
 
 from pinpipe.clean.quarantine import BAD_COORDINATES, bad_timestamp
 from pinpipe.synth import vocabulary as v
-from pinpipe.tables import KINDS, RAW_TABLES, SILVER_SCHEMAS, Kind, key_of, validate_raw
+from pinpipe.tables import KINDS, RAW_TABLES, SILVER_SCHEMAS, Kind, key_of, parse_int, validate_raw
 
 PLACEHOLDERS: dict[str, frozenset[str]] = {
     "description": frozenset({v.STORY_DESCRIPTION, v.NO_DESCRIPTION, v.UNTITLED}),
@@ -81,7 +81,10 @@ def parse_follower_count(value: Any) -> int | None:
     match = _FOLLOWERS.fullmatch(text)
     if match is None:
         return None
-    number = int(Decimal(match.group(1)) * _MULTIPLIER[match.group(2)])
+    whole, _, decimals = match.group(1).partition(".")
+    if len(whole.lstrip("0")) > 19:  # beyond int64 whatever the suffix (and beyond Decimal's exact precision)
+        return None
+    number = int(Decimal(f"{whole}.{decimals[:9] or 0}") * _MULTIPLIER[match.group(2)])  # ×1e9 at most: 9 matter
     return number if number <= _INT64_MAX else None
 
 
@@ -160,7 +163,8 @@ def clean_record(kind: Kind, record: Any) -> Cleaned:
     first, last, age = record.get("first_name"), record.get("last_name"), record.get("age")
     user_name = None if first is None or last is None else f"{_as_str(first)} {_as_str(last)}"
     return Cleaned(
-        {"ind": ind, "user_name": user_name, "age": None if age is None else int(age), "date_joined": joined}, None
+        {"ind": ind, "user_name": user_name, "age": None if age is None else parse_int(age), "date_joined": joined},
+        None,
     )
 
 
