@@ -315,6 +315,12 @@ def key_of(kind: Kind, value: dict[str, Any]) -> int:
 
 # ---------------------------------------------------------------------------------------------- silver
 
+FOLLOWER_COUNT_RE = r"([0-9]+)(?:\.([0-9]+))?([kKmMbB]?)"
+"""SPEC §5's ``follower_count`` grammar (the whole value): digits, optional decimals, an optional suffix; groups
+are the integer part, the decimals and the suffix. Anything else cleans to null with a data-quality note."""
+FOLLOWER_SUFFIX_PLACES = {"": 0, "k": 3, "K": 3, "m": 6, "M": 6, "b": 9, "B": 9}
+"""Decimal places each suffix shifts by: k/K ×1,000, m/M ×1,000,000, b/B ×1,000,000,000."""
+
 TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 SILVER_SCHEMAS: dict[Kind, pa.Schema] = {

@@ -37,7 +37,7 @@ import pyarrow as pa
 
 from pinpipe.clean.quarantine import BAD_COORDINATES, bad_timestamp
 from pinpipe.engine import Engine
-from pinpipe.tables import SILVER_SCHEMAS, Kind
+from pinpipe.tables import FOLLOWER_COUNT_RE, FOLLOWER_SUFFIX_PLACES, SILVER_SCHEMAS, Kind
 
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "description": ("No description available Story format", "No description available", "Untitled"),
@@ -63,13 +63,16 @@ PIN_TEXT = (
 )
 
 BLANK_RE = r"\A[ \t\n\r\f\x0B]*\z"
-FOLLOWER_RE = r"\A([0-9]+)(?:\.([0-9]+))?([kKmMbB]?)\z"
+FOLLOWER_RE = rf"\A{FOLLOWER_COUNT_RE}\z"
 TIMESTAMP_RE = (
     r"\A(?:[1-9][0-9]{3}|0[1-9][0-9]{2}|00[1-9][0-9]|000[1-9])-[0-9]{2}-[0-9]{2}[ T][0-9]{2}:[0-9]{2}:[0-9]{2}\z"
 )
 TIMESTAMP_FORMAT = "yyyy-MM-dd HH:mm:ss"
 SAVE_PREFIX_RE = r"^Local save in "
-_SUFFIX_DIGITS = (("kK", 3), ("mM", 6), ("bB", 9))
+_SUFFIX_DIGITS = tuple(
+    ("".join(s for s, p in FOLLOWER_SUFFIX_PLACES.items() if p == places), places)
+    for places in sorted(set(FOLLOWER_SUFFIX_PLACES.values()) - {0})
+)
 
 FOLLOWER_NOTE = "follower_count_unparsed"
 

@@ -50,7 +50,17 @@ import pyarrow as pa
 
 from pinpipe.clean.quarantine import BAD_COORDINATES, bad_timestamp
 from pinpipe.synth import vocabulary as v
-from pinpipe.tables import KINDS, RAW_TABLES, SILVER_SCHEMAS, Kind, key_of, parse_int, validate_raw
+from pinpipe.tables import (
+    FOLLOWER_COUNT_RE,
+    FOLLOWER_SUFFIX_PLACES,
+    KINDS,
+    RAW_TABLES,
+    SILVER_SCHEMAS,
+    Kind,
+    key_of,
+    parse_int,
+    validate_raw,
+)
 
 PLACEHOLDERS: dict[str, frozenset[str]] = {
     "description": frozenset({v.STORY_DESCRIPTION, v.NO_DESCRIPTION, v.UNTITLED}),
@@ -64,8 +74,7 @@ PLACEHOLDERS: dict[str, frozenset[str]] = {
 
 PIN_TEXT_COLUMNS = tuple(name for name, raw_type in RAW_TABLES["pin"].columns if raw_type == "text")
 _BLANK = re.compile(r"[ \t\n\r\f\v]*")
-_FOLLOWERS = re.compile(r"([0-9]+(?:\.[0-9]+)?)([kKmMbB]?)")
-_MULTIPLIER = {"": 1, "k": 10**3, "K": 10**3, "m": 10**6, "M": 10**6, "b": 10**9, "B": 10**9}
+_FOLLOWERS = re.compile(FOLLOWER_COUNT_RE)
 _TIMESTAMP = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[ T]([0-9]{2}):([0-9]{2}):([0-9]{2})")
 _INT64_MAX = 2**63 - 1
 
@@ -81,10 +90,11 @@ def parse_follower_count(value: Any) -> int | None:
     match = _FOLLOWERS.fullmatch(text)
     if match is None:
         return None
-    whole, _, decimals = match.group(1).partition(".")
+    whole, decimals, suffix = match.group(1), match.group(2) or "", match.group(3)
     if len(whole.lstrip("0")) > 19:  # beyond int64 whatever the suffix (and beyond Decimal's exact precision)
         return None
-    number = int(Decimal(f"{whole}.{decimals[:9] or 0}") * _MULTIPLIER[match.group(2)])  # ×1e9 at most: 9 matter
+    multiplier = 10 ** FOLLOWER_SUFFIX_PLACES[suffix]
+    number = int(Decimal(f"{whole}.{decimals[:9] or 0}") * multiplier)  # ×1e9 at most: 9 decimals matter
     return number if number <= _INT64_MAX else None
 
 
