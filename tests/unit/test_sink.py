@@ -90,12 +90,15 @@ def test_resume_after_crash_between_put_and_commit(lake: Lake) -> None:
     assert_exactly_once(lake, log, GROUP)
 
 
-def test_committed_position_ahead_of_the_lake_wins(lake: Lake) -> None:
+def test_the_lake_not_a_committed_position_ahead_of_it_says_where_landing_resumes(lake: Lake) -> None:
+    """A group that committed past what this lake holds (it landed into another lake, or this one was restored)
+    does not make the sink skip records: the lake gets every record of the log."""
     log = _log({"t": 1})
     _append(log, "t", 40)
     log.commit(GROUP, "t", {0: 25})
     _sink(log, lake).run(until_idle=True)
-    assert sorted(landed_objects(lake)) == [landed_key("t", 0, 25)]
+    assert sorted(landed_objects(lake)) == [landed_key("t", 0, 0)]
+    assert log.committed(GROUP, "t") == {0: 40}
 
 
 def test_object_that_does_not_match_the_log_is_corrupt_state(lake: Lake) -> None:

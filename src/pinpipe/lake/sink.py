@@ -25,11 +25,13 @@ This sink keeps the first two rules and replaces the third: **the lake itself re
    on every poll, so a quiet partition is flushed too.
 2. The object is written durably and without overwriting (:meth:`Lake.create`: fsync + link on ``file://``,
    ``If-None-Match: *`` on S3). Only then is the position ``commit``-ted (next offset after the batch).
-3. On start, per partition, the resume position is ``max(committed position, end of the last landed
-   object)``, the end being ``start + its line count`` (with offset gaps, as Kafka transaction markers make,
-   the offset after its ``n``-th record from ``start``). When the last object is past the committed position
-   (a crash between put and commit), its bytes are rebuilt from the log and compared — equal, or
-   :class:`~pinpipe.errors.CorruptStateError` — and that end is committed at once.
+3. On start, per partition, the resume position is the end of the last landed object in *this* lake (0 when
+   it holds none), the end being ``start + its line count`` (with offset gaps, as Kafka transaction markers
+   make, the offset after its ``n``-th record from ``start``). When the last object is past the committed
+   position (a crash between put and commit), its bytes are rebuilt from the log and compared — equal, or
+   :class:`~pinpipe.errors.CorruptStateError` — and that end is committed at once. A committed position ahead
+   of the lake (the group landed into another lake, or this one was emptied or restored) is only reported:
+   the lake is the truth, so a fresh lake gets every record.
 
 So boundaries may depend on timing (unlike Confluent's, they need not be replayable), yet no object is ever
 rewritten with other boundaries: a restart continues after the last object instead of replaying into it (close
@@ -158,18 +160,16 @@ class LakeSink:
             parsed = parse_landed_key(obj.key)
             if parsed and parsed[:2] == (topic, partition) and (last is None or parsed[2] > last[0]):
                 last = (parsed[2], obj.key)
-        resume = committed
-        if last is not None:
-            end = self._end_of(topic, partition, *last, committed)
-            if end > committed:
-                resume = end
-                self.log.commit(self.group, topic, {partition: resume})
-                log.warning(
-                    "resumed after an uncommitted object",
-                    extra={
-                        "fields": {"topic": topic, "partition": partition, "committed": committed, "resume": resume}
-                    },
-                )
+        resume = self._end_of(topic, partition, *last, committed) if last is not None else 0
+        facts = {"topic": topic, "partition": partition, "committed": committed, "resume": resume}
+        if resume > committed:
+            self.log.commit(self.group, topic, {partition: resume})
+            log.warning("resumed after an uncommitted object", extra={"fields": facts})
+        elif resume < committed:
+            log.warning(
+                "the group's committed position is ahead of what this lake holds; landing from the lake's end",
+                extra={"fields": {**facts, "group": self.group, "lake": self.lake.url}},
+            )
         log.info(
             "partition ready",
             extra={"fields": {"topic": topic, "partition": partition, "position": resume}},
