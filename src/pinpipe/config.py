@@ -183,26 +183,48 @@ def config_file() -> Path | None:
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     """Build the effective settings. ``overrides`` are command-line values as ``{"section": {"key": v}}``;
     None values are ignored so unset flags fall through to the environment, the file and the defaults."""
-    layers: dict[str, Any] = {}
+    from_file: dict[str, Any] = {}
     path = config_file()
     if path is not None:
         try:
-            layers = tomllib.loads(path.read_text())
+            from_file = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the file") from exc
-    layers = _deep_merge(layers, _env_layer())
-    layers = _deep_merge(layers, _drop_none(overrides or {}))
+    from_env, from_flags = _env_layer(), _drop_none(overrides or {})
+    layers = _deep_merge(_deep_merge(from_file, from_env), from_flags)
     try:
         return Settings.model_validate(layers)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}" for err in exc.errors()
-        )
+        sources = ((from_flags, "flag"), (from_env, "environment"), (from_file, str(path)))
+        problems = "; ".join(f"{_origin(err['loc'], sources)}: {err['msg']}" for err in exc.errors())
         raise ConfigError(
             f"invalid settings: {problems}",
-            hint="check flags, PINPIPE__SECTION__KEY variables and pinpipe.toml "
-            "(`pinpipe config` shows the effective values)",
+            hint="fix that value (`pinpipe config` shows the effective settings and `--help` the flags)",
         ) from exc
+
+
+_FLAGS = {"log.url": "--log", "lake.url": "--lake", "source.url": "--db", "prefix": "--prefix"}
+"""Settings whose flag is not ``--<key>`` (the key with ``-`` for ``_``)."""
+
+
+def _origin(loc: tuple[int | str, ...], sources: tuple[tuple[dict[str, Any], str], ...]) -> str:
+    """Where the bad value at ``loc`` came from, named the way its user wrote it: ``--port 99999``,
+    ``PINPIPE__API__PORT='abc' (environment)`` or ``api.port = 'x' in pinpipe.toml``; else the setting's name."""
+    keys = [str(part) for part in loc]
+    name = ".".join(keys) or "settings"
+    for layer, kind in sources:
+        node: Any = layer
+        for key in keys:
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is None or isinstance(node, dict):
+            continue
+        shown = mask_secrets(str(node)) if not any(w in name for w in ("key", "password", "secret")) else "***"
+        if kind == "flag":
+            return f"{_FLAGS.get(name, '--' + keys[-1].replace('_', '-'))} {shown}"
+        if kind == "environment":
+            return f"PINPIPE__{'__'.join(k.upper() for k in keys)}={shown!r} (environment)"
+        return f"{name} = {shown!r} in {kind}"
+    return name
 
 
 def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:

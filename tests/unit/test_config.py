@@ -30,7 +30,11 @@ def test_secrets_are_masked(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> N
 
 @pytest.mark.parametrize(
     ("env", "needle"),
-    [("PINPIPE__API__PORT", "api.port"), ("PINPIPE__PREFIX", "prefix"), ("PINPIPE__NOPE__X", "nope")],
+    [
+        ("PINPIPE__API__PORT", "PINPIPE__API__PORT='not valid!' (environment)"),
+        ("PINPIPE__PREFIX", "prefix"),
+        ("PINPIPE__NOPE__X", "nope"),
+    ],
 )
 def test_bad_settings_name_the_setting(workdir: Path, monkeypatch: pytest.MonkeyPatch, env: str, needle: str) -> None:
     monkeypatch.setenv(env, "not valid!")
@@ -50,6 +54,17 @@ def _pinpipe(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.Completed
         timeout=120,
         stdin=subprocess.DEVNULL,
     )
+
+
+def test_a_bad_value_is_named_as_its_user_wrote_it(tmp_path: Path) -> None:
+    """A flag by its flag, a variable by its name, a file setting by its key and file — not by the setting."""
+    flag = _pinpipe("api", "--port", "99999", cwd=tmp_path, env={})
+    assert flag.returncode == 2 and "error: invalid settings: --port 99999: " in flag.stderr, flag.stderr
+    env = _pinpipe("config", cwd=tmp_path, env={"PINPIPE__STREAM__MAX_BATCH": "many"})
+    assert env.returncode == 2 and "PINPIPE__STREAM__MAX_BATCH='many' (environment)" in env.stderr, env.stderr
+    (tmp_path / "pinpipe.toml").write_text("[sink]\nflush_seconds = -1\n")
+    toml = _pinpipe("config", cwd=tmp_path, env={})
+    assert toml.returncode == 2 and "sink.flush_seconds = '-1' in pinpipe.toml" in toml.stderr, toml.stderr
 
 
 def test_config_never_prints_a_password_inside_a_url(tmp_path: Path) -> None:
