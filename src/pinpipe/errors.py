@@ -6,7 +6,8 @@ PinpipeError                  root: every deliberate failure; carries facts as a
 │   ├── LogUnavailableError   the event log cannot take or serve records right now (API answers 503)
 │   ├── StoreUnavailableError the object store / lake did not answer
 │   ├── CommitConflictError   a Delta commit lost a race with another writer (re-read, then retry)
-│   └── SourceUnavailableError the source database did not answer
+│   ├── SourceUnavailableError the source database did not answer
+│   └── ApiUnavailableError   the ingestion API did not answer (the emulator's side)
 └── FatalError                retrying the same call will fail the same way; a person must act
     ├── ConfigError           a setting, flag or URL is wrong (names the setting and what is valid)
     │   ├── MissingExtraError an optional dependency is not installed (names the `pip install`)
@@ -81,6 +82,10 @@ class CommitConflictError(RetryableError):
 
 class SourceUnavailableError(RetryableError):
     """The source database did not answer."""
+
+
+class ApiUnavailableError(RetryableError):
+    """The ingestion API did not answer a request (connection refused or reset, a timeout, a garbled answer)."""
 
 
 class ConfigError(FatalError):
@@ -163,9 +168,10 @@ FOREIGN_ERRORS: dict[Boundary, tuple[Rule, ...]] = {
         Rule("sqlalchemy.exc", "NoSuchModuleError", ConfigError),
     ),
     "http": (
-        Rule("httpx", "TransportError", RetryableError),
-        Rule("builtins", "OSError", RetryableError),
-        Rule("builtins", "TimeoutError", RetryableError),
+        Rule("httpx", "TransportError", ApiUnavailableError),
+        Rule("builtins", "OSError", ApiUnavailableError),  # TimeoutError, ConnectionError included
+        Rule("asyncio", "IncompleteReadError", ApiUnavailableError),
+        Rule("builtins", "ValueError", ApiUnavailableError),  # an answer that is not HTTP
     ),
     "store": (
         *(Rule("obstore.exceptions", "BaseError", ConfigError, code=c) for c in _S3_NOT_RETRYABLE),

@@ -17,7 +17,7 @@ and counted in ``pinpipe_retries_total{call}``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from typing import Any, ParamSpec, TypeVar
 
@@ -40,12 +40,15 @@ RETRIES = Counter("pinpipe_retries", "Calls retried after a retryable error, by 
 class Policy:
     """How one kind of call is retried. ``timeout_s`` bounds the whole call including waits."""
 
-    on: type[RetryableError] | tuple[type[RetryableError], ...] | Callable[[Exception], bool]
-    """The errors to retry: RetryableError subclasses, or a predicate (which should test for RetryableError)."""
+    on: type[RetryableError] | tuple[type[RetryableError], ...] | Callable[[Exception], bool | float]
+    """The errors to retry: RetryableError subclasses, or a hook (which should test for RetryableError) returning
+    whether to retry — or the seconds to wait before the retry, overriding the backoff."""
     attempts: int | None
     timeout_s: float | None
     wait_initial_s: float = 0.1
     wait_max_s: float = 5.0
+    wait_jitter_s: float = 1.0
+    """Up to this much random time is added to each wait."""
 
     def but(self, **changes: Any) -> Policy:
         """A copy with some knobs changed (``STORE.but(timeout_s=5)`` in a test or a short-lived command)."""
@@ -63,18 +66,29 @@ SERVICE = Policy(on=RetryableError, attempts=None, timeout_s=120.0)
 PARTIAL_PUT = Policy(on=LogUnavailableError, attempts=5, timeout_s=30.0, wait_initial_s=0.1, wait_max_s=2.0)
 """Kinesis accepted part of a PutRecords call: put the refused records again (only those: the caller narrows
 ``on`` to its partial-refusal error, so an outage is not retried here)."""
+REQUEST = Policy(on=RetryableError, attempts=8, timeout_s=None, wait_initial_s=0.1, wait_max_s=5.0, wait_jitter_s=0.1)
+"""An HTTP request to the ingestion API (the emulator): 8 attempts; the caller's ``on`` hook honours
+``Retry-After`` by returning its seconds as the wait."""
 
 
 def attempts(policy: Policy) -> Iterator[stamina.Attempt]:
     """The loop form: ``for attempt in attempts(STORE): with attempt: step()`` — for code keeping state."""
-    return iter(
-        stamina.retry_context(
-            on=policy.on,
-            attempts=policy.attempts,
-            timeout=policy.timeout_s,
-            wait_initial=policy.wait_initial_s,
-            wait_max=policy.wait_max_s,
-        )
+    return iter(_context(policy))
+
+
+def attempts_async(policy: Policy) -> AsyncIterator[stamina.Attempt]:
+    """The loop form for coroutines: ``async for attempt in attempts_async(REQUEST): with attempt: ...``."""
+    return aiter(_context(policy))
+
+
+def _context(policy: Policy) -> Any:
+    return stamina.retry_context(
+        on=policy.on,
+        attempts=policy.attempts,
+        timeout=policy.timeout_s,
+        wait_initial=policy.wait_initial_s,
+        wait_max=policy.wait_max_s,
+        wait_jitter=policy.wait_jitter_s,
     )
 
 
@@ -86,6 +100,7 @@ def retrying(policy: Policy) -> Callable[[Callable[P, T]], Callable[P, T]]:
         timeout=policy.timeout_s,
         wait_initial=policy.wait_initial_s,
         wait_max=policy.wait_max_s,
+        wait_jitter=policy.wait_jitter_s,
     )
 
 

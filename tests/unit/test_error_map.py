@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import socket
 from collections.abc import Callable
@@ -42,6 +43,8 @@ FOREIGN: dict[str, Callable[[], BaseException]] = {
     "httpx.TransportError": lambda: httpx.ConnectError("connection refused"),
     "builtins.OSError": lambda: ConnectionResetError("reset by peer"),
     "builtins.TimeoutError": lambda: TimeoutError("timed out"),
+    "asyncio.IncompleteReadError": lambda: asyncio.IncompleteReadError(b"HTTP/1.1 2", 100),
+    "builtins.ValueError": lambda: ValueError("invalid literal for int() with base 10: b'garbage'"),
     "obstore.exceptions.NotFoundError": lambda: obstore.exceptions.NotFoundError("no such object"),
     "obstore.exceptions.PermissionDeniedError": lambda: obstore.exceptions.PermissionDeniedError("denied"),
     "obstore.exceptions.UnauthenticatedError": lambda: obstore.exceptions.UnauthenticatedError("bad key"),
@@ -125,6 +128,23 @@ def test_the_source_boundary_lets_no_foreign_error_out() -> None:
     engine = create_source_engine(f"postgresql+psycopg://u:p@127.0.0.1:{_closed_port()}/db")
     with pytest.raises(SourceUnavailableError), source_errors(engine), engine.connect() as conn:
         count_rows(conn, "pinterest_data")
+
+
+def test_the_emulator_s_http_boundary_lets_no_foreign_error_out() -> None:
+    from pinpipe.emulate.client import HttpConnection
+    from pinpipe.errors import ApiUnavailableError, ConfigError
+
+    async def ask() -> None:
+        conn = HttpConnection(f"http://127.0.0.1:{_closed_port()}", timeout_s=2)
+        try:
+            await conn.request("GET", "/healthz", {}, b"")
+        finally:
+            await conn.close()
+
+    with pytest.raises(ApiUnavailableError, match="got no answer"):
+        asyncio.run(ask())
+    with pytest.raises(ConfigError):
+        HttpConnection("ftp://127.0.0.1:1")
 
 
 def test_store_and_delta_errors_map_to_retryable_classes() -> None:

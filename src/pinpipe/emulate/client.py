@@ -4,8 +4,8 @@ Called by the user emulator (:mod:`pinpipe.emulate.emulator`) and the ingestion 
 spend more CPU per request than a small server does to answer it (httpx: about 0.85 CPU-seconds per wall second
 at 350 requests/s), so load would measure the client. This one writes a prepared request and reads
 ``Content-Length``-framed or chunked answers on one connection; ``https://`` URLs go through httpx instead.
-Connection failures raise :class:`ConnectionError` / :class:`TimeoutError` (the caller retries); nothing here
-knows about pinpipe's APIs.
+Transport failures raise :class:`~pinpipe.errors.ApiUnavailableError` (the caller retries under
+:data:`pinpipe.retry.REQUEST`); nothing here knows about pinpipe's APIs.
 """
 
 from __future__ import annotations
@@ -16,6 +16,13 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import httpx
+
+from pinpipe.errors import ConfigError, map_exceptions
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
 
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 """HTTP statuses a client retries (timeouts, throttling, server errors); any other answer is final."""
@@ -45,25 +52,21 @@ class HttpConnection:
         if self.scheme == "https":
             self._httpx = httpx.AsyncClient(base_url=base_url.rstrip("/"), timeout=timeout_s)
         elif self.scheme != "http":
-            raise ValueError(f"unsupported URL scheme in {base_url!r} (use http:// or https://)")
+            raise ConfigError(f"unsupported URL scheme in {base_url!r}", hint="use http:// or https://")
 
     async def request(self, method: str, path: str, headers: dict[str, str], body: bytes) -> HttpAnswer:
-        """Send one request and read its answer; on any transport failure the connection is dropped."""
-        if self._httpx is not None:
-            try:
+        """Send one request and read its answer; a transport failure drops the connection and raises
+        :class:`~pinpipe.errors.ApiUnavailableError` (the rules are ``errors.FOREIGN_ERRORS["http"]``)."""
+        what = f"{method} {self.prefix}{path} to {self.host}:{self.port} got no answer"
+        with map_exceptions("http", what, detail=_describe):
+            if self._httpx is not None:
                 resp = await self._httpx.request(method, path, headers=headers, content=body)
-            except httpx.TimeoutException as exc:
-                raise TimeoutError(str(exc)) from exc
-            except httpx.TransportError as exc:
-                raise ConnectionError(str(exc)) from exc
-            return HttpAnswer(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content)
-        try:
-            return await asyncio.wait_for(self._exchange(method, path, headers, body), self.timeout_s)
-        except (OSError, asyncio.IncompleteReadError, ValueError, TimeoutError) as exc:
-            await self.close()
-            if isinstance(exc, TimeoutError):
+                return HttpAnswer(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content)
+            try:
+                return await asyncio.wait_for(self._exchange(method, path, headers, body), self.timeout_s)
+            except BaseException:
+                await self.close()
                 raise
-            raise ConnectionError(f"{type(exc).__name__}: {exc}") from exc
 
     async def _exchange(self, method: str, path: str, headers: dict[str, str], body: bytes) -> HttpAnswer:
         if self._writer is None or self._reader is None:

@@ -48,10 +48,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Literal
 
+from pinpipe import retry
 from pinpipe.config import DEFAULT_PREFIX
 from pinpipe.emulate.client import RETRY_STATUSES, HttpConnection
 from pinpipe.emulate.preflight import check_options, check_source, probe_api
-from pinpipe.errors import ConfigError, InvalidInputError, NotFoundError, PinpipeError, RetryableError
+from pinpipe.errors import (
+    ApiUnavailableError,
+    ConfigError,
+    InvalidInputError,
+    NotFoundError,
+    PinpipeError,
+    RetryableError,
+)
 from pinpipe.source.database import count_rows, create_source_engine, existing_tables, read_row, redact, source_errors
 from pinpipe.tables import KINDS, RAW_TABLES, Kind, stream_name, topic_name
 from pinpipe.telemetry.logs import get_logger
@@ -293,48 +301,78 @@ async def _send_all(
     await asyncio.gather(*(worker() for _ in range(max(1, opts.concurrency))))
 
 
+class _NotAnswered(RetryableError):
+    """This attempt got no answer, or a 408/429/5xx one: try again (after ``retry_after`` seconds if the API
+    said so)."""
+
+    def __init__(self, error: str, status: int | None, retry_after: float | None) -> None:
+        super().__init__(error, status=status)
+        self.status = status
+        self.retry_after = retry_after
+
+
+def _wait_for(exc: Exception) -> bool | float:
+    """The retry hook: retry an unanswered attempt, after the API's ``Retry-After`` when it sent one."""
+    if not isinstance(exc, _NotAnswered):
+        return False
+    return exc.retry_after if exc.retry_after is not None else True
+
+
 async def _send_one(
     opts: EmulateOptions, conn: HttpConnection, req: _Request, summary: EmulateSummary, sendlog: _SendLog
 ) -> None:
+    """Send one request under :data:`pinpipe.retry.REQUEST` (``opts.max_attempts`` attempts), writing each
+    attempt to the send log; a final failure is counted in ``summary``, never raised."""
     summary.requests += 1
-    for attempt in range(1, opts.max_attempts + 1):
-        sendlog.write("sent", req, attempt, inds=req.inds)
-        t0 = time.perf_counter()
-        status: int | None = None
-        retry_after = None
-        try:
-            answer = await conn.request(req.method, req.path, req.headers, req.body)
-            status = answer.status
-            if 200 <= status < 300:
-                summary.latencies_ms.append((time.perf_counter() - t0) * 1000)
-                records = _positions(opts.dialect, req.inds, json.loads(answer.body))
-                sendlog.write("acked", req, attempt, status=status, records=records)
-                summary.records_acked += len(req.inds)
+    attempt_no = 0
+    policy = retry.REQUEST.but(attempts=opts.max_attempts, on=_wait_for)
+    try:
+        async for attempt in retry.attempts_async(policy):
+            with attempt:
+                attempt_no += 1
+                if attempt_no > 1:
+                    summary.retries += 1
+                await _attempt(opts, conn, req, summary, sendlog, attempt_no)
                 return
-            error = answer.body[:500].decode(errors="replace")
-            retry_after = answer.headers.get("retry-after")
-        except (ConnectionError, TimeoutError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            if summary.last_error is None:
-                log.warning("the API does not answer; retrying", extra={"fields": {"api": opts.api, "error": error}})
-        retryable = status is None or status in RETRY_STATUSES
-        final = not retryable or attempt == opts.max_attempts
-        sendlog.write("error", req, attempt, status=status, error=error, final=final)
-        if retryable:
-            summary.last_error = error if status is None else f"HTTP {status}: {error[:200]}"
-        if final:
-            summary.requests_failed += 1
-            if status is not None and not retryable:
-                summary.records_rejected += len(req.inds)
-                summary.last_rejection = f"HTTP {status}: {error[:200]}"
-            else:
-                summary.unavailable += 1
+    except _NotAnswered:  # every attempt went unanswered
+        summary.requests_failed += 1
+        summary.unavailable += 1
+
+
+async def _attempt(
+    opts: EmulateOptions, conn: HttpConnection, req: _Request, summary: EmulateSummary, sendlog: _SendLog, n: int
+) -> None:
+    """One attempt: returns when it was answered (acknowledged, or rejected for good); raises _NotAnswered."""
+    sendlog.write("sent", req, n, inds=req.inds)
+    t0 = time.perf_counter()
+    status: int | None = None
+    retry_after: str | None = None
+    try:
+        answer = await conn.request(req.method, req.path, req.headers, req.body)
+        status = answer.status
+        if 200 <= status < 300:
+            summary.latencies_ms.append((time.perf_counter() - t0) * 1000)
+            records = _positions(opts.dialect, req.inds, json.loads(answer.body))
+            sendlog.write("acked", req, n, status=status, records=records)
+            summary.records_acked += len(req.inds)
             return
-        summary.retries += 1
-        backoff = min(5.0, 0.1 * 2 ** (attempt - 1))
-        if retry_after and retry_after.replace(".", "", 1).isdigit():
-            backoff = max(backoff, float(retry_after))
-        await asyncio.sleep(backoff * (0.5 + random.random() / 2))
+        error = answer.body[:500].decode(errors="replace")
+        retry_after = answer.headers.get("retry-after")
+    except ApiUnavailableError as exc:
+        error = exc.message
+        if summary.last_error is None:
+            log.warning("the API does not answer; retrying", extra={"fields": {"api": opts.api, "error": error}})
+    retryable = status is None or status in RETRY_STATUSES
+    final = not retryable or n == opts.max_attempts
+    sendlog.write("error", req, n, status=status, error=error, final=final)
+    if not retryable:  # rejected: a final answer
+        summary.requests_failed += 1
+        summary.records_rejected += len(req.inds)
+        summary.last_rejection = f"HTTP {status}: {error[:200]}"
+        return
+    summary.last_error = error if status is None else f"HTTP {status}: {error[:200]}"
+    wait = float(retry_after) if retry_after and retry_after.replace(".", "", 1).isdigit() else None
+    raise _NotAnswered(error, status, wait)
 
 
 def emulate(opts: EmulateOptions, progress: Callable[[int], None] | None = None) -> EmulateSummary:

@@ -8,15 +8,14 @@ within :data:`PROBE_S` is a RetryableError naming its URL (exit 75), raised befo
 
 from __future__ import annotations
 
-import asyncio
 import math
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from pinpipe import retry
 from pinpipe.emulate.client import HttpConnection
-from pinpipe.errors import ConfigError, NotFoundError, RetryableError
+from pinpipe.errors import ApiUnavailableError, ConfigError, NotFoundError, RetryableError
 from pinpipe.source.database import parse_url
 
 if TYPE_CHECKING:
@@ -90,19 +89,20 @@ def check_source(db_url: str) -> None:
 async def probe_api(api: str, timeout_s: float, within_s: float = PROBE_S) -> None:
     """Raise RetryableError naming ``api`` unless it answers HTTP at all within ``within_s`` (any status will do:
     a request that is answered shows the server is there)."""
-    deadline = time.monotonic() + within_s
-    while True:
-        conn = HttpConnection(api, min(timeout_s, within_s))
-        try:
-            await conn.request("GET", "/healthz", {}, b"")
-            return
-        except (ConnectionError, TimeoutError) as exc:
-            if time.monotonic() >= deadline:
-                raise RetryableError(
-                    f"cannot reach the API at {api}: {exc}",
-                    hint="start it (`pinpipe api`) or fix --api; nothing was sent",
-                    api=api,
-                ) from exc
-            await asyncio.sleep(0.25)
-        finally:
-            await conn.close()
+    policy = retry.REQUEST.but(
+        on=ApiUnavailableError, attempts=None, timeout_s=within_s, wait_initial_s=0.25, wait_max_s=0.25, wait_jitter_s=0
+    )
+    try:
+        async for attempt in retry.attempts_async(policy):
+            with attempt:
+                conn = HttpConnection(api, min(timeout_s, within_s))
+                try:
+                    await conn.request("GET", "/healthz", {}, b"")
+                finally:
+                    await conn.close()
+    except ApiUnavailableError as exc:
+        raise RetryableError(
+            f"cannot reach the API at {api}: {exc.message}",
+            hint="start it (`pinpipe api`) or fix --api; nothing was sent",
+            api=api,
+        ) from exc
