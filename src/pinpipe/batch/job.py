@@ -9,7 +9,11 @@ progress in one commit) — a crash between the two, or anywhere else, leaves a 
 without loss or duplicates. A run that finds nothing new commits nothing to silver, quarantine or gold.
 
 Gold is recomputed from the whole of silver (:func:`pinpipe.batch.gold.compute_gold`) when silver changed or a gold
-table is missing, and each ``<lake>/gold/<name>`` is overwritten only if its rows changed. Every run appends one
+table is missing — on DuckDB by scanning silver's Parquet files, without an Arrow copy of the tables — and each
+``<lake>/gold/<name>`` is overwritten only if its rows changed. Reads of silver are bounded by the run's keys: the
+MERGE predicate names their buckets and ranges, the row counts come from the Delta log's statistics, and only the
+``ind`` s repeated within the run are looked up before merging (:func:`_changed_repeats`). Two runs at once on one
+lake are safe: the loser of a commit race re-reads the winner's progress and redoes that kind. Every run appends one
 row per kind to ``<lake>/_meta/runs`` (:data:`RUNS_SCHEMA`) and must balance
 ``read = written + collapsed + quarantined`` (``written = inserted + updated``; ``collapsed`` = records that
 changed nothing: re-sends, records overtaken by a later one of the same ``ind``, identical to silver already),
@@ -30,9 +34,10 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pinpipe.batch import gold as gold_module
-from pinpipe.clean import clean_records
+from pinpipe.clean import CleanResult, clean_records
 from pinpipe.clean.records import concat_records, records_from_object
 from pinpipe.engine import Engine
 from pinpipe.errors import AccountingError, CommitConflictError
@@ -220,9 +225,10 @@ def _run_kind(lake: Lake, engine: Engine, kind: Kind, objects: list[_Object], re
     cleaned = clean_records(engine, kind, concat_records(tables))
     tables.clear()  # the landed bytes: free them before the Delta writes
     existed = delta.table_version(lake, "silver", kind) is not None
-    overwritten = delta.count_changed(lake, kind, cleaned.first_rows(), engine.duckdb())
+    first_changed, last_changed = _changed_repeats(lake, kind, cleaned, engine)
     delta.write_quarantine(lake, kind, cleaned.quarantine)
     merged = delta.merge_silver(lake, kind, cleaned.silver, app_txns=ends)
+    overwritten = merged.updated - last_changed + first_changed  # first records of the run that changed silver
     report(f"writing {kind}", 1, 1)
     stats = cleaned.stats
     run.read, run.quarantined = stats.read, stats.quarantined
@@ -232,6 +238,19 @@ def _run_kind(lake: Lake, engine: Engine, kind: Kind, objects: list[_Object], re
     run.notes = dict(stats.notes)
     _check(run, merged.unchanged, merged.rows_before, merged.rows_after)
     return run, merged.inserted > 0 or merged.updated > 0 or not existed
+
+
+def _changed_repeats(lake: Lake, kind: Kind, cleaned: CleanResult, engine: Engine) -> tuple[int, int]:
+    """For the ``ind`` s with several records in the run: how many of their first records, and how many of their
+    winners, differ from the row silver holds. Every other ``ind`` has one record, its first is its winner, and
+    the MERGE's own count of updated rows already says whether it changed silver — so silver is read only for
+    the repeated ``ind`` s (a few files), never for the whole run."""
+    firsts = cleaned.firsts
+    if firsts is None or firsts.num_rows == 0:
+        return 0, 0
+    winners = cleaned.silver.filter(pc.is_in(cleaned.silver.column("ind"), value_set=firsts.column("ind")))
+    conn = engine.duckdb()
+    return delta.count_changed(lake, kind, firsts, conn), delta.count_changed(lake, kind, winners, conn)
 
 
 def _check(run: KindRun, unchanged: int, rows_before: int, rows_after: int) -> None:

@@ -22,8 +22,6 @@ whose schema is not ours :class:`CorruptStateError`.
 
 from __future__ import annotations
 
-import bisect
-import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchError, TableNotFoundError
 
 from pinpipe.errors import CommitConflictError, CorruptStateError, StoreUnavailableError
+from pinpipe.lake.pruning import key_predicate, offset_predicate
 from pinpipe.lake.store import Lake
 from pinpipe.tables import (
     QUARANTINE_SCHEMA,
@@ -59,9 +58,6 @@ SILVER_FILE_BYTES: dict[Kind, int] = {"pin": 1024 * 1024, "geo": 256 * 1024, "us
 """``delta.targetFileSize`` of each silver table (about 3,000 pin rows, 10,000 geo or user rows a file): a
 MERGE rewrites every file holding a row it updates (copy-on-write), so the file size bounds what one updated
 row costs, and the file count what a merge has to prune."""
-
-MAX_RANGES = 16
-"""At most this many ``ind`` ranges in a MERGE predicate (:func:`key_ranges`)."""
 
 
 @dataclass(frozen=True)
@@ -158,19 +154,28 @@ def read_table(lake: Lake, *parts: str, columns: Sequence[str] | None = None) ->
 
 
 def silver_dataset(lake: Lake, kind: Kind) -> pa.dataset.Dataset | None:
-    """``<lake>/silver/<kind>`` as a lazy Arrow dataset (its files, scanned on demand with projection and filter
-    pushdown: DuckDB streams it instead of holding a copy of the table), None if there is no table."""
+    """The SPEC columns of ``<lake>/silver/<kind>`` as a lazy Arrow dataset over its data files (scanned on demand
+    with projection and filter pushdown: DuckDB streams it instead of holding a copy of the table), None if there
+    is no table."""
     dt = _open(lake, "silver", kind)
-    if dt is None:
-        return None
+    return None if dt is None else _files_dataset(dt, kind, None)
+
+
+def _files_dataset(dt: DeltaTable, kind: Kind, predicate: str | None) -> pa.dataset.Dataset:
+    """The data files of ``dt`` that ``predicate`` keeps, as a dataset of the SPEC columns: read by Arrow's own
+    local reader on a ``file://`` lake (the bucket lives in the path, not in the files), through delta-rs's
+    object store otherwise."""
     with _mapped("reading", dt.table_uri):
-        return dt.to_pyarrow_dataset()
+        uris = list(dt.file_uris(file_pruning_predicate=predicate))
+        if all("://" not in uri for uri in uris):
+            return pyarrow.dataset.dataset(uris, schema=SILVER_SCHEMAS[kind], format="parquet")
+        return dt.to_pyarrow_dataset(file_pruning_predicate=predicate, schema=silver_table_schema(kind))
 
 
 def count_changed(lake: Lake, kind: Kind, rows: pa.Table, conn: duckdb.DuckDBPyConnection) -> int:
     """How many of ``rows`` (``SILVER_SCHEMAS[kind]``) have an ``ind`` that ``<lake>/silver/<kind>`` holds with
-    different content (null-safe, every SPEC column). The batch job calls it with
-    :meth:`~pinpipe.clean.CleanResult.first_rows` before merging: each is a conflict with the row it follows.
+    different content (null-safe, every SPEC column). The batch job calls it before merging for the ``ind`` s that
+    repeat in a run (their first records and their winners); the MERGE's metrics count the others.
     ``conn`` is a DuckDB connection of the caller's thread (``engine.duckdb()``). Reads only the files whose
     bucket and ``ind`` statistics can hold one of ``rows`` (:func:`silver_files`), never the whole table."""
     dt = _open(lake, "silver", kind)
@@ -179,8 +184,7 @@ def count_changed(lake: Lake, kind: Kind, rows: pa.Table, conn: duckdb.DuckDBPyC
     schema = SILVER_SCHEMAS[kind]
     differs = " OR ".join(f'(s."{f.name}" IS DISTINCT FROM t."{f.name}")' for f in schema if f.name != "ind")
     inds = rows.column("ind").to_pylist()
-    with _mapped("comparing with silver", dt.table_uri):
-        silver = dt.to_pyarrow_dataset(file_pruning_predicate=key_predicate(inds, _buckets_of(dt)))
+    silver = _files_dataset(dt, kind, key_predicate(inds, _buckets_of(dt)))
     conn.register("__pinpipe_silver", silver)
     conn.register("__pinpipe_rows", rows.select(schema.names).cast(schema))
     try:
@@ -190,37 +194,6 @@ def count_changed(lake: Lake, kind: Kind, rows: pa.Table, conn: duckdb.DuckDBPyC
         conn.unregister("__pinpipe_rows")
         conn.unregister("__pinpipe_silver")
     return int(found[0][0])
-
-
-def key_ranges(inds: Iterable[int], most: int = MAX_RANGES) -> list[tuple[int, int]]:
-    """The sorted distinct ``inds`` as at most ``most`` inclusive ranges, split at the widest gaps: 300 new keys
-    above the table's largest and six old ones become seven tight ranges, not one that spans the table."""
-    keys = sorted(set(inds))
-    if not keys:
-        return []
-    gaps = sorted(range(1, len(keys)), key=lambda i: keys[i] - keys[i - 1], reverse=True)[: most - 1]
-    cuts = [0, *sorted(i for i in gaps if keys[i] - keys[i - 1] > 1), len(keys)]
-    return [(keys[a], keys[b - 1]) for a, b in itertools.pairwise(cuts)]
-
-
-def key_predicate(inds: Iterable[int], buckets: int | None, alias: str = "") -> str:
-    """A SQL predicate true for every silver row whose ``ind`` is in ``inds`` (and false for most others): their
-    :func:`key_ranges`, each with the buckets its keys fall in (when the table is bucketed and they are not all
-    of them). With ``alias`` ``"t"`` it is the target part of the MERGE predicate; without, a
-    ``file_pruning_predicate``. delta-rs prunes by partition values and per-file min/max statistics only when the
-    predicate spells them: it does not derive the source's range by itself (tech probe, 2026-12-01)."""
-    keys = sorted(set(inds))
-    col = f"{alias}." if alias else ""
-    terms: list[str] = []
-    for lo, hi in key_ranges(keys):
-        term = f"{col}ind = {lo}" if lo == hi else f"{col}ind >= {lo} AND {col}ind <= {hi}"
-        if buckets is not None:
-            inside = keys[bisect.bisect_left(keys, lo) : bisect.bisect_right(keys, hi)]
-            touched = sorted({silver_bucket(k, buckets) for k in inside})
-            if len(touched) < buckets:
-                term = f"{col}{SILVER_BUCKET} IN ({', '.join(map(str, touched))}) AND {term}"
-        terms.append(f"({term})")
-    return "(" + (" OR ".join(terms) or "false") + ")"
 
 
 def silver_files(lake: Lake, kind: Kind, inds: Iterable[int]) -> list[str] | None:
@@ -342,21 +315,6 @@ def _reload(dt: DeltaTable) -> int:
     return int(dt.version())
 
 
-def _offset_predicate(rows: pa.Table) -> str:
-    """The quarantine rows a merge of ``rows`` can match: per topic-partition, its offset range."""
-    spans: dict[tuple[str, int], list[int]] = {}
-    for topic, partition, offset in zip(*(rows.column(c).to_pylist() for c in QUARANTINE_KEY), strict=True):
-        spans.setdefault((topic, partition), []).append(offset)
-    terms = []
-    for (topic, partition), offsets in sorted(spans.items()):
-        quoted = "'" + topic.replace("'", "''") + "'"
-        terms.append(
-            f"(t.topic = {quoted} AND t.`partition` = {partition} AND t.`offset` >= {min(offsets)} "
-            f"AND t.`offset` <= {max(offsets)})"
-        )
-    return "(" + " OR ".join(terms) + ")"
-
-
 def write_quarantine(lake: Lake, kind: Kind, rows: pa.Table) -> int:
     """Insert quarantined rows into ``<lake>/quarantine/<kind>`` unless their ``(topic, partition, offset)`` is
     there already; the number inserted. Commits nothing when there is nothing new. The table is created empty
@@ -371,7 +329,7 @@ def write_quarantine(lake: Lake, kind: Kind, rows: pa.Table) -> int:
     key = "t.topic = s.topic AND t.`partition` = s.`partition` AND t.`offset` = s.`offset`"
     with _mapped("merging into quarantine", uri):
         metrics = (
-            dt.merge(rows, predicate=f"{key} AND {_offset_predicate(rows)}", source_alias="s", target_alias="t")
+            dt.merge(rows, predicate=f"{key} AND {offset_predicate(rows)}", source_alias="s", target_alias="t")
             .when_not_matched_insert_all()
             .execute()
         )
