@@ -9,10 +9,13 @@ step's ``VmHWM``):
 
 (a) **micro-batch**: ``--batches`` merges per kind of 300 new ``ind`` (above the table's largest) plus 6 changed
     rows of old ``ind`` spread over the whole key range (2 %), as the stream worker commits them;
+    The files each merge may read are those its keys' buckets and ranges keep (``delta.silver_files``, the
+    pruning delta-rs applies to the MERGE predicate; every file of the table on a layout without it).
 (b) **daily run**: 11,154 records per kind landed as JSON objects (2 % of them changed old ``ind``), then one
     ``run_batch`` with gold.
 
-Printed per size: wall (median per micro-batch, all three kinds; the daily run's total), peak RSS, the data files
+Printed per size: wall (median per micro-batch, all three kinds; the daily run's total, and its silver part —
+cleaning, quarantine, merges — apart from gold, recomputed from the whole of silver), peak RSS, the data files
 each merge rewrote (removed from the table: copy-on-write) and added, and the table's file count. The same-run
 baseline is the empty table (N = 0): each figure is also printed as a ratio to it. The last line is one JSON
 object with every figure. Not a timed test: the figures depend on the machine.
@@ -104,6 +107,7 @@ def child_micro(lake_url: str, n: int, batches: int) -> dict[str, Any]:
     per_kind: dict[str, list[float]] = {"pin": [], "geo": [], "user": []}
     removed: list[int] = []
     added: list[int] = []
+    read: list[int] = []
     for b in range(batches):
         start = n + b * MICRO_NEW
         rows = silver_rows(MICRO_NEW + MICRO_OLD, start, 1)
@@ -113,6 +117,8 @@ def child_micro(lake_url: str, n: int, batches: int) -> dict[str, Any]:
             batch = kind_rows[:MICRO_NEW] + _rekeyed(kind_rows[MICRO_NEW:], old)
             table = pa.Table.from_pylist(batch, schema=SILVER_SCHEMAS[kind])  # type: ignore[index]
             before = table_files(lake_url, kind)
+            may_read = getattr(delta, "silver_files", None)  # the files its keys can touch (pruned layout)
+            read.append(len(may_read(lake, kind, [r["ind"] for r in batch]) or []) if may_read else len(before))
             t0 = time.perf_counter()
             delta.merge_silver(lake, kind, table, app_txns={f"bench:{kind}": b + 1})  # type: ignore[arg-type]
             took = time.perf_counter() - t0
@@ -126,6 +132,8 @@ def child_micro(lake_url: str, n: int, batches: int) -> dict[str, Any]:
         "wall_median": statistics.median(walls),
         "wall_max": max(walls),
         "per_kind_median": {k: statistics.median(v) for k, v in per_kind.items()},
+        "files_read_max": max(read),
+        "files_read_last": read[-3:],
         "files_rewritten_max": max(removed),
         "files_added_max": max(added),
         "files": {k: len(table_files(lake_url, k)) for k in ("pin", "geo", "user")},
@@ -161,13 +169,21 @@ def child_daily(lake_url: str) -> dict[str, Any]:
     from pinpipe.lake.store import Lake
 
     before = {k: table_files(lake_url, k) for k in ("pin", "geo", "user")}
+    marks: dict[str, float] = {}
+
+    def progress(step: str, done: int, total: int) -> None:
+        marks[step] = time.perf_counter()  # the last "writing <kind>" ends the silver part of the run
+
     with open_engine("duckdb") as engine:
         t0 = time.perf_counter()
-        result = run_batch(Lake(lake_url), engine, PREFIX)
+        result = run_batch(Lake(lake_url), engine, PREFIX, progress=progress)
         wall = time.perf_counter() - t0
+    silver_s = max(v for k, v in marks.items() if k.startswith("writing")) - t0
     after = {k: table_files(lake_url, k) for k in ("pin", "geo", "user")}
     return {
         "wall": wall,
+        "silver_s": silver_s,
+        "gold_s": wall - silver_s,
         "rss_mb": peak_rss_mb(),
         "read": result.total.read,
         "inserted": result.total.inserted,
@@ -228,8 +244,8 @@ def main() -> None:
             print(
                 f"N={n:>9,}  fill {f['fill']['wall']:6.1f} s | micro-batch {m['wall_median'] * 1000:7.0f} ms "
                 f"(max {m['wall_max'] * 1000:.0f}, x{m['wall_median'] / b['micro']['wall_median']:.1f}) "
-                f"rewrote ≤{m['files_rewritten_max']} files, RSS {m['rss_mb']:.0f} MB | daily {d['wall']:5.1f} s "
-                f"(x{d['wall'] / b['daily']['wall']:.1f}) RSS {d['rss_mb']:.0f} MB "
+                f"read ≤{m['files_read_max']} rewrote ≤{m['files_rewritten_max']} files, RSS {m['rss_mb']:.0f} MB | daily {d['wall']:5.1f} s "
+                f"(x{d['wall'] / b['daily']['wall']:.1f}; silver {d['silver_s']:.1f} s, gold {d['gold_s']:.1f} s) RSS {d['rss_mb']:.0f} MB "
                 f"(x{d['rss_mb'] / b['daily']['rss_mb']:.1f}) rewrote {sum(d['files_rewritten'].values())} files | "
                 f"silver files {d['files']}",
                 flush=True,

@@ -375,13 +375,15 @@ def append(lake: Lake, table: pa.Table, *parts: str) -> None:
 
 
 def compact(lake: Lake, *parts: str) -> dict[str, Any] | None:
-    """Bin-pack the table's small files (``optimize.compact``); the metrics, None if there is no table. App
-    transaction versions survive compaction."""
+    """Bin-pack the table's small files (``optimize.compact``, within each bucket, up to the table's own
+    ``delta.targetFileSize``: bigger files would make every later update rewrite more); the metrics, None if
+    there is no table. App transaction versions survive compaction."""
     dt = _open(lake, *parts)
     if dt is None:
         return None
+    target = dt.metadata().configuration.get("delta.targetFileSize")
     with _mapped("compacting", dt.table_uri):
-        metrics: dict[str, Any] = dt.optimize.compact()
+        metrics: dict[str, Any] = dt.optimize.compact(target_size=int(target) if target else None)
         return metrics
 
 
