@@ -76,3 +76,19 @@ def test_micro_batch_merge_touches_a_bounded_number_of_files_as_silver_grows_ten
     for files, may_read, rewritten in (small, large):
         assert may_read <= bound and rewritten <= OLD, (files, may_read, rewritten)
     assert large[1] <= small[1] + OLD, (small, large)
+
+
+def test_a_silver_table_from_before_the_bucket_column_keeps_working(tmp_path: Path) -> None:
+    """A table created without ``bucket`` (SPEC columns only) is merged into as it is: no migration needed."""
+    from deltalake import DeltaTable, write_deltalake
+
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    rows = _pins(1_000, 0, 0)
+    write_deltalake(lake.table_uri("silver", "pin"), pa.Table.from_pylist(rows, schema=SILVER_SCHEMAS["pin"]))
+    batch = [*_pins(NEW, 1_000, 1), {**rows[10], "title": "changed"}, rows[20]]
+    merged = delta.merge_silver(lake, "pin", pa.Table.from_pylist(batch, schema=SILVER_SCHEMAS["pin"]))
+    assert (merged.inserted, merged.updated, merged.unchanged) == (NEW, 1, 1)
+    assert (merged.rows_before, merged.rows_after) == (1_000, 1_000 + NEW)
+    silver = delta.read_table(lake, "silver", "pin")
+    assert silver is not None and silver.num_rows == 1_000 + NEW == len(pc.unique(silver.column("ind")))
+    assert "bucket" not in {f.name for f in DeltaTable(lake.table_uri("silver", "pin")).schema().fields}
