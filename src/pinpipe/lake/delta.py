@@ -15,6 +15,11 @@ Idempotence:
 - a call with nothing to change commits nothing, except that :func:`merge_silver` with application
   transactions always commits them.
 
+Layout: silver is partitioned by ``bucket`` (:func:`pinpipe.tables.silver_bucket`, the log's placement) in small
+files (:data:`SILVER_FILE_BYTES`), and every MERGE predicate names the batch's buckets and ``ind`` ranges
+(:mod:`pinpipe.lake.pruning`): a merge reads and rewrites only the files its keys can touch. Every table is created
+empty first (:func:`_create`, a conflict-checked commit), then only merged into or appended to.
+
 Foreign errors are mapped here: a lost commit race (``CommitFailedError``) is :class:`CommitConflictError`
 (retryable: re-read and retry), other delta-rs / object-store failures :class:`StoreUnavailableError`, a table
 whose schema is not ours :class:`CorruptStateError`.
@@ -270,11 +275,12 @@ def merge_silver(lake: Lake, kind: Kind, silver: pa.Table, app_txns: Mapping[str
     source = _with_buckets(silver, buckets)
     props = _props(app_txns)
     if source.num_rows == 0:
+        rows = _rows(dt)
         if not app_txns:
-            return MergeStats(0, 0, 0, None)
+            return MergeStats(0, 0, 0, None, rows_before=rows, rows_after=rows)
         with _mapped("recording progress on silver", uri):
             write_deltalake(dt, source, mode="append", commit_properties=props)
-        return MergeStats(0, 0, 0, int(_reload(dt)))
+        return MergeStats(0, 0, 0, int(_reload(dt)), rows_before=rows, rows_after=rows)
     before = int(dt.version())
     rows_before = _rows(dt)
     predicate = f"t.ind = s.ind AND {key_predicate(silver.column('ind').to_pylist(), buckets, 't')}"
