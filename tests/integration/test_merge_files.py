@@ -92,3 +92,15 @@ def test_a_silver_table_from_before_the_bucket_column_keeps_working(tmp_path: Pa
     silver = delta.read_table(lake, "silver", "pin")
     assert silver is not None and silver.num_rows == 1_000 + NEW == len(pc.unique(silver.column("ind")))
     assert "bucket" not in {f.name for f in DeltaTable(lake.table_uri("silver", "pin")).schema().fields}
+
+
+def test_the_bucket_is_the_log_partition_of_the_same_ind() -> None:
+    """A worker owning log partition ``p`` of ``P`` (``P`` dividing 16) writes only buckets ``b % P == p``."""
+    from pinpipe.log.base import partition_for
+    from pinpipe.tables import silver_bucket
+
+    for ind in [*range(0, 5_000, 7), 2**63 - 1, 123_456_789_012]:
+        key = str(ind).encode()  # how the API keys a record (ingest: str(key_of(kind, value)).encode())
+        assert silver_bucket(ind, SILVER_BUCKETS) == partition_for(key, SILVER_BUCKETS)
+        for partitions in (2, 4, 8, 16):
+            assert partition_for(key, partitions) == silver_bucket(ind, SILVER_BUCKETS) % partitions
