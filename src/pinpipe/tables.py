@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 import re
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final, Literal, get_args
@@ -356,6 +357,31 @@ SILVER_SCHEMAS: dict[Kind, pa.Schema] = {
         ]
     ),
 }
+
+"""The SPEC columns of each silver table (§5), in order: what every reader of silver sees."""
+
+SILVER_BUCKET = "bucket"
+"""The column silver tables carry after the SPEC columns: the table is partitioned by it (``bucket=<b>/``)."""
+
+SILVER_BUCKETS = 16
+"""Buckets of a silver table created from now on (recorded in the table's configuration as
+:data:`SILVER_BUCKETS_KEY`; a table keeps the count it was created with). A log of ``P`` partitions with ``P``
+dividing 16 places an ``ind`` in partition ``bucket % P``, so a worker that owns partition ``p`` writes only the
+buckets ``b`` with ``b % P == p``: disjoint slices of every table."""
+
+SILVER_BUCKETS_KEY = "pinpipe.silver.buckets"
+
+
+def silver_bucket(ind: int, buckets: int) -> int:
+    """The bucket of ``ind``: CRC32 of its decimal digits modulo ``buckets`` — the placement the log gives a record
+    keyed by ``str(ind).encode()`` (:func:`pinpipe.log.base.partition_for`, the API's keys)."""
+    return zlib.crc32(b"%d" % ind) % buckets
+
+
+def silver_table_schema(kind: Kind) -> pa.Schema:
+    """The Delta schema of ``<lake>/silver/<kind>``: :data:`SILVER_SCHEMAS` ``[kind]`` then :data:`SILVER_BUCKET`."""
+    return SILVER_SCHEMAS[kind].append(pa.field(SILVER_BUCKET, pa.int32(), nullable=False))
+
 
 QUARANTINE_SCHEMA = pa.schema(
     [

@@ -9,7 +9,11 @@ progress in one commit) — a crash between the two, or anywhere else, leaves a 
 without loss or duplicates. A run that finds nothing new commits nothing to silver, quarantine or gold.
 
 Gold is recomputed from the whole of silver (:func:`pinpipe.batch.gold.compute_gold`) when silver changed or a gold
-table is missing, and each ``<lake>/gold/<name>`` is overwritten only if its rows changed. Every run appends one
+table is missing — on DuckDB by scanning silver's Parquet files, without an Arrow copy of the tables — and each
+``<lake>/gold/<name>`` is overwritten only if its rows changed. Reads of silver are bounded by the run's keys: the
+MERGE predicate names their buckets and ranges, the row counts come from the Delta log's statistics, and only the
+``ind`` s repeated within the run are looked up before merging (:func:`_changed_repeats`). Two runs at once on one
+lake are safe: the loser of a commit race re-reads the winner's progress and redoes that kind. Every run appends one
 row per kind to ``<lake>/_meta/runs`` (:data:`RUNS_SCHEMA`) and must balance
 ``read = written + collapsed + quarantined`` (``written = inserted + updated``; ``collapsed`` = records that
 changed nothing: re-sends, records overtaken by a later one of the same ``ind``, identical to silver already),
@@ -20,6 +24,7 @@ run's first record of an ``ind`` — from the row silver held before the run.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -29,12 +34,13 @@ from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pinpipe.batch import gold as gold_module
-from pinpipe.clean import clean_records
+from pinpipe.clean import CleanResult, clean_records
 from pinpipe.clean.records import concat_records, records_from_object
 from pinpipe.engine import Engine
-from pinpipe.errors import AccountingError
+from pinpipe.errors import AccountingError, CommitConflictError
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake, parse_landed_key
 from pinpipe.tables import KINDS, TIMESTAMP, Kind, kind_of_topic
@@ -59,6 +65,9 @@ RUNS_SCHEMA = pa.schema(
 )
 """``<lake>/_meta/runs``: one row per kind per run (``path`` = ``"batch"``); ``notes`` is a JSON object of
 data-quality note counts."""
+
+CONFLICT_ATTEMPTS = 5
+"""Times a kind is re-read and re-written after losing a commit race to another writer of the same lake."""
 
 Progress = Callable[[str, int, int], None]
 """``progress(step, done, total)``: called as objects are read and kinds are written."""
@@ -172,42 +181,15 @@ def run_batch(
     runs: dict[Kind, KindRun] = {}
     changed = False
     for kind in KINDS:
-        run = KindRun(kind)
-        runs[kind] = run
-        tps = sorted({(o.topic, o.partition) for o in objects[kind]})
-        done = delta.txn_versions(lake, kind, [app_id(t, p) for t, p in tps]) if tps else {}
-        pending = _pending(objects[kind], done)
-        tables: list[pa.Table] = []
-        ends: dict[str, int] = {}
-        for n, (obj, position) in enumerate(pending, start=1):
-            data = lake.get(obj.key)
-            report(f"reading {kind}", n, len(pending))
-            if data is None:
-                continue  # listed, then gone (a rewrite in progress): the next run takes it
-            records = records_from_object(obj.topic, obj.partition, obj.start, obj.key, data, min_offset=position)
-            if records.num_rows == 0:
-                continue
-            run.objects += 1
-            tables.append(records)
-            ends[app_id(obj.topic, obj.partition)] = int(records.column("offset")[-1].as_py()) + 1
-        if not tables:
-            continue
-        cleaned = clean_records(engine, kind, concat_records(tables))
-        tables.clear()  # the landed bytes: free them before the Delta writes
-        before = delta.table_version(lake, "silver", kind)
-        rows_before = _count(lake, kind)
-        overwritten = delta.count_changed(lake, kind, cleaned.first_rows(), engine.duckdb())
-        delta.write_quarantine(lake, kind, cleaned.quarantine)
-        merged = delta.merge_silver(lake, kind, cleaned.silver, app_txns=ends)
-        report(f"writing {kind}", 1, 1)
-        stats = cleaned.stats
-        run.read, run.quarantined = stats.read, stats.quarantined
-        run.inserted, run.updated = merged.inserted, merged.updated
-        run.collapsed = merged.unchanged + stats.duplicates + stats.conflicts
-        run.conflicts = stats.conflicts + overwritten  # changes within the batch + first records changing silver
-        run.notes = dict(stats.notes)
-        _check(run, merged.unchanged, rows_before, _count(lake, kind))
-        changed = changed or merged.inserted > 0 or merged.updated > 0 or before is None
+        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
+            try:
+                runs[kind], kind_changed = _run_kind(lake, engine, kind, objects[kind], report)
+                break
+            except CommitConflictError as exc:  # another writer committed first: re-read its progress, redo
+                if attempt == CONFLICT_ATTEMPTS:
+                    raise
+                log.info("silver commit conflicted; re-reading", extra={"fields": {"kind": kind, "error": str(exc)}})
+        changed = changed or kind_changed
     gold_written: list[str] = []
     if gold:
         gold_written = _refresh_gold(lake, engine, changed)
@@ -217,8 +199,58 @@ def run_batch(
     return result
 
 
-def _count(lake: Lake, kind: Kind) -> int:
-    return delta.row_count(lake, "silver", kind) or 0
+def _run_kind(lake: Lake, engine: Engine, kind: Kind, objects: list[_Object], report: Progress) -> tuple[KindRun, bool]:
+    """Read, clean and write one kind's pending records; (its accounting, whether silver changed). Raises
+    :class:`CommitConflictError` when another writer committed first (the caller re-runs it from the top: the
+    committed progress it then reads makes the retry exact)."""
+    run = KindRun(kind)
+    tps = sorted({(o.topic, o.partition) for o in objects})
+    done = delta.txn_versions(lake, kind, [app_id(t, p) for t, p in tps]) if tps else {}
+    pending = _pending(objects, done)
+    tables: list[pa.Table] = []
+    ends: dict[str, int] = {}
+    for n, (obj, position) in enumerate(pending, start=1):
+        data = lake.get(obj.key)
+        report(f"reading {kind}", n, len(pending))
+        if data is None:
+            continue  # listed, then gone (a rewrite in progress): the next run takes it
+        records = records_from_object(obj.topic, obj.partition, obj.start, obj.key, data, min_offset=position)
+        if records.num_rows == 0:
+            continue
+        run.objects += 1
+        tables.append(records)
+        ends[app_id(obj.topic, obj.partition)] = int(records.column("offset")[-1].as_py()) + 1
+    if not tables:
+        return run, False
+    cleaned = clean_records(engine, kind, concat_records(tables))
+    tables.clear()  # the landed bytes: free them before the Delta writes
+    existed = delta.table_version(lake, "silver", kind) is not None
+    first_changed, last_changed = _changed_repeats(lake, kind, cleaned, engine)
+    delta.write_quarantine(lake, kind, cleaned.quarantine)
+    merged = delta.merge_silver(lake, kind, cleaned.silver, app_txns=ends)
+    overwritten = merged.updated - last_changed + first_changed  # first records of the run that changed silver
+    report(f"writing {kind}", 1, 1)
+    stats = cleaned.stats
+    run.read, run.quarantined = stats.read, stats.quarantined
+    run.inserted, run.updated = merged.inserted, merged.updated
+    run.collapsed = merged.unchanged + stats.duplicates + stats.conflicts
+    run.conflicts = stats.conflicts + overwritten  # changes within the batch + first records changing silver
+    run.notes = dict(stats.notes)
+    _check(run, merged.unchanged, merged.rows_before, merged.rows_after)
+    return run, merged.inserted > 0 or merged.updated > 0 or not existed
+
+
+def _changed_repeats(lake: Lake, kind: Kind, cleaned: CleanResult, engine: Engine) -> tuple[int, int]:
+    """For the ``ind`` s with several records in the run: how many of their first records, and how many of their
+    winners, differ from the row silver holds. Every other ``ind`` has one record, its first is its winner, and
+    the MERGE's own count of updated rows already says whether it changed silver — so silver is read only for
+    the repeated ``ind`` s (a few files), never for the whole run."""
+    firsts = cleaned.firsts
+    if firsts is None or firsts.num_rows == 0:
+        return 0, 0
+    winners = cleaned.silver.filter(pc.is_in(cleaned.silver.column("ind"), value_set=firsts.column("ind")))
+    conn = engine.duckdb()
+    return delta.count_changed(lake, kind, firsts, conn), delta.count_changed(lake, kind, winners, conn)
 
 
 def _check(run: KindRun, unchanged: int, rows_before: int, rows_after: int) -> None:
@@ -236,16 +268,25 @@ def _refresh_gold(lake: Lake, engine: Engine, silver_changed: bool) -> list[str]
     missing = [n for n in names if delta.table_version(lake, "gold", n) is None]
     if not silver_changed and not missing:
         return []
-    silver = {kind: delta.read_table(lake, "silver", kind, columns=gold_module.SILVER_COLUMNS[kind]) for kind in KINDS}
+    silver: dict[Kind, Any] = {}
+    for kind in KINDS:
+        if engine.name == "duckdb":  # DuckDB scans the table's files itself: no Arrow copy of silver in memory
+            silver[kind] = delta.silver_dataset(lake, kind)
+        else:
+            silver[kind] = delta.read_table(lake, "silver", kind, columns=gold_module.SILVER_COLUMNS[kind])
     if any(table is None for table in silver.values()):
         log.info(
             "gold not computed: silver is not complete yet",
             extra={"fields": {"missing": [k for k, t in silver.items() if t is None]}},
         )
         return []
-    tables: dict[Kind, pa.Table] = {k: t for k, t in silver.items() if t is not None}
+    tables: dict[Kind, Any] = {k: t for k, t in silver.items() if t is not None}
     computed: dict[str, pa.Table] = gold_module.compute_gold_from_arrow(engine, tables)
-    return [name for name, table in computed.items() if delta.overwrite_if_changed(lake, table, "gold", name)]
+    written: list[str] = []
+    for name, table in computed.items():
+        if delta.retry_conflicts(functools.partial(delta.overwrite_if_changed, lake, table, "gold", name)):
+            written.append(name)  # a lost race re-reads the winner's rows: equal rows commit nothing
+    return written
 
 
 def _record(lake: Lake, result: BatchResult, start: datetime | None, end: datetime | None) -> None:

@@ -258,7 +258,7 @@ def tally_lake(lake: Lake, prefix: str, partitions: Iterable[TopicPartition] = (
                 kl.runs[name] = kl.runs.get(name, 0) + int(row[name])
     for kind, kl in kinds.items():
         mine = [tp for tp in tps if kind_of_topic(prefix, tp[0]) == kind]
-        silver = delta.read_table(lake, "silver", kind)
+        silver = delta.read_table(lake, "silver", kind, columns=["ind"])  # the keys only, not the rows
         if silver is not None:
             kl.silver_exists = True
             kl.silver_inds = [int(v) for v in silver.column("ind").to_pylist()]

@@ -15,6 +15,11 @@ Idempotence:
 - a call with nothing to change commits nothing, except that :func:`merge_silver` with application
   transactions always commits them.
 
+Layout: silver is partitioned by ``bucket`` (:func:`pinpipe.tables.silver_bucket`, the log's placement) in small
+files (:data:`SILVER_FILE_BYTES`), and every MERGE predicate names the batch's buckets and ``ind`` ranges
+(:mod:`pinpipe.lake.pruning`): a merge reads and rewrites only the files its keys can touch. Every table is created
+empty first (:func:`_create`, a conflict-checked commit), then only merged into or appended to.
+
 Foreign errors are mapped here: a lost commit race (``CommitFailedError``) is :class:`CommitConflictError`
 (retryable: re-read and retry), other delta-rs / object-store failures :class:`StoreUnavailableError`, a table
 whose schema is not ours :class:`CorruptStateError`.
@@ -22,19 +27,30 @@ whose schema is not ours :class:`CorruptStateError`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchError, TableNotFoundError
 
 from pinpipe.errors import CommitConflictError, CorruptStateError, StoreUnavailableError
+from pinpipe.lake.pruning import key_predicate, offset_predicate
 from pinpipe.lake.store import Lake
-from pinpipe.tables import QUARANTINE_SCHEMA, SILVER_SCHEMAS, Kind
+from pinpipe.tables import (
+    QUARANTINE_SCHEMA,
+    SILVER_BUCKET,
+    SILVER_BUCKETS,
+    SILVER_BUCKETS_KEY,
+    SILVER_SCHEMAS,
+    Kind,
+    silver_bucket,
+    silver_table_schema,
+)
 
 if TYPE_CHECKING:
     import duckdb
@@ -42,6 +58,11 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 QUARANTINE_KEY = ("topic", "partition", "offset")
+
+SILVER_FILE_BYTES: dict[Kind, int] = {"pin": 1024 * 1024, "geo": 256 * 1024, "user": 256 * 1024}
+"""``delta.targetFileSize`` of each silver table (about 3,000 pin rows, 10,000 geo or user rows a file): a
+MERGE rewrites every file holding a row it updates (copy-on-write), so the file size bounds what one updated
+row costs, and the file count what a merge has to prune."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +74,13 @@ class MergeStats:
     updated: int
     unchanged: int
     version: int | None
+    files_rewritten: int = 0
+    """Data files the MERGE removed (copy-on-write: each held a row it updated)."""
+    files_added: int = 0
+    rows_before: int = 0
+    """Rows of the snapshot the MERGE read, from the log's file statistics."""
+    rows_after: int = 0
+    """Rows of the version it committed (``rows_before`` if it committed nothing)."""
 
 
 @contextmanager
@@ -119,26 +147,49 @@ def txn_versions(lake: Lake, kind: Kind, app_ids: list[str]) -> dict[str, int | 
 
 def read_table(lake: Lake, *parts: str, columns: Sequence[str] | None = None) -> pa.Table | None:
     """The whole table at ``parts`` as Arrow (``read_table(lake, "silver", "pin")``), or only ``columns`` of it;
-    None if there is no table."""
+    None if there is no table. A silver table reads as its SPEC columns (``SILVER_SCHEMAS[kind]``) unless
+    ``columns`` asks for more: the bucket column is layout, not content."""
     dt = _open(lake, *parts)
     if dt is None:
         return None
+    if columns is None and len(parts) == 2 and parts[0] == "silver" and parts[1] in SILVER_SCHEMAS:
+        columns = SILVER_SCHEMAS[parts[1]].names
     with _mapped("reading", dt.table_uri):
         return dt.to_pyarrow_table(columns=None if columns is None else list(columns))
 
 
+def silver_dataset(lake: Lake, kind: Kind) -> pa.dataset.Dataset | None:
+    """The SPEC columns of ``<lake>/silver/<kind>`` as a lazy Arrow dataset over its data files (scanned on demand
+    with projection and filter pushdown: DuckDB streams it instead of holding a copy of the table), None if there
+    is no table."""
+    dt = _open(lake, "silver", kind)
+    return None if dt is None else _files_dataset(dt, kind, None)
+
+
+def _files_dataset(dt: DeltaTable, kind: Kind, predicate: str | None) -> pa.dataset.Dataset:
+    """The data files of ``dt`` that ``predicate`` keeps, as a dataset of the SPEC columns: read by Arrow's own
+    local reader on a ``file://`` lake (the bucket lives in the path, not in the files), through delta-rs's
+    object store otherwise."""
+    with _mapped("reading", dt.table_uri):
+        uris = list(dt.file_uris(file_pruning_predicate=predicate))
+        if all("://" not in uri for uri in uris):
+            return pyarrow.dataset.dataset(uris, schema=SILVER_SCHEMAS[kind], format="parquet")
+        return dt.to_pyarrow_dataset(file_pruning_predicate=predicate, schema=silver_table_schema(kind))
+
+
 def count_changed(lake: Lake, kind: Kind, rows: pa.Table, conn: duckdb.DuckDBPyConnection) -> int:
     """How many of ``rows`` (``SILVER_SCHEMAS[kind]``) have an ``ind`` that ``<lake>/silver/<kind>`` holds with
-    different content (null-safe, every column). The batch job calls it with
-    :meth:`~pinpipe.clean.CleanResult.first_rows` before merging: each is a conflict with the row it follows.
-    ``conn`` is a DuckDB connection of the caller's thread (``engine.duckdb()``)."""
+    different content (null-safe, every SPEC column). The batch job calls it before merging for the ``ind`` s that
+    repeat in a run (their first records and their winners); the MERGE's metrics count the others.
+    ``conn`` is a DuckDB connection of the caller's thread (``engine.duckdb()``). Reads only the files whose
+    bucket and ``ind`` statistics can hold one of ``rows`` (:func:`silver_files`), never the whole table."""
     dt = _open(lake, "silver", kind)
     if dt is None or rows.num_rows == 0:
         return 0
     schema = SILVER_SCHEMAS[kind]
     differs = " OR ".join(f'(s."{f.name}" IS DISTINCT FROM t."{f.name}")' for f in schema if f.name != "ind")
-    with _mapped("comparing with silver", dt.table_uri):
-        silver = dt.to_pyarrow_dataset()
+    inds = rows.column("ind").to_pylist()
+    silver = _files_dataset(dt, kind, key_predicate(inds, _buckets_of(dt)))
     conn.register("__pinpipe_silver", silver)
     conn.register("__pinpipe_rows", rows.select(schema.names).cast(schema))
     try:
@@ -150,46 +201,119 @@ def count_changed(lake: Lake, kind: Kind, rows: pa.Table, conn: duckdb.DuckDBPyC
     return int(found[0][0])
 
 
+def silver_files(lake: Lake, kind: Kind, inds: Iterable[int]) -> list[str] | None:
+    """The data files of ``silver/<kind>`` a merge of ``inds`` may read (by bucket and statistics); None if there is
+    no table. What :func:`merge_silver` and :func:`count_changed` prune to."""
+    dt = _open(lake, "silver", kind)
+    if dt is None:
+        return None
+    with _mapped("listing silver files", dt.table_uri):
+        return list(dt.file_uris(file_pruning_predicate=key_predicate(list(inds), _buckets_of(dt))))
+
+
 def _differs(schema: pa.Schema, key: str) -> str:
     return " OR ".join(f"(s.`{f.name}` IS DISTINCT FROM t.`{f.name}`)" for f in schema if f.name != key)
 
 
+def _create(lake: Lake, what: str, parts: tuple[str, ...], schema: pa.Schema, file_bytes: int | None) -> DeltaTable:
+    """The table at ``parts``, created empty first if there is none. Creation is a conflict-checked commit of
+    version 0: of two writers creating it at once one wins and the other opens the winner's table, so rows are
+    only ever written by MERGE (never by an unchecked first append)."""
+    dt = _open(lake, *parts)
+    if dt is not None:
+        return dt
+    uri = lake.table_uri(*parts)
+    bucketed = SILVER_BUCKET in schema.names
+    config = {"delta.targetFileSize": str(file_bytes)} if file_bytes else {}
+    if bucketed:
+        config[SILVER_BUCKETS_KEY] = str(SILVER_BUCKETS)
+    try:
+        return DeltaTable.create(
+            uri,
+            schema,
+            mode="ignore",
+            partition_by=[SILVER_BUCKET] if bucketed else None,
+            configuration=config or None,
+            storage_options=lake.storage_options or None,
+            raise_if_key_not_exists=False,
+        )
+    except (DeltaError, OSError) as exc:
+        dt = _open(lake, *parts)  # another writer committed version 0 first
+        if dt is not None:
+            return dt
+        raise StoreUnavailableError(f"{what} on {uri} failed: {exc}", table=uri) from exc
+
+
+def _buckets_of(dt: DeltaTable) -> int | None:
+    """The bucket count of a silver table, None for a table created before silver carried the bucket column
+    (such a table keeps working, unbucketed: its merges prune by ``ind`` ranges only)."""
+    if SILVER_BUCKET not in {f.name for f in dt.schema().fields}:
+        return None
+    return int(dt.metadata().configuration.get(SILVER_BUCKETS_KEY) or SILVER_BUCKETS)
+
+
+def _with_buckets(silver: pa.Table, buckets: int | None) -> pa.Table:
+    """``silver`` with its bucket column (when the table has one), sorted by (bucket, ind): new files are written
+    clustered by ``ind`` within their bucket."""
+    if buckets is None:
+        return silver.sort_by("ind") if silver.num_rows > 1 else silver
+    values = pa.array([silver_bucket(i, buckets) for i in silver.column("ind").to_pylist()], pa.int32())
+    out = silver.append_column(pa.field(SILVER_BUCKET, pa.int32(), nullable=False), values)
+    return out.sort_by([(SILVER_BUCKET, "ascending"), ("ind", "ascending")]) if out.num_rows > 1 else out
+
+
 def merge_silver(lake: Lake, kind: Kind, silver: pa.Table, app_txns: Mapping[str, int] | None = None) -> MergeStats:
     """Upsert ``silver`` (``SILVER_SCHEMAS[kind]``, one row per ``ind``) into ``<lake>/silver/<kind>`` by ``ind``,
-    in one commit that also records ``app_txns``; creates the table on first use."""
+    in one commit that also records ``app_txns``; creates the (empty, bucketed) table on first use. The MERGE
+    predicate spells the batch's buckets and ``ind`` ranges (:func:`key_predicate`), so delta-rs reads and
+    rewrites only the files that can hold one of its keys."""
     schema = SILVER_SCHEMAS[kind]
     silver = silver.select(schema.names).cast(schema)
     uri = lake.table_uri("silver", kind)
-    dt = _open(lake, "silver", kind)
+    dt = _create(lake, "creating silver", ("silver", kind), silver_table_schema(kind), SILVER_FILE_BYTES[kind])
+    buckets = _buckets_of(dt)
+    source = _with_buckets(silver, buckets)
     props = _props(app_txns)
-    if dt is None:
-        with _mapped("creating silver", uri):
-            write_deltalake(
-                uri, silver, mode="append", storage_options=lake.storage_options or None, commit_properties=props
-            )
-        return MergeStats(silver.num_rows, 0, 0, table_version(lake, "silver", kind))
-    if silver.num_rows == 0:
+    if source.num_rows == 0:
+        rows = _rows(dt)
         if not app_txns:
-            return MergeStats(0, 0, 0, None)
+            return MergeStats(0, 0, 0, None, rows_before=rows, rows_after=rows)
         with _mapped("recording progress on silver", uri):
-            write_deltalake(dt, silver, mode="append", commit_properties=props)
-        return MergeStats(0, 0, 0, int(_reload(dt)))
+            write_deltalake(dt, source, mode="append", commit_properties=props)
+        return MergeStats(0, 0, 0, int(_reload(dt)), rows_before=rows, rows_after=rows)
     before = int(dt.version())
+    rows_before = _rows(dt)
+    predicate = f"t.ind = s.ind AND {key_predicate(silver.column('ind').to_pylist(), buckets, 't')}"
     with _mapped("merging into silver", uri):
         metrics = (
-            dt.merge(silver, predicate="t.ind = s.ind", source_alias="s", target_alias="t", commit_properties=props)
+            dt.merge(source, predicate=predicate, source_alias="s", target_alias="t", commit_properties=props)
             .when_matched_update_all(predicate=_differs(schema, "ind"))
             .when_not_matched_insert_all()
             .execute()
         )
     inserted = int(metrics.get("num_target_rows_inserted", 0))
     updated = int(metrics.get("num_target_rows_updated", 0))
-    after = int(_reload(dt))
+    after = int(dt.version())  # the table object now holds the version this merge committed (if any)
+    rows_after = _rows(dt)
     if after == before and app_txns:  # a merge that changed nothing commits nothing: record the progress anyway
         with _mapped("recording progress on silver", uri):
-            write_deltalake(dt, silver.slice(0, 0), mode="append", commit_properties=props)
+            write_deltalake(dt, source.slice(0, 0), mode="append", commit_properties=props)
         after = int(_reload(dt))
-    return MergeStats(inserted, updated, silver.num_rows - inserted - updated, after if after != before else None)
+    return MergeStats(
+        inserted,
+        updated,
+        silver.num_rows - inserted - updated,
+        after if after != before else None,
+        files_rewritten=int(metrics.get("num_target_files_removed", 0)),
+        files_added=int(metrics.get("num_target_files_added", 0)),
+        rows_before=rows_before,
+        rows_after=rows_after,
+    )
+
+
+def _rows(dt: DeltaTable) -> int:
+    with _mapped("counting", dt.table_uri):
+        return int(dt.count())
 
 
 def _reload(dt: DeltaTable) -> int:
@@ -199,34 +323,19 @@ def _reload(dt: DeltaTable) -> int:
 
 def write_quarantine(lake: Lake, kind: Kind, rows: pa.Table) -> int:
     """Insert quarantined rows into ``<lake>/quarantine/<kind>`` unless their ``(topic, partition, offset)`` is
-    there already; the number inserted. Commits nothing when there is nothing new."""
+    there already; the number inserted. Commits nothing when there is nothing new. The table is created empty
+    first (a conflict-checked commit), then every write is a MERGE that reads only the files whose offset
+    statistics overlap the rows'."""
     if rows.num_rows == 0:
         return 0
     rows = rows.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
     rows = _first_per_key(rows)
     uri = lake.table_uri("quarantine", kind)
-    dt = _open(lake, "quarantine", kind)
-    if dt is None:
-        with _mapped("creating quarantine", uri):
-            write_deltalake(uri, rows, mode="append", storage_options=lake.storage_options or None)
-        return int(rows.num_rows)
-    existing = dt.to_pyarrow_table(columns=list(QUARANTINE_KEY))
-    if existing.num_rows:
-        seen = existing.append_column("_seen", pa.nulls(existing.num_rows, pa.bool_()).fill_null(True))
-        present = rows.join(seen, keys=list(QUARANTINE_KEY), join_type="left outer")
-        rows = (
-            present.filter(pc.is_null(present.column("_seen"))).select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
-        )
-    if rows.num_rows == 0:
-        return 0
+    dt = _create(lake, "creating quarantine", ("quarantine", kind), QUARANTINE_SCHEMA, None)
+    key = "t.topic = s.topic AND t.`partition` = s.`partition` AND t.`offset` = s.`offset`"
     with _mapped("merging into quarantine", uri):
         metrics = (
-            dt.merge(
-                rows,
-                predicate="t.topic = s.topic AND t.`partition` = s.`partition` AND t.`offset` = s.`offset`",
-                source_alias="s",
-                target_alias="t",
-            )
+            dt.merge(rows, predicate=f"{key} AND {offset_predicate(rows)}", source_alias="s", target_alias="t")
             .when_not_matched_insert_all()
             .execute()
         )
@@ -245,21 +354,16 @@ def _first_per_key(rows: pa.Table) -> pa.Table:
 def overwrite_if_changed(lake: Lake, table: pa.Table, *parts: str) -> bool:
     """Replace the table at ``parts`` with ``table`` (written in its own row order) unless it holds exactly these
     rows already (compared as sets of rows); True if it committed."""
-    uri = lake.table_uri(*parts)
     dt = _open(lake, *parts)
-    if dt is not None:
-        with _mapped("reading", uri):
+    if dt is None:  # create it empty first (conflict-checked), then overwrite like any other version
+        dt = _create(lake, "creating", parts, table.schema, None)
+    else:
+        with _mapped("reading", dt.table_uri):
             old = dt.to_pyarrow_table()
         if old.schema.equals(table.schema, check_metadata=False) and _canonical(old).equals(_canonical(table)):
             return False
-    with _mapped("overwriting", uri):
-        write_deltalake(
-            dt if dt is not None else uri,
-            table,
-            mode="overwrite",
-            schema_mode="overwrite",
-            storage_options=None if dt is not None else (lake.storage_options or None),
-        )
+    with _mapped("overwriting", dt.table_uri):
+        write_deltalake(dt, table, mode="overwrite", schema_mode="overwrite")
     return True
 
 
@@ -269,20 +373,23 @@ def _canonical(table: pa.Table) -> pa.Table:
 
 
 def append(lake: Lake, table: pa.Table, *parts: str) -> None:
-    """Append rows to the table at ``parts`` (created on first use)."""
-    uri = lake.table_uri(*parts)
-    with _mapped("appending", uri):
-        write_deltalake(uri, table, mode="append", storage_options=lake.storage_options or None)
+    """Append rows to the table at ``parts`` (created empty first, through a conflict-checked commit, so two
+    writers appending to a missing table both land their rows)."""
+    dt = _create(lake, "creating", parts, table.schema, None)
+    with _mapped("appending", dt.table_uri):
+        write_deltalake(dt, table, mode="append")
 
 
 def compact(lake: Lake, *parts: str) -> dict[str, Any] | None:
-    """Bin-pack the table's small files (``optimize.compact``); the metrics, None if there is no table. App
-    transaction versions survive compaction."""
+    """Bin-pack the table's small files (``optimize.compact``, within each bucket, up to the table's own
+    ``delta.targetFileSize``: bigger files would make every later update rewrite more); the metrics, None if
+    there is no table. App transaction versions survive compaction."""
     dt = _open(lake, *parts)
     if dt is None:
         return None
+    target = dt.metadata().configuration.get("delta.targetFileSize")
     with _mapped("compacting", dt.table_uri):
-        metrics: dict[str, Any] = dt.optimize.compact()
+        metrics: dict[str, Any] = dt.optimize.compact(target_size=int(target) if target else None)
         return metrics
 
 

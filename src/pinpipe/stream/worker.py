@@ -27,11 +27,13 @@ Delta commit (another worker, a compaction) raises a Retryable error and the sam
 Compaction runs only when no batch is in flight, so a worker never races its own merges.
 
 Latency (API acknowledgement → row readable in silver; ``bench/stream.py``): a micro-batch costs its cleaning
-(SQL built once per engine and kind, then ~30–60 ms per kind) and its silver MERGE (~50–150 ms on tables of up to
-~100k rows), merges overlapping cleaning. MERGE in delta-rs is copy-on-write and joins against the
-whole table, so its cost grows with the table's rows and files: :class:`~pinpipe.stream.compaction.Compactor` keeps the
-file count low (one table every 20 batches by default); the rows stay (a bucketed layout would bound them but
-needs a partition column the silver contract does not have).
+(SQL built once per engine and kind, then ~30–60 ms per kind) and its silver MERGE, merges overlapping cleaning.
+Silver is partitioned by ``bucket`` (the log's ``CRC32(ind) % partitions`` placement, 16 buckets) and the MERGE
+predicate names the batch's buckets and ``ind`` ranges, so delta-rs reads and rewrites only the files the batch's
+keys can touch: a merge's cost follows the batch, not the table (``bench/scale.py``; copy-on-write still
+rewrites each small file holding an updated row). Every merge adds a small file per bucket it writes:
+:class:`~pinpipe.stream.compaction.Compactor` bin-packs them (one table every 20 batches by default). A worker
+that owns log partition ``p`` of ``P`` (``P`` dividing 16) writes only the buckets ``b % P == p``.
 """
 
 from __future__ import annotations

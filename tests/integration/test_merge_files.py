@@ -1,0 +1,106 @@
+"""A micro-batch merge reads and rewrites a bounded number of silver's data files, however big silver grows.
+
+Structural, not timed: silver is filled with 10k and then (a fresh lake) 100k pin rows, each through the product's
+own merge, with a small target file size so the table has many files. A micro-batch of 300 new ``ind`` plus 6
+changed old ones spread over the key range is merged with every data file the batch's keys cannot touch moved
+out of the table's directory: the merge succeeds, so delta-rs read none of them. The files it may read and the
+files it rewrites stay under a bound that does not depend on the table's size.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pytest
+
+from pinpipe.lake import delta
+from pinpipe.lake.store import Lake
+from pinpipe.synth.generate import generate_records
+from pinpipe.synth.oracle import clean_record
+from pinpipe.tables import SILVER_BUCKETS, SILVER_SCHEMAS
+
+NEW, OLD = 300, 6
+
+
+def _pins(rows: int, start: int, seed: int) -> list[dict[str, object]]:
+    out = []
+    for record in generate_records(rows, seed, start=start)["pin"]:
+        row = clean_record("pin", record).row
+        assert row is not None
+        out.append(row)
+    return out
+
+
+def _micro_batch_files(root: Path, rows: int) -> tuple[int, int, int]:
+    """(files in silver before the batch, files the batch may read, files it rewrote)."""
+    lake = Lake(f"file://{root}")
+    delta.merge_silver(lake, "pin", pa.Table.from_pylist(_pins(rows, 0, 0), schema=SILVER_SCHEMAS["pin"]))
+    old = sorted(random.Random(rows).sample(range(rows), OLD))
+    batch = _pins(NEW + OLD, rows, 1)
+    batch[NEW:] = [{**row, "ind": ind} for row, ind in zip(batch[NEW:], old, strict=True)]
+    inds = [int(str(row["ind"])) for row in batch]
+    table_dir = root / "silver" / "pin"
+    every = {p for p in table_dir.rglob("*.parquet")}
+    may_read = {Path(uri) for uri in delta.silver_files(lake, "pin", inds) or []}
+    assert may_read <= every
+    hidden = root / "hidden"
+    moved = []
+    for path in every - may_read:  # what the merge must not read: gone from the table's directory
+        target = hidden / path.relative_to(table_dir)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, target)
+        moved.append((target, path))
+    try:
+        merged = delta.merge_silver(lake, "pin", pa.Table.from_pylist(batch, schema=SILVER_SCHEMAS["pin"]))
+    finally:
+        for target, path in moved:
+            shutil.move(target, path)
+    assert (merged.inserted, merged.updated) == (NEW, OLD)
+    silver = delta.read_table(lake, "silver", "pin")
+    assert silver is not None and silver.num_rows == rows + NEW == len(pc.unique(silver.column("ind")))
+    return len(every), len(may_read), merged.files_rewritten
+
+
+def test_micro_batch_merge_touches_a_bounded_number_of_files_as_silver_grows_tenfold(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(delta.SILVER_FILE_BYTES, "pin", 64 * 1024)  # many files from few rows
+    small = _micro_batch_files(tmp_path / "small", 10_000)
+    large = _micro_batch_files(tmp_path / "large", 100_000)
+    assert large[0] >= 5 * small[0], (small, large)  # the table really grew: many more files
+    bound = OLD + SILVER_BUCKETS  # a file per changed old ind, at most one per bucket for the new keys
+    for files, may_read, rewritten in (small, large):
+        assert may_read <= bound and rewritten <= OLD, (files, may_read, rewritten)
+    assert large[1] <= small[1] + OLD, (small, large)
+
+
+def test_a_silver_table_from_before_the_bucket_column_keeps_working(tmp_path: Path) -> None:
+    """A table created without ``bucket`` (SPEC columns only) is merged into as it is: no migration needed."""
+    from deltalake import DeltaTable, write_deltalake
+
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    rows = _pins(1_000, 0, 0)
+    write_deltalake(lake.table_uri("silver", "pin"), pa.Table.from_pylist(rows, schema=SILVER_SCHEMAS["pin"]))
+    batch = [*_pins(NEW, 1_000, 1), {**rows[10], "title": "changed"}, rows[20]]
+    merged = delta.merge_silver(lake, "pin", pa.Table.from_pylist(batch, schema=SILVER_SCHEMAS["pin"]))
+    assert (merged.inserted, merged.updated, merged.unchanged) == (NEW, 1, 1)
+    assert (merged.rows_before, merged.rows_after) == (1_000, 1_000 + NEW)
+    silver = delta.read_table(lake, "silver", "pin")
+    assert silver is not None and silver.num_rows == 1_000 + NEW == len(pc.unique(silver.column("ind")))
+    assert "bucket" not in {f.name for f in DeltaTable(lake.table_uri("silver", "pin")).schema().fields}
+
+
+def test_the_bucket_is_the_log_partition_of_the_same_ind() -> None:
+    """A worker owning log partition ``p`` of ``P`` (``P`` dividing 16) writes only buckets ``b % P == p``."""
+    from pinpipe.log.base import partition_for
+    from pinpipe.tables import silver_bucket
+
+    for ind in [*range(0, 5_000, 7), 2**63 - 1, 123_456_789_012]:
+        key = str(ind).encode()  # how the API keys a record (ingest: str(key_of(kind, value)).encode())
+        assert silver_bucket(ind, SILVER_BUCKETS) == partition_for(key, SILVER_BUCKETS)
+        for partitions in (2, 4, 8, 16):
+            assert partition_for(key, partitions) == silver_bucket(ind, SILVER_BUCKETS) % partitions
