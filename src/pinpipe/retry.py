@@ -61,6 +61,10 @@ LOG = Policy(on=LogUnavailableError, attempts=None, timeout_s=120.0)
 """The event log could not serve or take records: two minutes, as the store."""
 COMMIT_RACE = Policy(on=CommitConflictError, attempts=8, timeout_s=60.0, wait_initial_s=0.05, wait_max_s=2.0)
 """A Delta commit lost a race with another writer: re-read and commit again, a few times, quickly."""
+STREAM_COMMIT = Policy(
+    on=RetryableError, attempts=21, timeout_s=None, wait_initial_s=0.02, wait_max_s=2.0, wait_jitter_s=0.02
+)
+"""A stream worker's Delta commit (quarantine, then silver): a lost race or a store hiccup, retried 20 times."""
 SERVICE = Policy(on=RetryableError, attempts=None, timeout_s=120.0)
 """Any retryable failure of a long-running stage's step (store, log or commit race)."""
 PARTIAL_PUT = Policy(on=LogUnavailableError, attempts=5, timeout_s=30.0, wait_initial_s=0.1, wait_max_s=2.0)

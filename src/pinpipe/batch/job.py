@@ -24,7 +24,6 @@ run's first record of an ``ind`` — from the row silver held before the run.
 
 from __future__ import annotations
 
-import functools
 import logging
 import uuid
 from collections.abc import Callable
@@ -36,11 +35,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pinpipe import retry
 from pinpipe.batch import gold as gold_module
 from pinpipe.clean import CleanResult, clean_records
 from pinpipe.clean.records import concat_records, records_from_object
 from pinpipe.engine import Engine
-from pinpipe.errors import AccountingError, CommitConflictError
+from pinpipe.errors import AccountingError
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake, parse_landed_key
 from pinpipe.tables import KINDS, TIMESTAMP, Kind, kind_of_topic
@@ -66,7 +66,8 @@ RUNS_SCHEMA = pa.schema(
 """``<lake>/_meta/runs``: one row per kind per run (``path`` = ``"batch"``); ``notes`` is a JSON object of
 data-quality note counts."""
 
-CONFLICT_ATTEMPTS = 5
+KIND_RACE = retry.COMMIT_RACE.but(attempts=5)
+"""A kind whose silver commit lost a race with another writer is redone from its progress, up to 5 times."""
 """Times a kind is re-read and re-written after losing a commit race to another writer of the same lake."""
 
 Progress = Callable[[str, int, int], None]
@@ -181,14 +182,8 @@ def run_batch(
     runs: dict[Kind, KindRun] = {}
     changed = False
     for kind in KINDS:
-        for attempt in range(1, CONFLICT_ATTEMPTS + 1):
-            try:
-                runs[kind], kind_changed = _run_kind(lake, engine, kind, objects[kind], report)
-                break
-            except CommitConflictError as exc:  # another writer committed first: re-read its progress, redo
-                if attempt == CONFLICT_ATTEMPTS:
-                    raise
-                log.info("silver commit conflicted; re-reading", extra={"fields": {"kind": kind, "error": str(exc)}})
+        # another writer committed first: _run_kind re-reads the table's progress and redoes the kind
+        runs[kind], kind_changed = retry.call(KIND_RACE, _run_kind, lake, engine, kind, objects[kind], report)
         changed = changed or kind_changed
     gold_written: list[str] = []
     if gold:
@@ -284,7 +279,7 @@ def _refresh_gold(lake: Lake, engine: Engine, silver_changed: bool) -> list[str]
     computed: dict[str, pa.Table] = gold_module.compute_gold_from_arrow(engine, tables)
     written: list[str] = []
     for name, table in computed.items():
-        if delta.retry_conflicts(functools.partial(delta.overwrite_if_changed, lake, table, "gold", name)):
+        if retry.call(retry.COMMIT_RACE, delta.overwrite_if_changed, lake, table, "gold", name):
             written.append(name)  # a lost race re-reads the winner's rows: equal rows commit nothing
     return written
 

@@ -27,8 +27,8 @@ whose schema is not ours :class:`CorruptStateError`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -36,9 +36,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import CommitFailedError, DeltaError, SchemaMismatchError, TableNotFoundError
+from deltalake.exceptions import DeltaError, TableNotFoundError
 
-from pinpipe.errors import CommitConflictError, CorruptStateError, StoreUnavailableError
+from pinpipe.errors import (
+    CommitConflictError,
+    CorruptStateError,
+    NotFoundError,
+    PinpipeError,
+    StoreUnavailableError,
+    map_exceptions,
+)
 from pinpipe.lake.pruning import key_predicate, offset_predicate
 from pinpipe.lake.store import Lake
 from pinpipe.tables import (
@@ -83,32 +90,30 @@ class MergeStats:
     """Rows of the version it committed (``rows_before`` if it committed nothing)."""
 
 
-@contextmanager
-def _mapped(what: str, uri: str) -> Iterator[None]:
-    try:
-        yield
-    except CommitFailedError as exc:
-        raise CommitConflictError(
-            f"{what} on {uri} lost a commit race: {exc}", hint="retry: re-read the table version", table=uri
-        ) from exc
-    except SchemaMismatchError as exc:
-        raise CorruptStateError(
-            f"{what} on {uri}: the table's schema is not pinpipe's: {exc}",
-            hint="move the table away (or point --lake elsewhere) and re-run",
-            table=uri,
-        ) from exc
-    except (DeltaError, OSError) as exc:
-        raise StoreUnavailableError(f"{what} on {uri} failed: {exc}", table=uri) from exc
+_HINTS: dict[type[PinpipeError], str] = {
+    CommitConflictError: "retry: re-read the table version",
+    CorruptStateError: "the table's schema or log is not pinpipe's: move it away (or point --lake elsewhere) and re-run",
+}
+
+
+def _mapped(what: str, uri: str) -> AbstractContextManager[None]:
+    """The Delta boundary: deltalake's errors become pinpipe's (rules in ``errors.FOREIGN_ERRORS["delta"]``)."""
+    texts: dict[type[PinpipeError], str] = {
+        CommitConflictError: f"{what} on {uri} lost a commit race",
+        CorruptStateError: f"{what} on {uri}",
+        StoreUnavailableError: f"{what} on {uri} failed",
+        NotFoundError: f"{what} on {uri}: no such table",
+    }
+    return map_exceptions("delta", texts, hint=_HINTS, table=uri)
 
 
 def _open(lake: Lake, *parts: str) -> DeltaTable | None:
     uri = lake.table_uri(*parts)
-    try:
-        return DeltaTable(uri, storage_options=lake.storage_options or None)
-    except TableNotFoundError:
-        return None
-    except (DeltaError, OSError) as exc:
-        raise StoreUnavailableError(f"could not open Delta table {uri}: {exc}", table=uri) from exc
+    with _mapped("opening", uri):
+        try:
+            return DeltaTable(uri, storage_options=lake.storage_options or None)
+        except TableNotFoundError:
+            return None
 
 
 def _props(app_txns: Mapping[str, int] | None, metadata: Mapping[str, str] | None = None) -> CommitProperties:
@@ -241,7 +246,8 @@ def _create(lake: Lake, what: str, parts: tuple[str, ...], schema: pa.Schema, fi
         dt = _open(lake, *parts)  # another writer committed version 0 first
         if dt is not None:
             return dt
-        raise StoreUnavailableError(f"{what} on {uri} failed: {exc}", table=uri) from exc
+        with _mapped(what, uri):
+            raise exc
 
 
 def _buckets_of(dt: DeltaTable) -> int | None:
@@ -391,14 +397,3 @@ def compact(lake: Lake, *parts: str) -> dict[str, Any] | None:
     with _mapped("compacting", dt.table_uri):
         metrics: dict[str, Any] = dt.optimize.compact(target_size=int(target) if target else None)
         return metrics
-
-
-def retry_conflicts(call: Callable[[], T], attempts: int = 5) -> T:
-    """Run ``call``, again after a lost commit race (up to ``attempts`` times)."""
-    for attempt in range(attempts):
-        try:
-            return call()
-        except CommitConflictError:
-            if attempt == attempts - 1:
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pinpipe.lake.delta as delta
+from pinpipe import retry
 from pinpipe.errors import ConfigError, RetryableError
 from pinpipe.lake.store import Lake
 from pinpipe.tables import KINDS, Kind
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from pinpipe.telemetry.stream import StreamMetrics
 
 log = get_logger("compaction")
+COMPACTION = retry.COMMIT_RACE.but(on=RetryableError, attempts=3, timeout_s=30.0)
+"""A compaction that lost a commit race (or met a store hiccup): tried 3 times, then left for its next turn."""
 
 CompactFn = Callable[[Lake, str, str], object]
 
@@ -108,26 +111,18 @@ class Compactor:
         kind = self.kinds[self._turn % len(self.kinds)]
         self._turn += 1
         started = time.monotonic()
-        for attempt in range(1, self.attempts + 1):
-            try:
-                result = self._compact(self.lake, "silver", kind)
-            except RetryableError as exc:
-                log.warning(
-                    "compaction conflicted; retrying" if attempt < self.attempts else "compaction skipped",
-                    extra={"fields": {"kind": kind, "attempt": attempt, "error": str(exc)}},
-                )
-                time.sleep(0.05 * attempt)
-                continue
-            self.runs += 1
-            if metrics is not None:
-                metrics.compactions.labels(kind).inc()
-            summary = (
-                result
-                if not isinstance(result, dict)
-                else {k: result.get(k) for k in ("numFilesAdded", "numFilesRemoved")}
-            )
-            log.info(
-                "silver compacted",
-                extra={"fields": {"kind": kind, "seconds": round(time.monotonic() - started, 3), "result": summary}},
-            )
+        try:
+            result = retry.call(COMPACTION.but(attempts=self.attempts), self._compact, self.lake, "silver", kind)
+        except RetryableError as exc:  # left for this kind's next turn
+            log.warning("compaction skipped", extra={"fields": {"kind": kind, "error": str(exc)}})
             return
+        self.runs += 1
+        if metrics is not None:
+            metrics.compactions.labels(kind).inc()
+        summary = (
+            result if not isinstance(result, dict) else {k: result.get(k) for k in ("numFilesAdded", "numFilesRemoved")}
+        )
+        log.info(
+            "silver compacted",
+            extra={"fields": {"kind": kind, "seconds": round(time.monotonic() - started, 3), "result": summary}},
+        )

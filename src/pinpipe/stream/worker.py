@@ -45,6 +45,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from pinpipe import retry
 from pinpipe.clean import CleanResult, RawRecord, clean_records, prepare_cleaning
 from pinpipe.engine import Engine
 from pinpipe.errors import FatalError, RetryableError
@@ -140,7 +141,6 @@ class StreamWorker:
         options: StreamOptions,
         metrics: StreamMetrics | None = None,
         compactor: Compactor | None = None,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.feed = feed
         self.lake = lake
@@ -148,7 +148,6 @@ class StreamWorker:
         self.options = options
         self.metrics = metrics or StreamMetrics()
         self.compactor = compactor
-        self._sleep = sleep
         self._pending: list[LogRecord] = []
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_log_commit = 0.0
@@ -336,18 +335,15 @@ class StreamWorker:
         return out
 
     def _retrying(self, call: Callable[[], Any]) -> Any:
-        delay = 0.02
-        for attempt in range(self.options.max_retries + 1):
-            try:
+        """``call`` under :data:`pinpipe.retry.STREAM_COMMIT` (``max_retries`` retries), each retry counted."""
+        tries = 0
+        for attempt in retry.attempts(retry.STREAM_COMMIT.but(attempts=self.options.max_retries + 1)):
+            with attempt:
+                if tries:
+                    self.metrics.retries.inc()
+                tries += 1
                 return call()
-            except RetryableError as exc:
-                if attempt == self.options.max_retries:
-                    raise
-                self.metrics.retries.inc()
-                log.warning("delta commit retried", extra={"fields": {"attempt": attempt + 1, "error": str(exc)}})
-                self._sleep(delay)
-                delay = min(delay * 2, 2.0)
-        raise FatalError("unreachable")  # pragma: no cover
+        raise FatalError("unreachable")  # pragma: no cover - the policy raises the last error
 
     def _commit_log(self, force: bool) -> None:
         if not self._uncommitted:
