@@ -120,6 +120,22 @@ def topic_name(prefix: str, kind: Kind) -> str:
     return f"{prefix}.{kind}"
 
 
+BATCH_APP_PREFIX = "pinpipe-batch:"
+"""Delta application-transaction ids of the batch job: ``pinpipe-batch:<topic>:<partition>``."""
+STREAM_APP_PREFIX = "pinpipe-stream:"
+"""Delta application-transaction ids of the stream worker: ``pinpipe-stream:<topic>:<partition>``."""
+
+
+def batch_app_id(topic: str, partition: int) -> str:
+    """The batch job's application-transaction id for one topic-partition (version = the next offset)."""
+    return f"{BATCH_APP_PREFIX}{topic}:{partition}"
+
+
+def stream_app_id(topic: str, partition: int) -> str:
+    """The stream worker's application-transaction id for one topic-partition (version = the next offset)."""
+    return f"{STREAM_APP_PREFIX}{topic}:{partition}"
+
+
 def stream_name(prefix: str, kind: Kind) -> str:
     """Kinesis stream for a kind: ``streaming-<prefix>-<kind>``."""
     return f"streaming-{prefix}-{kind}"

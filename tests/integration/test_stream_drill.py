@@ -25,10 +25,10 @@ from pinpipe.config import DEFAULT_PREFIX
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 from pinpipe.log.embedded import EmbeddedLog
-from pinpipe.stream.worker import app_id
 from pinpipe.synth.faults import send_list
 from pinpipe.synth.oracle import expected_output, split_by_api
 from pinpipe.tables import KINDS, stream_name, topic_name
+from pinpipe.tables import stream_app_id as app_id
 from tests.fixtures.services import free_port, wait_for_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]

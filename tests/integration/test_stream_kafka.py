@@ -17,10 +17,10 @@ import pytest
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 from pinpipe.log.kafka import KafkaLog
-from pinpipe.stream.worker import app_id
 from pinpipe.synth.faults import send_list
 from pinpipe.synth.oracle import expected_output
 from pinpipe.tables import KINDS, RAW_TABLES, topic_name
+from pinpipe.tables import stream_app_id as app_id
 from tests.fixtures.services import Service
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]

@@ -9,11 +9,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from pinpipe.batch.job import RUNS_SCHEMA
 from pinpipe.checks.quality import check_run, enforce
 from pinpipe.cli import main
 from pinpipe.errors import AccountingError, InvalidInputError, NotFoundError
 from pinpipe.lake import delta
+from pinpipe.lake.runs import RUNS_SCHEMA
 from pinpipe.lake.store import Lake
 
 DAY = datetime(2024, 8, 18, tzinfo=UTC)

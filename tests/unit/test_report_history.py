@@ -8,12 +8,10 @@ from pathlib import Path
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from pinpipe.batch.job import app_id as batch_app_id
-from pinpipe.checks.counts import stream_app_id
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
-from pinpipe.report.history import BATCH_APP_PREFIX, STREAM_APP_PREFIX, silver_history
-from pinpipe.tables import SILVER_SCHEMAS
+from pinpipe.report.history import silver_history
+from pinpipe.tables import BATCH_APP_PREFIX, SILVER_SCHEMAS, STREAM_APP_PREFIX, batch_app_id, stream_app_id
 
 
 def _users(first: int, n: int, name: str = "A B") -> pa.Table:

@@ -19,10 +19,11 @@ from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 from pinpipe.log.feed import LogFeed
 from pinpipe.log.memory import MemoryLog
-from pinpipe.stream.worker import StreamOptions, StreamWorker, app_id
+from pinpipe.stream.worker import StreamOptions, StreamWorker
 from pinpipe.synth.faults import send_list
 from pinpipe.synth.oracle import ExpectedOutput, expected_output
 from pinpipe.tables import KINDS, RAW_TABLES, topic_name
+from pinpipe.tables import stream_app_id as app_id
 
 PREFIX = "t"
 

@@ -14,7 +14,7 @@ table is missing — on DuckDB by scanning silver's Parquet files, without an Ar
 MERGE predicate names their buckets and ranges, the row counts come from the Delta log's statistics, and only the
 ``ind`` s repeated within the run are looked up before merging (:func:`_changed_repeats`). Two runs at once on one
 lake are safe: the loser of a commit race re-reads the winner's progress and redoes that kind. Every run appends one
-row per kind to ``<lake>/_meta/runs`` (:data:`RUNS_SCHEMA`) and must balance
+row per kind to ``<lake>/_meta/runs`` (:data:`~pinpipe.lake.runs.RUNS_SCHEMA`) and must balance
 ``read = written + collapsed + quarantined`` (``written = inserted + updated``; ``collapsed`` = records that
 changed nothing: re-sends, records overtaken by a later one of the same ``ind``, identical to silver already),
 else :class:`~pinpipe.errors.AccountingError`. ``conflicts`` counts changes of a row's content, as the oracle does
@@ -42,46 +42,22 @@ from pinpipe.clean.records import concat_records, records_from_object
 from pinpipe.engine import Engine
 from pinpipe.errors import AccountingError
 from pinpipe.lake import delta
+from pinpipe.lake.runs import RUNS_SCHEMA, RUNS_TABLE, Balance
 from pinpipe.lake.store import Lake, parse_landed_key
-from pinpipe.tables import KINDS, TIMESTAMP, Kind, kind_of_topic
+from pinpipe.tables import KINDS, Kind, batch_app_id, kind_of_topic
 
 log = logging.getLogger("pinpipe.batch.job")
 
-RUNS_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string(), nullable=False),
-        pa.field("path", pa.string(), nullable=False),
-        pa.field("kind", pa.string(), nullable=False),
-        pa.field("started_at", TIMESTAMP, nullable=False),
-        pa.field("finished_at", TIMESTAMP, nullable=False),
-        pa.field("interval_start", TIMESTAMP),
-        pa.field("interval_end", TIMESTAMP),
-        *(
-            pa.field(name, pa.int64(), nullable=False)
-            for name in ("objects", "read", "inserted", "updated", "collapsed", "conflicts", "quarantined")
-        ),
-        pa.field("notes", pa.string(), nullable=False),
-    ]
-)
-"""``<lake>/_meta/runs``: one row per kind per run (``path`` = ``"batch"``); ``notes`` is a JSON object of
-data-quality note counts."""
-
 KIND_RACE = retry.COMMIT_RACE.but(attempts=5)
 """A kind whose silver commit lost a race with another writer is redone from its progress, up to 5 times."""
-"""Times a kind is re-read and re-written after losing a commit race to another writer of the same lake."""
 
 Progress = Callable[[str, int, int], None]
 """``progress(step, done, total)``: called as objects are read and kinds are written."""
 
 
-def app_id(topic: str, partition: int) -> str:
-    """The application-transaction id of the batch job for one topic-partition."""
-    return f"pinpipe-batch:{topic}:{partition}"
-
-
 @dataclass
-class KindRun:
-    """What one run did for one kind; ``read = inserted + updated + collapsed + quarantined``."""
+class KindRun(Balance):
+    """What one run did for one kind, counted as it goes; it must balance (:class:`~pinpipe.lake.runs.Balance`)."""
 
     kind: Kind
     objects: int = 0
@@ -94,12 +70,8 @@ class KindRun:
     notes: dict[str, int] = field(default_factory=dict)
 
     @property
-    def written(self) -> int:
-        return self.inserted + self.updated
-
-    @property
-    def balanced(self) -> bool:
-        return self.read == self.written + self.collapsed + self.quarantined
+    def counts(self) -> tuple[int, int, int, int, int]:
+        return self.read, self.inserted, self.updated, self.collapsed, self.quarantined
 
     def accounting_line(self) -> str:
         return (
@@ -155,7 +127,7 @@ def _pending(objects: list[_Object], done: dict[str, int | None]) -> list[tuple[
     """(object, first offset to take) for every object that may hold records beyond the committed position."""
     out: list[tuple[_Object, int]] = []
     for i, obj in enumerate(objects):
-        position = done.get(app_id(obj.topic, obj.partition)) or 0
+        position = done.get(batch_app_id(obj.topic, obj.partition)) or 0
         following = objects[i + 1] if i + 1 < len(objects) else None
         same_tp = following is not None and (following.topic, following.partition) == (obj.topic, obj.partition)
         if same_tp and following is not None and following.start <= position:
@@ -200,7 +172,7 @@ def _run_kind(lake: Lake, engine: Engine, kind: Kind, objects: list[_Object], re
     committed progress it then reads makes the retry exact)."""
     run = KindRun(kind)
     tps = sorted({(o.topic, o.partition) for o in objects})
-    done = delta.txn_versions(lake, kind, [app_id(t, p) for t, p in tps]) if tps else {}
+    done = delta.txn_versions(lake, kind, [batch_app_id(t, p) for t, p in tps]) if tps else {}
     pending = _pending(objects, done)
     tables: list[pa.Table] = []
     ends: dict[str, int] = {}
@@ -214,7 +186,7 @@ def _run_kind(lake: Lake, engine: Engine, kind: Kind, objects: list[_Object], re
             continue
         run.objects += 1
         tables.append(records)
-        ends[app_id(obj.topic, obj.partition)] = int(records.column("offset")[-1].as_py()) + 1
+        ends[batch_app_id(obj.topic, obj.partition)] = int(records.column("offset")[-1].as_py()) + 1
     if not tables:
         return run, False
     cleaned = clean_records(engine, kind, concat_records(tables))
@@ -306,4 +278,4 @@ def _record(lake: Lake, result: BatchResult, start: datetime | None, end: dateti
         }
         for name, value in values.items():
             rows[name].append(value)
-    delta.append(lake, pa.Table.from_pydict(rows, schema=RUNS_SCHEMA), "_meta", "runs")
+    delta.append(lake, pa.Table.from_pydict(rows, schema=RUNS_SCHEMA), *RUNS_TABLE)

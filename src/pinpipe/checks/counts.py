@@ -29,21 +29,16 @@ from pathlib import Path
 import orjson
 import pyarrow.compute as pc
 
-from pinpipe.batch.job import app_id as batch_app_id
 from pinpipe.emulate.client import RETRY_STATUSES
 from pinpipe.errors import InvalidInputError
 from pinpipe.lake import delta
+from pinpipe.lake.runs import RUNS_TABLE
 from pinpipe.lake.sink import encode_batch
 from pinpipe.lake.store import Lake, parse_landed_key
 from pinpipe.log.base import EventLog, TopicPartition
-from pinpipe.tables import KEY_RANGE, KINDS, RAW_TABLES, Kind, kind_of_topic, parse_int
+from pinpipe.tables import KEY_RANGE, KINDS, RAW_TABLES, Kind, batch_app_id, kind_of_topic, parse_int, stream_app_id
 
 READ_CHUNK = 5_000
-
-
-def stream_app_id(topic: str, partition: int) -> str:
-    """The stream writer's application-transaction id on silver (the contract in :mod:`pinpipe.clean`)."""
-    return f"pinpipe-stream:{topic}:{partition}"
 
 
 def object_lines(data: bytes) -> list[bytes]:
@@ -247,7 +242,7 @@ def tally_lake(lake: Lake, prefix: str, partitions: Iterable[TopicPartition] = (
         objects.sort(key=lambda o: (o.start, o.key))
     tps = sorted(set(landed) | set(partitions))
     kinds = {kind: KindLake() for kind in KINDS}
-    runs = delta.read_table(lake, "_meta", "runs")
+    runs = delta.read_table(lake, *RUNS_TABLE)
     if runs is not None and runs.num_rows:
         for row in runs.filter(pc.equal(runs.column("path"), "batch")).to_pylist():
             kl = kinds.get(row["kind"])

@@ -2,7 +2,7 @@
 
 Who calls what: ``pinpipe quality`` (the Airflow DAG's ``quality`` task runs it right after ``batch``) and
 ``pinpipe demo`` call :func:`check_run`, then :func:`enforce`. The facts come from ``<lake>/_meta/runs``, where
-every batch run records one row per kind (:data:`pinpipe.batch.job.RUNS_SCHEMA`); the gate reads nothing else, so
+every batch run records one row per kind (:data:`pinpipe.lake.runs.RUNS_SCHEMA`); the gate reads nothing else, so
 it can run anywhere the lake is reachable (on Databricks too) and judges exactly the run the scheduler asked for.
 
 Which run: the one named by ``run_id``; else the latest (by ``finished_at``) whose recorded data interval equals
@@ -22,14 +22,13 @@ from typing import Any
 
 from pinpipe.errors import AccountingError, ConfigError, InvalidInputError, NotFoundError
 from pinpipe.lake import delta
+from pinpipe.lake.runs import RUNS_TABLE, Balance
 from pinpipe.lake.store import Lake
-
-RUNS_TABLE = ("_meta", "runs")
 
 
 @dataclass(frozen=True)
-class KindVerdict:
-    """One kind of one run: its accounting and its quarantine share."""
+class KindVerdict(Balance):
+    """One kind of one run as ``_meta/runs`` recorded it: its accounting and its quarantine share."""
 
     kind: str
     read: int
@@ -40,17 +39,8 @@ class KindVerdict:
     conflicts: int
 
     @property
-    def written(self) -> int:
-        return self.inserted + self.updated
-
-    @property
-    def balanced(self) -> bool:
-        return self.read == self.written + self.collapsed + self.quarantined
-
-    @property
-    def share(self) -> float:
-        """Quarantined records as a share of the records read (0 when nothing was read)."""
-        return self.quarantined / self.read if self.read else 0.0
+    def counts(self) -> tuple[int, int, int, int, int]:
+        return self.read, self.inserted, self.updated, self.collapsed, self.quarantined
 
 
 @dataclass(frozen=True)

@@ -35,13 +35,14 @@ from typing import Any, Literal
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
 
-from pinpipe.checks.quality import RUNS_TABLE, check_run
+from pinpipe.checks.quality import check_run
 from pinpipe.config import LakeSettings
 from pinpipe.errors import InvalidInputError, NotFoundError, StoreUnavailableError
 from pinpipe.lake import delta
+from pinpipe.lake.runs import RUNS_TABLE
 from pinpipe.lake.store import Lake, is_temporary_key, parse_landed_key
 from pinpipe.log import EventLog, open_log
-from pinpipe.tables import KINDS, Kind, kind_of_topic
+from pinpipe.tables import KINDS, Kind, kind_of_topic, stream_app_id
 
 STUCK_EXIT_CODE = 4
 """``pinpipe status`` exits with this code when a stage is stuck (SPEC §8 leaves 4 free)."""
@@ -271,8 +272,6 @@ def _landed_end(lake: Lake, topic: str, partition: int, counts: dict[str, int]) 
 
 
 def _stream_versions(lake: Lake, prefix: str, topics: dict[str, int]) -> dict[tuple[str, int], int | None]:
-    from pinpipe.stream.worker import app_id
-
     out: dict[tuple[str, int], int | None] = {}
     by_kind: dict[Kind, list[tuple[str, int]]] = {}
     for topic, count in topics.items():
@@ -280,8 +279,8 @@ def _stream_versions(lake: Lake, prefix: str, topics: dict[str, int]) -> dict[tu
         if kind is not None:
             by_kind.setdefault(kind, []).extend((topic, p) for p in range(count))
     for kind, tps in by_kind.items():
-        versions = delta.txn_versions(lake, kind, [app_id(*tp) for tp in tps])
-        out.update({tp: versions[app_id(*tp)] for tp in tps})
+        versions = delta.txn_versions(lake, kind, [stream_app_id(*tp) for tp in tps])
+        out.update({tp: versions[stream_app_id(*tp)] for tp in tps})
     return out
 
 

@@ -54,8 +54,7 @@ from pinpipe.ops.supervise import Child, Supervisor, free_port
 from pinpipe.report.html import ReportSummary, write_report
 from pinpipe.source.database import create_source_engine
 from pinpipe.source.load import SampleOrigin, init_source
-from pinpipe.stream import worker as stream
-from pinpipe.tables import KINDS, kind_of_topic
+from pinpipe.tables import KINDS, kind_of_topic, stream_app_id
 
 Dialect = Literal["batch", "stream"]
 STATE_FILE = "demo-state.json"
@@ -322,7 +321,7 @@ def _wait_for_workers(layout: DemoLayout, opts: DemoOptions, ui: DemoUI, childre
             got = 0
             for (topic, p), end in ends.items():
                 kind = kind_of_topic(opts.prefix, topic)
-                version = delta.txn_version(lake, kind, stream.app_id(topic, p)) if kind else None
+                version = delta.txn_version(lake, kind, stream_app_id(topic, p)) if kind else None
                 got += min(version or 0, end)
             ui.progress("stream", got, total)
             return got >= total

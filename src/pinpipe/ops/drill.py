@@ -47,7 +47,6 @@ from typing import Literal
 
 from pinpipe.batch.job import run_batch
 from pinpipe.checks.accounting import AccountingReport, account
-from pinpipe.checks.counts import stream_app_id
 from pinpipe.checks.parity import ParityReport, compare_lakes
 from pinpipe.config import DEFAULT_PREFIX
 from pinpipe.emulate.emulator import EmulateOptions, EmulateSummary, emulate
@@ -60,7 +59,7 @@ from pinpipe.ops.corrupt_drill import Corruption, corrupt_and_repair
 from pinpipe.ops.supervise import Child, Supervisor, free_port
 from pinpipe.source.database import create_source_engine
 from pinpipe.source.load import init_source, origin_from
-from pinpipe.tables import kind_of_topic
+from pinpipe.tables import kind_of_topic, stream_app_id
 
 Component = Literal["api", "sink", "stream", "log", "corrupt"]
 KILLABLE: tuple[Component, ...] = ("api", "sink", "stream", "log")

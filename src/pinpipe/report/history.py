@@ -26,15 +26,11 @@ from typing import Any, Literal, get_args
 import orjson
 
 from pinpipe.lake.store import Lake
-from pinpipe.tables import Kind
+from pinpipe.tables import BATCH_APP_PREFIX, STREAM_APP_PREFIX, Kind
 
 Writer = Literal["batch", "stream", "compaction", "other"]
 WRITERS: tuple[Writer, ...] = get_args(Writer)
 
-BATCH_APP_PREFIX = "pinpipe-batch:"
-"""Application-transaction ids of the batch job start so (:func:`pinpipe.batch.job.app_id`)."""
-STREAM_APP_PREFIX = "pinpipe-stream:"
-"""Application-transaction ids of the stream worker start so (:func:`pinpipe.checks.counts.stream_app_id`)."""
 
 MAX_COMMITS = 2_000
 """Commit files read per table, newest first."""
@@ -147,6 +143,8 @@ def silver_history(lake: Lake, kind: Kind, rows: int | None, *, max_commits: int
         if commit is not None:
             commits.append(commit)
     complete = bool(chosen) and chosen[0][0] == 0 and len(commits) == len(chosen)
+    # tables are created empty (a conflict-checked CREATE TABLE), then merged into: the creation wrote no rows
+    commits = [c for c in commits if c.operation != "CREATE TABLE"]
     history = SilverHistory(kind, rows, commits, complete)
     for c in commits:
         history.inserted[c.writer] += c.inserted

@@ -38,6 +38,7 @@ import pyarrow as pa
 from pinpipe.batch.gold import GOLD_TABLES, read_gold_tables
 from pinpipe.errors import InvalidInputError, NotFoundError
 from pinpipe.lake import delta
+from pinpipe.lake.runs import RUNS_TABLE
 from pinpipe.lake.store import Lake
 from pinpipe.report import view
 from pinpipe.report.charts import COLUMN_LABELS, TITLES, gold_chart, quality_charts
@@ -113,7 +114,7 @@ def collect_report(lake: Lake, *, now: dt.datetime | None = None) -> ReportData:
     for kind in KINDS:
         table = delta.read_table(lake, "quarantine", kind, columns=["reason"])
         quarantine[kind] = None if table is None else Counter(table.column("reason").to_pylist())
-    runs_table = delta.read_table(lake, "_meta", "runs")
+    runs_table = delta.read_table(lake, *RUNS_TABLE)
     runs = None
     notes: dict[Kind, Counter[str]] = defaultdict(Counter)
     totals: dict[Kind, Counter[str]] = defaultdict(Counter)

@@ -25,7 +25,7 @@ from deltalake.exceptions import DeltaError, TableNotFoundError
 from pinpipe.errors import StoreUnavailableError
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
-from pinpipe.tables import SILVER_SCHEMAS, Kind
+from pinpipe.tables import SILVER_BUCKET, SILVER_SCHEMAS, Kind
 
 UNPARSED_NOTE = "follower_count_unparsed"
 
@@ -92,7 +92,7 @@ def profile_table(lake: Lake, kind: Kind, notes: Counter[str]) -> tuple[int | No
         return None, []
     names = list(SILVER_SCHEMAS[kind].names)
     rows, nulls, schema = counted
-    names += [n for n in schema.names if n not in names]
+    names += [n for n in schema.names if n not in names and n != SILVER_BUCKET]  # the layout column is no data
     out = [
         ColumnProfile(
             kind=kind,

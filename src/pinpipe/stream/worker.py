@@ -55,11 +55,10 @@ from pinpipe.log import open_log
 from pinpipe.log.base import LogRecord, Share, TopicPartition
 from pinpipe.log.feed import Feed, group_positions
 from pinpipe.stream.compaction import Compactor
-from pinpipe.tables import KINDS, Kind, kind_of_topic
+from pinpipe.tables import KINDS, Kind, kind_of_topic, stream_app_id
 from pinpipe.telemetry.logs import get_logger
 from pinpipe.telemetry.stream import StreamMetrics
 
-APP = "pinpipe-stream"
 log = get_logger("stream")
 
 
@@ -77,11 +76,6 @@ def open_feed(
     the feed closes the log."""
     event_log = open_log(log_url, access="read")  # a worker only reads: a missing log is an error, never created
     return event_log.consume(prefix, group, Share(worker_index, workers, leases, lease_s), owns_log=True)
-
-
-def app_id(topic: str, partition: int) -> str:
-    """The Delta application-transaction id of the stream writer of one topic-partition."""
-    return f"{APP}:{topic}:{partition}"
 
 
 @dataclass(frozen=True)
@@ -172,9 +166,9 @@ class StreamWorker:
                 by_kind.setdefault(kind, []).append((topic, partition))
         out: dict[TopicPartition, int] = {}
         for kind, tps in by_kind.items():
-            versions = delta.txn_versions(self.lake, kind, [app_id(*tp) for tp in tps])
+            versions = delta.txn_versions(self.lake, kind, [stream_app_id(*tp) for tp in tps])
             for tp in tps:
-                out[tp] = versions.get(app_id(*tp)) or 0
+                out[tp] = versions.get(stream_app_id(*tp)) or 0
         return out
 
     def release(self, partitions: list[TopicPartition]) -> None:
@@ -312,7 +306,7 @@ class StreamWorker:
 
     def _txns(self, kind: Kind, positions: dict[TopicPartition, int]) -> dict[str, int]:
         return {
-            app_id(topic, partition): pos
+            stream_app_id(topic, partition): pos
             for (topic, partition), pos in positions.items()
             if kind_of_topic(self.options.prefix, topic) == kind
         }
