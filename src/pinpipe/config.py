@@ -72,6 +72,35 @@ class BatchSettings(_Section):
     engine: Literal["duckdb", "spark"] = Field("duckdb", description="DataFrame engine for batch cleaning")
 
 
+class SparkSettings(_Section):
+    """The Spark engine (``batch.engine = "spark"``); inside a running Spark application its session is used."""
+
+    master: str = Field("local[*]", description="Spark master URL: local[N], spark://HOST:PORT, yarn, …")
+    conf: dict[str, str] = Field(
+        default_factory=dict, description="extra Spark settings, KEY=VALUE (a string: comma-separated pairs)"
+    )
+    driver_host: str | None = Field(
+        None, description="address executors reach the driver at (local masters: always 127.0.0.1)"
+    )
+    driver_memory: str = Field("4g", description="driver JVM heap (local masters run the tasks in it too)")
+    python: str | None = Field(None, description="Python of the executors (default: PYSPARK_PYTHON, else this one)")
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _conf(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [item for item in value.replace("\n", ",").split(",") if item.strip()]
+        if isinstance(value, list | tuple):
+            pairs: dict[str, str] = {}
+            for item in value:
+                key, sep, val = str(item).partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"{item!r} is not KEY=VALUE")
+                pairs[key.strip()] = val.strip()
+            return pairs
+        return value
+
+
 class StreamSettings(_Section):
     max_batch: int = Field(5_000, ge=1, description="records per micro-batch at most")
     max_wait_ms: int = Field(200, ge=1, description="wait at most this long to fill a micro-batch")
@@ -93,6 +122,7 @@ class Settings(BaseSettings):
     lake: LakeSettings = LakeSettings()
     sink: SinkSettings = SinkSettings()
     batch: BatchSettings = BatchSettings()
+    spark: SparkSettings = SparkSettings()
     stream: StreamSettings = StreamSettings()
 
     @field_validator("prefix")

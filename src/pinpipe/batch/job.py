@@ -164,7 +164,15 @@ def run_batch(
     progress: Progress | None = None,
     gold: bool = True,
 ) -> BatchResult:
-    """One batch run over ``lake`` (see the module docstring); returns its accounting."""
+    """One batch run over ``lake`` (see the module docstring); returns its accounting. On the Spark engine the
+    executors do the work (:func:`pinpipe.batch.spark_job.run_batch_on_spark`)."""
+    if engine.name == "spark":
+        from pinpipe.batch.spark_job import run_batch_on_spark
+
+        spark: Any = engine
+        return run_batch_on_spark(
+            lake, spark, prefix, interval_start=interval_start, interval_end=interval_end, progress=progress, gold=gold
+        )
     started = datetime.now(UTC)
     run_id = uuid.uuid4().hex
     report = progress or (lambda step, done, total: None)
