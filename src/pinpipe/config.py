@@ -17,10 +17,10 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pinpipe.errors import ConfigError
 from pinpipe.tables import check_prefix
@@ -76,8 +76,8 @@ class SparkSettings(_Section):
     """The Spark engine (``batch.engine = "spark"``); inside a running Spark application its session is used."""
 
     master: str = Field("local[*]", description="Spark master URL: local[N], spark://HOST:PORT, yarn, …")
-    conf: dict[str, str] = Field(
-        default_factory=dict, description="extra Spark settings, KEY=VALUE (a string: comma-separated pairs)"
+    conf: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="extra Spark settings (in the environment: KEY=VALUE,KEY=VALUE)"
     )
     driver_host: str | None = Field(
         None, description="address executors reach the driver at (local masters: always 127.0.0.1)"
@@ -89,7 +89,7 @@ class SparkSettings(_Section):
     @classmethod
     def _conf(cls, value: Any) -> Any:
         if isinstance(value, str):
-            value = [item for item in value.replace("\n", ",").split(",") if item.strip()]
+            value = [item for item in value.split(",") if item.strip()]
         if isinstance(value, list | tuple):
             pairs: dict[str, str] = {}
             for item in value:

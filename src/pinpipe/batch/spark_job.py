@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -62,19 +63,24 @@ def run_batch_on_spark(
     report = progress or (lambda step, done, total: None)
     ref = LakeRef.of(lake)
     objects = landed_objects(lake, prefix)
-    runs: dict[Kind, KindRun] = {}
-    changed = False
+    runs: dict[Kind, KindRun] = {kind: KindRun(kind) for kind in KINDS}
+    work: dict[Kind, list[Any]] = {}
     for kind in KINDS:
-        run = KindRun(kind)
-        runs[kind] = run
         tps = sorted({(o.topic, o.partition) for o in objects[kind]})
         done = delta.txn_versions(lake, kind, [app_id(t, p) for t, p in tps]) if tps else {}
         pending = _pending(objects[kind], done)
-        if not pending:
-            continue
-        report(f"cleaning {kind}", 0, 1)
-        changed = _run_kind(engine, lake, ref, kind, pending, run) or changed
-        report(f"cleaning {kind}", 1, 1)
+        if pending:
+            work[kind] = pending
+    # the kinds are independent (their own tables): their Spark jobs run side by side, so that the driver's
+    # planning and commits of one overlap the executors' work for another
+    changed = False
+    with ThreadPoolExecutor(max_workers=max(1, len(work)), thread_name_prefix="pinpipe-batch") as pool:
+        futures = {
+            kind: pool.submit(_run_kind, engine, lake, ref, kind, pending, runs[kind]) for kind, pending in work.items()
+        }
+        for n, kind in enumerate(futures, start=1):
+            changed = futures[kind].result() or changed
+            report("cleaning and writing", n, len(futures))
     gold_written: list[str] = []
     if gold:
         gold_written = _refresh_gold(lake, engine, ref, changed)
