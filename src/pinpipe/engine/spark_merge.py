@@ -158,17 +158,17 @@ def merge_by_ind(
         rows = rows.persist()
         changed_firsts = 0
     try:
-        counts = {
-            r["_status"]: int(r["n"]) for r in rows.groupBy("_status").agg(F.count(F.lit(1)).alias("n")).collect()
-        }
-        touched = sorted(
-            r["_file"] for r in rows.filter(F.col("_status") == "update").select("_file").distinct().collect()
-        )
+        counts: dict[str, int] = {}
+        touched: set[str] = set()
+        for r in rows.groupBy("_status", "_file").agg(F.count(F.lit(1)).alias("n")).collect():  # per file: metadata
+            counts[r["_status"]] = counts.get(r["_status"], 0) + int(r["n"])
+            if r["_status"] == "update":
+                touched.add(r["_file"])
         inserted, updated = counts.get("insert", 0), counts.get("update", 0)
-        removed = [f for f in files if f.path in set(touched)]
+        removed = [f for f in files if f.path in touched]
         added: list[WrittenFile] = []
         if inserted or updated:
-            out = rows.filter(F.col("_file").isNull() | F.col("_file").isin(touched)).select(*schema.names)
+            out = rows.filter(F.col("_file").isNull() | F.col("_file").isin(sorted(touched))).select(*schema.names)
             estimate = inserted + sum(f.num_records for f in removed)
             added = write_files(engine, ref, parts, out, schema, estimate, "ind")
         if added or removed or app_txns:
@@ -197,13 +197,8 @@ def insert_absent(
             key_schema = pa.schema([schema.field(k) for k in key])
             existing = read_files(engine, ref, parts, files, key_schema)
             rows = rows.join(existing, list(key), "left_anti")
-    rows = rows.select(*schema.names).persist()
-    try:
-        count = int(rows.count())
-        if count == 0:
-            return 0
-        added = write_files(engine, ref, parts, rows, schema, count, None)
+    # executors write what is new (an empty partition writes no file); the files' row counts are the count
+    added = write_files(engine, ref, parts, rows.select(*schema.names), schema, 0, None)
+    if added:
         commit_files(lake, parts, schema, added, dt=dt)
-        return count
-    finally:
-        rows.unpersist()
+    return sum(f.num_records for f in added)
