@@ -97,7 +97,7 @@ def main() -> None:
             sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
             from tests.fixtures.spark_cluster import spark_cluster
 
-            master = stack.enter_context(spark_cluster(base / "cluster")).master_url
+            master = stack.enter_context(spark_cluster(base / "spark-processes")).master_url
         t0 = time.perf_counter()
         landing = ["--land", str(base / "landing"), "--rows", str(args.rows), "--per-object", str(args.per_object)]
         subprocess.run([sys.executable, __file__, *landing], check=True)

@@ -15,6 +15,7 @@ import pytest
 from pinpipe.batch.job import run_batch
 from pinpipe.config import SparkSettings
 from pinpipe.engine import SparkEngine
+from pinpipe.engine.spark import session_conf
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 from pinpipe.synth.faults import send_list
@@ -140,3 +141,22 @@ def test_spark_settings_come_from_the_environment_and_the_file(tmp_path: Path) -
     assert spark["master"] == "spark://10.0.0.5:7077"  # the file
     assert spark["conf"] == {"spark.cores.max": "4", "spark.sql.shuffle.partitions": "8"}  # env wins over the file
     assert spark["driver_host"] == "10.0.0.9"
+
+
+def test_batch_rejects_a_master_that_is_not_a_spark_url(tmp_path: Path) -> None:
+    land(Lake(f"file://{tmp_path}"), {"pin": [{"index": 1}]})
+    argv = [sys.executable, "-m", "pinpipe", "batch", "--lake", f"file://{tmp_path}", "--engine", "spark"]
+    proc = subprocess.run([*argv, "--spark-master", "nonsense://x"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "spark master 'nonsense://x' is not a Spark master URL" in proc.stderr
+    assert delta.table_version(Lake(f"file://{tmp_path}"), "silver", "pin") is None
+
+
+def test_the_driver_binds_to_loopback_on_local_masters_and_where_told_on_a_cluster() -> None:
+    local = session_conf(SparkSettings(master="local[4]", driver_host="10.1.2.3"))
+    assert (local["spark.driver.bindAddress"], local["spark.driver.host"]) == ("127.0.0.1", "127.0.0.1")
+    cluster = session_conf(SparkSettings(master="spark://10.0.0.5:7077", driver_host="10.1.2.3"))
+    assert (cluster["spark.driver.bindAddress"], cluster["spark.driver.host"]) == ("10.1.2.3", "10.1.2.3")
+    default = session_conf(SparkSettings(master="spark://10.0.0.5:7077", conf={"spark.sql.shuffle.partitions": "64"}))
+    assert "spark.driver.bindAddress" not in default and "spark.driver.host" not in default  # Spark decides
+    assert default["spark.sql.shuffle.partitions"] == "64"  # conf wins over pinpipe's defaults

@@ -46,6 +46,21 @@ def is_local_master(master: str) -> bool:
     return master == "local" or master.startswith(("local[", "local-cluster["))
 
 
+MASTER_FORMS = ("local", "local[N]", "local-cluster[N,C,M]", "spark://HOST:PORT", "yarn", "k8s://URL", "mesos://URL")
+
+
+def check_master(master: str) -> str:
+    """``master`` if Spark accepts its form, else :class:`~pinpipe.errors.ConfigError` (Spark would only say that
+    its JVM exited)."""
+    if is_local_master(master) or master == "yarn" or master.startswith(("spark://", "k8s://", "mesos://")):
+        return master
+    raise ConfigError(
+        f"spark master {master!r} is not a Spark master URL",
+        hint="use --spark-master (or spark.master) with one of: " + ", ".join(MASTER_FORMS),
+        setting="spark.master",
+    )
+
+
 def session_conf(settings: SparkSettings) -> dict[str, str]:
     """Everything a built session is configured with (the master aside): :data:`DEFAULTS`, the driver's
     addresses and memory, then ``settings.conf``."""
@@ -86,7 +101,7 @@ class SparkEngine(Engine):
         if active is not None:
             self.session = active
         else:
-            builder = SparkSession.builder.master(self.settings.master)
+            builder = SparkSession.builder.master(check_master(self.settings.master))
             for key, value in session_conf(self.settings).items():
                 builder = builder.config(key, value)
             self.session = builder.getOrCreate()
