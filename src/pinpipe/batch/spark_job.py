@@ -126,7 +126,8 @@ def _run_kind(engine: SparkEngine, lake: Lake, ref: LakeRef, kind: Kind, pending
         first_rows = winners.join(firsts.select("ind"), "ind", "left_anti").unionByName(firsts)
         before = delta.table_version(lake, "silver", kind)
         rows_before = _count(lake, kind)
-        merged = _merge(engine, lake, ref, kind, quarantine, winners, first_rows, ends)
+        bounds = (counts["winners"], counts["lo"], counts["hi"])
+        merged = _merge(engine, lake, ref, kind, quarantine, winners, first_rows, ends, bounds)
     finally:
         if cleaned is not None:
             cleaned.unpersist()
@@ -138,8 +139,9 @@ def _run_kind(engine: SparkEngine, lake: Lake, ref: LakeRef, kind: Kind, pending
     return merged.inserted > 0 or merged.updated > 0 or before is None
 
 
-def _clean_counts(engine: SparkEngine, kind: Kind, cleaned: Any) -> dict[str, int]:
-    """One aggregate over the stage-2 rows: rejected, valid, winners, conflicts and each note (good rows)."""
+def _clean_counts(engine: SparkEngine, kind: Kind, cleaned: Any) -> dict[str, Any]:
+    """One aggregate over the stage-2 rows: rejected, valid, winners, conflicts, each note (good rows) and the
+    winners' lowest and highest ``ind`` (``lo``, ``hi``: None without winners)."""
     F = engine.F
     good = F.col("reason").isNull()
 
@@ -150,6 +152,8 @@ def _clean_counts(engine: SparkEngine, kind: Kind, cleaned: Any) -> dict[str, in
         total(~good).alias("rejected"),
         total(good).alias("valid"),
         total(F.col("_win")).alias("winners"),
+        F.min(F.when(F.col("_win"), F.col("ind"))).alias("lo"),
+        F.max(F.when(F.col("_win"), F.col("ind"))).alias("hi"),
         total(F.col("_differs")).alias("conflicts"),
         *(
             total(good & F.coalesce(F.col(f"_note{i}"), F.lit(False))).alias(f"_note{i}")
@@ -157,7 +161,10 @@ def _clean_counts(engine: SparkEngine, kind: Kind, cleaned: Any) -> dict[str, in
         ),
     ]
     row = cleaned.agg(*aggs).collect()[0]
-    return {name: int(row[name] or 0) for name in row.asDict()}
+    return {
+        name: (int(row[name]) if row[name] is not None else (None if name in ("lo", "hi") else 0))
+        for name in row.asDict()
+    }
 
 
 def _quarantine(engine: SparkEngine, stage1: Any, cleaned: Any) -> Any:
@@ -185,6 +192,7 @@ def _merge(
     winners: Any,
     first_rows: Any,
     ends: dict[str, int],
+    bounds: tuple[int, int | None, int | None],
 ) -> MergeCounts:
     """Quarantine first (insert-if-absent), then silver with the progress ``ends`` in the same commit."""
     schema = SILVER_SCHEMAS[kind]
@@ -193,7 +201,7 @@ def _merge(
     ):
         return _merge_on_driver(engine, lake, kind, quarantine, winners, first_rows, ends)
     insert_absent(engine, lake, ref, ("quarantine", kind), QUARANTINE_SCHEMA, quarantine, QUARANTINE_KEY)
-    return merge_by_ind(engine, lake, ref, ("silver", kind), schema, winners, first_rows, ends)
+    return merge_by_ind(engine, lake, ref, ("silver", kind), schema, winners, first_rows, ends, bounds)
 
 
 def _merge_on_driver(

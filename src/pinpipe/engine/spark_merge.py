@@ -94,10 +94,18 @@ def write_files(
     """Executors write ``df`` (about ``rows`` rows) as Parquet files of the table at ``parts``, ordered by
     ``key`` within each file (and by ranges of it across files); the files' metadata."""
     count = max(1, min(64, math.ceil(rows / ROWS_PER_FILE)))
-    df = df.repartitionByRange(count, key).sortWithinPartitions(key) if key is not None else df.repartition(count)
+    # one file needs no range boundaries (repartitionByRange samples the data in a job of its own)
+    df = df.repartition(count) if key is None or count == 1 else df.repartitionByRange(count, key)
+    if key is not None:
+        df = df.sortWithinPartitions(key)
     task = write_parquet_task(ref, table_prefix(*parts), schema)
     written = engine.to_arrow(df.mapInArrow(task, spark_schema(FILES_SCHEMA)))
     return WrittenFile.rows(written)
+
+
+def _overlaps(f: TableFile, lo: int, hi: int) -> bool:
+    """True if ``f`` may hold an ``ind`` in [lo, hi] (a file without statistics may hold any)."""
+    return f.low is None or f.high is None or (f.low <= hi and f.high >= lo)
 
 
 def _differs(F: Any, schema: pa.Schema, key: str) -> Any:
@@ -119,20 +127,24 @@ def merge_by_ind(
     batch: Any,
     firsts: Any,
     app_txns: Mapping[str, int] | None,
+    bounds: tuple[int, int | None, int | None] | None = None,
 ) -> MergeCounts:
     """Upsert ``batch`` (a DataFrame of ``schema`` rows, one per ``ind``) into the table at ``parts`` (see the
-    module docstring); ``firsts`` (same schema) are the rows to compare with the table for conflicts. The table
+    module docstring); ``firsts`` (same schema) are the rows to compare with the table for conflicts;
+    ``bounds`` = (rows, lowest ``ind``, highest ``ind``) of ``batch`` if the caller knows them. The table
     must be :func:`supported`. Commits nothing if nothing changed and there are no ``app_txns``."""
     F = engine.F
     dt = open_table(lake, *parts)
-    bounds = batch.agg(F.count(F.lit(1)).alias("n"), F.min("ind").alias("lo"), F.max("ind").alias("hi")).collect()[0]
-    size, lo, hi = int(bounds["n"]), bounds["lo"], bounds["hi"]
+    if bounds is None:
+        row = batch.agg(F.count(F.lit(1)).alias("n"), F.min("ind").alias("lo"), F.max("ind").alias("hi")).collect()[0]
+        bounds = int(row["n"]), row["lo"], row["hi"]
+    size, lo, hi = bounds
     if dt is None:
         created = write_files(engine, ref, parts, batch, schema, size, "ind") if size else []
         commit_files(lake, parts, schema, created, app_txns=app_txns)
         return MergeCounts(size, 0, 0, 0)
     files = table_files(dt)
-    candidates = [f for f in files if size and (f.low is None or f.high is None or (f.low <= hi and f.high >= lo))]
+    candidates = [] if lo is None or hi is None else [f for f in files if _overlaps(f, lo, hi)]
     s = batch.select(*schema.names, F.lit(True).alias("_s")).alias("s")
     if candidates:
         t = read_files(engine, ref, parts, candidates, schema, with_file=True).alias("t")
