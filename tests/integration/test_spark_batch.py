@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from pinpipe.batch.job import run_batch
@@ -160,3 +161,32 @@ def test_the_driver_binds_to_loopback_on_local_masters_and_where_told_on_a_clust
     default = session_conf(SparkSettings(master="spark://10.0.0.5:7077", conf={"spark.sql.shuffle.partitions": "64"}))
     assert "spark.driver.bindAddress" not in default and "spark.driver.host" not in default  # Spark decides
     assert default["spark.sql.shuffle.partitions"] == "64"  # conf wins over pinpipe's defaults
+
+
+def test_executor_written_files_commit_with_progress_and_lose_a_race_cleanly(tmp_path: Path) -> None:
+    from deltalake import DeltaTable
+
+    from pinpipe.engine.spark_io import LakeRef, WrittenFile, commit_files, table_files, write_parquet_task
+    from pinpipe.errors import CommitConflictError
+    from pinpipe.tables import SILVER_SCHEMAS
+
+    lake = Lake(f"file://{tmp_path}")
+    schema = SILVER_SCHEMAS["user"]
+    rows = pa.table({"ind": [1, 2], "user_name": ["a b", None], "age": [30, 40], "date_joined": [None, None]})
+    task = write_parquet_task(LakeRef.of(lake), "silver/user/", schema)
+
+    def write(table: pa.Table) -> list[WrittenFile]:
+        return WrittenFile.rows(pa.Table.from_batches(list(task(iter(table.to_batches())))))
+
+    commit_files(lake, ("silver", "user"), schema, write(rows), app_txns={"app": 5})
+    assert delta.txn_version(lake, "user", "app") == 5 and delta.row_count(lake, "silver", "user") == 2
+    first, second = (DeltaTable(lake.table_uri("silver", "user")) for _ in range(2))
+    old = table_files(first)
+    assert [(f.low, f.high, f.num_records) for f in old] == [(1, 2, 2)]  # statistics the pruning relies on
+    changed = rows.set_column(2, "age", pa.array([31, 40]))
+    commit_files(lake, ("silver", "user"), schema, write(changed), old, {"app": 7}, first)
+    with pytest.raises(CommitConflictError):  # the same file removed again from the same snapshot
+        commit_files(lake, ("silver", "user"), schema, write(changed), old, {"app": 9}, second)
+    got = delta.read_table(lake, "silver", "user")
+    assert got is not None and got.sort_by("ind").column("age").to_pylist() == [31, 40]
+    assert delta.txn_version(lake, "user", "app") == 7
