@@ -33,7 +33,7 @@ import pyarrow as pa
 from pinpipe.batch import gold as gold_module
 from pinpipe.clean import clean_records
 from pinpipe.clean.records import concat_records, records_from_object
-from pinpipe.engine import Engine
+from pinpipe.engine import Engine, SparkEngine
 from pinpipe.errors import AccountingError
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake, parse_landed_key
@@ -166,12 +166,11 @@ def run_batch(
 ) -> BatchResult:
     """One batch run over ``lake`` (see the module docstring); returns its accounting. On the Spark engine the
     executors do the work (:func:`pinpipe.batch.spark_job.run_batch_on_spark`)."""
-    if engine.name == "spark":
+    if isinstance(engine, SparkEngine):
         from pinpipe.batch.spark_job import run_batch_on_spark
 
-        spark: Any = engine
         return run_batch_on_spark(
-            lake, spark, prefix, interval_start=interval_start, interval_end=interval_end, progress=progress, gold=gold
+            lake, engine, prefix, interval_start=interval_start, interval_end=interval_end, progress=progress, gold=gold
         )
     started = datetime.now(UTC)
     run_id = uuid.uuid4().hex
