@@ -224,6 +224,11 @@ def describe(settings: Settings) -> dict[str, Any]:
     return settings.model_dump(mode="json")
 
 
+def spark_submitted() -> bool:
+    """True when ``spark-submit`` started this process (its JVM waits for us: ``PYSPARK_GATEWAY_PORT`` is set)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 def is_loopback(host: str) -> bool:
     """True for 127.0.0.0/8, ::1 and localhost."""
     return host == "localhost" or host.startswith("127.") or host in ("::1", "[::1]")

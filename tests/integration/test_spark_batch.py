@@ -5,6 +5,7 @@ The cluster is :mod:`tests.integration.test_spark_cluster`; PySpark 3.5 is :mod:
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -190,3 +191,41 @@ def test_executor_written_files_commit_with_progress_and_lose_a_race_cleanly(tmp
     got = delta.read_table(lake, "silver", "user")
     assert got is not None and got.sort_by("ind").column("age").to_pylist() == [31, 40]
     assert delta.txn_version(lake, "user", "app") == 7
+
+
+SUBMITTED = """
+import json, sys
+from pinpipe.batch.job import run_batch
+from pinpipe.config import load_settings
+from pinpipe.engine import open_engine
+from pinpipe.lake.store import Lake
+
+settings = load_settings()
+with open_engine("spark", settings.spark) as engine:
+    result = run_batch(Lake(sys.argv[1]), engine, settings.prefix, gold=False)
+    conf = engine.session.sparkContext.getConf()
+    out = {"master": engine.master, "app": conf.get("spark.app.name"), "read": result.total.read}
+print("RESULT-JSON:" + json.dumps(out), flush=True)
+"""
+
+
+def test_under_spark_submit_the_submitted_master_is_used(tmp_path: Path) -> None:
+    pytest.importorskip("pyspark")
+    import json
+
+    import pyspark
+
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    land(lake, {"pin": [{"index": 1, "title": "a"}, {"index": 2}], "geo": [{"ind": 1}]})
+    script = tmp_path / "submitted.py"
+    script.write_text(SUBMITTED)
+    submit = Path(pyspark.__file__).parent / "bin" / "spark-submit"
+    argv = [str(submit), "--master", "local[1]", "--conf", f"spark.pyspark.python={sys.executable}"]
+    argv += ["--conf", "spark.driver.bindAddress=127.0.0.1", "--conf", "spark.driver.host=127.0.0.1"]
+    env = {**os.environ, "SPARK_HOME": str(submit.parent.parent), "SPARK_LOCAL_IP": "127.0.0.1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2] / "src"), env.get("PYTHONPATH", "")])
+    proc = subprocess.run([*argv, str(script), lake.url], capture_output=True, text=True, env=env, timeout=300)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT-JSON:")]
+    assert lines, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
+    got = json.loads(lines[-1][len("RESULT-JSON:") :])
+    assert got == {"master": "local[1]", "app": "pinpipe", "read": 3}  # not pinpipe's default local[*]

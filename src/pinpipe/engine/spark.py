@@ -5,6 +5,8 @@ Where the session comes from:
 
 - inside a running Spark application (``spark-submit``, a Databricks job: an active session exists) that session
   is used as it is, and :meth:`SparkEngine.close` leaves it running;
+- under ``spark-submit`` (no session yet, the submitting JVM waiting) one is built on spark-submit's
+  ``--master`` and configuration, unless pinpipe's settings name a master;
 - otherwise one is built for :class:`~pinpipe.config.SparkSettings` ``master`` (``local[N]``, ``spark://HOST:PORT``,
   …) with ``conf`` applied last. For a local master the driver binds to 127.0.0.1 only; for a cluster it binds
   to ``driver_host`` when one is set (the address executors reach it at), else wherever Spark decides.
@@ -23,7 +25,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from pinpipe.config import SparkSettings
+from pinpipe.config import SparkSettings, spark_submitted
 from pinpipe.engine.base import Engine, EngineName
 from pinpipe.errors import ConfigError, require
 
@@ -61,10 +63,14 @@ def check_master(master: str) -> str:
     )
 
 
-def session_conf(settings: SparkSettings) -> dict[str, str]:
+def session_conf(settings: SparkSettings, submitted: bool = False) -> dict[str, str]:
     """Everything a built session is configured with (the master aside): :data:`DEFAULTS`, the driver's
-    addresses and memory, then ``settings.conf``."""
+    addresses and memory, then ``settings.conf``. Under ``spark-submit`` (``submitted``) with no master set in
+    pinpipe's settings, the master, the driver's addresses and memory are spark-submit's."""
     conf = dict(DEFAULTS)
+    if submitted and "master" not in settings.model_fields_set:
+        conf.update(settings.conf)
+        return conf
     conf["spark.driver.memory"] = settings.driver_memory
     if is_local_master(settings.master):
         conf["spark.driver.bindAddress"] = LOOPBACK
@@ -101,8 +107,11 @@ class SparkEngine(Engine):
         if active is not None:
             self.session = active
         else:
-            builder = SparkSession.builder.master(check_master(self.settings.master))
-            for key, value in session_conf(self.settings).items():
+            submitted = spark_submitted()
+            builder = SparkSession.builder
+            if not submitted or "master" in self.settings.model_fields_set:
+                builder = builder.master(check_master(self.settings.master))
+            for key, value in session_conf(self.settings, submitted).items():
                 builder = builder.config(key, value)
             self.session = builder.getOrCreate()
             self.session.sparkContext.setLogLevel("ERROR")
