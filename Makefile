@@ -9,13 +9,14 @@ STAMP  := $(VENV)/.installed
 APT_PACKAGES := mariadb-server postgresql chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint typecheck venv system-deps clean lock help airflow airflow-lock
+.PHONY: demo test lint typecheck venv system-deps clean lock help airflow airflow-lock spark35
 
 help:
 	@echo "make demo   - set up .venv and run the pipeline end to end (pinpipe demo)"
 	@echo "make test   - set up everything and run the whole test suite (lint, types, unit, integration)"
 	@echo "make lock   - refresh requirements.lock from pyproject.toml"
 	@echo "make airflow - build .venv-airflow (Airflow 3 + Databricks provider) from requirements-airflow.lock"
+	@echo "make spark35 - build .venv-spark35 (PySpark 3.5, for the Spark 3.5 test) from requirements-spark35.lock"
 
 venv: $(STAMP)
 
@@ -41,7 +42,7 @@ lint: venv
 typecheck: venv
 	$(BIN)/mypy
 
-test: venv system-deps airflow lint typecheck
+test: venv system-deps airflow spark35 lint typecheck
 	$(BIN)/pytest
 
 demo: venv
@@ -68,5 +69,18 @@ airflow-lock:
 	{ sed -n '1,2p' requirements-airflow.lock; .lockenv/bin/pip freeze --all | grep -v -E '^(pip|setuptools|wheel)=='; } > requirements-airflow.lock.new
 	mv requirements-airflow.lock.new requirements-airflow.lock && rm -rf .lockenv
 
+# PySpark 3.5 (the Spark of the Databricks LTS runtimes) in its own virtualenv; the test runs `python -m pinpipe`
+# from it with the source tree on PYTHONPATH.
+SPARK35_VENV  := .venv-spark35
+SPARK35_STAMP := $(SPARK35_VENV)/.installed
+
+spark35: $(SPARK35_STAMP)
+
+$(SPARK35_STAMP): requirements-spark35.lock
+	rm -rf $(SPARK35_VENV) && $(PYTHON) -m venv $(SPARK35_VENV)
+	$(SPARK35_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SPARK35_VENV)/bin/python -m pip install --quiet -r requirements-spark35.lock
+	touch $@
+
 clean:
-	rm -rf $(VENV) $(AIRFLOW_VENV) pinpipe-data .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(AIRFLOW_VENV) $(SPARK35_VENV) pinpipe-data .pytest_cache .mypy_cache .ruff_cache

@@ -117,7 +117,7 @@ def run_batch(
     chosen = prefix or settings.prefix
     if isinstance(engine, Engine):
         return run(the_lake, engine, chosen, interval_start=interval_start, interval_end=interval_end, gold=gold)
-    with open_engine(engine, settings.batch.sql_cache) as opened:
+    with open_engine(engine, settings.spark, settings.batch.sql_cache) as opened:
         return run(the_lake, opened, chosen, interval_start=interval_start, interval_end=interval_end, gold=gold)
 
 

@@ -19,10 +19,10 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pinpipe.errors import ConfigError
 from pinpipe.tables import check_prefix
@@ -89,6 +89,35 @@ class BatchSettings(_Section):
     )
 
 
+class SparkSettings(_Section):
+    """The Spark engine (``batch.engine = "spark"``); inside a running Spark application its session is used."""
+
+    master: str = Field("local[*]", description="Spark master URL: local[N], spark://HOST:PORT, yarn, …")
+    conf: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict, description="extra Spark settings (in the environment: KEY=VALUE,KEY=VALUE)"
+    )
+    driver_host: str | None = Field(
+        None, description="address executors reach the driver at (local masters: always 127.0.0.1)"
+    )
+    driver_memory: str = Field("4g", description="driver JVM heap (local masters run the tasks in it too)")
+    python: str | None = Field(None, description="Python of the executors (default: PYSPARK_PYTHON, else this one)")
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _conf(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [item for item in value.split(",") if item.strip()]
+        if isinstance(value, list | tuple):
+            pairs: dict[str, str] = {}
+            for item in value:
+                key, sep, val = str(item).partition("=")
+                if not sep or not key.strip():
+                    raise ValueError(f"{item!r} is not KEY=VALUE")
+                pairs[key.strip()] = val.strip()
+            return pairs
+        return value
+
+
 class StreamSettings(_Section):
     max_batch: int = Field(5_000, ge=1, description="records per micro-batch at most")
     max_wait_ms: int = Field(200, ge=1, description="wait at most this long to fill a micro-batch")
@@ -120,6 +149,7 @@ class Settings(BaseSettings):
     lake: LakeSettings = LakeSettings()
     sink: SinkSettings = SinkSettings()
     batch: BatchSettings = BatchSettings()
+    spark: SparkSettings = SparkSettings()
     stream: StreamSettings = StreamSettings()
     metrics: MetricsSettings = MetricsSettings()
 
@@ -273,6 +303,11 @@ def describe(settings: Settings) -> dict[str, Any]:
     password inside a URL (``source.url``, ``log.url``, ``lake.endpoint``…) as ``***``."""
     masked: dict[str, Any] = _masked(settings.model_dump(mode="json"))
     return masked
+
+
+def spark_submitted() -> bool:
+    """True when ``spark-submit`` started this process (its JVM waits for us: ``PYSPARK_GATEWAY_PORT`` is set)."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
 
 
 def is_loopback(host: str) -> bool:

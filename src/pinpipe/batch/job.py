@@ -39,7 +39,7 @@ from pinpipe import retry
 from pinpipe.batch import gold as gold_module
 from pinpipe.clean import CleanResult, clean_records
 from pinpipe.clean.records import concat_records, records_from_object
-from pinpipe.engine import Engine
+from pinpipe.engine import Engine, SparkEngine
 from pinpipe.errors import AccountingError
 from pinpipe.lake import delta
 from pinpipe.lake.runs import RUNS_SCHEMA, RUNS_TABLE, Balance
@@ -123,7 +123,7 @@ def landed_objects(lake: Lake, prefix: str) -> dict[Kind, list[_Object]]:
     return found
 
 
-def _pending(objects: list[_Object], done: dict[str, int | None]) -> list[tuple[_Object, int]]:
+def pending_objects(objects: list[_Object], done: dict[str, int | None]) -> list[tuple[_Object, int]]:
     """(object, first offset to take) for every object that may hold records beyond the committed position."""
     out: list[tuple[_Object, int]] = []
     for i, obj in enumerate(objects):
@@ -146,7 +146,14 @@ def run_batch(
     progress: Progress | None = None,
     gold: bool = True,
 ) -> BatchResult:
-    """One batch run over ``lake`` (see the module docstring); returns its accounting."""
+    """One batch run over ``lake`` (see the module docstring); returns its accounting. On the Spark engine the
+    executors do the work (:func:`pinpipe.batch.spark_job.run_batch_on_spark`)."""
+    if isinstance(engine, SparkEngine):
+        from pinpipe.batch.spark_job import run_batch_on_spark
+
+        return run_batch_on_spark(
+            lake, engine, prefix, interval_start=interval_start, interval_end=interval_end, progress=progress, gold=gold
+        )
     started = datetime.now(UTC)
     run_id = uuid.uuid4().hex
     report = progress or (lambda step, done, total: None)
@@ -162,7 +169,7 @@ def run_batch(
         gold_written = _refresh_gold(lake, engine, changed)
     finished = datetime.now(UTC)
     result = BatchResult(run_id, started, finished, runs, gold_written)
-    _record(lake, result, interval_start, interval_end)
+    record_run(lake, result, interval_start, interval_end)
     return result
 
 
@@ -173,7 +180,7 @@ def _run_kind(lake: Lake, engine: Engine, kind: Kind, objects: list[_Object], re
     run = KindRun(kind)
     tps = sorted({(o.topic, o.partition) for o in objects})
     done = delta.txn_versions(lake, kind, [batch_app_id(t, p) for t, p in tps]) if tps else {}
-    pending = _pending(objects, done)
+    pending = pending_objects(objects, done)
     tables: list[pa.Table] = []
     ends: dict[str, int] = {}
     for n, (obj, position) in enumerate(pending, start=1):
@@ -203,7 +210,7 @@ def _run_kind(lake: Lake, engine: Engine, kind: Kind, objects: list[_Object], re
     run.collapsed = merged.unchanged + stats.duplicates + stats.conflicts
     run.conflicts = stats.conflicts + overwritten  # changes within the batch + first records changing silver
     run.notes = dict(stats.notes)
-    _check(run, merged.unchanged, merged.rows_before, merged.rows_after)
+    check_balanced(run, merged.unchanged, merged.rows_before, merged.rows_after)
     return run, merged.inserted > 0 or merged.updated > 0 or not existed
 
 
@@ -220,7 +227,7 @@ def _changed_repeats(lake: Lake, kind: Kind, cleaned: CleanResult, engine: Engin
     return delta.count_changed(lake, kind, firsts, conn), delta.count_changed(lake, kind, winners, conn)
 
 
-def _check(run: KindRun, unchanged: int, rows_before: int, rows_after: int) -> None:
+def check_balanced(run: KindRun, unchanged: int, rows_before: int, rows_after: int) -> None:
     if unchanged < 0 or not run.balanced or rows_after - rows_before != run.inserted:
         raise AccountingError(
             f"{run.kind}: records lost or doubled — {run.accounting_line()}; silver rows {rows_before} → {rows_after}",
@@ -256,7 +263,7 @@ def _refresh_gold(lake: Lake, engine: Engine, silver_changed: bool) -> list[str]
     return written
 
 
-def _record(lake: Lake, result: BatchResult, start: datetime | None, end: datetime | None) -> None:
+def record_run(lake: Lake, result: BatchResult, start: datetime | None, end: datetime | None) -> None:
     rows: dict[str, list[Any]] = {name: [] for name in RUNS_SCHEMA.names}
     for kind, run in result.kinds.items():
         values: dict[str, Any] = {

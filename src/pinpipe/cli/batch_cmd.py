@@ -29,6 +29,21 @@ def parse_instant(value: str | None, flag: str) -> datetime | None:
     return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
+def parse_spark_conf(values: list[str] | None) -> dict[str, str] | None:
+    """``--spark-conf KEY=VALUE`` flags as a dict (None when there are none)."""
+    if not values:
+        return None
+    pairs: dict[str, str] = {}
+    for value in values:
+        key, sep, val = value.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(
+                f"--spark-conf {value!r} is not KEY=VALUE", hint="e.g. --spark-conf spark.executor.memory=2g"
+            )
+        pairs[key.strip()] = val
+    return pairs
+
+
 def register(app: typer.Typer) -> None:
     @app.command("batch")
     def batch_command(
@@ -48,6 +63,14 @@ def register(app: typer.Typer) -> None:
         no_gold: Annotated[
             bool, typer.Option("--no-gold", metavar="", help="Update silver and quarantine only.")
         ] = False,
+        spark_master: Annotated[
+            str | None,
+            typer.Option("--spark-master", help="Spark master URL for --engine spark (default: spark.master)."),
+        ] = None,
+        spark_conf: Annotated[
+            list[str] | None,
+            typer.Option("--spark-conf", help="A Spark setting KEY=VALUE for --engine spark (repeatable)."),
+        ] = None,
     ) -> None:
         """Process every landed object not processed before: quarantine + silver (exactly once), then gold."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
@@ -61,7 +84,13 @@ def register(app: typer.Typer) -> None:
         end = parse_instant(interval_end, "--interval-end")
         if start and end and end < start:
             raise ConfigError("--interval-end is before --interval-start", hint="swap them")
-        settings = load_settings({"lake": {"url": lake_url}, "batch": {"engine": engine_name}})
+        settings = load_settings(
+            {
+                "lake": {"url": lake_url},
+                "batch": {"engine": engine_name},
+                "spark": {"master": spark_master, "conf": parse_spark_conf(spark_conf)},
+            }
+        )
         lake = open_lake(settings.lake.url, settings.lake, access="read")
         if not lake.holds_objects(LAKE_CONTENT):
             raise NotFoundError(
@@ -71,7 +100,7 @@ def register(app: typer.Typer) -> None:
             )
         columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
         with (
-            open_engine(settings.batch.engine, settings.batch.sql_cache) as engine,
+            open_engine(settings.batch.engine, settings.spark, settings.batch.sql_cache) as engine,
             Progress(*columns, console=err_console, transient=True) as bar,
         ):
             tasks: dict[str, TaskID] = {}

@@ -1,8 +1,9 @@
 """DataFrame engines: one PySpark-API program, two runtimes.
 
 ``duckdb`` (default) is SQLFrame over an in-process DuckDB connection: starts in a fraction of a second and
-needs no JVM. ``spark`` is real PySpark in local mode (extra ``pinpipe[spark]``, Java 17), the same code that
-runs on a cluster. Cleaning (:mod:`pinpipe.clean.rules`) and the analysis (:mod:`pinpipe.batch.gold`) take an
+needs no JVM. ``spark`` is real PySpark 3.5 or 4.x (extra ``pinpipe[spark]``, Java 17), local or on a cluster
+(:mod:`pinpipe.engine.spark`); there the batch job hands the data work to the executors
+(:mod:`pinpipe.batch.spark_job`) and collects only what is small (counts, file lists, gold). Cleaning (:mod:`pinpipe.clean.rules`) and the analysis (:mod:`pinpipe.batch.gold`) take an
 :class:`Engine` and use only ``engine.F`` / ``engine.Window`` and DataFrame methods both runtimes support.
 
 Data goes in and out as Arrow (never ``createDataFrame(rows)``: SQLFrame inlines rows as SQL literals, which is
@@ -10,7 +11,7 @@ slow), see :meth:`Engine.frame` and :meth:`Engine.to_arrow`. Sessions run in UTC
 
 Programs run many times — cleaning per kind (once per batch run, once per stream micro-batch) and the gold
 queries — go through :meth:`Engine.collect`: Arrow tables in, a function building DataFrames over them, Arrow
-tables out. On Spark that is ``createDataFrame`` + ``build`` + ``toArrow``. On DuckDB, building a SQLFrame
+tables out. On Spark that is a DataFrame over the Arrow input + ``build`` + an Arrow collect. On DuckDB, building a SQLFrame
 DataFrame and generating its SQL (sqlglot expression copies) costs 0.1–1 s whatever the data size while DuckDB
 runs the SQL in milliseconds, so :class:`DuckDBEngine` builds each program once, over empty tables of the
 inputs' schemas, keeps the SQL SQLFrame generated for it (exactly what ``toArrow`` would execute), and for every

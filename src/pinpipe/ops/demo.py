@@ -359,7 +359,7 @@ def run_demo(opts: DemoOptions, ui: DemoUI) -> DemoResult:
         def batch_progress(step: str, done: int, total: int) -> None:
             ui.progress("batch", done, total)
 
-        with open_engine("duckdb", load_settings().batch.sql_cache) as df_engine:
+        with open_engine("duckdb", sql_cache=load_settings().batch.sql_cache) as df_engine:
             batch = run_batch(lake, df_engine, opts.prefix, progress=batch_progress)
         # a re-run over a finished data dir has nothing new to batch; the accounting below still reconciles it all
         verdict = check_run(lake, opts.max_quarantine_share, run_id=batch.run_id, allow_empty=True)

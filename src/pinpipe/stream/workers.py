@@ -79,7 +79,7 @@ def run_worker(
     )
     feed = open_feed(settings.log.url, settings.prefix, s.group, worker_index, s.workers, s.leases, s.lease_seconds)
     try:
-        with open_engine("duckdb", settings.batch.sql_cache) as engine:
+        with open_engine("duckdb", sql_cache=settings.batch.sql_cache) as engine:
             compactor = Compactor(lake, schedule) if schedule else None
             StreamWorker(feed, lake, engine, options, metrics, compactor).run(stop)
     finally:
