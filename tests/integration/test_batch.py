@@ -127,14 +127,9 @@ def test_conflicts_summed_over_runs_equal_the_oracle(tmp_path: Path, duck: Engin
 
 @pytest.mark.slow
 def test_duckdb_and_spark_give_identical_silver_on_the_sample(tmp_path: Path, duck: Engine) -> None:
-    pytest.importorskip("pyspark")
-    import orjson
+    from pinpipe.source.sample import load_sample_records
 
-    sample = Path("/work/shared/data/pinterest-sample")
-    files = {"pin": "pinterest_data", "geo": "geolocation_data", "user": "user_data"}
-    records = {
-        k: [orjson.loads(x) for x in (sample / f"{f}.jsonl").read_bytes().splitlines()] for k, f in files.items()
-    }
+    records = {kind: load_sample_records(kind) for kind in KINDS}
     tables: dict[str, dict[str, pa.Table]] = {}
     for name in ("duckdb", "spark"):
         lake = Lake(f"file://{tmp_path / name}")
