@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from pinpipe.ingest import validate
 from pinpipe.ingest.validate import _all_surely_valid, _surely_valid, check_record
-from pinpipe.tables import INT64_MAX, INT64_MIN, JSON_INT_RANGE, KINDS, RAW_TABLES, Kind, validate_raw
+from pinpipe.tables import KINDS, RAW_TABLES, Kind, validate_raw
+from pinpipe.values import INT64_MAX, INT64_MIN, JSON_INT_RANGE
 
 _SCALARS = st.one_of(
     st.none(),

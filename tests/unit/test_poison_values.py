@@ -21,7 +21,8 @@ from pinpipe.clean.records import RawRecord
 from pinpipe.engine import DuckDBEngine, Engine
 from pinpipe.ingest.validate import check_record, encode_valid
 from pinpipe.synth.oracle import expected_output
-from pinpipe.tables import KEY_RANGE, KINDS, Kind, check_raw, key_of, validate_raw
+from pinpipe.tables import KINDS, Kind, check_raw, key_of, validate_raw
+from pinpipe.values import KEY_RANGE
 from tests.fixtures.hostile import Hostile, hostile_records, known_poison
 
 SEMANTIC = {"bad_timestamp", "bad_coordinates"}

@@ -36,8 +36,8 @@ def test_sink_lands_a_memory_log_until_idle(workdir: Path) -> None:
 @pytest.mark.parametrize(
     ("flags", "needle"),
     [
-        (["--flush-records", "0"], "sink.flush_records"),
-        (["--flush-seconds", "-1"], "sink.flush_seconds"),
+        (["--flush-records", "0"], "--flush-records 0: Input should be greater than or equal to 1"),
+        (["--flush-seconds", "-1"], "--flush-seconds -1.0: Input should be greater than 0"),
         (["--flush-records", "many"], "--flush-records"),
         (["--log", "bogus://x"], "unknown event log URL"),
         (["--lake", "ftp://host/dir"], "unknown lake URL scheme"),

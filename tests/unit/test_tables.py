@@ -2,17 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from pinpipe.tables import (
-    KEY_RANGE,
-    check_raw,
-    key_of,
-    kind_of_topic,
-    parse_float,
-    parse_int,
-    stream_name,
-    topic_name,
-    validate_raw,
-)
+from pinpipe.tables import check_raw, key_of, kind_of_topic, stream_name, topic_name, validate_raw
+from pinpipe.values import KEY_RANGE, parse_float, parse_int
 
 GOOD_GEO = {
     "ind": 7,

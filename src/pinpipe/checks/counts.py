@@ -36,7 +36,8 @@ from pinpipe.lake.runs import RUNS_TABLE
 from pinpipe.lake.sink import encode_batch
 from pinpipe.lake.store import Lake, parse_landed_key
 from pinpipe.log.base import EventLog, TopicPartition
-from pinpipe.tables import KEY_RANGE, KINDS, RAW_TABLES, Kind, batch_app_id, kind_of_topic, parse_int, stream_app_id
+from pinpipe.tables import KINDS, RAW_TABLES, Kind, batch_app_id, kind_of_topic, stream_app_id
+from pinpipe.values import KEY_RANGE, parse_int
 
 READ_CHUNK = 5_000
 

@@ -32,7 +32,8 @@ import pyarrow.compute as pc
 
 from pinpipe.clean.quarantine import INVALID_JSON
 from pinpipe.clean.records import take_rows
-from pinpipe.tables import QUARANTINE_SCHEMA, RAW_TABLES, Kind, RawType, check_raw
+from pinpipe.tables import QUARANTINE_SCHEMA, RAW_TABLES, Kind, check_raw
+from pinpipe.values import RawType
 
 RAW_ARROW_TYPES: dict[RawType, pa.DataType] = {
     "int": pa.int64(),

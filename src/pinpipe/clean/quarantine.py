@@ -11,7 +11,7 @@ Raw shape (the same checks the API runs, :func:`pinpipe.tables.validate_raw`):
   ``unknown_field:<name>``   a field the table does not have (a long name cut at 100 characters, then ``…``)
   ``bad_type:<column>``      a value of the wrong JSON type or out of range for its column (``int``: int64;
                              ``float``: a finite double — ``"1e999"``, ``"NaN"`` do not fit), per
-                             :func:`pinpipe.tables.raw_value`
+                             :func:`pinpipe.values.raw_value`
 
 Semantics (cleaning, :mod:`pinpipe.clean.rules`):
   ``bad_timestamp:<column>`` geo ``timestamp`` / user ``date_joined`` is null or parses in neither wire form

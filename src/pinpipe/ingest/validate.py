@@ -19,7 +19,8 @@ from typing import Any, Final
 
 import orjson
 
-from pinpipe.tables import INT_RANGE, KEY_RANGE, KINDS, RAW_TABLES, Kind, validate_raw
+from pinpipe.tables import KINDS, RAW_TABLES, Kind, validate_raw
+from pinpipe.values import INT_RANGE, KEY_RANGE
 
 _TEXT = (str, int, float)
 _ACCEPT: dict[str, tuple[type, ...]] = {

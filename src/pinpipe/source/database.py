@@ -41,7 +41,8 @@ from pinpipe.errors import (
     SourceUnavailableError,
     map_exceptions,
 )
-from pinpipe.tables import KIND_BY_TABLE, KINDS, RAW_TABLES, Kind, RawType
+from pinpipe.tables import KIND_BY_TABLE, KINDS, RAW_TABLES, Kind
+from pinpipe.values import RawType
 
 _DRIVERS: dict[str, tuple[str, str, str]] = {
     # backend name -> (driver name in the URL, importable module, pinpipe extra)

@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from pinpipe import retry
@@ -55,11 +55,15 @@ from pinpipe.log import open_log
 from pinpipe.log.base import LogRecord, Share, TopicPartition
 from pinpipe.log.feed import Feed, group_positions
 from pinpipe.stream.compaction import Compactor
+from pinpipe.stream.options import BatchOutcome, KindOutcome, StreamOptions
 from pinpipe.tables import KINDS, Kind, kind_of_topic, stream_app_id
 from pinpipe.telemetry.logs import get_logger
 from pinpipe.telemetry.stream import StreamMetrics
 
 log = get_logger("stream")
+
+
+__all__ = ["BatchOutcome", "KindOutcome", "StreamOptions", "StreamWorker", "open_feed"]
 
 
 def open_feed(
@@ -76,43 +80,6 @@ def open_feed(
     the feed closes the log."""
     event_log = open_log(log_url, access="read")  # a worker only reads: a missing log is an error, never created
     return event_log.consume(prefix, group, Share(worker_index, workers, leases, lease_s), owns_log=True)
-
-
-@dataclass(frozen=True)
-class StreamOptions:
-    """How a worker batches, when it commits log positions and when it stops by itself."""
-
-    prefix: str
-    max_batch: int = 5_000
-    max_wait_ms: int = 200
-    commit_interval_s: float = 1.0
-    idle_stop_s: float | None = None
-    """Stop after this many seconds without a record (``--until-idle``); None runs until stopped."""
-    max_retries: int = 20
-    summary_every_s: float = 10.0
-
-
-@dataclass
-class KindOutcome:
-    read: int = 0
-    inserted: int = 0
-    updated: int = 0
-    quarantined: int = 0
-    duplicates: int = 0
-    conflicts: int = 0
-    clean_s: float = 0.0
-    merge_s: float = 0.0
-
-
-@dataclass
-class BatchOutcome:
-    """What one committed micro-batch did."""
-
-    records: int
-    seconds: float
-    clean_s: float = 0.0
-    kinds: dict[Kind, KindOutcome] = field(default_factory=dict)
-    positions: dict[TopicPartition, int] = field(default_factory=dict)
 
 
 @dataclass

@@ -58,9 +58,9 @@ from pinpipe.tables import (
     SILVER_SCHEMAS,
     Kind,
     key_of,
-    parse_int,
     validate_raw,
 )
+from pinpipe.values import parse_int
 
 PLACEHOLDERS: dict[str, frozenset[str]] = {
     "description": frozenset({v.STORY_DESCRIPTION, v.NO_DESCRIPTION, v.UNTITLED}),
