@@ -86,26 +86,25 @@ def attempts_async(policy: Policy) -> AsyncIterator[stamina.Attempt]:
 
 
 def _context(policy: Policy) -> Any:
-    return stamina.retry_context(
-        on=policy.on,
-        attempts=policy.attempts,
-        timeout=policy.timeout_s,
-        wait_initial=policy.wait_initial_s,
-        wait_max=policy.wait_max_s,
-        wait_jitter=policy.wait_jitter_s,
-    )
+    return stamina.retry_context(**_knobs(policy))
+
+
+def _knobs(policy: Policy) -> dict[str, Any]:
+    """``policy`` as stamina's keyword arguments."""
+    return {
+        "on": policy.on,
+        "attempts": policy.attempts,
+        "timeout": policy.timeout_s,
+        "wait_initial": policy.wait_initial_s,
+        "wait_max": policy.wait_max_s,
+        "wait_jitter": policy.wait_jitter_s,
+    }
 
 
 def retrying(policy: Policy) -> Callable[[Callable[P, T]], Callable[P, T]]:
     """The decorator form: ``@retrying(COMMIT_RACE)`` retries the whole function under ``policy``."""
-    return stamina.retry(
-        on=policy.on,
-        attempts=policy.attempts,
-        timeout=policy.timeout_s,
-        wait_initial=policy.wait_initial_s,
-        wait_max=policy.wait_max_s,
-        wait_jitter=policy.wait_jitter_s,
-    )
+    decorate: Callable[[Callable[P, T]], Callable[P, T]] = stamina.retry(**_knobs(policy))
+    return decorate
 
 
 def call(policy: Policy, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
