@@ -128,7 +128,7 @@ class AccountingError(FatalError):
     exit_code = 3
 
 
-Boundary = Literal["kafka", "kinesis", "source", "http", "store", "delta", "file"]
+Boundary = Literal["kafka", "kinesis", "source", "http", "store", "delta"]
 
 
 @dataclass(frozen=True)
@@ -189,11 +189,6 @@ FOREIGN_ERRORS: dict[Boundary, tuple[Rule, ...]] = {
         Rule("deltalake.exceptions", "DeltaProtocolError", CorruptStateError),
         Rule("deltalake.exceptions", "TableNotFoundError", NotFoundError),
         Rule("deltalake.exceptions", "DeltaError", StoreUnavailableError),
-        Rule("builtins", "OSError", StoreUnavailableError),
-    ),
-    "file": (
-        Rule("builtins", "FileNotFoundError", NotFoundError),
-        Rule("builtins", "PermissionError", ConfigError),
         Rule("builtins", "OSError", StoreUnavailableError),
     ),
 }
