@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pinpipe.config import LakeSettings
+from pinpipe.lake.delta import delta_errors
 from pinpipe.lake.store import Lake, open_lake
 
 ArrowTask = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
@@ -211,14 +212,12 @@ def commit_files(
     from deltalake import CommitProperties, Schema, Transaction
     from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
-    from pinpipe.lake.delta import _mapped
-
     now = int(time.time() * 1000)
     adds = [AddAction(f.path, f.size, {}, now, True, f.stats) for f in added]
     txns = [Transaction(app_id=app, version=int(v)) for app, v in sorted((app_txns or {}).items())]
     props = CommitProperties(app_transactions=txns or None)
     uri = lake.table_uri(*parts)
-    with _mapped("committing executor-written files", uri):
+    with delta_errors("committing executor-written files", uri):
         if dt is None:
             create_table_with_add_actions(
                 uri,

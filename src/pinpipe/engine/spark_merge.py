@@ -34,6 +34,7 @@ from pinpipe.engine.spark_io import (
     table_prefix,
     write_parquet_task,
 )
+from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 
 ROWS_PER_FILE = 500_000
@@ -51,9 +52,7 @@ class MergeCounts:
 
 def open_table(lake: Lake, *parts: str) -> Any:
     """The table's current snapshot (a ``DeltaTable``), None if there is none."""
-    from pinpipe.lake.delta import _open
-
-    return _open(lake, *parts)
+    return delta.open_table(lake, *parts)
 
 
 def supported(dt: Any, schema: pa.Schema) -> bool:

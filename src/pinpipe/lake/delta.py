@@ -96,7 +96,7 @@ _HINTS: dict[type[PinpipeError], str] = {
 }
 
 
-def _mapped(what: str, uri: str) -> AbstractContextManager[None]:
+def delta_errors(what: str, uri: str) -> AbstractContextManager[None]:
     """The Delta boundary: deltalake's errors become pinpipe's (rules in ``errors.FOREIGN_ERRORS["delta"]``)."""
     texts: dict[type[PinpipeError], str] = {
         CommitConflictError: f"{what} on {uri} lost a commit race",
@@ -107,9 +107,9 @@ def _mapped(what: str, uri: str) -> AbstractContextManager[None]:
     return map_exceptions("delta", texts, hint=_HINTS, table=uri)
 
 
-def _open(lake: Lake, *parts: str) -> DeltaTable | None:
+def open_table(lake: Lake, *parts: str) -> DeltaTable | None:
     uri = lake.table_uri(*parts)
-    with _mapped("opening", uri):
+    with delta_errors("opening", uri):
         try:
             return DeltaTable(uri, storage_options=lake.storage_options or None)
         except TableNotFoundError:
@@ -123,16 +123,16 @@ def _props(app_txns: Mapping[str, int] | None, metadata: Mapping[str, str] | Non
 
 def table_version(lake: Lake, *parts: str) -> int | None:
     """The current version of the table at ``parts`` (``"silver", "pin"``), None if there is no table."""
-    dt = _open(lake, *parts)
+    dt = open_table(lake, *parts)
     return None if dt is None else int(dt.version())
 
 
 def row_count(lake: Lake, *parts: str) -> int | None:
     """The number of rows of the table at ``parts`` (from the log's file statistics), None if there is none."""
-    dt = _open(lake, *parts)
+    dt = open_table(lake, *parts)
     if dt is None:
         return None
-    with _mapped("counting", dt.table_uri):
+    with delta_errors("counting", dt.table_uri):
         return int(dt.count())
 
 
@@ -143,10 +143,10 @@ def txn_version(lake: Lake, kind: Kind, app_id: str) -> int | None:
 
 def txn_versions(lake: Lake, kind: Kind, app_ids: list[str]) -> dict[str, int | None]:
     """:func:`txn_version` for many app ids with one table load."""
-    dt = _open(lake, "silver", kind)
+    dt = open_table(lake, "silver", kind)
     if dt is None:
         return dict.fromkeys(app_ids)
-    with _mapped("reading application transactions", dt.table_uri):
+    with delta_errors("reading application transactions", dt.table_uri):
         return {app: (None if (v := dt.transaction_version(app)) is None else int(v)) for app in app_ids}
 
 
@@ -154,12 +154,12 @@ def read_table(lake: Lake, *parts: str, columns: Sequence[str] | None = None) ->
     """The whole table at ``parts`` as Arrow (``read_table(lake, "silver", "pin")``), or only ``columns`` of it;
     None if there is no table. A silver table reads as its SPEC columns (``SILVER_SCHEMAS[kind]``) unless
     ``columns`` asks for more: the bucket column is layout, not content."""
-    dt = _open(lake, *parts)
+    dt = open_table(lake, *parts)
     if dt is None:
         return None
     if columns is None and len(parts) == 2 and parts[0] == "silver" and parts[1] in SILVER_SCHEMAS:
         columns = SILVER_SCHEMAS[parts[1]].names
-    with _mapped("reading", dt.table_uri):
+    with delta_errors("reading", dt.table_uri):
         return dt.to_pyarrow_table(columns=None if columns is None else list(columns))
 
 
@@ -167,7 +167,7 @@ def silver_dataset(lake: Lake, kind: Kind) -> pa.dataset.Dataset | None:
     """The SPEC columns of ``<lake>/silver/<kind>`` as a lazy Arrow dataset over its data files (scanned on demand
     with projection and filter pushdown: DuckDB streams it instead of holding a copy of the table), None if there
     is no table."""
-    dt = _open(lake, "silver", kind)
+    dt = open_table(lake, "silver", kind)
     return None if dt is None else _files_dataset(dt, kind, None)
 
 
@@ -175,7 +175,7 @@ def _files_dataset(dt: DeltaTable, kind: Kind, predicate: str | None) -> pa.data
     """The data files of ``dt`` that ``predicate`` keeps, as a dataset of the SPEC columns: read by Arrow's own
     local reader on a ``file://`` lake (the bucket lives in the path, not in the files), through delta-rs's
     object store otherwise."""
-    with _mapped("reading", dt.table_uri):
+    with delta_errors("reading", dt.table_uri):
         uris = list(dt.file_uris(file_pruning_predicate=predicate))
         if all("://" not in uri for uri in uris):
             return pyarrow.dataset.dataset(uris, schema=SILVER_SCHEMAS[kind], format="parquet")
@@ -188,7 +188,7 @@ def count_changed(lake: Lake, kind: Kind, rows: pa.Table, conn: duckdb.DuckDBPyC
     repeat in a run (their first records and their winners); the MERGE's metrics count the others.
     ``conn`` is a DuckDB connection of the caller's thread (``engine.duckdb()``). Reads only the files whose
     bucket and ``ind`` statistics can hold one of ``rows`` (:func:`silver_files`), never the whole table."""
-    dt = _open(lake, "silver", kind)
+    dt = open_table(lake, "silver", kind)
     if dt is None or rows.num_rows == 0:
         return 0
     schema = SILVER_SCHEMAS[kind]
@@ -209,10 +209,10 @@ def count_changed(lake: Lake, kind: Kind, rows: pa.Table, conn: duckdb.DuckDBPyC
 def silver_files(lake: Lake, kind: Kind, inds: Iterable[int]) -> list[str] | None:
     """The data files of ``silver/<kind>`` a merge of ``inds`` may read (by bucket and statistics); None if there is
     no table. What :func:`merge_silver` and :func:`count_changed` prune to."""
-    dt = _open(lake, "silver", kind)
+    dt = open_table(lake, "silver", kind)
     if dt is None:
         return None
-    with _mapped("listing silver files", dt.table_uri):
+    with delta_errors("listing silver files", dt.table_uri):
         return list(dt.file_uris(file_pruning_predicate=key_predicate(list(inds), _buckets_of(dt))))
 
 
@@ -224,7 +224,7 @@ def _create(lake: Lake, what: str, parts: tuple[str, ...], schema: pa.Schema, fi
     """The table at ``parts``, created empty first if there is none. Creation is a conflict-checked commit of
     version 0: of two writers creating it at once one wins and the other opens the winner's table, so rows are
     only ever written by MERGE (never by an unchecked first append)."""
-    dt = _open(lake, *parts)
+    dt = open_table(lake, *parts)
     if dt is not None:
         return dt
     uri = lake.table_uri(*parts)
@@ -243,10 +243,10 @@ def _create(lake: Lake, what: str, parts: tuple[str, ...], schema: pa.Schema, fi
             raise_if_key_not_exists=False,
         )
     except (DeltaError, OSError) as exc:
-        dt = _open(lake, *parts)  # another writer committed version 0 first
+        dt = open_table(lake, *parts)  # another writer committed version 0 first
         if dt is not None:
             return dt
-        with _mapped(what, uri):
+        with delta_errors(what, uri):
             raise exc
 
 
@@ -284,13 +284,13 @@ def merge_silver(lake: Lake, kind: Kind, silver: pa.Table, app_txns: Mapping[str
         rows = _rows(dt)
         if not app_txns:
             return MergeStats(0, 0, 0, None, rows_before=rows, rows_after=rows)
-        with _mapped("recording progress on silver", uri):
+        with delta_errors("recording progress on silver", uri):
             write_deltalake(dt, source, mode="append", commit_properties=props)
         return MergeStats(0, 0, 0, int(_reload(dt)), rows_before=rows, rows_after=rows)
     before = int(dt.version())
     rows_before = _rows(dt)
     predicate = f"t.ind = s.ind AND {key_predicate(silver.column('ind').to_pylist(), buckets, 't')}"
-    with _mapped("merging into silver", uri):
+    with delta_errors("merging into silver", uri):
         metrics = (
             dt.merge(source, predicate=predicate, source_alias="s", target_alias="t", commit_properties=props)
             .when_matched_update_all(predicate=_differs(schema, "ind"))
@@ -302,7 +302,7 @@ def merge_silver(lake: Lake, kind: Kind, silver: pa.Table, app_txns: Mapping[str
     after = int(dt.version())  # the table object now holds the version this merge committed (if any)
     rows_after = _rows(dt)
     if after == before and app_txns:  # a merge that changed nothing commits nothing: record the progress anyway
-        with _mapped("recording progress on silver", uri):
+        with delta_errors("recording progress on silver", uri):
             write_deltalake(dt, source.slice(0, 0), mode="append", commit_properties=props)
         after = int(_reload(dt))
     return MergeStats(
@@ -318,7 +318,7 @@ def merge_silver(lake: Lake, kind: Kind, silver: pa.Table, app_txns: Mapping[str
 
 
 def _rows(dt: DeltaTable) -> int:
-    with _mapped("counting", dt.table_uri):
+    with delta_errors("counting", dt.table_uri):
         return int(dt.count())
 
 
@@ -339,7 +339,7 @@ def write_quarantine(lake: Lake, kind: Kind, rows: pa.Table) -> int:
     uri = lake.table_uri("quarantine", kind)
     dt = _create(lake, "creating quarantine", ("quarantine", kind), QUARANTINE_SCHEMA, None)
     key = "t.topic = s.topic AND t.`partition` = s.`partition` AND t.`offset` = s.`offset`"
-    with _mapped("merging into quarantine", uri):
+    with delta_errors("merging into quarantine", uri):
         metrics = (
             dt.merge(rows, predicate=f"{key} AND {offset_predicate(rows)}", source_alias="s", target_alias="t")
             .when_not_matched_insert_all()
@@ -360,15 +360,15 @@ def _first_per_key(rows: pa.Table) -> pa.Table:
 def overwrite_if_changed(lake: Lake, table: pa.Table, *parts: str) -> bool:
     """Replace the table at ``parts`` with ``table`` (written in its own row order) unless it holds exactly these
     rows already (compared as sets of rows); True if it committed."""
-    dt = _open(lake, *parts)
+    dt = open_table(lake, *parts)
     if dt is None:  # create it empty first (conflict-checked), then overwrite like any other version
         dt = _create(lake, "creating", parts, table.schema, None)
     else:
-        with _mapped("reading", dt.table_uri):
+        with delta_errors("reading", dt.table_uri):
             old = dt.to_pyarrow_table()
         if old.schema.equals(table.schema, check_metadata=False) and _canonical(old).equals(_canonical(table)):
             return False
-    with _mapped("overwriting", dt.table_uri):
+    with delta_errors("overwriting", dt.table_uri):
         write_deltalake(dt, table, mode="overwrite", schema_mode="overwrite")
     return True
 
@@ -382,7 +382,7 @@ def append(lake: Lake, table: pa.Table, *parts: str) -> None:
     """Append rows to the table at ``parts`` (created empty first, through a conflict-checked commit, so two
     writers appending to a missing table both land their rows)."""
     dt = _create(lake, "creating", parts, table.schema, None)
-    with _mapped("appending", dt.table_uri):
+    with delta_errors("appending", dt.table_uri):
         write_deltalake(dt, table, mode="append")
 
 
@@ -390,10 +390,10 @@ def compact(lake: Lake, *parts: str) -> dict[str, Any] | None:
     """Bin-pack the table's small files (``optimize.compact``, within each bucket, up to the table's own
     ``delta.targetFileSize``: bigger files would make every later update rewrite more); the metrics, None if
     there is no table. App transaction versions survive compaction."""
-    dt = _open(lake, *parts)
+    dt = open_table(lake, *parts)
     if dt is None:
         return None
     target = dt.metadata().configuration.get("delta.targetFileSize")
-    with _mapped("compacting", dt.table_uri):
+    with delta_errors("compacting", dt.table_uri):
         metrics: dict[str, Any] = dt.optimize.compact(target_size=int(target) if target else None)
         return metrics
