@@ -160,7 +160,16 @@ def read_table(lake: Lake, *parts: str, columns: Sequence[str] | None = None) ->
     if columns is None and len(parts) == 2 and parts[0] == "silver" and parts[1] in SILVER_SCHEMAS:
         columns = SILVER_SCHEMAS[parts[1]].names
     with delta_errors("reading", dt.table_uri):
-        return dt.to_pyarrow_table(columns=None if columns is None else list(columns))
+        schema = pa.schema(dt.schema().to_arrow())
+        wanted = list(schema.names if columns is None else columns)
+        uris = list(dt.file_uris())
+        local = all("://" not in uri for uri in uris)
+        if local and not set(wanted) & set(dt.metadata().partition_columns):
+            # Arrow's own reader on a file:// lake: delta-rs's Arrow filesystem leaves native threads that can
+            # abort the interpreter at exit (delta-rs issue 2184), in a script using pinpipe's Python API too
+            files = pa.schema([schema.field(name) for name in schema.names if name in wanted])
+            return pyarrow.dataset.dataset(uris, schema=files, format="parquet").to_table(columns=wanted)
+        return dt.to_pyarrow_table(columns=wanted)
 
 
 def silver_dataset(lake: Lake, kind: Kind) -> pa.dataset.Dataset | None:
