@@ -118,3 +118,16 @@ def test_a_missing_lake_is_named_and_not_created(tmp_path: Path) -> None:
     assert done.stdout.startswith("2 there is no lake at file://"), done.stdout
     assert "no-such-lake" in done.stdout
     assert not (tmp_path / "no-such-lake").exists()
+
+
+def test_a_script_using_the_api_exits_0_every_time(tmp_path: Path) -> None:
+    """A script that writes and then reads tables must not die by SIGABRT at interpreter exit (native threads
+    of delta-rs's Arrow filesystem; the same class as the CLI's exit, SPEC §8)."""
+    records = {kind: load_sample_records(kind)[:100] for kind in KINDS}
+    land(Lake(f"file://{tmp_path / 'lake'}"), records, per_object=50)
+    log = EmbeddedLog(tmp_path / "log")
+    log.ensure_topics([topic_name("0affea73130b", kind) for kind in KINDS])
+    log.close()
+    code = "import pinpipe\npinpipe.run_batch('lake', gold=False)\npinpipe.status('log', 'lake')\n"
+    runs = [_python(code, tmp_path) for _ in range(6)]
+    assert [r.returncode for r in runs] == [0] * 6, [r.stderr[-300:] for r in runs if r.returncode]
