@@ -15,7 +15,7 @@ from pinpipe.cli import main
 from pinpipe.errors import CommitConflictError, ConfigError
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
-from pinpipe.stream.compaction import Compactor, CompactSchedule
+from pinpipe.stream.compaction import Compactor, CompactSchedule, compact_table
 from pinpipe.tables import QUARANTINE_SCHEMA, SILVER_BUCKETS, SILVER_SCHEMAS, silver_bucket
 
 
@@ -92,7 +92,7 @@ def test_compaction_keeps_rows_and_transactions_and_retries_conflicts(tmp_path: 
         calls["n"] += 1
         if calls["n"] == 1:
             raise CommitConflictError("injected: a merge committed first")
-        return delta.compact(lake, *parts)
+        return compact_table(lake, *parts)
 
     compactor = Compactor(lake, CompactSchedule(batches=5), kinds=("user",), compact=flaky)  # one kind: every turn
     assert not compactor.due(4) and compactor.due(5)

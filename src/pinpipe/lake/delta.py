@@ -1,4 +1,4 @@
-"""Delta tables on the lake, through deltalake (delta-rs): silver upserts, quarantine inserts, reads, compaction.
+"""Delta tables on the lake, through deltalake (delta-rs): silver upserts, quarantine inserts, reads.
 
 Who calls what: the batch job and the stream worker call :func:`write_quarantine` then :func:`merge_silver` per
 kind, each silver commit carrying the application transactions ``{app_id: next_offset}`` of the records it holds,
@@ -20,9 +20,8 @@ files (:data:`SILVER_FILE_BYTES`), and every MERGE predicate names the batch's b
 (:mod:`pinpipe.lake.pruning`): a merge reads and rewrites only the files its keys can touch. Every table is created
 empty first (:func:`_create`, a conflict-checked commit), then only merged into or appended to.
 
-Foreign errors are mapped here: a lost commit race (``CommitFailedError``) is :class:`CommitConflictError`
-(retryable: re-read and retry), other delta-rs / object-store failures :class:`StoreUnavailableError`, a table
-whose schema is not ours :class:`CorruptStateError`.
+Foreign errors go through :func:`delta_errors` (``errors.FOREIGN_ERRORS["delta"]``): a lost commit race is
+:class:`CommitConflictError` (re-read and retry), a table whose schema is not ours :class:`CorruptStateError`.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -163,11 +162,9 @@ def read_table(lake: Lake, *parts: str, columns: Sequence[str] | None = None) ->
         schema = pa.schema(dt.schema().to_arrow())
         wanted = list(schema.names if columns is None else columns)
         uris = list(dt.file_uris())
-        local = all("://" not in uri for uri in uris)
-        if local and not set(wanted) & set(dt.metadata().partition_columns):
-            # Arrow's own reader on a file:// lake: delta-rs's Arrow filesystem leaves native threads that can
-            # abort the interpreter at exit (delta-rs issue 2184), in a script using pinpipe's Python API too
-            files = pa.schema([schema.field(name) for name in schema.names if name in wanted])
+        if all("://" not in u for u in uris) and not set(wanted) & set(dt.metadata().partition_columns):
+            # Arrow's own reader on file://: delta-rs's Arrow filesystem leaves threads that abort at exit (#2184)
+            files = pa.schema([f for f in schema if f.name in wanted])
             return pyarrow.dataset.dataset(uris, schema=files, format="parquet").to_table(columns=wanted)
         return dt.to_pyarrow_table(columns=wanted)
 
@@ -393,16 +390,3 @@ def append(lake: Lake, table: pa.Table, *parts: str) -> None:
     dt = _create(lake, "creating", parts, table.schema, None)
     with delta_errors("appending", dt.table_uri):
         write_deltalake(dt, table, mode="append")
-
-
-def compact(lake: Lake, *parts: str) -> dict[str, Any] | None:
-    """Bin-pack the table's small files (``optimize.compact``, within each bucket, up to the table's own
-    ``delta.targetFileSize``: bigger files would make every later update rewrite more); the metrics, None if
-    there is no table. App transaction versions survive compaction."""
-    dt = open_table(lake, *parts)
-    if dt is None:
-        return None
-    target = dt.metadata().configuration.get("delta.targetFileSize")
-    with delta_errors("compacting", dt.table_uri):
-        metrics: dict[str, Any] = dt.optimize.compact(target_size=int(target) if target else None)
-        return metrics

@@ -23,7 +23,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pinpipe.lake.delta as delta
 from pinpipe import retry
@@ -36,6 +36,21 @@ if TYPE_CHECKING:
     from pinpipe.telemetry.stream import StreamMetrics
 
 log = get_logger("compaction")
+
+
+def compact_table(lake: Lake, *parts: str) -> dict[str, Any] | None:
+    """Bin-pack the table's small files (``optimize.compact``, within each bucket, up to the table's own
+    ``delta.targetFileSize``: bigger files would make every later update rewrite more); the metrics, None if
+    there is no table. App transaction versions survive compaction."""
+    dt = delta.open_table(lake, *parts)
+    if dt is None:
+        return None
+    target = dt.metadata().configuration.get("delta.targetFileSize")
+    with delta.delta_errors("compacting", dt.table_uri):
+        metrics: dict[str, Any] = dt.optimize.compact(target_size=int(target) if target else None)
+        return metrics
+
+
 COMPACTION = retry.COMMIT_RACE.but(on=RetryableError, attempts=3, timeout_s=30.0)
 """A compaction that lost a commit race (or met a store hiccup): tried 3 times, then left for its next turn."""
 
@@ -87,7 +102,7 @@ class Compactor:
         self.lake = lake
         self.schedule = schedule
         self.kinds = kinds
-        self._compact: CompactFn = compact or delta.compact
+        self._compact: CompactFn = compact or compact_table
         self.attempts = attempts
         self._last_batches = 0
         self._last_time = time.monotonic()
