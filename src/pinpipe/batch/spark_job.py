@@ -39,6 +39,7 @@ from pinpipe.batch.job import (
     pending_objects,
     record_run,
 )
+from pinpipe.clean import normalise_silver
 from pinpipe.clean.parse import raw_schema
 from pinpipe.clean.rules import NOTES, clean_frame
 from pinpipe.engine.spark import SparkEngine
@@ -223,8 +224,6 @@ def _merge_on_driver(
 ) -> MergeCounts:
     """The fallback for tables laid out with partition columns: the rows come to the driver and
     :mod:`pinpipe.lake.delta` merges them (its layout, its merge)."""
-    from pinpipe.clean import normalise_silver
-
     log.info("silver or quarantine has partition columns: merging on the driver", extra={"fields": {"kind": kind}})
     silver = normalise_silver(kind, engine.to_arrow(winners))
     firsts = normalise_silver(kind, engine.to_arrow(first_rows))
