@@ -73,6 +73,7 @@ from pinpipe.checks.findings import (
 from pinpipe.lake.store import Lake
 from pinpipe.log.base import EventLog, TopicPartition
 from pinpipe.tables import KINDS, Kind, kind_of_topic
+from pinpipe.values import KEY_RANGE, parse_int
 
 __all__ = ["STAGES", "AccountingReport", "Finding", "KindRow", "Problem", "Stage", "TopicRow", "account", "reconcile"]
 
@@ -283,7 +284,9 @@ def _check_kind(
             continue
         for offset, key in zip(part.offsets, part.keys, strict=True):
             if offset < version and (tp[0], tp[1], offset) not in processed:
-                processed[(tp[0], tp[1], offset)] = int(key) if key is not None and key.isdigit() else None
+                # the log key as validation and cleaning read it (a hostile key never crashes accounting)
+                text = None if key is None else key.decode("utf-8", "replace")
+                processed[(tp[0], tp[1], offset)] = None if text is None else parse_int(text, KEY_RANGE)
     valid = {k for pos, k in processed.items() if pos not in quarantined and k is not None}
     neither = sum(1 for pos, k in processed.items() if pos not in quarantined and k is None)
     row.valid_inds = len(valid)
