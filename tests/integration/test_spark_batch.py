@@ -23,7 +23,7 @@ from pinpipe.lake.store import Lake
 from pinpipe.synth.faults import send_list
 from pinpipe.synth.oracle import expected_output
 from pinpipe.tables import KINDS
-from tests.fixtures.batch_lake import land
+from tests.fixtures.batch_lake import assert_batch_matches_oracle, land
 
 pytestmark = pytest.mark.integration
 
@@ -50,22 +50,7 @@ def test_spark_batch_equals_the_oracle_and_a_rerun_commits_nothing(tmp_path: Pat
     lake = Lake(f"file://{tmp_path}")
     land(lake, sent, per_object=97)
     result = run_batch(lake, spark, PREFIX, gold=False)
-    expected = expected_output(sent)
-    for kind in KINDS:
-        got = delta.read_table(lake, "silver", kind)
-        assert got is not None
-        assert got.sort_by("ind").to_pylist() == expected.silver_table(kind).to_pylist(), kind
-        quarantine = delta.read_table(lake, "quarantine", kind)
-        got_q = (
-            []
-            if quarantine is None
-            else sorted(zip(quarantine["offset"].to_pylist(), quarantine["reason"].to_pylist(), strict=True))
-        )
-        assert got_q == [(q.position, q.reason) for q in expected.quarantine[kind]], kind
-        acc, run = expected.accounting[kind], result.kinds[kind]
-        assert (run.read, run.inserted, run.quarantined) == (acc.read, acc.written, acc.quarantined), kind
-        assert (run.collapsed, run.conflicts) == (acc.duplicates, acc.conflicts), kind
-        assert run.notes.get("follower_count_unparsed", 0) == acc.follower_count_unparsed
+    assert_batch_matches_oracle(lake, result, sent)
     versions = _versions(lake)
     again = run_batch(lake, spark, PREFIX, gold=False)
     assert again.total.read == 0 and _versions(lake) == versions
