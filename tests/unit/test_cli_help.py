@@ -10,10 +10,13 @@ import sys
 import pytest
 
 SWITCHES = {
-    "sink": ["--until-idle"],
+    "": ["--help"],
+    "log": ["--help"],
+    "source": ["--help"],
+    "sink": ["--until-idle", "--help"],
     "stream": ["--until-idle"],
     "source init": ["--replace"],
-    "batch": ["--no-gold"],
+    "batch": ["--no-gold", "--help"],
     "accounting": ["--allow-lag", "--json"],
     "emulate": ["--json"],
 }
@@ -35,4 +38,5 @@ def test_help_shows_no_value_type_after_a_switch(command: str) -> None:
         line = next((ln for ln in done.stdout.splitlines() if re.search(rf"{switch}\b", ln)), None)
         assert line is not None, f"{switch} is not in `pinpipe {command} --help`:\n{done.stdout}"
         assert "<bool>" not in line, line
-    assert "<int>" in done.stdout or "<str>" in done.stdout  # options that take a value still show its type
+    if command not in ("", "log", "source"):  # groups list commands; commands' valued options show their type
+        assert "<int>" in done.stdout or "<str>" in done.stdout

@@ -18,6 +18,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from pinpipe.cli.typer_app import PinpipeTyper
 from pinpipe.config import mask_secrets
 from pinpipe.errors import PinpipeError
 from pinpipe.telemetry.logs import LogFormat, get_logger, setup_logging
@@ -44,7 +45,7 @@ console = Console()
 err_console = Console(stderr=True, soft_wrap=True)
 """Errors and hints are never hard-wrapped: Airflow logs and ``grep`` see each on one line."""
 
-app = typer.Typer(
+app = PinpipeTyper(
     name="pinpipe",
     help="The Pinterest data pipeline: source DB → ingestion API → event log → lake → silver/gold Delta.",
     no_args_is_help=True,

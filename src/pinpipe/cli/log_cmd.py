@@ -18,6 +18,7 @@ from typing import Annotated
 import orjson
 import typer
 
+from pinpipe.cli.typer_app import PinpipeTyper
 from pinpipe.config import load_settings
 from pinpipe.errors import ConfigError, CorruptStateError, NotFoundError
 
@@ -39,7 +40,7 @@ def log_directory(url: str) -> Path:
 
 
 def register(app: typer.Typer) -> None:
-    group = typer.Typer(help="Check the embedded event log for corrupt records, and skip one.", no_args_is_help=True)
+    group = PinpipeTyper(help="Check the embedded event log for corrupt records, and skip one.", no_args_is_help=True)
     app.add_typer(group, name="log")
 
     @group.command("verify")

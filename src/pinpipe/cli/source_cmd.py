@@ -13,6 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
+from pinpipe.cli.typer_app import PinpipeTyper
 from pinpipe.config import load_settings
 from pinpipe.synth.faults import check_rate
 from pinpipe.synth.generate import check_size
@@ -47,7 +48,7 @@ def _progress(total: int) -> Any:
 
 
 def register(app: typer.Typer) -> None:
-    source = typer.Typer(help="The source database (the three raw tables) and generated data.", no_args_is_help=True)
+    source = PinpipeTyper(help="The source database (the three raw tables) and generated data.", no_args_is_help=True)
     app.add_typer(source, name="source")
 
     @source.command("init")
