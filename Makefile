@@ -15,7 +15,7 @@ help:
 	@echo "make demo   - set up .venv and run the pipeline end to end (pinpipe demo)"
 	@echo "make test   - set up everything and run the whole test suite (lint, types, unit, integration)"
 	@echo "make lock   - refresh requirements.lock from pyproject.toml"
-	@echo "make airflow - build .venv-airflow (Airflow 3 + Databricks provider) from requirements-airflow.lock"
+	@echo "make airflow - build .venv-airflow (Airflow 3 + Databricks and Amazon providers) from requirements-airflow.lock"
 	@echo "make spark35 - build .venv-spark35 (PySpark 3.5, for the Spark 3.5 test) from requirements-spark35.lock"
 
 venv: $(STAMP)
@@ -65,7 +65,7 @@ $(AIRFLOW_STAMP): requirements-airflow.lock
 	touch $@
 
 airflow-lock:
-	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install --quiet apache-airflow==3.3.2 apache-airflow-providers-databricks
+	rm -rf .lockenv && $(PYTHON) -m venv .lockenv && .lockenv/bin/pip install --quiet apache-airflow==3.3.2 apache-airflow-providers-databricks apache-airflow-providers-amazon
 	{ sed -n '1,2p' requirements-airflow.lock; .lockenv/bin/pip freeze --all | grep -v -E '^(pip|setuptools|wheel)=='; } > requirements-airflow.lock.new
 	mv requirements-airflow.lock.new requirements-airflow.lock && rm -rf .lockenv
 

@@ -12,7 +12,8 @@ a Kubernetes image): nothing here depends on where the file lies. The tasks call
                                         ``outlets`` are the nine gold tables as Assets (``pinpipe_gold_<table>``),
                                         so downstream DAGs can be scheduled on them;
 3. ``pinpipe quality ...``              fails the DAG run if the batch run's accounting does not balance or its
-                                        quarantine share exceeds ``max_quarantine_share``;
+                                        quarantine share exceeds ``max_quarantine_share`` — or if it read no
+                                        record, unless ``allow_empty`` (``--allow-empty``);
 4. ``pinpipe report --out ...``         the HTML report of the gold tables.
 
 Schedule: daily over the previous day's data interval ``[D, D+1)`` (a ``CronDataIntervalTimetable``, because a
@@ -29,10 +30,17 @@ or the environment variable ``AIRFLOW_VAR_PINPIPE_EXECUTABLE``) → the defaults
   ``file://pinpipe-data/lake`` resolve there and a ``pinpipe.toml`` there is read;
 - ``lake_url``, ``log_url``, ``engine``, ``prefix``: passed as ``PINPIPE__…`` variables; empty = pinpipe's own
   settings (``pinpipe.toml``, the environment, defaults);
-- ``max_quarantine_share`` (0.05), ``report_dir`` (``pinpipe-data/reports``, relative to ``workdir``);
-- Connection ``lake_conn_id`` (default ``pinpipe_lake``, optional, AWS type): login/password = S3 access key
-  id/secret, extra ``{"endpoint_url": ..., "region_name": ...}``. (``AwsBaseHook`` — session tokens, assumed
-  roles — needs the Amazon provider, which this deployment's lock file does not install.)
+- ``max_quarantine_share`` (0.05), ``allow_empty`` (false: a day that brought no record fails the quality
+  gate; true passes it), ``report_dir`` (``pinpipe-data/reports``, relative to ``workdir``);
+- ``aws_conn_id`` (default ``pinpipe_lake``): an AWS Connection for an ``s3://`` lake, read with the Amazon
+  provider's ``AwsBaseHook`` when the task starts — static keys (login/password), temporary keys (extra
+  ``aws_session_token``), an assumed role (extra ``role_arn``, ``assume_role_kwargs``), a profile: whatever the
+  hook resolves. Its frozen credentials reach pinpipe as ``PINPIPE__LAKE__ACCESS_KEY_ID``/``SECRET_ACCESS_KEY``/
+  ``SESSION_TOKEN`` (masked in the task log), and the extra's ``region_name``/``endpoint_url`` as
+  ``PINPIPE__LAKE__REGION``/``ENDPOINT`` unless the worker's environment sets those. No such Connection (or a
+  lake that is not ``s3://``): nothing is set, so pinpipe's own settings or the worker's AWS chain (instance
+  role, ``AWS_*`` variables) apply. Temporary credentials are not refreshed while a task runs: an assumed role's
+  session must outlast the task (``assume_role_kwargs: {"DurationSeconds": ...}``; ``batch`` may take 3 h).
 
 Exit codes: 2 (configuration), 3 (accounting: records lost or doubled) and 65 (fatal data or state error, e.g. a
 corrupt log or table, or a quality gate over its threshold) fail the task at once — retrying cannot help; 75 (a
@@ -55,8 +63,9 @@ from typing import Any
 import pendulum
 from airflow.sdk import DAG, Asset, BaseHook, CronDataIntervalTimetable, Param, Variable, get_current_context, task
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
+from airflow.sdk.log import mask_secret
 
-DEFAULTS: dict[str, Any] = {"executable": "pinpipe", "workdir": "~/pinpipe"}
+DEFAULTS: dict[str, Any] = {"executable": "pinpipe", "workdir": "~/pinpipe", "aws_conn_id": "pinpipe_lake"}
 """Defaults of the Params whose Param default is empty, used when no Airflow Variable ``pinpipe_<name>`` is set."""
 
 FINAL_EXIT_CODES = {2: "configuration error", 3: "accounting error", 65: "fatal data or state error"}
@@ -111,22 +120,49 @@ def setting(params: dict[str, Any], name: str) -> Any:
 
 
 def settings_env(params: dict[str, Any]) -> dict[str, str]:
-    """``PINPIPE__…`` variables for the non-empty setting Params and the optional lake Connection."""
+    """``PINPIPE__…`` variables for the non-empty setting Params and the lake's AWS Connection (:func:`aws_env`)."""
     env = {var: str(value) for name, var in _SETTING_PARAMS.items() if (value := setting(params, name))}
-    conn_id = setting(params, "lake_conn_id")
-    if conn_id:
-        try:
-            conn = BaseHook.get_connection(conn_id)
-        except AirflowNotFoundException:
-            return env
-        if conn.login and conn.password:
-            env["PINPIPE__LAKE__ACCESS_KEY_ID"] = conn.login
-            env["PINPIPE__LAKE__SECRET_ACCESS_KEY"] = conn.password
-        extra = conn.extra_dejson
-        if extra.get("endpoint_url"):
-            env["PINPIPE__LAKE__ENDPOINT"] = str(extra["endpoint_url"])
-        if extra.get("region_name"):
-            env["PINPIPE__LAKE__REGION"] = str(extra["region_name"])
+    return {**env, **aws_env(str(setting(params, "aws_conn_id")), env.get("PINPIPE__LAKE__URL"))}
+
+
+def aws_env(conn_id: str, lake_url: str | None) -> dict[str, str]:
+    """The lake's credentials from the AWS Connection ``conn_id`` through ``AwsBaseHook``, as ``PINPIPE__LAKE__…``
+    variables; nothing if no Connection is named or exists, or if the lake (``lake_url``, else the worker's
+    ``PINPIPE__LAKE__URL``) is known not to be ``s3://``. Called by :func:`run_pinpipe` when a task starts (never
+    when the file is parsed); the secret key and the token are masked in the task log from then on."""
+    lake_url = lake_url or os.environ.get("PINPIPE__LAKE__URL", "")
+    if not conn_id or (lake_url and not lake_url.startswith("s3://")):
+        return {}
+    try:
+        BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        print(f"no AWS Connection {conn_id!r}: the lake's credentials are pinpipe's own settings or the worker's")
+        return {}
+    try:
+        from airflow.providers.amazon.aws.hooks.base_aws import AwsBaseHook
+    except ImportError as exc:
+        raise AirflowFailException(
+            f"the AWS Connection {conn_id!r} needs the Amazon provider: pip install apache-airflow-providers-amazon"
+        ) from exc
+    hook = AwsBaseHook(aws_conn_id=conn_id, client_type="s3")
+    try:
+        creds = hook.get_credentials()
+    except AttributeError as exc:  # boto3 found no credentials at all (its session returned None)
+        raise AirflowFailException(f"the AWS Connection {conn_id!r} yields no credentials") from exc
+    mask_secret(creds.access_key)
+    env = {"PINPIPE__LAKE__ACCESS_KEY_ID": creds.access_key, "PINPIPE__LAKE__SECRET_ACCESS_KEY": creds.secret_key}
+    if creds.token:
+        env["PINPIPE__LAKE__SESSION_TOKEN"] = creds.token
+    config = hook.conn_config
+    for var, value in (
+        ("PINPIPE__LAKE__REGION", config.region_name),
+        ("PINPIPE__LAKE__ENDPOINT", config.get_service_endpoint_url("s3")),
+    ):
+        if value and not os.environ.get(var):
+            env[var] = str(value)
+    print(
+        f"lake credentials: AWS Connection {conn_id!r}" + (" (temporary, with a session token)" if creds.token else "")
+    )
     return env
 
 
@@ -201,10 +237,13 @@ with DAG(
         "log_url": Param("", type="string", description="event log URL (empty: pinpipe's own settings)"),
         "engine": Param("", enum=["", "duckdb", "spark"], description="batch engine (empty: pinpipe's setting)"),
         "prefix": Param("", type="string", description="topic prefix (empty: pinpipe's setting)"),
-        "lake_conn_id": Param("pinpipe_lake", type="string", description="optional AWS Connection for an s3 lake"),
+        "aws_conn_id": Param(
+            "", type="string", description="AWS Connection for an s3 lake (empty: Variable, else `pinpipe_lake`)"
+        ),
         "max_quarantine_share": Param(
             0.05, type="number", minimum=0, maximum=1, description="fail if more of a batch run is quarantined"
         ),
+        "allow_empty": Param(False, type="boolean", description="pass the quality gate when no record arrived"),
         "report_dir": Param("pinpipe-data/reports", type="string", description="where reports are written"),
     },
 ) as dag:
@@ -221,10 +260,12 @@ with DAG(
 
     @task(execution_timeout=TIMEOUTS["quality"])
     def quality(data_interval_start: Any = None, data_interval_end: Any = None, params: Any = None) -> str:
-        """Fail the run if the batch run's accounting does not balance or too much of it was quarantined."""
+        """Fail the run if the batch run's accounting does not balance, too much of it was quarantined or (unless
+        ``allow_empty``) it read no record."""
         share = str(setting(params, "max_quarantine_share"))
+        empty = ["--allow-empty"] if params.get("allow_empty") is True else []
         return run_pinpipe(
-            "quality", "--max-quarantine-share", share, *interval_args(data_interval_start, data_interval_end)
+            "quality", "--max-quarantine-share", share, *empty, *interval_args(data_interval_start, data_interval_end)
         )
 
     @task(execution_timeout=TIMEOUTS["report"])

@@ -21,7 +21,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pinpipe.errors import ConfigError
@@ -66,8 +66,20 @@ class LakeSettings(_Section):
     url: str = Field("file://pinpipe-data/lake", description="lake root: a path, file://DIR or s3://BUCKET/PREFIX")
     endpoint: str | None = Field(None, description="S3 endpoint URL (for S3-compatible stores)")
     region: str = Field("us-east-1", description="S3 region")
-    access_key_id: SecretStr | None = None
-    secret_access_key: SecretStr | None = None
+    access_key_id: SecretStr | None = Field(None, description="S3 access key id (else the SDK's AWS_* chain)")
+    secret_access_key: SecretStr | None = Field(None, description="S3 secret access key, with access_key_id")
+    session_token: SecretStr | None = Field(
+        None, description="session token of temporary keys (an assumed role, STS), with the two keys above"
+    )
+
+    @model_validator(mode="after")
+    def _token_needs_keys(self) -> LakeSettings:
+        if self.session_token and not (self.access_key_id and self.secret_access_key):
+            raise ValueError(
+                "lake.session_token is set without lake.access_key_id and lake.secret_access_key: a session "
+                "token belongs to the temporary keys it was issued with — set all three, or none"
+            )
+        return self
 
 
 class SinkSettings(_Section):

@@ -1,117 +1,27 @@
 """The Airflow DAGs in ``dags/``, loaded and run by real Airflow 3 in its own virtualenv (``.venv-airflow``).
 
 Airflow cannot be imported here (it pins FastAPI below pinpipe's), so each check runs a short script with
-``.venv-airflow/bin/python`` in a scratch ``AIRFLOW_HOME`` (after ``airflow db migrate``) and reads one JSON
-line back. The end-to-end test prepares a working directory the way a deployment would (source database,
+``.venv-airflow/bin/python`` in a scratch ``AIRFLOW_HOME`` (``tests.fixtures.airflow``) and reads one JSON line
+back. The end-to-end test prepares a working directory the way a deployment would (source database,
 API, emulated traffic) and lets ``dag.test()`` land, batch, gate and report through the real ``pinpipe`` CLI.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
-import sys
-import textwrap
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.fixtures.airflow import DAG_TEST, AirflowHome, airflow_home, deployed_dag
 from tests.fixtures.services import free_port, start, venv_bin
 
+__all__ = ["airflow_home"]  # the fixture, imported for pytest
+
 pytestmark = pytest.mark.integration
-
-REPO = Path(__file__).resolve().parents[2]
-AIRFLOW_PYTHON = REPO / ".venv-airflow" / "bin" / "python"
-MARK = "RESULT-JSON:"
-
-
-@dataclass(frozen=True)
-class AirflowHome:
-    """A migrated scratch ``AIRFLOW_HOME`` and the environment that points Airflow at it and at ``dags/``."""
-
-    path: Path
-    env: dict[str, str]
-
-    def run(
-        self,
-        script: str,
-        timeout: float = 180.0,
-        dag_folder: Path = REPO / "dags",
-        variables: dict[str, str] | None = None,
-    ) -> Any:
-        """Run ``script`` with Airflow's interpreter; it must ``emit(obj)`` once. Returns ``obj``.
-
-        ``bag`` is a DagBag of ``dag_folder``; ``variables`` are Airflow Variables, given as ``AIRFLOW_VAR_*``."""
-        prelude = (
-            "import json\n"
-            "def emit(obj):\n"
-            f"    print({MARK!r} + json.dumps(obj, default=str), flush=True)\n"
-            "    import os; os._exit(0)  # skip Airflow's slow interpreter teardown\n"
-            "from airflow.dag_processing.dagbag import DagBag\n"
-            f"bag = DagBag(dag_folder={str(dag_folder)!r})\n"
-        )
-        env = {**self.env, "AIRFLOW__CORE__DAGS_FOLDER": str(dag_folder)}
-        env.update({f"AIRFLOW_VAR_{name.upper()}": value for name, value in (variables or {}).items()})
-        proc = subprocess.run(
-            [str(AIRFLOW_PYTHON), "-c", prelude + textwrap.dedent(script)],
-            env=env,
-            cwd=self.path,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        for line in reversed(proc.stdout.splitlines()):
-            if line.startswith(MARK):
-                return json.loads(line[len(MARK) :])
-        raise AssertionError(
-            f"script printed no result (exit {proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-        )
-
-
-def _build_airflow_venv() -> str | None:
-    """Build ``.venv-airflow`` with ``make airflow`` if it is missing; the reason it cannot be built, or None."""
-    if AIRFLOW_PYTHON.exists():
-        return None
-    try:
-        proc = subprocess.run(["make", "airflow"], cwd=REPO, capture_output=True, text=True, timeout=600)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"`make airflow` could not run: {exc}"
-    if proc.returncode != 0 or not AIRFLOW_PYTHON.exists():
-        return f"`make airflow` failed (exit {proc.returncode}): {(proc.stdout + proc.stderr)[-1500:]}"
-    return None
-
-
-@pytest.fixture(scope="module")
-def airflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AirflowHome]:
-    reason = _build_airflow_venv()
-    if reason is not None:
-        print(f"SKIP: the Airflow virtualenv cannot be built: {reason}", file=sys.stderr)
-        pytest.skip(f"the Airflow virtualenv cannot be built: {reason}")
-    home = tmp_path_factory.mktemp("airflow_home")
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith(("PINPIPE", "AIRFLOW"))}
-    env.update(
-        AIRFLOW_HOME=str(home),
-        AIRFLOW__CORE__LOAD_EXAMPLES="False",
-        AIRFLOW__CORE__DAGS_FOLDER=str(REPO / "dags"),
-        AIRFLOW__CORE__UNIT_TEST_MODE="False",
-        PYTHONWARNINGS="ignore",
-    )
-    migrate = subprocess.run(
-        [str(AIRFLOW_PYTHON.parent / "airflow"), "db", "migrate"],
-        env=env,
-        cwd=home,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert migrate.returncode == 0, migrate.stdout[-2000:] + migrate.stderr[-2000:]
-    yield AirflowHome(home, env)
-
 
 FACTS = """
 import importlib.util
@@ -175,7 +85,8 @@ def test_schedule_retries_and_catchup_match_the_original(dag_facts: dict[str, An
         assert dag["catchup"] is False
         assert all(task[1:] == [3, 120.0] for task in dag["tasks"].values()), dag["tasks"]
     daily, dbx = dag_facts["dags"]["pinpipe_daily"], dag_facts["dags"]["pinpipe_databricks"]
-    assert {"executable", "workdir", "lake_url", "log_url", "engine", "max_quarantine_share"} <= set(daily["params"])
+    expected = {"executable", "workdir", "lake_url", "log_url", "engine", "max_quarantine_share", "allow_empty"}
+    assert expected | {"aws_conn_id"} <= set(daily["params"])
     assert {"databricks_conn_id", "existing_cluster_id", "new_cluster", "lake_url"} <= set(dbx["params"])
 
 
@@ -214,24 +125,6 @@ def test_databricks_variant_submits_the_spark_batch_entry_point(dag_facts: dict[
     assert "new_cluster" not in dbx["existing"]
 
 
-DAG_TEST = """
-from airflow.models.asset import AssetEvent
-from airflow.utils.session import create_session
-dag = bag.dags["pinpipe_daily"]
-with create_session() as session:
-    before = session.query(AssetEvent).count()
-run = dag.test(run_conf=CONF) if SCHEDULED else dag.test(run_conf=CONF, logical_date=None)
-with create_session() as session:
-    events = sorted(e.asset.name for e in session.query(AssetEvent).order_by(AssetEvent.id).all()[before:])
-emit({"state": str(run.state),
-      "fileloc": dag.fileloc,
-      "run_type": str(run.run_type),
-      "interval": [str(run.data_interval_start), str(run.data_interval_end)],
-      "assets": events,
-      "tasks": {ti.task_id: [str(ti.state), ti.try_number] for ti in run.get_task_instances()}})
-"""
-
-
 def _fake_pinpipe(folder: Path, fail: dict[str, int]) -> Path:
     """A stand-in ``pinpipe`` that records its arguments in ``calls.txt`` (in its working directory) and exits
     with ``fail[command]`` for the commands named there."""
@@ -242,14 +135,6 @@ def _fake_pinpipe(folder: Path, fail: dict[str, int]) -> Path:
     fake.write_text('#!/bin/sh\necho "$@" >> calls.txt\n' + cases)
     fake.chmod(0o755)
     return fake
-
-
-def _deployed_dag(tmp_path: Path) -> Path:
-    """``pinpipe_daily.py`` alone in a folder outside the checkout, as git-sync or an image deploys it."""
-    folder = tmp_path / "deployed-dags"
-    folder.mkdir()
-    (folder / "pinpipe_daily.py").write_bytes((REPO / "dags" / "pinpipe_daily.py").read_bytes())
-    return folder
 
 
 def test_a_failed_quality_gate_fails_the_run_at_once(airflow_home: AirflowHome, tmp_path: Path) -> None:
@@ -268,6 +153,16 @@ def test_a_failed_quality_gate_fails_the_run_at_once(airflow_home: AirflowHome, 
     assert calls[0] == "sink --until-idle"
     assert calls[1] == f"batch --interval-start {start} --interval-end {end}"
     assert calls[2].startswith("quality --max-quarantine-share 0.05 --interval-start")
+
+
+def test_allow_empty_passes_the_quality_gate_its_flag(airflow_home: AirflowHome, tmp_path: Path) -> None:
+    """``allow_empty`` true: the gate runs ``pinpipe quality --allow-empty`` (a day without records passes)."""
+    fake = _fake_pinpipe(tmp_path, {})
+    conf = {"executable": str(fake), "workdir": str(tmp_path), "allow_empty": True}
+    result = airflow_home.run(f"CONF = {conf!r}\nSCHEDULED = False\n" + DAG_TEST)
+    assert result["state"] == "success", result
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert calls[2] == "quality --max-quarantine-share 0.05 --allow-empty"
 
 
 def test_a_fatal_data_error_fails_the_batch_task_without_retries(airflow_home: AirflowHome, tmp_path: Path) -> None:
@@ -289,7 +184,7 @@ def test_a_manual_run_without_a_data_interval_from_a_dag_deployed_alone(
     work = tmp_path / "work"
     variables = {"pinpipe_executable": str(fake), "pinpipe_workdir": str(work)}
     result = airflow_home.run(
-        "CONF = {}\nSCHEDULED = False\n" + DAG_TEST, dag_folder=_deployed_dag(tmp_path), variables=variables
+        "CONF = {}\nSCHEDULED = False\n" + DAG_TEST, dag_folder=deployed_dag(tmp_path), variables=variables
     )
     assert result["fileloc"].startswith(str(tmp_path / "deployed-dags"))
     assert result["state"] == "success", result
@@ -304,7 +199,7 @@ def test_a_manual_run_without_a_data_interval_from_a_dag_deployed_alone(
 def test_a_task_over_its_timeout_stops_its_command(airflow_home: AirflowHome, tmp_path: Path) -> None:
     """A deployment with a 3-second ``land`` timeout (and no retries) and a sink that never goes idle: the task
     fails on its ``execution_timeout`` and the command gets SIGTERM (the real sink then commits what it holds)."""
-    folder = _deployed_dag(tmp_path)
+    folder = deployed_dag(tmp_path)
     dag_file = folder / "pinpipe_daily.py"
     text = dag_file.read_text()
     for old, new in (('"land": timedelta(hours=2)', '"land": timedelta(seconds=3)'), ('"retries": 3', '"retries": 0')):
@@ -360,7 +255,7 @@ def test_the_daily_dag_lands_batches_gates_and_reports_end_to_end(airflow_home: 
         "pinpipe_log_url": log,
     }
     result = airflow_home.run(
-        "CONF = {}\nSCHEDULED = True\n" + DAG_TEST, timeout=300, dag_folder=_deployed_dag(tmp_path), variables=variables
+        "CONF = {}\nSCHEDULED = True\n" + DAG_TEST, timeout=300, dag_folder=deployed_dag(tmp_path), variables=variables
     )
     assert result["state"] == "success", result
     assert {task: state for task, (state, _) in result["tasks"].items()} == dict.fromkeys(

@@ -63,6 +63,7 @@ class LakeRef:
             ("endpoint", "AWS_ENDPOINT_URL"),
             ("access_key_id", "AWS_ACCESS_KEY_ID"),
             ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+            ("session_token", "AWS_SESSION_TOKEN"),
         ):
             if options.get(option):
                 settings[name] = options[option]

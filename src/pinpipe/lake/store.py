@@ -13,8 +13,9 @@ S3 prefix is only reported (its bucket must exist).
 - a plain path (``./lake``, ``/srv/lake``) or ``file://DIR`` — a directory; relative paths
   (``file://pinpipe-data/lake``) resolve against the working directory, absolute ones are ``file:///abs/dir``.
   A put is atomic (temporary file + rename).
-- ``s3://BUCKET[/PREFIX]`` — any S3-compatible store; endpoint, region and keys come from
-  :class:`~pinpipe.config.LakeSettings` (or the standard ``AWS_*`` variables, read by the SDK itself).
+- ``s3://BUCKET[/PREFIX]`` — any S3-compatible store; endpoint, region and keys (with the session token of
+  temporary keys) come from :class:`~pinpipe.config.LakeSettings` (or the standard ``AWS_*`` variables, read by
+  the SDK itself).
 - ``memory://`` — process-local, for tests (Delta tables are not supported there).
 """
 
@@ -74,12 +75,10 @@ class Lake:
             if not bucket:
                 raise ConfigError(f"lake URL {url!r} names no bucket", hint="use s3://BUCKET/PREFIX")
             self.root = f"s3://{bucket}/{prefix.strip('/')}".rstrip("/")
-            options: dict[str, Any] = {"region": settings.region}
+            keys = _credentials(settings)
+            options: dict[str, Any] = {"region": settings.region, **{key: v for (key, _), v in keys}}
             if settings.endpoint:
                 options["endpoint"] = settings.endpoint
-            if settings.access_key_id and settings.secret_access_key:
-                options["access_key_id"] = settings.access_key_id.get_secret_value()
-                options["secret_access_key"] = settings.secret_access_key.get_secret_value()
             client_options: Any = {"allow_http": True} if (settings.endpoint or "").startswith("http://") else {}
             self._store = S3Store(
                 bucket,
@@ -93,9 +92,7 @@ class Lake:
                 self.storage_options["AWS_ENDPOINT_URL"] = settings.endpoint
                 if settings.endpoint.startswith("http://"):
                     self.storage_options["AWS_ALLOW_HTTP"] = "true"
-            if settings.access_key_id and settings.secret_access_key:
-                self.storage_options["AWS_ACCESS_KEY_ID"] = settings.access_key_id.get_secret_value()
-                self.storage_options["AWS_SECRET_ACCESS_KEY"] = settings.secret_access_key.get_secret_value()
+            self.storage_options.update({delta: v for (_, delta), v in keys})
             self._check_prefix(access)
 
     def __repr__(self) -> str:
@@ -180,6 +177,25 @@ class Lake:
         if self.scheme == "memory":
             raise ConfigError("Delta tables need a file:// or s3:// lake", hint="use --lake file://DIR")
         return "/".join([self.root, *parts])
+
+
+CREDENTIAL_OPTIONS = {
+    "access_key_id": ("access_key_id", "AWS_ACCESS_KEY_ID"),
+    "secret_access_key": ("secret_access_key", "AWS_SECRET_ACCESS_KEY"),
+    "session_token": ("session_token", "AWS_SESSION_TOKEN"),
+}
+"""Each :class:`~pinpipe.config.LakeSettings` credential → (its obstore ``S3Store`` key, its delta-rs storage
+option). :meth:`Lake.__init__` hands both the same keys; Spark executors get them back from
+:attr:`Lake.storage_options` (``engine.spark_io.LakeRef``)."""
+
+
+def _credentials(settings: LakeSettings) -> list[tuple[tuple[str, str], str]]:
+    """The lake's explicit credentials as ``((obstore key, delta-rs option), value)``: the key pair and, for
+    temporary keys, the session token; nothing when no key pair is set (the SDK's own ``AWS_*`` chain then)."""
+    if not (settings.access_key_id and settings.secret_access_key):
+        return []
+    found = [(name, getattr(settings, name)) for name in CREDENTIAL_OPTIONS]
+    return [(CREDENTIAL_OPTIONS[name], secret.get_secret_value()) for name, secret in found if secret]
 
 
 def open_lake(url: str | Lake, settings: LakeSettings | None = None, access: Access = "write") -> Lake:
