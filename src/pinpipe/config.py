@@ -260,7 +260,7 @@ def _origin(loc: tuple[int | str, ...], sources: tuple[tuple[dict[str, Any], str
             node = node.get(key) if isinstance(node, dict) else None
         if node is None or isinstance(node, dict):
             continue
-        shown = mask_secrets(str(node)) if not any(w in name for w in ("key", "password", "secret")) else "***"
+        shown = mask_secrets(str(node)) if not any(w in name for w in ("key", "password", "secret", "token")) else "***"
         if kind == "flag":
             return f"{_FLAGS.get(name, '--' + keys[-1].replace('_', '-'))} {shown}"
         if kind == "environment":

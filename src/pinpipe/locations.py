@@ -41,7 +41,7 @@ _SCHEME_LIKE = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):(.*)$", re.DOTALL)
 log = get_logger("locations")
 
 _CREDENTIALS = {
-    "s3": "S3 keys go in lake.access_key_id/lake.secret_access_key or the AWS_* variables",
+    "s3": "S3 keys go in lake.access_key_id/lake.secret_access_key (and lake.session_token for temporary keys) or the AWS_* variables",
     "kinesis": "Kinesis takes AWS credentials from the AWS_* variables",
     "kafka": "the Kafka backend takes no user and password in the broker address",
 }

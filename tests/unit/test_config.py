@@ -67,6 +67,14 @@ def test_a_bad_value_is_named_as_its_user_wrote_it(tmp_path: Path) -> None:
     assert toml.returncode == 2 and "sink.flush_seconds = '-1' in pinpipe.toml" in toml.stderr, toml.stderr
 
 
+def test_a_bad_secret_value_is_never_echoed(tmp_path: Path) -> None:
+    """A session token of the wrong type in pinpipe.toml is named by its key, its value masked."""
+    (tmp_path / "pinpipe.toml").write_text("[lake]\nsession_token = 12345678987654321\n")
+    done = _pinpipe("config", cwd=tmp_path, env={})
+    assert done.returncode == 2 and "lake.session_token = '***' in pinpipe.toml" in done.stderr, done.stderr
+    assert "12345678987654321" not in done.stderr + done.stdout
+
+
 def test_config_never_prints_a_password_inside_a_url(tmp_path: Path) -> None:
     env = {
         "PINPIPE__SOURCE__URL": "mysql+pymysql://root:hunter2-pw@127.0.0.1:3306/pinterest_data",
