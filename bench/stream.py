@@ -217,6 +217,16 @@ def main() -> None:
     cli = [sys.executable, "-m", "pinpipe"]
     log_url, lake_dir = f"file://{tmp / 'log'}", tmp / "lake"
     api = subprocess.Popen([*cli, "api", "--log", log_url, "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline or api.poll() is not None:
+            raise SystemExit("the api did not start")
+        time.sleep(0.1)
     worker_log = (tmp / "stream.log").open("wb")
     worker = subprocess.Popen(
         [

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import pinpipe.lake.delta as delta
 from pinpipe import retry
 from pinpipe.errors import ConfigError, RetryableError
+from pinpipe.lake.open_tables import DeltaHandles, held
 from pinpipe.lake.store import Lake
 from pinpipe.tables import KINDS, Kind
 from pinpipe.telemetry.logs import get_logger
@@ -38,15 +39,16 @@ if TYPE_CHECKING:
 log = get_logger("compaction")
 
 
-def compact_table(lake: Lake, *parts: str) -> dict[str, Any] | None:
+def compact_table(lake: Lake, *parts: str, handles: DeltaHandles | None = None) -> dict[str, Any] | None:
     """Bin-pack the table's small files (``optimize.compact``, within each bucket, up to the table's own
     ``delta.targetFileSize``: bigger files would make every later update rewrite more); the metrics, None if
-    there is no table. App transaction versions survive compaction."""
-    dt = delta.open_table(lake, *parts)
+    there is no table. App transaction versions survive compaction. With ``handles`` the kept handle compacts
+    (delta-rs then advances it to the compaction's version; a failure drops it)."""
+    dt = delta.open_table(lake, *parts, handles=handles)
     if dt is None:
         return None
     target = dt.metadata().configuration.get("delta.targetFileSize")
-    with delta.delta_errors("compacting", dt.table_uri):
+    with held(handles, parts), delta.delta_errors("compacting", dt.table_uri):
         metrics: dict[str, Any] = dt.optimize.compact(target_size=int(target) if target else None)
         return metrics
 
@@ -98,11 +100,14 @@ class Compactor:
         kinds: tuple[Kind, ...] = KINDS,
         compact: CompactFn | None = None,
         attempts: int = 3,
+        handles: DeltaHandles | None = None,
     ) -> None:
         self.lake = lake
         self.schedule = schedule
         self.kinds = kinds
-        self._compact: CompactFn = compact or compact_table
+        self.handles = handles or DeltaHandles()
+        """The tables the worker keeps open: it merges through the same handles (see :mod:`pinpipe.lake.open_tables`)."""
+        self._compact: CompactFn = compact or (lambda lk, *parts: compact_table(lk, *parts, handles=self.handles))
         self.attempts = attempts
         self._last_batches = 0
         self._last_time = time.monotonic()

@@ -50,6 +50,7 @@ from pinpipe.clean import CleanResult, RawRecord, clean_records, prepare_cleanin
 from pinpipe.engine import Engine
 from pinpipe.errors import FatalError, RetryableError
 from pinpipe.lake import delta
+from pinpipe.lake.open_tables import DeltaHandles
 from pinpipe.lake.store import Lake
 from pinpipe.log import open_log
 from pinpipe.log.base import LogRecord, Share, TopicPartition
@@ -109,6 +110,7 @@ class StreamWorker:
         self.options = options
         self.metrics = metrics or StreamMetrics()
         self.compactor = compactor
+        self.handles = compactor.handles if compactor is not None else DeltaHandles()
         self._pending: list[LogRecord] = []
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_log_commit = 0.0
@@ -133,7 +135,7 @@ class StreamWorker:
                 by_kind.setdefault(kind, []).append((topic, partition))
         out: dict[TopicPartition, int] = {}
         for kind, tps in by_kind.items():
-            versions = delta.txn_versions(self.lake, kind, [stream_app_id(*tp) for tp in tps])
+            versions = delta.txn_versions(self.lake, kind, [stream_app_id(*tp) for tp in tps], handles=self.handles)
             for tp in tps:
                 out[tp] = versions.get(stream_app_id(*tp)) or 0
         return out
@@ -200,22 +202,31 @@ class StreamWorker:
         return self._inflight is not None
 
     def _collect(self, stop: threading.Event | None) -> None:
+        """Gather the next micro-batch. It closes as soon as the pipeline is free — nothing in flight, or the batch
+        in flight committed — and the feed has nothing more at hand, so at a low rate a record waits for no
+        window, and under load a batch holds what arrived while the one before it committed (its size follows the
+        commit time); at most ``max_batch`` records, and at most ``max_wait_ms`` after its first record."""
         opts = self.options
         wait_s = opts.max_wait_ms / 1000
         deadline = time.monotonic() + wait_s
-        first = True
         while len(self._pending) < opts.max_batch:
             if stop is not None and stop.is_set():
                 return
+            free = self._inflight is None or all(f.done() for f in self._inflight.futures.values())
+            if self._pending and free:
+                got = self.feed.poll(opts.max_batch - len(self._pending), 0.0)  # only what is at hand
+                if not got:
+                    return
+                self._pending.extend(got)
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            got = self.feed.poll(opts.max_batch - len(self._pending), min(remaining, 0.1))
-            if got and first and not self._pending:
+            # with records pending, wait in short steps to notice the batch in flight committing
+            got = self.feed.poll(opts.max_batch - len(self._pending), min(remaining, 0.005 if self._pending else 0.1))
+            if got and not self._pending:
                 deadline = time.monotonic() + wait_s  # the window starts with the first record
-            if got:
-                first = False
-                self._pending.extend(got)
+            self._pending.extend(got)
 
     def _flush(self) -> BatchOutcome | None:
         """Submit the pending records (if any) and wait until everything in flight is committed."""
@@ -288,9 +299,11 @@ class StreamWorker:
             clean_s=clean_s,
         )
         if result.quarantine.num_rows:
-            self._retrying(lambda: delta.write_quarantine(self.lake, kind, result.quarantine))
+            self._retrying(lambda: delta.write_quarantine(self.lake, kind, result.quarantine, handles=self.handles))
         t0 = time.monotonic()
-        merged = self._retrying(lambda: delta.merge_silver(self.lake, kind, result.silver, app_txns=txns))
+        merged = self._retrying(
+            lambda: delta.merge_silver(self.lake, kind, result.silver, app_txns=txns, handles=self.handles)
+        )
         out.merge_s = time.monotonic() - t0
         out.inserted, out.updated = merged.inserted, merged.updated
         return out
