@@ -149,3 +149,24 @@ def test_a_handle_made_stale_by_a_concurrent_batch_is_refreshed_never_committed_
     assert {silver[r["ind"]] for r in geo[100:120]} == {"Batch"}
     assert {silver[r["ind"]] for r in geo[120:150]} == {"Stream"}
     assert delta.txn_version(lake, "geo", app_id(GEO, 0)) == 130  # every record the worker read (50 + 50 + 30)
+
+
+def test_commits_through_a_kept_handle_write_checkpoints_so_a_fresh_open_replays_a_bounded_log(tmp_path: Path) -> None:
+    """delta-rs's post-commit hook writes a checkpoint every ``delta.checkpointInterval`` (100) versions on the
+    handle's commits too: a restarted worker or a reader replays at most 100 commit files, however long it ran."""
+    from pinpipe.lake.open_tables import DeltaHandles
+
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    handles = DeltaHandles()
+    records = generate_records(215, 3)["geo"]
+    for i in range(0, 215, 2):  # version 0 is the creation, then one merge per pair of rows: version 108
+        delta.merge_silver(lake, "geo", _geo_rows(records[i : i + 2], "X"), app_txns={"w": i + 2}, handles=handles)
+    assert handles.opens[("silver", "geo")] == 1
+    log_dir = tmp_path / "lake" / "silver" / "geo" / "_delta_log"
+    checkpoint = orjson.loads((log_dir / "_last_checkpoint").read_bytes())["version"]
+    assert (log_dir / f"{checkpoint:020d}.checkpoint.parquet").is_file()
+    assert 108 - 100 < checkpoint <= 108  # what a fresh open replays: the commits after it, fewer than 100
+    kept = handles.get(("silver", "geo"))
+    assert kept is not None and kept.version() == delta.table_version(lake, "silver", "geo") == 108
+    assert delta.txn_version(lake, "geo", "w") == 216
+    assert len(_geo_silver(lake)) == 215
