@@ -1,6 +1,7 @@
 """Streaming latency and throughput as silver grows: API acknowledgement → row readable in silver, embedded log.
 
-    python bench/stream.py [--rows 0,1000000,10000000] [--rate 1000] [--seconds 60] [--old 0.02]
+    python bench/stream.py [--rows 0,1000000,10000000] [--rate 1000] [--seconds 60] [--largest-seconds 300]
+                           [--old 0.02]
                            [--steps 2000,5000,10000,15000] [--step-seconds 20] [--steps-at 0]
                            [--max-wait-ms 200] [--compact-every 20] [--fill-cache DIR]
 
@@ -196,6 +197,7 @@ def measure(tmp: Path, n: int, args: argparse.Namespace, steps: list[float]) -> 
         rss = [r for _, r in observer.rss]
         fifth = max(1, len(rss) // 5)
         result: dict[str, Any] = {
+            "seconds": args.seconds,
             "fill_s": fill_s,
             "files_before": files,
             "main": main_run,
@@ -270,6 +272,7 @@ def main() -> None:
     parser.add_argument("--rows", default="0,1000000,10000000", help="silver sizes (rows per kind)")
     parser.add_argument("--rate", type=float, default=1000.0, help="records/s of the main run")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of the main run")
+    parser.add_argument("--largest-seconds", type=float, default=None, help="the main run's length at the largest size")
     parser.add_argument("--old", type=float, default=0.02, help="share of records that update an old ind")
     parser.add_argument("--steps", default="2000,5000,10000,15000", help="rates of the short runs ('' for none)")
     parser.add_argument("--step-seconds", type=float, default=20.0)
@@ -286,7 +289,8 @@ def main() -> None:
     floor = _commit_floor(tmp)
     figures: dict[str, Any] = {"floor_append_ms": floor * 1000, "rate": args.rate, "seconds": args.seconds}
     for n in sizes:
-        r = figures[str(n)] = measure(tmp, n, args, steps)
+        seconds = args.largest_seconds if n == sizes[-1] and args.largest_seconds else args.seconds
+        r = figures[str(n)] = measure(tmp, n, argparse.Namespace(**{**vars(args), "seconds": seconds}), steps)
         print(f"N={n:,}: p99 {_ms(r['main']['p99'])} ms, RSS max {r['rss_max']:.0f} MB, load {os.getloadavg()}")
     report(figures, sizes, args.steps_at)
     print(f"floor: one bare delta-rs append commit of 100 rows p50 {floor * 1000:.0f} ms; load {os.getloadavg()}")
