@@ -3,9 +3,9 @@
 Every micro-batch commits small Parquet files (one per bucket it writes) to each touched table. A MERGE reads only
 the files whose bucket and ``ind`` statistics its keys can touch, but every file costs the Delta log an entry and
 each read a request, so :class:`Compactor` rewrites the small files of ``silver/<kind>`` into bigger ones within
-their bucket, up to the table's ``delta.targetFileSize`` (delta-rs ``optimize.compact()``, a ``dataChange=false``
-commit: readers of older versions keep their files, new readers see the same rows). Bin-packing keeps the
-clustering by ``ind`` when new keys arrive in increasing order, which is what micro-batches of new posts do.
+their bucket, up to a quarter of the table's ``delta.targetFileSize`` (:func:`compact_table`; delta-rs
+``optimize.compact()``, a ``dataChange=false`` commit: readers of older versions keep their files, new readers
+see the same rows). Bin-packing keeps the clustering by ``ind`` when new keys arrive in increasing order, which is what micro-batches of new posts do.
 
 Who calls what: :class:`pinpipe.stream.worker.StreamWorker` asks :meth:`Compactor.due` after each batch and calls
 :meth:`Compactor.run` when it is; ``pinpipe stream --compact-every N|Ns`` builds the schedule with
