@@ -1,31 +1,42 @@
-"""Streaming latency and throughput: API acknowledgement → row readable in silver, on the embedded log.
+"""Streaming latency and throughput as silver grows: API acknowledgement → row readable in silver, embedded log.
 
-    .venv/bin/python bench/stream.py [--rate 1000] [--seconds 60] [--steps 2000,4000,8000] [--step-seconds 20]
-                                     [--max-wait-ms 50] [--compact-every 20]
+    python bench/stream.py [--rows 0,1000000,10000000] [--rate 1000] [--seconds 60] [--largest-seconds 300]
+                           [--old 0.02]
+                           [--steps 2000,5000,10000,15000] [--step-seconds 20] [--steps-at 0]
+                           [--max-wait-ms 200] [--compact-every 20] [--fill-cache DIR]
 
-``pinpipe api`` (embedded ``file://`` log) and ``pinpipe stream`` run as their own processes on 127.0.0.1. Load
-generators (two processes) send generated pin/geo/user records through the Kinesis proxy
-(``PUT /streams/streaming-<prefix>-<kind>/records``, kinds in turn, ~100 requests/s per process) at a fixed
-total rate, and note when each request was acknowledged. An observer tails the silver Delta tables (every 10 ms it
-checks each table's ``_delta_log`` for a new commit, loads it and reads the ``ind`` of newly added files) and notes when each ``ind`` first becomes
-readable. Latency = readable − acknowledged, per record. An *event* here is one record (one acknowledged row).
+For each size N (rows per kind already in silver) a fresh ``file://`` lake is filled with N rows per kind by
+``bench/scale.py``'s fill (oracle-cleaned generated rows merged through ``merge_silver`` in 1M-row chunks, as a
+batch run leaves silver; ``--fill-cache DIR`` keeps each filled lake in ``DIR/lake-N`` and copies it for later
+runs). Then ``pinpipe api`` (embedded log) and ``pinpipe stream`` run as their own processes on 127.0.0.1, and two
+load-generator processes send pin/geo/user records through the Kinesis proxy (``PUT /streams/.../records``, kinds
+in turn, ~100 requests/s each) at a fixed total rate: new ``ind`` above silver's, plus ``--old`` (2 %) re-sends
+with changed content of old ``ind`` drawn uniformly over the whole key range (pre-filled and sent). Each request's
+acknowledgement time is noted. An observer tails the silver tables (every 10 ms it checks each ``_delta_log`` for
+a new commit, loads it incrementally and reads the ``ind`` of the newly added files) and samples the worker's RSS
+every second. Latency of a record = the first time its ``ind`` is in a file added after its acknowledgement − the
+acknowledgement (an update counts when the rewritten file holding it lands).
 
-Phases: the main run at ``--rate`` for ``--seconds`` (p50/p99/max latency, worker RSS at start and end), then one
-short run per ``--steps`` rate; the highest step whose records were all readable with p99 < 1 s is the maximum
-sustainable rate. For scale, the same run times a bare delta-rs append of 100 rows (the floor of one commit).
-Not a test: it prints figures.
+Per size: p50/p99/max latency at ``--rate`` (new and updated records apart), worker RSS (start, end, max; the
+mean of the last fifth of the run against the first fifth says whether it is flat) and the profile of a
+micro-batch from the worker's progress lines (collect, clean, merge, batch: means and maxima). At the sizes in
+``--steps-at``, one short run per ``--steps`` rate: the highest rate whose records were all readable with p99 <
+1 s is the maximum sustainable rate. The same-run baseline is the empty silver (N = 0): p99 at every size is
+printed as a ratio to it, with the floor of a bare delta-rs append of 100 rows. The last line is one JSON object.
+Not a test: it prints figures (run it on a quiet machine, and note ``uptime``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import multiprocessing
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -33,272 +44,258 @@ from typing import Any
 import httpx
 import orjson
 import pyarrow as pa
-import pyarrow.parquet as pq
-from deltalake import DeltaTable, write_deltalake
+from deltalake import write_deltalake
 
-from pinpipe.config import DEFAULT_PREFIX
 from pinpipe.synth.generate import generate_records
-from pinpipe.tables import KINDS, stream_name
+from pinpipe.tables import KINDS
 
-Sent = list[tuple[str, int, float]]  # (kind, ind, acknowledged at)
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _load(port: int, records: dict[str, list[dict[str, Any]]], rate: float, seconds: float, out: Any) -> None:
-    """One load generator process: ``rate`` records/s for ``seconds``, ~100 requests/s, kinds in turn."""
-    sent: Sent = []
-    cursor = dict.fromkeys(KINDS, 0)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-        start = time.monotonic()
-        done = 0
-        turn = 0
-        while (elapsed := time.monotonic() - start) < seconds:
-            due = int(rate * elapsed) - done
-            if due <= 0:
-                time.sleep(0.002)
-                continue
-            kind = KINDS[turn % 3]
-            turn += 1
-            chunk = records[kind][cursor[kind] : cursor[kind] + min(due, 500)]
-            cursor[kind] += len(chunk)
-            key = "index" if kind == "pin" else "ind"
-            body = orjson.dumps({"Records": [{"Data": r, "PartitionKey": str(r[key])} for r in chunk]})
-            for _attempt in range(20):  # a 503 (log busy) or a timeout is retried, as a client would
-                try:
-                    resp = client.put(
-                        f"/streams/{stream_name(DEFAULT_PREFIX, kind)}/records",
-                        content=body,
-                        headers={"Content-Type": "application/json"},
-                    )
-                except httpx.HTTPError:
-                    continue
-                if resp.status_code == 200 and not resp.json()["FailedRecordCount"]:
-                    break
-                time.sleep(0.05)
-            else:
-                continue  # given up: these records are not counted as sent
-            acked = time.time()
-            sent.extend((kind, int(r[key]), acked) for r in chunk)
-            done += len(chunk)
-            time.sleep(0.01)
-    out.put(sent)
-
-
-class SilverObserver(threading.Thread):
-    """Notes the first time each (kind, ind) is readable in ``<lake>/silver/<kind>``."""
-
-    def __init__(self, lake_dir: Path) -> None:
-        super().__init__(daemon=True)
-        self.lake_dir = lake_dir
-        self.seen: dict[tuple[str, int], float] = {}
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        tables: dict[str, DeltaTable] = {}
-        files: dict[str, set[str]] = {k: set() for k in KINDS}
-        commits: dict[str, int] = dict.fromkeys(KINDS, -1)
-        while not self.stop.is_set():
-            for kind in KINDS:
-                log_dir = self.lake_dir / "silver" / kind / "_delta_log"
-                try:  # cheap check first: has a new commit file appeared since the last look?
-                    count = sum(1 for e in os.scandir(log_dir) if e.name.endswith(".json"))
-                except FileNotFoundError:
-                    continue
-                if count == commits[kind]:
-                    continue
-                commits[kind] = count
-                try:
-                    dt = tables.get(kind)
-                    if dt is None:
-                        dt = tables[kind] = DeltaTable(str(self.lake_dir / "silver" / kind))
-                    else:
-                        dt.update_incremental()
-                except Exception:  # the table is being created
-                    commits[kind] = -1
-                    continue
-                now = time.time()
-                current = set(dt.file_uris())
-                for uri in current - files[kind]:
-                    for ind in pq.read_table(uri.removeprefix("file://"), columns=["ind"]).column("ind").to_pylist():
-                        self.seen.setdefault((kind, ind), now)
-                files[kind] = current
-            time.sleep(0.01)
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+sys.path.insert(0, str(Path(__file__).parent))
+import scale  # bench/scale.py: the silver fill
+from stream_load import Sent, SilverObserver, free_port, latencies, load, percentile, rss_mb
 
 
 def run_phase(
-    port: int, pools: dict[str, list[dict[str, Any]]], rate: float, seconds: float, observer: SilverObserver
+    port: int, pools: dict[str, list[dict[str, Any]]], job: dict[str, Any], observer: SilverObserver
 ) -> dict[str, float]:
-    """Send at ``rate`` for ``seconds`` from two processes; wait up to 15 s for the rows; latency figures."""
+    """Send at ``job["rate"]`` for ``job["seconds"]`` from two processes; wait up to 20 s for the rows."""
     queue: Any = multiprocessing.Queue()
     procs = []
     for i in range(2):
         share = {k: v[i::2] for k, v in pools.items()}
-        proc = multiprocessing.Process(target=_load, args=(port, share, rate / 2, seconds, queue))
+        half = {**job, "rate": job["rate"] / 2, "seed": job["seed"] * 2 + i}
+        proc = multiprocessing.Process(target=load, args=(port, share, half, queue))
         proc.start()
         procs.append(proc)
     sent: Sent = []
     for _ in procs:
-        sent.extend(queue.get(timeout=seconds + 60))
+        sent.extend(queue.get(timeout=job["seconds"] + 120))
     for proc in procs:
         proc.join(10)
-    deadline = time.time() + 15
-    while time.time() < deadline and any((k, i) not in observer.seen for k, i, _ in sent[-200:]):
-        time.sleep(0.05)
-    time.sleep(0.2)
-    latencies = [observer.seen[(k, i)] - t for k, i, t in sent if (k, i) in observer.seen]
+    tail = {(k, i) for k, i, _, u in sent[-300:] if not u}
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        seen = {(k, int(i)) for k in KINDS for _, inds in observer.added[k][-400:] for i in inds[-2000:]}
+        if tail <= seen:
+            break
+        time.sleep(0.1)
+    time.sleep(0.3)
+    new, upd, missing = latencies(sent, observer)
+    both = new + upd
     return {
         "sent": len(sent),
-        "rate": len(sent) / seconds,
-        "missing": len(sent) - len(latencies),
-        "p50": _percentile(latencies, 0.50),
-        "p99": _percentile(latencies, 0.99),
-        "max": max(latencies, default=float("nan")),
+        "rate": len(sent) / job["seconds"],
+        "missing": missing,
+        "p50": percentile(both, 0.50),
+        "p99": percentile(both, 0.99),
+        "max": max(both, default=float("nan")),
+        "new_p99": percentile(new, 0.99),
+        "updates": len(upd),
+        "update_p50": percentile(upd, 0.50),
+        "update_p99": percentile(upd, 0.99),
     }
 
 
 def _commit_floor(tmp: Path) -> float:
     table = pa.table({"ind": list(range(100)), "title": ["x" * 50] * 100})
     times = []
-    for i in range(30):
+    for _ in range(30):
         t0 = time.perf_counter()
         write_deltalake(str(tmp / "floor"), table, mode="append")
         times.append(time.perf_counter() - t0)
-        del i
-    return _percentile(times, 0.5)
+    return percentile(times, 0.5)
 
 
-def _take(pools: dict[str, list[dict[str, Any]]], n: int) -> dict[str, list[dict[str, Any]]]:
-    """The next ``n`` records (split over kinds) from the pools, removed from them."""
-    per = n // 3 + 1
-    out = {k: v[:per] for k, v in pools.items()}
-    for k in pools:
-        del pools[k][:per]
+def _pools(n: int, start: int, seed: int) -> dict[str, list[dict[str, Any]]]:
+    generated = generate_records(n, seed, start=start)
+    return {k: generated[k] for k in KINDS}
+
+
+def _fill(lake_dir: Path, n: int, cache: Path | None) -> float:
+    """Fill ``lake_dir`` with ``n`` rows per kind (copied from the cache when it holds them); the fill's wall."""
+    if n == 0:
+        return 0.0
+    kept = cache / f"lake-{n}" if cache else None
+    if kept is not None and (kept / "silver").is_dir():
+        shutil.copytree(kept, lake_dir)
+        return 0.0
+    target = kept or lake_dir
+    target.mkdir(parents=True, exist_ok=True)
+    result = scale.run_child("fill", f"file://{target}", str(n))
+    if kept is not None:
+        shutil.copytree(kept, lake_dir)
+    return float(result["wall"])
+
+
+def _profile(log_path: Path) -> dict[str, float]:
+    """The worker's progress lines over the run: the mean of each ``*_ms_mean``, the max of each ``*_ms_max``."""
+    means: dict[str, list[float]] = {}
+    out: dict[str, float] = {}
+    for line in log_path.read_bytes().splitlines():
+        try:
+            doc = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if doc.get("msg") != "stream progress" or "batch_ms_mean" not in doc:
+            continue
+        for key, value in doc.items():
+            if key.endswith("_mean"):
+                means.setdefault(key, []).append(float(value))
+            elif key.endswith("_ms_max"):
+                out[key] = max(out.get(key, 0.0), float(value))
+    out.update({k: round(sum(v) / len(v), 1) for k, v in means.items()})
     return out
+
+
+def measure(tmp: Path, n: int, args: argparse.Namespace, steps: list[float]) -> dict[str, Any]:
+    """Fill silver with ``n`` rows per kind, start api + worker, run the main phase (and the steps)."""
+    lake_dir, log_url = tmp / f"lake-{n}", f"file://{tmp / f'log-{n}'}"
+    cache = Path(args.fill_cache) if args.fill_cache else None
+    print(f"N={n:,}: filling silver ...", flush=True)
+    fill_s = _fill(lake_dir, n, cache)
+    files = {k: len(scale.table_files(f"file://{lake_dir}", k)) for k in KINDS}
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PINPIPE")}
+    port = free_port()
+    cli = [sys.executable, "-m", "pinpipe"]
+    api = subprocess.Popen([*cli, "api", "--log", log_url, "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
+    worker: subprocess.Popen[bytes] | None = None
+    log_path = tmp / f"stream-{n}.log"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline or api.poll() is not None:
+                raise SystemExit("the api did not start")
+            time.sleep(0.1)
+        with log_path.open("wb") as worker_log:
+            worker = subprocess.Popen(
+                [
+                    *(*cli, "--log-format", "json", "stream", "--log", log_url, "--lake", f"file://{lake_dir}"),
+                    *("--max-wait-ms", str(args.max_wait_ms), "--compact-every", args.compact_every),
+                ],
+                env=env,
+                stdout=worker_log,
+                stderr=subprocess.STDOUT,
+            )
+        while b"partitions assigned" not in log_path.read_bytes():
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise SystemExit(f"the stream worker did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.05)
+        observer = SilverObserver(lake_dir, worker.pid)
+        observer.start()
+        observer.ready.wait(30)
+        rss_start = rss_mb(worker.pid)
+        job = {"rate": args.rate, "seconds": args.seconds, "old": args.old, "filled": n, "seed": 1}
+        print(
+            f"N={n:,}: {args.rate:,.0f} records/s for {args.seconds:.0f} s (worker RSS {rss_start:.0f} MB)", flush=True
+        )
+        pools = _pools(int(args.rate * args.seconds * 1.1) // 3 + 1000, n + 1_000_000, 7)
+        main_run = run_phase(port, pools, job, observer)
+        rss = [r for _, r in observer.rss]
+        fifth = max(1, len(rss) // 5)
+        result: dict[str, Any] = {
+            "seconds": args.seconds,
+            "fill_s": fill_s,
+            "files_before": files,
+            "main": main_run,
+            "rss_start": rss_start,
+            "rss_end": rss[-1] if rss else 0.0,
+            "rss_max": max(rss, default=0.0),
+            "rss_first_fifth": sum(rss[:fifth]) / fifth if rss else 0.0,
+            "rss_last_fifth": sum(rss[-fifth:]) / fifth if rss else 0.0,
+            "profile": _profile(log_path),
+            "steps": {},
+        }
+        for i, rate in enumerate(steps if n in args.steps_at else []):
+            print(f"N={n:,}: step {rate:,.0f} records/s for {args.step_seconds:.0f} s", flush=True)
+            step_pools = _pools(int(rate * args.step_seconds * 1.1) // 3 + 1000, n + 10_000_000 * (i + 2), 8 + i)
+            step_job = {**job, "rate": rate, "seconds": args.step_seconds, "seed": 10 + i}
+            result["steps"][str(int(rate))] = run_phase(port, step_pools, step_job, observer)
+        observer.stop.set()
+        return result
+    finally:
+        for proc in (worker, api):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+        if not args.keep:
+            shutil.rmtree(lake_dir, ignore_errors=True)
+
+
+def _ms(x: float) -> str:
+    return f"{x * 1000:7.0f}"
+
+
+def report(figures: dict[str, Any], sizes: list[int], steps_at: set[int]) -> None:
+    """Print the per-size table, the profiles and the rate steps; the best step goes into ``figures``."""
+    base = figures["0"]["main"]["p99"]
+    print(
+        f"\n{'rows/kind':>11} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'x p99':>6} {'upd p99':>7} {'missing':>7}"
+        f" {'RSS start/end/max MB':>21} {'RSS 1st/last fifth':>18}"
+    )
+    for n in sizes:
+        r, m = figures[str(n)], figures[str(n)]["main"]
+        print(
+            f"{n:>11,} {_ms(m['p50'])} {_ms(m['p99'])} {_ms(m['max'])} {m['p99'] / base:>6.2f} {_ms(m['update_p99'])} "
+            f"{m['missing']:>7,} {r['rss_start']:>7.0f}/{r['rss_end']:.0f}/{r['rss_max']:.0f} "
+            f"{r['rss_first_fifth']:>9.0f}/{r['rss_last_fifth']:.0f}"
+        )
+    for n in sizes:
+        p = figures[str(n)]["profile"]
+        parts = " ".join(
+            f"{k}={p.get(k + '_ms_mean', 0):.0f}/{p.get(k + '_ms_max', 0):.0f}"
+            for k in ("collect", "clean", "quarantine", "merge", "batch")
+        )
+        print(f"profile N={n:,} (mean/max ms per batch, {p.get('batch_records_mean', 0):.0f} records): {parts}")
+    best = 0.0
+    for n in sizes:
+        for rate, r in figures[str(n)]["steps"].items():
+            ok = r["missing"] == 0 and r["p99"] < 1.0
+            print(
+                f"N={n:,} step {float(rate):>8,.0f}/s: achieved {r['rate']:,.0f}/s, p50 {_ms(r['p50'])} ms, "
+                f"p99 {_ms(r['p99'])} ms, missing {r['missing']}{'' if ok else '  (over)'}"
+            )
+            if ok and n == min(steps_at):
+                best = max(best, float(rate))
+    figures["max_rate_p99_under_1s"] = best
+    print(f"maximum sustainable rate with p99 < 1 s: {best:,.0f} records/s")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", default="0,1000000,10000000", help="silver sizes (rows per kind)")
     parser.add_argument("--rate", type=float, default=1000.0, help="records/s of the main run")
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--steps", default="2000,4000,8000", help="rates of the short runs ('' for none)")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of the main run")
+    parser.add_argument("--largest-seconds", type=float, default=None, help="the main run's length at the largest size")
+    parser.add_argument("--old", type=float, default=0.02, help="share of records that update an old ind")
+    parser.add_argument("--steps", default="2000,5000,10000,15000", help="rates of the short runs ('' for none)")
     parser.add_argument("--step-seconds", type=float, default=20.0)
-    parser.add_argument("--max-wait-ms", type=int, default=50)
-    parser.add_argument("--max-batch", type=int, default=5000)
+    parser.add_argument("--steps-at", default="0", help="sizes at which the rate steps run")
+    parser.add_argument("--max-wait-ms", type=int, default=200)
     parser.add_argument("--compact-every", default="20")
+    parser.add_argument("--fill-cache", default=None, help="keep filled lakes in DIR/lake-N and reuse them")
+    parser.add_argument("--keep", action="store_true", help="keep the lakes and logs")
     args = parser.parse_args()
+    args.steps_at = {int(s) for s in args.steps_at.split(",") if s.strip()} or {0}
     steps = [float(s) for s in args.steps.split(",") if s.strip()]
-    total = int(args.rate * args.seconds + sum(r * args.step_seconds for r in steps) * 1.1) + 1000
-    print(f"generating {total:,} records ...", flush=True)
-    generated = generate_records(total // 3 + 1, seed=7)
-    pools = {k: generated[k] for k in KINDS}
-
+    sizes = sorted({0, *(int(s) for s in args.rows.split(",") if s.strip())})  # N = 0: the same-run baseline
     tmp = Path(tempfile.mkdtemp(prefix="pinpipe-bench-stream-"))
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PINPIPE")}
-    port = _free_port()
-    cli = [sys.executable, "-m", "pinpipe"]
-    log_url, lake_dir = f"file://{tmp / 'log'}", tmp / "lake"
-    api = subprocess.Popen([*cli, "api", "--log", log_url, "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
-    worker_log = (tmp / "stream.log").open("wb")
-    worker = subprocess.Popen(
-        [
-            *cli,
-            "stream",
-            "--log",
-            log_url,
-            "--lake",
-            f"file://{lake_dir}",
-            "--max-wait-ms",
-            str(args.max_wait_ms),
-            "--max-batch",
-            str(args.max_batch),
-            "--compact-every",
-            args.compact_every,
-        ],
-        env=env,
-        stdout=worker_log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while b"partitions assigned" not in (tmp / "stream.log").read_bytes():
-            if time.monotonic() > deadline or worker.poll() is not None or api.poll() is not None:
-                raise SystemExit(f"the stream worker did not start: {(tmp / 'stream.log').read_text()[-2000:]}")
-            time.sleep(0.05)
-        observer = SilverObserver(lake_dir)
-        observer.start()
-        floor = _commit_floor(tmp)
-        rss_start = _rss_mb(worker.pid)
-        print(
-            f"main run: {args.rate:,.0f} records/s for {args.seconds:.0f} s (worker RSS {rss_start:.0f} MB)", flush=True
-        )
-        main_run = run_phase(port, _take(pools, int(args.rate * args.seconds * 1.1)), args.rate, args.seconds, observer)
-        rss_end = _rss_mb(worker.pid)
-        results = [(args.rate, main_run)]
-        for rate in steps:
-            print(f"step: {rate:,.0f} records/s for {args.step_seconds:.0f} s", flush=True)
-            results.append(
-                (
-                    rate,
-                    run_phase(
-                        port, _take(pools, int(rate * args.step_seconds * 1.1)), rate, args.step_seconds, observer
-                    ),
-                )
-            )
-        rss_final = _rss_mb(worker.pid)
-        observer.stop.set()
-    finally:
-        for proc in (worker, api):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-        worker_log.close()
-
-    print()
-    print(
-        f"{'records/s asked':>16} {'achieved':>9} {'sent':>8} {'missing':>8} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}"
-    )
-    for rate, r in results:
-        print(
-            f"{rate:>16,.0f} {r['rate']:>9,.0f} {r['sent']:>8,.0f} {r['missing']:>8,.0f} "
-            f"{r['p50'] * 1000:>8.0f} {r['p99'] * 1000:>8.0f} {r['max'] * 1000:>8.0f}"
-        )
-    ok = [rate for rate, r in results if r["missing"] == 0 and r["p99"] < 1.0]
-    print()
-    print(
-        f"main run: p50 {main_run['p50'] * 1000:.0f} ms, p99 {main_run['p99'] * 1000:.0f} ms "
-        f"(target p99 < 1000 ms) at {main_run['rate']:,.0f} records/s"
-    )
-    print(f"maximum sustainable rate with p99 < 1 s: {max(ok, default=0):,.0f} records/s")
-    print(
-        f"worker RSS: {rss_start:.0f} MB at start, {rss_end:.0f} MB after the main run, {rss_final:.0f} MB at the end"
-    )
-    print(
-        f"floor: one bare delta-rs append commit of 100 rows p50 {floor * 1000:.0f} ms; "
-        f"main-run p50 / floor = {main_run['p50'] / floor:.1f}x"
-    )
+    floor = _commit_floor(tmp)
+    figures: dict[str, Any] = {"floor_append_ms": floor * 1000, "rate": args.rate, "seconds": args.seconds}
+    for n in sizes:
+        seconds = args.largest_seconds if n == sizes[-1] and args.largest_seconds else args.seconds
+        r = figures[str(n)] = measure(tmp, n, argparse.Namespace(**{**vars(args), "seconds": seconds}), steps)
+        print(f"N={n:,}: p99 {_ms(r['main']['p99'])} ms, RSS max {r['rss_max']:.0f} MB, load {os.getloadavg()}")
+    report(figures, sizes, args.steps_at)
+    print(f"floor: one bare delta-rs append commit of 100 rows p50 {floor * 1000:.0f} ms; load {os.getloadavg()}")
     print(f"data and logs: {tmp}")
+    print(json.dumps(figures, sort_keys=True, default=float))
 
 
 if __name__ == "__main__":

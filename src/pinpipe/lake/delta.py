@@ -20,14 +20,19 @@ files (:data:`SILVER_FILE_BYTES`), and every MERGE predicate names the batch's b
 (:mod:`pinpipe.lake.pruning`): a merge reads and rewrites only the files its keys can touch. Every table is created
 empty first (:func:`_create`, a conflict-checked commit), then only merged into or appended to.
 
-Foreign errors go through :func:`delta_errors` (``errors.FOREIGN_ERRORS["delta"]``): a lost commit race is
-:class:`CommitConflictError` (re-read and retry), a table whose schema is not ours :class:`CorruptStateError`.
+Handles: a long-lived writer (the stream worker) passes a :class:`~pinpipe.lake.open_tables.DeltaHandles` as
+``handles=`` so each table is opened once per process and every commit starts from the version its last own
+commit produced (why that is safe against other writers: :mod:`pinpipe.lake.open_tables`); without it every call
+opens the table, as the batch job does.
+
+Foreign errors go through :func:`delta_errors` (``errors.FOREIGN_ERRORS["delta"]``; it and :func:`open_table`
+live in :mod:`pinpipe.lake.open_tables`): a lost commit race is :class:`CommitConflictError` (re-read and retry),
+a table whose schema is not ours :class:`CorruptStateError`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
@@ -35,16 +40,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
-from deltalake.exceptions import DeltaError, TableNotFoundError
+from deltalake.exceptions import DeltaError
 
-from pinpipe.errors import (
-    CommitConflictError,
-    CorruptStateError,
-    NotFoundError,
-    PinpipeError,
-    StoreUnavailableError,
-    map_exceptions,
-)
+from pinpipe.lake.open_tables import DeltaHandles as DeltaHandles
+from pinpipe.lake.open_tables import buckets_of, held
+from pinpipe.lake.open_tables import delta_errors as delta_errors
+from pinpipe.lake.open_tables import open_table as open_table
 from pinpipe.lake.pruning import key_predicate, offset_predicate
 from pinpipe.lake.store import Lake
 from pinpipe.tables import (
@@ -89,32 +90,6 @@ class MergeStats:
     """Rows of the version it committed (``rows_before`` if it committed nothing)."""
 
 
-_HINTS: dict[type[PinpipeError], str] = {
-    CommitConflictError: "retry: re-read the table version",
-    CorruptStateError: "the table's schema or log is not pinpipe's: move it away (or point --lake elsewhere) and re-run",
-}
-
-
-def delta_errors(what: str, uri: str) -> AbstractContextManager[None]:
-    """The Delta boundary: deltalake's errors become pinpipe's (rules in ``errors.FOREIGN_ERRORS["delta"]``)."""
-    texts: dict[type[PinpipeError], str] = {
-        CommitConflictError: f"{what} on {uri} lost a commit race",
-        CorruptStateError: f"{what} on {uri}",
-        StoreUnavailableError: f"{what} on {uri} failed",
-        NotFoundError: f"{what} on {uri}: no such table",
-    }
-    return map_exceptions("delta", texts, hint=_HINTS, table=uri)
-
-
-def open_table(lake: Lake, *parts: str) -> DeltaTable | None:
-    uri = lake.table_uri(*parts)
-    with delta_errors("opening", uri):
-        try:
-            return DeltaTable(uri, storage_options=lake.storage_options or None)
-        except TableNotFoundError:
-            return None
-
-
 def _props(app_txns: Mapping[str, int] | None, metadata: Mapping[str, str] | None = None) -> CommitProperties:
     txns = [Transaction(app_id=app, version=int(v)) for app, v in sorted((app_txns or {}).items())]
     return CommitProperties(app_transactions=txns or None, custom_metadata=dict(metadata or {}) or None)
@@ -140,12 +115,19 @@ def txn_version(lake: Lake, kind: Kind, app_id: str) -> int | None:
     return txn_versions(lake, kind, [app_id])[app_id]
 
 
-def txn_versions(lake: Lake, kind: Kind, app_ids: list[str]) -> dict[str, int | None]:
-    """:func:`txn_version` for many app ids with one table load."""
-    dt = open_table(lake, "silver", kind)
+def txn_versions(
+    lake: Lake, kind: Kind, app_ids: list[str], *, handles: DeltaHandles | None = None
+) -> dict[str, int | None]:
+    """:func:`txn_version` for many app ids with one table load. With ``handles`` the kept handle is brought to
+    the table's latest version first (a resume must see every writer's progress, not the handle's)."""
+    parts = ("silver", kind)
+    kept = handles.get(parts) if handles is not None else None
+    dt = kept or open_table(lake, *parts, handles=handles)
     if dt is None:
         return dict.fromkeys(app_ids)
-    with delta_errors("reading application transactions", dt.table_uri):
+    with held(handles, parts), delta_errors("reading application transactions", dt.table_uri):
+        if kept is not None:
+            dt.update_incremental()
         return {app: (None if (v := dt.transaction_version(app)) is None else int(v)) for app in app_ids}
 
 
@@ -200,7 +182,7 @@ def count_changed(lake: Lake, kind: Kind, rows: pa.Table, conn: duckdb.DuckDBPyC
     schema = SILVER_SCHEMAS[kind]
     differs = " OR ".join(f'(s."{f.name}" IS DISTINCT FROM t."{f.name}")' for f in schema if f.name != "ind")
     inds = rows.column("ind").to_pylist()
-    silver = _files_dataset(dt, kind, key_predicate(inds, _buckets_of(dt)))
+    silver = _files_dataset(dt, kind, key_predicate(inds, buckets_of(dt)))
     conn.register("__pinpipe_silver", silver)
     conn.register("__pinpipe_rows", rows.select(schema.names).cast(schema))
     try:
@@ -219,20 +201,29 @@ def silver_files(lake: Lake, kind: Kind, inds: Iterable[int]) -> list[str] | Non
     if dt is None:
         return None
     with delta_errors("listing silver files", dt.table_uri):
-        return list(dt.file_uris(file_pruning_predicate=key_predicate(list(inds), _buckets_of(dt))))
+        return list(dt.file_uris(file_pruning_predicate=key_predicate(list(inds), buckets_of(dt))))
 
 
 def _differs(schema: pa.Schema, key: str) -> str:
     return " OR ".join(f"(s.`{f.name}` IS DISTINCT FROM t.`{f.name}`)" for f in schema if f.name != key)
 
 
-def _create(lake: Lake, what: str, parts: tuple[str, ...], schema: pa.Schema, file_bytes: int | None) -> DeltaTable:
-    """The table at ``parts``, created empty first if there is none. Creation is a conflict-checked commit of
-    version 0: of two writers creating it at once one wins and the other opens the winner's table, so rows are
-    only ever written by MERGE (never by an unchecked first append)."""
-    dt = open_table(lake, *parts)
+def _create(
+    lake: Lake,
+    what: str,
+    parts: tuple[str, ...],
+    schema: pa.Schema,
+    file_bytes: int | None,
+    handles: DeltaHandles | None = None,
+) -> DeltaTable:
+    """The table at ``parts`` (the kept handle with ``handles``), created empty first if there is none. Creation
+    is a conflict-checked commit of version 0: of two writers creating it at once one wins and the other opens
+    the winner's table, so rows are only ever written by MERGE (never by an unchecked first append)."""
+    dt = open_table(lake, *parts, handles=handles)
     if dt is not None:
         return dt
+    if handles is not None:
+        return handles.keep(parts, _create(lake, what, parts, schema, file_bytes))
     uri = lake.table_uri(*parts)
     bucketed = SILVER_BUCKET in schema.names
     config = {"delta.targetFileSize": str(file_bytes)} if file_bytes else {}
@@ -256,14 +247,6 @@ def _create(lake: Lake, what: str, parts: tuple[str, ...], schema: pa.Schema, fi
             raise exc
 
 
-def _buckets_of(dt: DeltaTable) -> int | None:
-    """The bucket count of a silver table, None for a table created before silver carried the bucket column
-    (such a table keeps working, unbucketed: its merges prune by ``ind`` ranges only)."""
-    if SILVER_BUCKET not in {f.name for f in dt.schema().fields}:
-        return None
-    return int(dt.metadata().configuration.get(SILVER_BUCKETS_KEY) or SILVER_BUCKETS)
-
-
 def _with_buckets(silver: pa.Table, buckets: int | None) -> pa.Table:
     """``silver`` with its bucket column (when the table has one), sorted by (bucket, ind): new files are written
     clustered by ``ind`` within their bucket."""
@@ -274,16 +257,33 @@ def _with_buckets(silver: pa.Table, buckets: int | None) -> pa.Table:
     return out.sort_by([(SILVER_BUCKET, "ascending"), ("ind", "ascending")]) if out.num_rows > 1 else out
 
 
-def merge_silver(lake: Lake, kind: Kind, silver: pa.Table, app_txns: Mapping[str, int] | None = None) -> MergeStats:
+def merge_silver(
+    lake: Lake,
+    kind: Kind,
+    silver: pa.Table,
+    app_txns: Mapping[str, int] | None = None,
+    *,
+    handles: DeltaHandles | None = None,
+) -> MergeStats:
     """Upsert ``silver`` (``SILVER_SCHEMAS[kind]``, one row per ``ind``) into ``<lake>/silver/<kind>`` by ``ind``,
     in one commit that also records ``app_txns``; creates the (empty, bucketed) table on first use. The MERGE
     predicate spells the batch's buckets and ``ind`` ranges (:func:`key_predicate`), so delta-rs reads and
-    rewrites only the files that can hold one of its keys."""
+    rewrites only the files that can hold one of its keys. With ``handles`` the table's kept handle is used
+    (and dropped if the call fails)."""
+    parts = ("silver", kind)
+    with held(handles, parts):
+        return _merge_silver(lake, kind, silver, app_txns, handles)
+
+
+def _merge_silver(
+    lake: Lake, kind: Kind, silver: pa.Table, app_txns: Mapping[str, int] | None, handles: DeltaHandles | None
+) -> MergeStats:
     schema = SILVER_SCHEMAS[kind]
     silver = silver.select(schema.names).cast(schema)
     uri = lake.table_uri("silver", kind)
-    dt = _create(lake, "creating silver", ("silver", kind), silver_table_schema(kind), SILVER_FILE_BYTES[kind])
-    buckets = _buckets_of(dt)
+    table_schema = silver_table_schema(kind)
+    dt = _create(lake, "creating silver", ("silver", kind), table_schema, SILVER_FILE_BYTES[kind], handles)
+    buckets = buckets_of(dt)
     source = _with_buckets(silver, buckets)
     props = _props(app_txns)
     if source.num_rows == 0:
@@ -333,19 +333,20 @@ def _reload(dt: DeltaTable) -> int:
     return int(dt.version())
 
 
-def write_quarantine(lake: Lake, kind: Kind, rows: pa.Table) -> int:
+def write_quarantine(lake: Lake, kind: Kind, rows: pa.Table, *, handles: DeltaHandles | None = None) -> int:
     """Insert quarantined rows into ``<lake>/quarantine/<kind>`` unless their ``(topic, partition, offset)`` is
     there already; the number inserted. Commits nothing when there is nothing new. The table is created empty
     first (a conflict-checked commit), then every write is a MERGE that reads only the files whose offset
-    statistics overlap the rows'."""
+    statistics overlap the rows'. With ``handles`` the table's kept handle is used (dropped if the call fails)."""
     if rows.num_rows == 0:
         return 0
     rows = rows.select(QUARANTINE_SCHEMA.names).cast(QUARANTINE_SCHEMA)
     rows = _first_per_key(rows)
     uri = lake.table_uri("quarantine", kind)
-    dt = _create(lake, "creating quarantine", ("quarantine", kind), QUARANTINE_SCHEMA, None)
+    parts = ("quarantine", kind)
     key = "t.topic = s.topic AND t.`partition` = s.`partition` AND t.`offset` = s.`offset`"
-    with delta_errors("merging into quarantine", uri):
+    with held(handles, parts), delta_errors("merging into quarantine", uri):
+        dt = _create(lake, "creating quarantine", parts, QUARANTINE_SCHEMA, None, handles)
         metrics = (
             dt.merge(rows, predicate=f"{key} AND {offset_predicate(rows)}", source_alias="s", target_alias="t")
             .when_not_matched_insert_all()

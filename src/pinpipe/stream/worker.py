@@ -6,7 +6,8 @@ Who calls what: ``pinpipe stream`` (:mod:`pinpipe.cli.stream_cmd`) builds a :cla
 
 One micro-batch (:meth:`StreamWorker.step`):
 
-1. collect records from the feed until ``max_batch`` records or ``max_wait_ms`` after the first one arrived;
+1. collect records from the feed until the pipeline is free (nothing in flight, or the batch in flight committed)
+   and the feed has nothing more at hand — or ``max_batch`` records, or ``max_wait_ms`` after the first one;
 2. per kind, ``clean_records(engine, kind, records)`` (:mod:`pinpipe.clean`, shared with batch; its SQL is built
    once per engine, at start by ``prepare_cleaning``), on the engine's thread;
 3. per kind, ``write_quarantine`` (insert-if-absent by (topic, partition, offset), so a replay is a no-op), then
@@ -21,19 +22,22 @@ One micro-batch (:meth:`StreamWorker.step`):
 Exactly once: a partition (re)starts at ``txn_version(app id)`` — silver's own record of what it holds, never the
 log's committed position (on a fresh or restored lake with an existing group that is ahead of silver, and would
 skip records silver never got) — so whatever a crash, a SIGKILL or a rebalance interrupted is read again, and
-whatever was committed is skipped. A crash between
-3a and 3b replays into an idempotent quarantine write; a crash after 3b replays nothing. A conflicting concurrent
-Delta commit (another worker, a compaction) raises a Retryable error and the same batch is committed again.
-Compaction runs only when no batch is in flight, so a worker never races its own merges.
+whatever was committed is skipped. A crash between 3a and 3b replays into an idempotent quarantine write; a
+crash after 3b replays nothing. Every Delta call goes through the worker's :class:`DeltaHandles` (each table opened
+once per process; a commit starts from the version the last own commit produced): a concurrent commit by another
+writer is checked by delta-rs's conflict checker, and a conflict drops the handle, raises a Retryable error and
+the same batch is committed again on a fresh one (:mod:`pinpipe.lake.open_tables`). Compaction runs only when no
+batch is in flight, so a worker never races its own merges.
 
-Latency (API acknowledgement → row readable in silver; ``bench/stream.py``): a micro-batch costs its cleaning
-(SQL built once per engine and kind, then ~30–60 ms per kind) and its silver MERGE, merges overlapping cleaning.
-Silver is partitioned by ``bucket`` (the log's ``CRC32(ind) % partitions`` placement, 16 buckets) and the MERGE
-predicate names the batch's buckets and ``ind`` ranges, so delta-rs reads and rewrites only the files the batch's
-keys can touch: a merge's cost follows the batch, not the table (``bench/scale.py``; copy-on-write still
-rewrites each small file holding an updated row). Every merge adds a small file per bucket it writes:
-:class:`~pinpipe.stream.compaction.Compactor` bin-packs them (one table every 20 batches by default). A worker
-that owns log partition ``p`` of ``P`` (``P`` dividing 16) writes only the buckets ``b % P == p``.
+Latency (API acknowledgement → row readable in silver; ``bench/stream.py``): a batch closes when the one before
+it committed, so a record waits at most about two batch cycles (cleaning, ~15 ms per kind, then the kinds'
+MERGEs, which overlap); under load batches grow instead of queueing. Silver is partitioned by ``bucket`` (the
+log's ``CRC32(ind) % partitions`` placement, 16 buckets) and the MERGE predicate names the batch's buckets and
+``ind`` ranges, so delta-rs reads and rewrites only the files the batch's keys can touch (``bench/scale.py``;
+copy-on-write still rewrites each file holding an updated row). :class:`~pinpipe.stream.compaction.Compactor`
+bin-packs the small files merges add. A worker that owns log partition ``p`` of ``P`` (``P`` dividing 16) writes
+only the buckets ``b % P == p``. The progress line every ``summary_every_s`` carries the profile of the batches
+since the last one (:class:`~pinpipe.stream.options.BatchProfile`).
 """
 
 from __future__ import annotations
@@ -50,12 +54,13 @@ from pinpipe.clean import CleanResult, RawRecord, clean_records, prepare_cleanin
 from pinpipe.engine import Engine
 from pinpipe.errors import FatalError, RetryableError
 from pinpipe.lake import delta
+from pinpipe.lake.open_tables import DeltaHandles
 from pinpipe.lake.store import Lake
 from pinpipe.log import open_log
 from pinpipe.log.base import LogRecord, Share, TopicPartition
 from pinpipe.log.feed import Feed, group_positions
 from pinpipe.stream.compaction import Compactor
-from pinpipe.stream.options import BatchOutcome, KindOutcome, StreamOptions
+from pinpipe.stream.options import BatchOutcome, BatchProfile, KindOutcome, StreamOptions, record_batch
 from pinpipe.tables import KINDS, Kind, kind_of_topic, stream_app_id
 from pinpipe.telemetry.logs import get_logger
 from pinpipe.telemetry.stream import StreamMetrics
@@ -109,6 +114,7 @@ class StreamWorker:
         self.options = options
         self.metrics = metrics or StreamMetrics()
         self.compactor = compactor
+        self.handles = compactor.handles if compactor is not None else DeltaHandles()
         self._pending: list[LogRecord] = []
         self._uncommitted: dict[TopicPartition, int] = {}
         self._last_log_commit = 0.0
@@ -119,6 +125,8 @@ class StreamWorker:
         self._opened = False
         self.batches = 0
         self._totals = KindOutcome()
+        self._profile = BatchProfile()
+        self._first_at: float | None = None
         self._next_summary = time.monotonic() + options.summary_every_s
 
     # ------------------------------------------------------------------------------------------ feed callbacks
@@ -133,7 +141,7 @@ class StreamWorker:
                 by_kind.setdefault(kind, []).append((topic, partition))
         out: dict[TopicPartition, int] = {}
         for kind, tps in by_kind.items():
-            versions = delta.txn_versions(self.lake, kind, [stream_app_id(*tp) for tp in tps])
+            versions = delta.txn_versions(self.lake, kind, [stream_app_id(*tp) for tp in tps], handles=self.handles)
             for tp in tps:
                 out[tp] = versions.get(stream_app_id(*tp)) or 0
         return out
@@ -200,22 +208,32 @@ class StreamWorker:
         return self._inflight is not None
 
     def _collect(self, stop: threading.Event | None) -> None:
+        """Gather the next micro-batch. It closes as soon as the pipeline is free — nothing in flight, or the batch
+        in flight committed — and the feed has nothing more at hand, so at a low rate a record waits for no
+        window, and under load a batch holds what arrived while the one before it committed (its size follows the
+        commit time); at most ``max_batch`` records, and at most ``max_wait_ms`` after its first record."""
         opts = self.options
         wait_s = opts.max_wait_ms / 1000
         deadline = time.monotonic() + wait_s
-        first = True
         while len(self._pending) < opts.max_batch:
             if stop is not None and stop.is_set():
                 return
+            free = self._inflight is None or all(f.done() for f in self._inflight.futures.values())
+            if self._pending and free:
+                got = self.feed.poll(opts.max_batch - len(self._pending), 0.0)  # only what is at hand
+                if not got:
+                    return
+                self._pending.extend(got)
+                continue
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            got = self.feed.poll(opts.max_batch - len(self._pending), min(remaining, 0.1))
-            if got and first and not self._pending:
-                deadline = time.monotonic() + wait_s  # the window starts with the first record
-            if got:
-                first = False
-                self._pending.extend(got)
+            # with records pending, wait in short steps to notice the batch in flight committing
+            got = self.feed.poll(opts.max_batch - len(self._pending), min(remaining, 0.005 if self._pending else 0.1))
+            if got and not self._pending:
+                self._first_at = time.monotonic()
+                deadline = self._first_at + wait_s  # the window starts with the first record
+            self._pending.extend(got)
 
     def _flush(self) -> BatchOutcome | None:
         """Submit the pending records (if any) and wait until everything in flight is committed."""
@@ -236,7 +254,9 @@ class StreamWorker:
             if kind is not None:
                 by_kind.setdefault(kind, []).append(RawRecord(rec.topic, rec.partition, rec.offset, rec.value, "log"))
         positions = group_positions(records)
-        batch = _InFlight(BatchOutcome(len(records), 0.0, positions=positions), started, {})
+        collect_s = started - self._first_at if self._first_at is not None else 0.0
+        self._first_at = None
+        batch = _InFlight(BatchOutcome(len(records), 0.0, collect_s=collect_s, positions=positions), started, {})
         for kind, recs in by_kind.items():
             t0 = time.monotonic()
             result = clean_records(self.engine, kind, recs)
@@ -287,10 +307,14 @@ class StreamWorker:
             conflicts=stats.conflicts,
             clean_s=clean_s,
         )
-        if result.quarantine.num_rows:
-            self._retrying(lambda: delta.write_quarantine(self.lake, kind, result.quarantine))
         t0 = time.monotonic()
-        merged = self._retrying(lambda: delta.merge_silver(self.lake, kind, result.silver, app_txns=txns))
+        if result.quarantine.num_rows:
+            self._retrying(lambda: delta.write_quarantine(self.lake, kind, result.quarantine, handles=self.handles))
+        out.quarantine_s = time.monotonic() - t0
+        t0 = time.monotonic()
+        merged = self._retrying(
+            lambda: delta.merge_silver(self.lake, kind, result.silver, app_txns=txns, handles=self.handles)
+        )
         out.merge_s = time.monotonic() - t0
         out.inserted, out.updated = merged.inserted, merged.updated
         return out
@@ -323,36 +347,8 @@ class StreamWorker:
     # ------------------------------------------------------------------------------------------ reporting
 
     def _record(self, outcome: BatchOutcome) -> None:
-        m = self.metrics
-        m.batches.inc()
-        m.batch_seconds.observe(outcome.seconds)
-        m.batch_records.observe(outcome.records)
-        m.last_commit.set(time.time())
-        t = self._totals
-        for kind, k in outcome.kinds.items():
-            m.records.labels(kind).inc(k.read)
-            m.silver_rows.labels(kind, "insert").inc(k.inserted)
-            m.silver_rows.labels(kind, "update").inc(k.updated)
-            m.quarantined.labels(kind).inc(k.quarantined)
-            m.duplicates.labels(kind).inc(k.duplicates)
-            m.conflicts.labels(kind).inc(k.conflicts)
-            m.merge_seconds.labels(kind).observe(k.merge_s)
-            t.read += k.read
-            t.inserted += k.inserted
-            t.updated += k.updated
-            t.quarantined += k.quarantined
-            t.duplicates += k.duplicates
-        log.debug(
-            "batch committed",
-            extra={
-                "fields": {
-                    "records": outcome.records,
-                    "seconds": round(outcome.seconds, 3),
-                    "clean_s": round(outcome.clean_s, 3),
-                    **{f"{kind}_merge_s": round(k.merge_s, 3) for kind, k in outcome.kinds.items()},
-                }
-            },
-        )
+        record_batch(self.metrics, self._totals, outcome)
+        self._profile.add(outcome)
 
     def _maybe_summary(self, now: float) -> None:
         if now < self._next_summary:
@@ -373,9 +369,11 @@ class StreamWorker:
                     "duplicates": t.duplicates,
                     "lag": sum(lag.values()),
                     "partitions": len(self.feed.owned()),
+                    **self._profile.summary(),
                 }
             },
         )
+        self._profile = BatchProfile()
 
     def close(self, finish: bool = True) -> None:
         """Finish the batch in flight and the pending records (or, when ``finish`` is False, drop what is not

@@ -1,0 +1,186 @@
+"""The load side of ``bench/stream.py``: load-generator processes that send records through the Kinesis proxy
+and note each acknowledgement, and the observer that notes when each ``ind`` becomes readable in silver.
+
+Who calls what: ``run_phase`` in ``bench/stream.py`` starts two :func:`load` processes per phase and reads their
+:data:`Sent` lists back; ``measure`` runs one :class:`SilverObserver` thread per silver size;
+:func:`latencies` matches the two.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from deltalake import DeltaTable
+
+from pinpipe.config import DEFAULT_PREFIX
+from pinpipe.tables import KINDS, stream_name
+
+Sent = list[tuple[str, int, float, bool]]  # (kind, ind, acknowledged at, an update of an old ind)
+KEY = {"pin": "index", "geo": "ind", "user": "ind"}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def load(port: int, records: dict[str, list[dict[str, Any]]], job: dict[str, Any], out: Any) -> None:
+    """One load generator: ``job["rate"]`` records/s for ``job["seconds"]``, ~100 requests/s, kinds in turn; a
+    ``job["old"]`` share of records re-keyed to an old ``ind`` (uniform over [0, filled) and what it sent)."""
+    rate, seconds, old, filled = job["rate"], job["seconds"], job["old"], job["filled"]
+    rng = random.Random(job["seed"])
+    sent: Sent = []
+    mine: dict[str, list[int]] = {k: [] for k in KINDS}
+    cursor = dict.fromkeys(KINDS, 0)
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+        start = time.monotonic()
+        done = turn = 0
+        while (elapsed := time.monotonic() - start) < seconds:
+            due = int(rate * elapsed) - done
+            if due <= 0:
+                time.sleep(0.002)
+                continue
+            kind = KINDS[turn % 3]
+            turn += 1
+            chunk = records[kind][cursor[kind] : cursor[kind] + min(due, 500)]
+            cursor[kind] += len(chunk)
+            key = KEY[kind]
+            batch, updates = [], []
+            for r in chunk:
+                if rng.random() < old and (filled or mine[kind]):
+                    pick = rng.randrange(filled + len(mine[kind]))
+                    r = {**r, key: pick if pick < filled else mine[kind][pick - filled]}
+                    updates.append(True)
+                else:
+                    updates.append(False)
+                batch.append(r)
+            body = orjson.dumps({"Records": [{"Data": r, "PartitionKey": str(r[key])} for r in batch]})
+            for _attempt in range(20):  # a 503 (log busy) or a timeout is retried, as a client would
+                try:
+                    resp = client.put(
+                        f"/streams/{stream_name(DEFAULT_PREFIX, kind)}/records",
+                        content=body,
+                        headers={"Content-Type": "application/json"},
+                    )
+                except httpx.HTTPError:
+                    continue
+                if resp.status_code == 200 and not resp.json()["FailedRecordCount"]:
+                    break
+                time.sleep(0.05)
+            else:
+                continue  # given up: these records are not counted as sent
+            acked = time.time()
+            for r, update in zip(batch, updates, strict=True):
+                sent.append((kind, int(r[key]), acked, update))
+                if not update:
+                    mine[kind].append(int(r[key]))
+            done += len(batch)
+            time.sleep(0.01)
+    out.put(sent)
+
+
+class SilverObserver(threading.Thread):
+    """Notes every data file added to ``<lake>/silver/<kind>`` (when, which ``ind``) and the worker's RSS."""
+
+    def __init__(self, lake_dir: Path, worker_pid: int) -> None:
+        super().__init__(daemon=True)
+        self.lake_dir = lake_dir
+        self.pid = worker_pid
+        self.added: dict[str, list[tuple[float, np.ndarray]]] = {k: [] for k in KINDS}
+        self.rss: list[tuple[float, float]] = []
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        tables: dict[str, DeltaTable] = {}
+        files: dict[str, set[str]] = {}
+        commits: dict[str, int] = dict.fromkeys(KINDS, -1)
+        next_rss = 0.0
+        while not self.stop.is_set():
+            for kind in KINDS:
+                log_dir = self.lake_dir / "silver" / kind / "_delta_log"
+                try:  # cheap check first: has a new commit file appeared since the last look?
+                    count = sum(1 for e in os.scandir(log_dir) if e.name.endswith(".json"))
+                except FileNotFoundError:
+                    files.setdefault(kind, set())
+                    continue
+                if count == commits[kind]:
+                    continue
+                commits[kind] = count
+                try:
+                    dt = tables.get(kind)
+                    if dt is None:
+                        dt = tables[kind] = DeltaTable(str(self.lake_dir / "silver" / kind))
+                    else:
+                        dt.update_incremental()
+                except Exception:  # the table is being created
+                    commits[kind] = -1
+                    continue
+                now = time.time()
+                current = set(dt.file_uris())
+                if kind in files:  # the files there when the observer started are the fill's
+                    for uri in current - files[kind]:
+                        inds = pq.read_table(uri.removeprefix("file://"), columns=["ind"]).column("ind")
+                        self.added[kind].append((now, inds.to_numpy()))
+                files[kind] = current
+            if len(files) == len(KINDS):
+                self.ready.set()
+            if time.monotonic() >= next_rss:
+                next_rss = time.monotonic() + 1.0
+                self.rss.append((time.time(), rss_mb(self.pid)))
+            time.sleep(0.01)
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
+def latencies(sent: Sent, observer: SilverObserver) -> tuple[list[float], list[float], int]:
+    """(new-record latencies, update latencies, records never seen)."""
+    new: list[float] = []
+    upd: list[float] = []
+    missing = 0
+    for kind in KINDS:
+        want = [(i, t, u) for k, i, t, u in sent if k == kind]
+        if not want:
+            continue
+        wanted = pa.array(sorted({i for i, _, _ in want}), pa.int64())
+        seen: dict[int, list[float]] = {}
+        for at, inds in list(observer.added[kind]):
+            hits = pa.array(inds).filter(pc.is_in(pa.array(inds), value_set=wanted))
+            for ind in hits.to_pylist():
+                seen.setdefault(ind, []).append(at)
+        for ind, acked, update in want:
+            times = seen.get(ind, [])
+            # a new ind: its first appearance; an update: the first file holding it added after the ack
+            at = next((t for t in times if t >= acked - 0.005), None) if update else (times[0] if times else None)
+            if at is None:
+                missing += 1
+            else:
+                (upd if update else new).append(max(0.0, at - acked))
+    return new, upd, missing
