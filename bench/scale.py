@@ -1,6 +1,6 @@
 """Scale benchmark: does the cost of a micro-batch and of a daily run follow the records given, not silver's size?
 
-    python bench/scale.py [--rows 0,100000,1000000] [--batches 5] [--keep]
+    python bench/scale.py [--rows 0,100000,1000000] [--batches 5] [--keep DIR]
 
 For each size N (rows per kind already in silver) a fresh ``file://`` lake under /tmp is filled with N generated
 rows per kind (cleaned by the oracle, merged into silver through :func:`pinpipe.lake.delta.merge_silver` in chunks
@@ -19,6 +19,10 @@ cleaning, quarantine, merges — apart from gold, recomputed from the whole of s
 each merge rewrote (removed from the table: copy-on-write) and added, and the table's file count. The same-run
 baseline is the empty table (N = 0): each figure is also printed as a ratio to it. The last line is one JSON
 object with every figure. Not a timed test: the figures depend on the machine.
+
+With ``--keep DIR`` each filled lake is kept as ``DIR/filled-<N>`` (a 10M fill takes minutes) and reused by later
+runs: every measurement then runs on a hard-linked copy of it (Delta and landed files are never modified in
+place, so the kept lake stays as filled).
 """
 
 from __future__ import annotations
@@ -203,10 +207,29 @@ def run_child(*args: str) -> dict[str, Any]:
     return result
 
 
-def measure(base: Path, n: int, batches: int) -> dict[str, Any]:
+def filled_lake(base: Path, n: int, keep: Path | None) -> dict[str, Any]:
+    """Fill ``base/lake-<n>`` with ``n`` rows per kind, or copy the kept ``keep/filled-<n>`` (filled first if it
+    is not there yet); the fill's figures."""
+    work = base / f"lake-{n}"
+    if keep is None:
+        work.mkdir()
+        return run_child("fill", f"file://{work}", str(n)) if n else {"wall": 0.0, "files": {}}
+    kept = keep / f"filled-{n}"
+    done = keep / f"filled-{n}.json"
+    if not done.exists():
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.mkdir(parents=True)
+        fill = run_child("fill", f"file://{kept}", str(n)) if n else {"wall": 0.0, "files": {}}
+        done.write_text(json.dumps(fill))
+    subprocess.run(["cp", "-al", str(kept), str(work)], check=True)
+    fill = json.loads(done.read_text())
+    fill["kept"] = True
+    return dict(fill)
+
+
+def measure(base: Path, n: int, batches: int, keep: Path | None = None) -> dict[str, Any]:
     lake_url = f"file://{base / f'lake-{n}'}"
-    (base / f"lake-{n}").mkdir()
-    fill = run_child("fill", lake_url, str(n)) if n else {"wall": 0.0, "files": {}}
+    fill = filled_lake(base, n, keep)
     micro = run_child("micro", lake_url, str(n), str(batches))
     run_child("land", lake_url, str(n))
     daily = run_child("daily", lake_url)
@@ -218,6 +241,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", default="0,100000,1000000", help="comma-separated silver sizes (rows per kind)")
     ap.add_argument("--batches", type=int, default=5, help="micro-batches per size")
+    ap.add_argument("--keep", type=Path, help="keep the filled lakes in this directory and reuse them")
     ap.add_argument("--child", nargs="+")
     args = ap.parse_args()
     if args.child:
@@ -238,7 +262,7 @@ def main() -> None:
     figures: dict[str, Any] = {}
     try:
         for n in sizes:
-            f = figures[str(n)] = measure(base, n, args.batches)
+            f = figures[str(n)] = measure(base, n, args.batches, args.keep)
             b = figures["0"]
             m, d = f["micro"], f["daily"]
             print(

@@ -206,7 +206,7 @@ class _Queries:
         return self._lower_median(self._in_years(self.pin_user, JOIN_YEARS), "age_group", "post_year")
 
 
-def _sorted(name: str, table: pa.Table) -> pa.Table:
+def sorted_gold(name: str, table: pa.Table) -> pa.Table:
     """Cast ``table`` to the gold schema and sort it: group columns first (age groups in natural order)."""
     schema = GOLD_SCHEMAS[name]
     table = table.select(schema.names).cast(schema)
@@ -233,7 +233,7 @@ def compute_gold(engine: Engine, silver: Mapping[Kind, DataFrame]) -> dict[str, 
     """
     queries = _Queries(engine, silver)
     compute: dict[str, Callable[[], DataFrame]] = {name: getattr(queries, name) for name in GOLD_TABLES}
-    return {name: _sorted(name, engine.to_arrow(compute[name]())) for name in GOLD_TABLES}
+    return {name: sorted_gold(name, engine.to_arrow(compute[name]())) for name in GOLD_TABLES}
 
 
 def compute_gold_from_arrow(engine: Engine, silver: Mapping[Kind, pa.Table]) -> dict[str, pa.Table]:
@@ -246,7 +246,7 @@ def compute_gold_from_arrow(engine: Engine, silver: Mapping[Kind, pa.Table]) -> 
 
     inputs: dict[str, pa.Table] = {kind: table for kind, table in silver.items()}
     collected = engine.collect("gold", inputs, build)
-    return {name: _sorted(name, collected[name]) for name in GOLD_TABLES}
+    return {name: sorted_gold(name, collected[name]) for name in GOLD_TABLES}
 
 
 # ---------------------------------------------------------------------------------------------- Delta I/O
@@ -273,7 +273,7 @@ def read_gold_tables(lake: Lake, *, required: bool = True) -> dict[str, pa.Table
     for name in GOLD_TABLES:
         table = delta.read_table(lake, "gold", name)
         if table is not None:
-            found[name] = _sorted(name, table)
+            found[name] = sorted_gold(name, table)
     missing = [name for name in GOLD_TABLES if name not in found]
     if required and missing:
         what = "no gold tables" if len(missing) == len(GOLD_TABLES) else "gold tables missing: " + ", ".join(missing)
