@@ -11,11 +11,12 @@ step's ``VmHWM``):
     rows of old ``ind`` spread over the whole key range (2 %), as the stream worker commits them;
     The files each merge may read are those its keys' buckets and ranges keep (``delta.silver_files``, the
     pruning delta-rs applies to the MERGE predicate; every file of the table on a layout without it).
-(b) **daily run**: 11,154 records per kind landed as JSON objects (2 % of them changed old ``ind``), then one
-    ``run_batch`` with gold.
+(b) **gold over the filled silver** (``prime``: a batch run with nothing new, as yesterday's run left the lake:
+    gold computed from whole silver when there is no gold yet), then the **daily run**: 11,154 records per kind
+    landed as JSON objects (2 % of them changed old ``ind``), then one ``run_batch`` with gold.
 
 Printed per size: wall (median per micro-batch, all three kinds; the daily run's total, and its silver part —
-cleaning, quarantine, merges — apart from gold, recomputed from the whole of silver), peak RSS, the data files
+cleaning, quarantine, merges — apart from gold), the priming run (gold from whole silver), peak RSS, the data files
 each merge rewrote (removed from the table: copy-on-write) and added, and the table's file count. The same-run
 baseline is the empty table (N = 0): each figure is also printed as a ratio to it. The last line is one JSON
 object with every figure. Not a timed test: the figures depend on the machine.
@@ -167,6 +168,20 @@ def child_land(lake_url: str, n: int) -> dict[str, Any]:
     return {"records": DAILY * 3}
 
 
+def child_prime(lake_url: str) -> dict[str, Any]:
+    """Yesterday's run: a batch run with nothing new landed computes gold (and its state) over the filled silver,
+    so the daily run measured next starts from a lake a daily schedule leaves."""
+    from pinpipe.batch.job import run_batch
+    from pinpipe.engine import open_engine
+    from pinpipe.lake.store import Lake
+
+    with open_engine("duckdb") as engine:
+        t0 = time.perf_counter()
+        result = run_batch(Lake(lake_url), engine, PREFIX)
+        wall = time.perf_counter() - t0
+    return {"wall": wall, "rss_mb": peak_rss_mb(), "gold": len(result.gold_written)}
+
+
 def child_daily(lake_url: str) -> dict[str, Any]:
     from pinpipe.batch.job import run_batch
     from pinpipe.engine import open_engine
@@ -231,10 +246,11 @@ def measure(base: Path, n: int, batches: int, keep: Path | None = None) -> dict[
     lake_url = f"file://{base / f'lake-{n}'}"
     fill = filled_lake(base, n, keep)
     micro = run_child("micro", lake_url, str(n), str(batches))
+    prime = run_child("prime", lake_url)
     run_child("land", lake_url, str(n))
     daily = run_child("daily", lake_url)
     shutil.rmtree(base / f"lake-{n}", ignore_errors=True)
-    return {"fill": fill, "micro": micro, "daily": daily}
+    return {"fill": fill, "micro": micro, "prime": prime, "daily": daily}
 
 
 def main() -> None:
@@ -250,6 +266,8 @@ def main() -> None:
             print(json.dumps(child_fill(rest[0], int(rest[1]))))
         elif step == "micro":
             print(json.dumps(child_micro(rest[0], int(rest[1]), int(rest[2]))))
+        elif step == "prime":
+            print(json.dumps(child_prime(rest[0])))
         elif step == "land":
             print(json.dumps(child_land(rest[0], int(rest[1]))))
         else:
@@ -271,6 +289,7 @@ def main() -> None:
                 f"read ≤{m['files_read_max']} rewrote ≤{m['files_rewritten_max']} files, RSS {m['rss_mb']:.0f} MB | daily {d['wall']:5.1f} s "
                 f"(x{d['wall'] / b['daily']['wall']:.1f}; silver {d['silver_s']:.1f} s, gold {d['gold_s']:.1f} s) RSS {d['rss_mb']:.0f} MB "
                 f"(x{d['rss_mb'] / b['daily']['rss_mb']:.1f}) rewrote {sum(d['files_rewritten'].values())} files | "
+                f"gold from whole silver {f['prime']['wall']:.1f} s RSS {f['prime']['rss_mb']:.0f} MB | "
                 f"silver files {d['files']}",
                 flush=True,
             )

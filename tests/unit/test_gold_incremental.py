@@ -21,10 +21,11 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from pinpipe.batch import gold_state
+from pinpipe.batch import gold_sql, gold_state, gold_store
 from pinpipe.batch.gold import GOLD_TABLES, compute_gold_from_arrow, read_gold_tables
 from pinpipe.batch.job import run_batch
 from pinpipe.engine import DuckDBEngine, Engine
+from pinpipe.errors import CommitConflictError
 from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 from pinpipe.stream.compaction import compact_table
@@ -86,8 +87,11 @@ def _assert_gold_is_full_recompute(lake: Lake, duck: Engine) -> None:
         assert got[name].to_pylist() == expected[name].to_pylist(), name
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_random_histories_match_a_full_recompute_after_every_step(tmp_path: Path, duck: Engine, seed: int) -> None:
+@pytest.mark.parametrize(("seed", "chain"), [(1, 32), (2, 32), (3, 3)])
+def test_random_histories_match_a_full_recompute_after_every_step(
+    tmp_path: Path, duck: Engine, seed: int, chain: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(gold_state, "MAX_CHAIN", chain)  # 3: the state is written whole again every third change
     rng = random.Random(seed)
     lake = Lake(f"file://{tmp_path}")
     conn = duck.duckdb()
@@ -191,3 +195,28 @@ def test_batch_runs_keep_gold_incremental_and_exact(
     _assert_gold_is_full_recompute(lake, duck)
     modes = [r.fields["mode"] for r in caplog.records if r.getMessage() == "gold refreshed"]  # type: ignore[attr-defined]
     assert modes == ["full", "incremental"]
+
+
+def test_two_runs_folding_onto_one_state_only_one_counts(tmp_path: Path, duck: Engine) -> None:
+    rng = random.Random(4)
+    lake = Lake(f"file://{tmp_path}")
+    conn = duck.duckdb()
+    for kind in KINDS:
+        _merge(lake, kind, [_row(rng, kind, i) for i in range(50)], 1)
+    gold_state.refresh_gold(lake, conn)
+    stored = gold_store.read_state(lake)
+    assert stored is not None
+    for kind in KINDS:
+        _merge(lake, kind, [_row(rng, kind, i) for i in range(40, 70)], 2)
+    assert gold_state.refresh_gold(lake, conn).mode == "incremental"  # folded onto the state at stored.version
+    # a second run that read the same state commits its change onto it too: it must not count
+    late = pa.Table.from_pylist(
+        [{"state": "cat_country", "country": "Aland", "category": "art", "n": 1000}], schema=gold_sql.STATE_SCHEMA
+    )
+    with pytest.raises(CommitConflictError):
+        gold_store.append_change(lake, late, stored.meta, stored.version)
+    after = gold_store.read_state(lake)
+    assert after is not None and len(after.chain) == 2  # the whole state and the first change
+    gold_state.refresh_gold(lake, conn)
+    _assert_gold_is_full_recompute(lake, duck)
+    assert gold_state.refresh_gold(lake, conn).mode == "unchanged"

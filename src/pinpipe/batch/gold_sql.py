@@ -17,7 +17,8 @@ cat_year      year (of geo.timestamp, 2018–2022), category  top_category_by_ye
 top_user      country, follower_count, poster_name        top_user_by_country, top_country_by_followers
 cat_age       age_group, category                         top_category_by_age_group
 followers     age_group, year (of date_joined), follower_count  the three medians (a histogram)
-users         user_name, age, date_joined, year           users_joined_by_year (a user counts while n > 0)
+users         user_name, age, date_joined, year           a user counts while its n > 0 (looked up, not scanned)
+users_year    year                                        users_joined_by_year: n = distinct users that year
 ============  ==========================================  =======================================
 
 A median is read off the histogram: the smallest value whose cumulative count reaches ``ceil(total / 2)``.
@@ -56,13 +57,51 @@ AGE_GROUP_SQL = (
 )
 
 
-def _select(state: str, source: str, where: str, sign: int, **columns: str) -> str:
+def _select(state: str, source: str, where: str, sign: int | str, **columns: str) -> str:
+    """One state's rows from ``source``: its key ``columns`` (the others null) and ``n`` (a sign or an expression)."""
     items = [f"'{state}' AS state"]
     for key in KEYS[1:]:
         items.append(
             f"{columns[key]} AS {key}" if key in columns else f"CAST(NULL AS {_SQL_TYPES.get(key, 'VARCHAR')}) AS {key}"
         )
     return f"SELECT {', '.join(items)}, CAST({sign} AS BIGINT) AS n FROM {source} WHERE {where}"
+
+
+USER_KEY = ("user_name", "age", "date_joined", "year")
+_SAME_USER = " AND ".join(f"s.{c} IS NOT DISTINCT FROM c.{c}" for c in USER_KEY)
+
+
+def users_year_full_sql(state: str) -> str:
+    """``users_year`` rows (distinct users per join year) of a whole state ``state``."""
+    return _select("users_year", state, "state = 'users' GROUP BY year", "count(*)", year="year")
+
+
+def users_year_change_sql(chain: str, change: str) -> str:
+    """``users_year`` rows by which ``change`` moves the distinct users per year of the stored rows ``chain``: a
+    user counts while the sum of its rows' ``n`` is positive, so only the users in ``change`` are looked up.
+    Also ``after`` < 0 rows are kept out and counted by :func:`negative_users_sql`."""
+    return _select(
+        "users_year",
+        f"({_users_before_after(chain, change)})",
+        "true GROUP BY year HAVING sum(CAST(after > 0 AS BIGINT) - CAST(before > 0 AS BIGINT)) <> 0",
+        "sum(CAST(after > 0 AS BIGINT) - CAST(before > 0 AS BIGINT))",
+        year="year",
+    )
+
+
+def negative_users_sql(chain: str, change: str) -> str:
+    return f"SELECT count(*) FROM ({_users_before_after(chain, change)}) WHERE after < 0"
+
+
+def _users_before_after(chain: str, change: str) -> str:
+    keys = ", ".join(USER_KEY)
+    return (
+        f"WITH c AS (SELECT {keys}, n FROM {change} WHERE state = 'users'), "
+        f"o AS (SELECT {', '.join(f's.{k}' for k in USER_KEY)}, sum(s.n) AS n FROM {chain} s SEMI JOIN c ON {_SAME_USER} "
+        f"WHERE s.state = 'users' GROUP BY ALL) "
+        f"SELECT {', '.join(f'c.{k}' for k in USER_KEY)}, coalesce(s.n, 0) AS before, coalesce(s.n, 0) + c.n AS after "
+        f"FROM c LEFT JOIN o s ON {_SAME_USER}"
+    )
 
 
 def state_rows_sql(pin: str, geo: str, user: str, sign: int) -> str:
@@ -179,7 +218,7 @@ def gold_from_state(source: str) -> dict[str, str]:
         "top_category_by_age_group": _top_category("cat_age", "age_group", source),
         "median_followers_by_age_group": _median(source, {"age_group": "age_group"}, "age_group IS NOT NULL"),
         "users_joined_by_year": (
-            f"SELECT year AS post_year, count(*) AS number_users_joined FROM {source} WHERE state = 'users' GROUP BY year"
+            f"SELECT year AS post_year, n AS number_users_joined FROM {source} WHERE state = 'users_year'"
         ),
         "median_followers_by_join_year": _median(source, {"year": "post_year"}, joined),
         "median_followers_by_age_group_and_join_year": _median(

@@ -24,16 +24,16 @@ are identical to :func:`pinpipe.batch.gold.compute_gold` over the same silver.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import DeltaTable
 
 from pinpipe import retry
 from pinpipe.batch import gold as gold_module
-from pinpipe.batch import gold_sql
+from pinpipe.batch import gold_sql, gold_store
 from pinpipe.lake import changes, delta
 from pinpipe.lake.store import Lake
 from pinpipe.tables import KINDS, SILVER_SCHEMAS, Kind
@@ -43,11 +43,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pinpipe.batch.gold_state")
 
-STATE_TABLE = ("_meta", "gold_state")
+STATE_TABLE = gold_store.STATE_TABLE
 FORMAT = 1
 """Bumped whenever the state's keys or meaning change: a state of another format is rebuilt."""
 
 STATE_RACE = retry.COMMIT_RACE.but(attempts=5)
+MAX_CHAIN = 32
+"""After this many changes appended onto one whole state, the next refresh writes a whole state again."""
 _P = "__pinpipe_gold_"
 
 
@@ -83,6 +85,8 @@ class _Scope:
         self.conn = conn
         self.names: list[str] = []
         self.tables: list[str] = []
+        self.stored = ""
+        """The stored state's rows as a relation (once read)."""
 
     def __enter__(self) -> _Scope:
         self.conn.execute("SET TimeZone = 'UTC'")
@@ -117,13 +121,13 @@ def _refresh(lake: Lake, scope: _Scope, *, shortcut: bool) -> GoldRefresh:
         silver[kind] = dt
     current = {kind: {"id": str(dt.metadata().id), "version": int(dt.version())} for kind, dt in silver.items()}
     gold_versions = {name: delta.table_version(lake, "gold", name) for name in gold_module.GOLD_TABLES}
-    state_dt = delta.open_table(lake, *STATE_TABLE)
-    meta = _read_meta(lake, state_dt)
+    stored = gold_store.read_state(lake)
+    meta = stored.meta if stored is not None else None
     if shortcut and meta is not None and meta.get("silver") == current and meta.get("gold") == gold_versions:
         return GoldRefresh([], "unchanged")
     mode, touched = "full", 0
-    if meta is not None and state_dt is not None and _usable(meta, current):
-        found = _fold_changes(lake, scope, silver, meta, state_dt)
+    if stored is not None and _usable(stored.meta, current):
+        found = _fold_changes(lake, scope, silver, stored)
         if found is not None:
             mode, touched = "incremental", found
     if mode == "full":
@@ -131,29 +135,16 @@ def _refresh(lake: Lake, scope: _Scope, *, shortcut: bool) -> GoldRefresh:
     written = _write_gold(lake, scope)
     for name in written:
         gold_versions[name] = delta.table_version(lake, "gold", name)
-    _write_state(lake, scope, state_dt, {"format": FORMAT, "silver": current, "gold": gold_versions})
+    meta = {"format": FORMAT, "silver": current, "gold": gold_versions}
+    if mode == "incremental" and stored is not None and len(stored.chain) < MAX_CHAIN:
+        gold_store.append_change(lake, _state_table(scope, f"SELECT * FROM {_P}change"), meta, stored.version)
+    elif mode == "incremental":  # a long chain: one whole state again (what every reader would sum up)
+        whole = gold_sql.fold_sql(scope.stored, f"{_P}change")
+        gold_store.write_full(lake, _state_table(scope, f"SELECT * FROM ({whole}) WHERE state <> 'meta'"), meta)
+    else:
+        gold_store.write_full(lake, _state_table(scope, f"SELECT * FROM {_P}next"), meta)
     log.info("gold refreshed", extra={"fields": {"mode": mode, "touched": touched, "written": written}})
     return GoldRefresh(written, mode, touched)
-
-
-META_KEY = "pinpipe.gold"
-"""The commit-info key under which each state commit records what it was computed from."""
-
-
-def _read_meta(lake: Lake, state_dt: DeltaTable | None) -> dict[str, Any] | None:
-    """What the state at ``state_dt``'s loaded version was computed from (its commit's info), None if unknown."""
-    if state_dt is None:
-        return None
-    data = lake.get("/".join([*STATE_TABLE, "_delta_log", f"{int(state_dt.version()):020d}.json"]))
-    for line in (data or b"").splitlines():
-        try:
-            info = orjson.loads(line).get("commitInfo")
-            meta = orjson.loads(info[META_KEY]) if isinstance(info, dict) and META_KEY in info else None
-        except (orjson.JSONDecodeError, AttributeError, TypeError):
-            return None
-        if isinstance(meta, dict):
-            return meta
-    return None
 
 
 def _usable(meta: dict[str, Any], current: dict[Kind, dict[str, Any]]) -> bool:
@@ -175,90 +166,137 @@ def _gold_schema(kind: Kind) -> pa.Schema:
 
 
 def _files(lake: Lake, scope: _Scope, kind: Kind, paths: list[str]) -> str | None:
-    """A relation over the gold columns of the silver files ``paths``; None if one is gone."""
+    """A relation over the gold columns of the silver files ``paths``; None if one is gone. DuckDB reads the
+    Parquet files itself on a ``file://`` lake; elsewhere they come through the lake's object store."""
+    if lake.scheme == "file" and paths:
+        root = lake.table_uri("silver", kind).split("://", 1)[-1]
+        files = [f"{root}/{p}" for p in paths]
+        if not all(os.path.exists(f) for f in files):
+            return None
+        return _parquet(kind, files)
     table = changes.read_files(lake, ("silver", kind), paths, _gold_schema(kind))
     return None if table is None else scope.arrow(table)
+
+
+def _parquet(kind: Kind, files: list[str]) -> str:
+    columns = ", ".join(f'"{c}"' for c in gold_module.SILVER_COLUMNS[kind])
+    listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+    return f"(SELECT {columns} FROM read_parquet([{listed}]))"
 
 
 def _whole(lake: Lake, scope: _Scope, kind: Kind, dt: DeltaTable) -> str:
     """A relation over the gold columns of every file of the pinned table: DuckDB reads the Parquet files itself
     on a ``file://`` lake (no Arrow copy), Arrow streams them through the table's object store otherwise."""
-    columns = ", ".join(f'"{c}"' for c in gold_module.SILVER_COLUMNS[kind])
     files = changes.all_files(dt)
     if not files:
         return scope.arrow(_gold_schema(kind).empty_table())
     if lake.scheme != "file":
+        columns = ", ".join(f'"{c}"' for c in gold_module.SILVER_COLUMNS[kind])
         with delta.delta_errors("reading", dt.table_uri):
             dataset = dt.to_pyarrow_dataset()
         return f"(SELECT {columns} FROM {scope.arrow(dataset)})"
     root = lake.table_uri("silver", kind).split("://", 1)[-1]
-    listed = ", ".join("'" + f"{root}/{p}".replace("'", "''") + "'" for p in files)
-    return f"(SELECT {columns} FROM read_parquet([{listed}]))"
+    return _parquet(kind, [f"{root}/{p}" for p in files])
 
 
 def _full_state(lake: Lake, scope: _Scope, silver: dict[Kind, DeltaTable]) -> None:
     """The state from whole silver, into ``<P>next`` (both joins once, straight from silver's files)."""
     names = {kind: _whole(lake, scope, kind, dt) for kind, dt in silver.items()}
     rows = gold_sql.state_rows_sql(names["pin"], names["geo"], names["user"], 1)
-    scope.create("next", gold_sql.aggregate_sql(rows))
+    scope.create("counts", gold_sql.aggregate_sql(rows))
+    scope.create("next", f"SELECT * FROM {_P}counts UNION ALL {gold_sql.users_year_full_sql(f'{_P}counts')}")
+    scope.create("cur", f"SELECT * FROM {_P}next WHERE state <> 'users'")
 
 
 def _fold_changes(
-    lake: Lake, scope: _Scope, silver: dict[Kind, DeltaTable], meta: dict[str, Any], state_dt: DeltaTable
+    lake: Lake, scope: _Scope, silver: dict[Kind, DeltaTable], stored: gold_store.StoredState
 ) -> int | None:
-    """Fold the changes since ``meta``'s versions into the state read from ``state_dt``, into ``<P>next``; the
-    number of touched ``ind`` s, or None when the changes cannot be known exactly (then: full recompute)."""
+    """The signed rows by which silver's changes since the stored state's versions move it (``<P>change``) and
+    the current counts of every state but ``users`` (``<P>cur``); the number of touched ``ind`` s, or None when
+    the changes cannot be known exactly (then: full recompute).
+
+    Silver holds one row per ``ind`` in every version, so the removed files hold at most one old row per
+    ``ind`` and the added files at most one new row: an ``ind`` changed where the two differ (or one is
+    missing), which a join on ``ind`` finds without comparing the copied rows' other columns as sets."""
     found: dict[Kind, changes.FileChanges] = {}
     for kind, dt in silver.items():
-        got = changes.file_changes(lake, ("silver", kind), int(meta["silver"][kind]["version"]), int(dt.version()))
+        since = int(stored.meta["silver"][kind]["version"])
+        got = changes.file_changes(lake, ("silver", kind), since, int(dt.version()))
         if got is None:
             log.info("gold state rebuilt: silver history unavailable", extra={"fields": {"kind": kind}})
             return None
         found[kind] = got
-    for kind, got in found.items():  # rows of the old version only (gone) and of the new version only (new)
+    for kind, got in found.items():
         removed = _files(lake, scope, kind, list(got.removed))
         added = _files(lake, scope, kind, list(got.added))
         if removed is None or added is None:
             log.info("gold state rebuilt: a silver file is gone", extra={"fields": {"kind": kind}})
             return None
-        scope.create(f"gone_{kind}", f"SELECT * FROM {removed} EXCEPT ALL SELECT * FROM {added}")
-        scope.create(f"new_{kind}", f"SELECT * FROM {added} EXCEPT ALL SELECT * FROM {removed}")
-    union = " UNION ".join(f"SELECT ind FROM {_P}{side}_{k}" for k in KINDS for side in ("gone", "new"))
-    touched = sorted(int(r[0]) for r in scope.conn.execute(union).fetchall())
-    state = _state_relation(lake, scope, state_dt)
+        scope.create(f"old_{kind}", f"SELECT * FROM {removed}")
+        scope.create(f"new_{kind}", f"SELECT * FROM {added}")
+        differs = " OR ".join(
+            f'o."{c}" IS DISTINCT FROM n."{c}"' for c in gold_module.SILVER_COLUMNS[kind] if c != "ind"
+        )
+        scope.create(
+            f"changed_{kind}",
+            f"SELECT coalesce(o.ind, n.ind) AS ind FROM {_P}old_{kind} o FULL JOIN {_P}new_{kind} n ON o.ind = n.ind "
+            f"WHERE o.ind IS NULL OR n.ind IS NULL OR {differs}",
+        )
+    touched = scope.create("touched", " UNION ".join(f"SELECT ind FROM {_P}changed_{k}" for k in KINDS))
+    count = int(scope.conn.execute(f"SELECT count(*) FROM {touched}").fetchall()[0][0])
+    state = _state_relation(lake, scope, stored)
     if state is None:
         return None
+    scope.stored = state
+    rest = scope.create("rest", f"SELECT * FROM {state} WHERE state <> 'users'")  # small: all but the users
     keys = ", ".join(gold_sql.KEYS)
-    if touched:
-        scope.create("touched", "SELECT unnest(?::BIGINT[]) AS ind", [touched])
-        for kind, dt in silver.items():  # the touched inds' rows now, then as they were: now - new + gone
-            now = _files(lake, scope, kind, changes.key_files(dt, touched))
-            if now is None:
+    if count:
+        for kind, dt in silver.items():  # the touched inds' rows now (added files, else where they live), then
+            missing = scope.conn.execute(
+                f"SELECT ind FROM {touched} WHERE ind NOT IN (SELECT ind FROM {_P}new_{kind})"
+            ).fetchall()
+            skip = set(found[kind].added)
+            others = [p for p in changes.key_files(dt, [int(r[0]) for r in missing]) if p not in skip]
+            elsewhere = _files(lake, scope, kind, others)
+            if elsewhere is None:
                 return None
-            scope.create(f"now_{kind}", f"SELECT * FROM {now} WHERE ind IN (SELECT ind FROM {_P}touched)")
+            scope.create(
+                f"now_{kind}",
+                f"SELECT * FROM (SELECT * FROM {_P}new_{kind} UNION ALL SELECT * FROM {elsewhere}) "
+                f"WHERE ind IN (SELECT ind FROM {touched})",
+            )
             scope.create(
                 f"then_{kind}",
-                f"(SELECT * FROM {_P}now_{kind} EXCEPT ALL SELECT * FROM {_P}new_{kind}) UNION ALL "
-                f"SELECT * FROM {_P}gone_{kind}",
+                f"SELECT * FROM {_P}now_{kind} WHERE ind NOT IN (SELECT ind FROM {_P}changed_{kind}) UNION ALL "
+                f"SELECT * FROM {_P}old_{kind} WHERE ind IN (SELECT ind FROM {_P}changed_{kind})",
             )
         new_rows = gold_sql.state_rows_sql(f"{_P}now_pin", f"{_P}now_geo", f"{_P}now_user", 1)
         old_rows = gold_sql.state_rows_sql(f"{_P}then_pin", f"{_P}then_geo", f"{_P}then_user", -1)
-        change = scope.create(
-            "change", gold_sql.aggregate_sql(f"SELECT * FROM ({new_rows}) UNION ALL SELECT * FROM ({old_rows})")
+        rows = scope.create(
+            "rows", gold_sql.aggregate_sql(f"SELECT * FROM ({new_rows}) UNION ALL SELECT * FROM ({old_rows})")
         )
     else:
-        change = scope.create("change", f"SELECT {keys}, n FROM {state} LIMIT 0")
-    scope.create("next", gold_sql.fold_sql(state, change))
-    negative = scope.conn.execute(f"SELECT count(*) FROM {_P}next WHERE n < 0").fetchall()[0][0]
+        rows = scope.create("rows", f"SELECT {keys}, n FROM {rest} LIMIT 0")
+    negative = int(scope.conn.execute(gold_sql.negative_users_sql(state, rows)).fetchall()[0][0])
+    change = scope.create("change", f"SELECT * FROM {rows} UNION ALL {gold_sql.users_year_change_sql(state, rows)}")
+    scope.create("cur", gold_sql.fold_sql(rest, f"(SELECT * FROM {change} WHERE state <> 'users')"))
+    negative += int(scope.conn.execute(f"SELECT count(*) FROM {_P}cur WHERE n < 0").fetchall()[0][0])
     if negative:
         log.warning("gold state rebuilt: a count went negative", extra={"fields": {"keys": int(negative)}})
         return None
-    return len(touched)
+    return count
 
 
-def _state_relation(lake: Lake, scope: _Scope, state_dt: DeltaTable) -> str | None:
-    """The stored state's count rows (the ``meta`` sentinel row left out) as a relation."""
-    table = changes.read_files(lake, STATE_TABLE, changes.all_files(state_dt), gold_sql.STATE_SCHEMA)
+def _state_relation(lake: Lake, scope: _Scope, stored: gold_store.StoredState) -> str | None:
+    """The stored chain's rows (whole state, then each change; the ``meta`` sentinel rows left out)."""
+    if lake.scheme == "file":
+        root = lake.table_uri(*gold_store.STATE_TABLE).split("://", 1)[-1]
+        files = [f"{root}/{p}" for p in stored.files]
+        if not all(os.path.exists(f) for f in files):
+            return None
+        listed = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+        return f"(SELECT * FROM read_parquet([{listed}]) WHERE state <> 'meta')"
+    table = changes.read_files(lake, gold_store.STATE_TABLE, list(stored.files), gold_sql.STATE_SCHEMA)
     if table is None:
         return None
     return f"(SELECT * FROM {scope.arrow(table)} WHERE state <> 'meta')"
@@ -266,29 +304,16 @@ def _state_relation(lake: Lake, scope: _Scope, state_dt: DeltaTable) -> str | No
 
 def _write_gold(lake: Lake, scope: _Scope) -> list[str]:
     written: list[str] = []
-    for name, sql in gold_sql.gold_from_state(f"{_P}next").items():
+    for name, sql in gold_sql.gold_from_state(f"{_P}cur").items():
         table = gold_module.sorted_gold(name, scope.conn.sql(sql).to_arrow_table())
         if retry.call(retry.COMMIT_RACE, delta.overwrite_if_changed, lake, table, "gold", name):
             written.append(name)  # a lost race re-reads the winner's rows: equal rows commit nothing
     return written
 
 
-def _write_state(lake: Lake, scope: _Scope, state_dt: DeltaTable | None, meta: dict[str, Any]) -> None:
-    """Overwrite the state with ``<P>next``, recording ``meta`` in the commit. The table always holds a file (the
-    ``meta`` sentinel row), so the overwrite conflicts with any other commit since ``state_dt``'s version: of two
-    runs folding changes into one state, only one commits (the other redoes its refresh)."""
+def _state_table(scope: _Scope, sql: str) -> pa.Table:
+    """The rows of ``sql`` (state keys and ``n``) as a state table, led by the ``meta`` sentinel row."""
     keys = ", ".join(gold_sql.KEYS)
-    counts = scope.conn.sql(
-        f"SELECT 'meta' AS state, {', '.join('NULL' for _ in gold_sql.KEYS[1:])}, 0 AS n "
-        f"UNION ALL SELECT {keys}, n FROM {_P}next"
-    ).to_arrow_table()
-    table = counts.rename_columns(gold_sql.STATE_SCHEMA.names).cast(gold_sql.STATE_SCHEMA)
-    props = CommitProperties(custom_metadata={META_KEY: orjson.dumps(meta, option=orjson.OPT_SORT_KEYS).decode()})
-    uri = lake.table_uri(*STATE_TABLE)
-    with delta.delta_errors("writing the gold state", uri):
-        if state_dt is None:
-            write_deltalake(
-                uri, table, mode="overwrite", commit_properties=props, storage_options=lake.storage_options or None
-            )
-        else:
-            write_deltalake(state_dt, table, mode="overwrite", schema_mode="overwrite", commit_properties=props)
+    nulls = ", ".join("NULL" for _ in gold_sql.KEYS[1:])
+    counts = scope.conn.sql(f"SELECT 'meta', {nulls}, 0 UNION ALL SELECT {keys}, n FROM ({sql})").to_arrow_table()
+    return counts.rename_columns(gold_sql.STATE_SCHEMA.names).cast(gold_sql.STATE_SCHEMA)
