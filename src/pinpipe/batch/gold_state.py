@@ -15,7 +15,8 @@ from and the gold table versions derived from it. A run:
 3. derives the nine tables from the state, overwrites those whose rows changed, then overwrites the state (the
    commit point: a run that loses this commit to another writer redoes the refresh from the winner's state).
 
-Whenever the state cannot be trusted — absent, of another format, a silver table recreated (new id) or older
+When the change rewrote most of silver (:data:`REBUILD_FRACTION`) one scan of silver is cheaper than reading
+both sides of it, and the state is rebuilt the same way. Whenever the state cannot be trusted — absent, of another format, a silver table recreated (new id) or older
 than the state, a log commit or a data file missing (log clean-up, vacuum), a count gone negative — the state is
 recomputed from whole silver (DuckDB scanning silver's Parquet files, both joins once). Either way the tables
 are identical to :func:`pinpipe.batch.gold.compute_gold` over the same silver.
@@ -48,6 +49,9 @@ FORMAT = 1
 """Bumped whenever the state's keys or meaning change: a state of another format is rebuilt."""
 
 STATE_RACE = retry.COMMIT_RACE.but(attempts=5)
+REBUILD_FRACTION = 0.5
+"""Rebuild from whole silver instead when the files removed and added since the state number more than this share
+of silver's files: reading both sides of a change that rewrote most of silver costs more than one scan of it."""
 MAX_CHAIN = 32
 """After this many changes appended onto one whole state, the next refresh writes a whole state again."""
 _P = "__pinpipe_gold_"
@@ -217,7 +221,8 @@ def _fold_changes(
 
     Silver holds one row per ``ind`` in every version, so the removed files hold at most one old row per
     ``ind`` and the added files at most one new row: an ``ind`` changed where the two differ (or one is
-    missing), which a join on ``ind`` finds without comparing the copied rows' other columns as sets."""
+    missing), which one join on ``ind`` finds, keeping both rows. A touched ``ind`` unchanged in a kind (it
+    changed in another) is the same row before and after, read from the few files it can live in."""
     found: dict[Kind, changes.FileChanges] = {}
     for kind, dt in silver.items():
         since = int(stored.meta["silver"][kind]["version"])
@@ -226,22 +231,32 @@ def _fold_changes(
             log.info("gold state rebuilt: silver history unavailable", extra={"fields": {"kind": kind}})
             return None
         found[kind] = got
+    moved = sum(len(got.removed) + len(got.added) for got in found.values())
+    total = sum(len(changes.all_files(dt)) for dt in silver.values())
+    if moved > REBUILD_FRACTION * total:
+        log.info(
+            "gold state rebuilt: the change rewrote most of silver",
+            extra={"fields": {"files_changed": moved, "files": total}},
+        )
+        return None
     for kind, got in found.items():
         removed = _files(lake, scope, kind, list(got.removed))
         added = _files(lake, scope, kind, list(got.added))
         if removed is None or added is None:
             log.info("gold state rebuilt: a silver file is gone", extra={"fields": {"kind": kind}})
             return None
-        scope.create(f"old_{kind}", f"SELECT * FROM {removed}")
-        scope.create(f"new_{kind}", f"SELECT * FROM {added}")
-        differs = " OR ".join(
-            f'o."{c}" IS DISTINCT FROM n."{c}"' for c in gold_module.SILVER_COLUMNS[kind] if c != "ind"
-        )
-        scope.create(
-            f"changed_{kind}",
-            f"SELECT coalesce(o.ind, n.ind) AS ind FROM {_P}old_{kind} o FULL JOIN {_P}new_{kind} n ON o.ind = n.ind "
+        columns = gold_module.SILVER_COLUMNS[kind]
+        differs = " OR ".join(f'o."{c}" IS DISTINCT FROM n."{c}"' for c in columns if c != "ind")
+        sides = ", ".join(f'{side}."{c}" AS "{side}_{c}"' for side in ("o", "n") for c in columns)
+        diff = scope.create(  # one pass over both sides: the rows of the changed inds, old and new
+            f"diff_{kind}",
+            f"SELECT {sides} FROM {removed} o FULL JOIN {added} n ON o.ind = n.ind "
             f"WHERE o.ind IS NULL OR n.ind IS NULL OR {differs}",
         )
+        for side, name in (("o", "gone"), ("n", "new")):
+            picked = ", ".join(f'"{side}_{c}" AS "{c}"' for c in columns)
+            scope.create(f"{name}_{kind}", f"SELECT {picked} FROM {diff} WHERE {side}_ind IS NOT NULL")
+        scope.create(f"changed_{kind}", f"SELECT coalesce(o_ind, n_ind) AS ind FROM {diff}")
     touched = scope.create("touched", " UNION ".join(f"SELECT ind FROM {_P}changed_{k}" for k in KINDS))
     count = int(scope.conn.execute(f"SELECT count(*) FROM {touched}").fetchall()[0][0])
     state = _state_relation(lake, scope, stored)
@@ -251,25 +266,21 @@ def _fold_changes(
     rest = scope.create("rest", f"SELECT * FROM {state} WHERE state <> 'users'")  # small: all but the users
     keys = ", ".join(gold_sql.KEYS)
     if count:
-        for kind, dt in silver.items():  # the touched inds' rows now (added files, else where they live), then
-            missing = scope.conn.execute(
-                f"SELECT ind FROM {touched} WHERE ind NOT IN (SELECT ind FROM {_P}new_{kind})"
+        for kind, dt in silver.items():  # a touched ind unchanged in this kind: its row, from where it lives
+            same = scope.conn.execute(
+                f"SELECT ind FROM {touched} WHERE ind NOT IN (SELECT ind FROM {_P}changed_{kind})"
             ).fetchall()
-            skip = set(found[kind].added)
-            others = [p for p in changes.key_files(dt, [int(r[0]) for r in missing]) if p not in skip]
-            elsewhere = _files(lake, scope, kind, others)
-            if elsewhere is None:
+            inds = [int(r[0]) for r in same]
+            found_at = _files(lake, scope, kind, changes.key_files(dt, inds))
+            if found_at is None:
                 return None
             scope.create(
-                f"now_{kind}",
-                f"SELECT * FROM (SELECT * FROM {_P}new_{kind} UNION ALL SELECT * FROM {elsewhere}) "
-                f"WHERE ind IN (SELECT ind FROM {touched})",
+                f"same_{kind}",
+                f"SELECT * FROM {found_at} WHERE ind IN (SELECT ind FROM {touched}) "
+                f"AND ind NOT IN (SELECT ind FROM {_P}changed_{kind})",
             )
-            scope.create(
-                f"then_{kind}",
-                f"SELECT * FROM {_P}now_{kind} WHERE ind NOT IN (SELECT ind FROM {_P}changed_{kind}) UNION ALL "
-                f"SELECT * FROM {_P}old_{kind} WHERE ind IN (SELECT ind FROM {_P}changed_{kind})",
-            )
+            scope.create(f"now_{kind}", f"SELECT * FROM {_P}new_{kind} UNION ALL SELECT * FROM {_P}same_{kind}")
+            scope.create(f"then_{kind}", f"SELECT * FROM {_P}gone_{kind} UNION ALL SELECT * FROM {_P}same_{kind}")
         new_rows = gold_sql.state_rows_sql(f"{_P}now_pin", f"{_P}now_geo", f"{_P}now_user", 1)
         old_rows = gold_sql.state_rows_sql(f"{_P}then_pin", f"{_P}then_geo", f"{_P}then_user", -1)
         rows = scope.create(
