@@ -181,7 +181,15 @@ def _run_kind(lake: Lake, engine: Engine, kind: Kind, objects: list[_Object], re
     committed progress it then reads makes the retry exact)."""
     run = KindRun(kind)
     tps = sorted({(o.topic, o.partition) for o in objects})
-    done = delta.txn_versions(lake, kind, [batch_app_id(t, p) for t, p in tps]) if tps else {}
+    table = delta.open_table(lake, "silver", kind) if tps else None  # one load: progress and existence
+    existed = table is not None
+    done: dict[str, int | None] = {}
+    if table is not None:
+        with delta.delta_errors("reading application transactions", table.table_uri):
+            for t, p in tps:
+                app = batch_app_id(t, p)
+                version = table.transaction_version(app)
+                done[app] = None if version is None else int(version)
     pending = pending_objects(objects, done)
     tables: list[pa.Table] = []
     ends: dict[str, int] = {}
@@ -200,7 +208,6 @@ def _run_kind(lake: Lake, engine: Engine, kind: Kind, objects: list[_Object], re
         return run, False
     cleaned = clean_records(engine, kind, concat_records(tables))
     tables.clear()  # the landed bytes: free them before the Delta writes
-    existed = delta.table_version(lake, "silver", kind) is not None
     first_changed, last_changed = _changed_repeats(lake, kind, cleaned, engine)
     delta.write_quarantine(lake, kind, cleaned.quarantine)
     merged = delta.merge_silver(lake, kind, cleaned.silver, app_txns=ends)
