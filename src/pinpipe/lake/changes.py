@@ -8,7 +8,8 @@ the rows of the removed files are rows of the old version and the rows of the ad
 a row copied unchanged (copy-on-write) appears on both sides.
 
 The answer is exact or absent: :func:`file_changes` returns None when a commit file between the two versions is
-missing (log clean-up) or a commit changed the table's metadata (schema, partitioning), and :func:`read_files`
+missing (log clean-up), a commit changed the table's metadata (schema, partitioning) or used a deletion vector,
+and :func:`read_files`
 returns None when a data file is gone (vacuum) — the caller then recomputes from the whole table.
 """
 
@@ -64,6 +65,8 @@ def file_changes(lake: Lake, parts: Sequence[str], since: int, until: int) -> Fi
                 entry = action.get(name)
                 if entry is None or entry.get("dataChange", True) is False:
                     continue
+                if entry.get("deletionVector"):
+                    return None  # rows removed from a file that stays: not a whole-file change
                 path = unquote(entry["path"])
                 if path in other:
                     other.discard(path)  # added then removed again (or the reverse) within the range
