@@ -52,6 +52,8 @@ STATE_RACE = retry.COMMIT_RACE.but(attempts=5)
 REBUILD_FRACTION = 0.5
 """Rebuild from whole silver instead when the files removed and added since the state number more than this share
 of silver's files: reading both sides of a change that rewrote most of silver costs more than one scan of it."""
+REBUILD_MEMORY = "1GB"
+"""DuckDB's memory limit while it rebuilds the state from whole silver (10M rows per kind fit in it, spilling)."""
 MAX_CHAIN = 32
 """After this many changes appended onto one whole state, the next refresh writes a whole state again."""
 _P = "__pinpipe_gold_"
@@ -204,10 +206,17 @@ def _whole(lake: Lake, scope: _Scope, kind: Kind, dt: DeltaTable) -> str:
 
 
 def _full_state(lake: Lake, scope: _Scope, silver: dict[Kind, DeltaTable]) -> None:
-    """The state from whole silver, into ``<P>next`` (both joins once, straight from silver's files)."""
+    """The state from whole silver, into ``<P>next`` (both joins once, straight from silver's files), within
+    :data:`REBUILD_MEMORY` (beyond it DuckDB spills the joins and the aggregation to the engine's temporary
+    directory)."""
     names = {kind: _whole(lake, scope, kind, dt) for kind, dt in silver.items()}
     rows = gold_sql.state_rows_sql(names["pin"], names["geo"], names["user"], 1)
-    scope.create("counts", gold_sql.aggregate_sql(rows))
+    limit = scope.conn.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    scope.conn.execute(f"SET memory_limit = '{REBUILD_MEMORY}'")
+    try:
+        scope.create("counts", gold_sql.aggregate_sql(rows))
+    finally:
+        scope.conn.execute(f"SET memory_limit = '{limit}'")
     scope.create("next", f"SELECT * FROM {_P}counts UNION ALL {gold_sql.users_year_full_sql(f'{_P}counts')}")
     scope.create("cur", f"SELECT * FROM {_P}next WHERE state <> 'users'")
 

@@ -15,6 +15,8 @@ import hashlib
 import importlib.metadata
 import itertools
 import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,8 @@ class DuckDBEngine(Engine):
     def __init__(self, threads: int | None = None, sql_cache: Path | None = None) -> None:
         self.conn = duckdb.connect()
         self.conn.execute("SET TimeZone = 'UTC'")
+        self._spill = tempfile.mkdtemp(prefix="pinpipe-duckdb-")  # where a query over its memory limit spills
+        self.conn.execute(f"SET temp_directory = '{self._spill}'")
         if threads:
             self.conn.execute(f"SET threads = {int(threads)}")
         self._names = itertools.count()
@@ -160,3 +164,4 @@ class DuckDBEngine(Engine):
         finally:
             self.conn.close()
             self._compiled.clear()
+            shutil.rmtree(self._spill, ignore_errors=True)
