@@ -1,9 +1,11 @@
 """The gold layer: the nine analysis tables of the specification (§6), computed from the silver tables.
 
-Who calls what: the batch job (:mod:`pinpipe.batch.job`) reads the three silver Delta tables, turns them into
-DataFrames with :meth:`Engine.frame`, calls :func:`compute_gold` and writes each result to
-``<lake>/gold/<name>`` (:func:`write_gold` does exactly that); ``pinpipe results`` and the HTML report
-(:mod:`pinpipe.report.html`) read them back with :func:`read_gold` / :func:`read_gold_tables`.
+Who calls what: the Spark batch job (:mod:`pinpipe.batch.spark_job`) turns the three silver tables into
+DataFrames, calls :func:`compute_gold` and writes each result to ``<lake>/gold/<name>``; on DuckDB the batch job
+keeps gold up to date incrementally instead (:mod:`pinpipe.batch.gold_state`, SQL in
+:mod:`pinpipe.batch.gold_sql`), and these queries are the definition it is tested against. ``pinpipe results``
+and the HTML report (:mod:`pinpipe.report.html`) read the tables back with :func:`read_gold` /
+:func:`read_gold_tables`; :func:`write_gold` writes given tables.
 
 The queries use only the PySpark DataFrame API through ``engine.F`` and ``engine.Window``, so the same code runs
 on SQLFrame/DuckDB and on real PySpark; results are collected as Arrow, cast to :data:`GOLD_SCHEMAS` and sorted

@@ -2,24 +2,26 @@
 
 Who calls what: the batch job (:func:`pinpipe.batch.job.run_batch`, DuckDB engine) calls :func:`refresh_gold`
 after its silver merges. The state — counts per key, :mod:`pinpipe.batch.gold_sql` — lives in the Delta table
-``<lake>/_meta/gold_state`` with one ``meta`` row naming the silver versions (and table ids) it was computed
-from and the gold table versions derived from it. A run:
+``<lake>/_meta/gold_state`` (:mod:`pinpipe.batch.gold_store`), whose commits record the silver versions (and
+table ids) it was computed from and the gold table versions derived from it. A run:
 
 1. pins the three silver tables at their current versions; if the state is at those versions and every gold
    table is as it left them, there is nothing to do;
 2. otherwise reads from each silver log the files removed and added since the state's versions
-   (:func:`pinpipe.lake.changes.file_changes`). Rows present on both sides (copied by copy-on-write) cancel;
-   the ``ind`` s left are the touched keys. For them it reads the new rows of every kind (only the files their
-   buckets and ``ind`` statistics allow) and rebuilds the old rows (new − added + removed), joins each side,
-   and folds ``+1`` per new joined row, ``-1`` per old one into the state;
-3. derives the nine tables from the state, overwrites those whose rows changed, then overwrites the state (the
-   commit point: a run that loses this commit to another writer redoes the refresh from the winner's state).
+   (:func:`pinpipe.lake.changes.file_changes`) and joins them on ``ind``: rows copied unchanged by
+   copy-on-write cancel, the ``ind`` s left are the touched keys, with their old and new rows (an ``ind``
+   unchanged in one kind is read from the few files its bucket and statistics allow). Each side is joined as
+   gold joins it, and ``+1`` per new joined row, ``-1`` per old one is the change to the state;
+3. derives the nine tables from the state plus the change, overwrites those whose rows changed, then appends
+   the change to the state (the commit point: of two runs folding onto one state only the first counts, and the
+   other redoes its refresh from it).
 
 When the change rewrote most of silver (:data:`REBUILD_FRACTION`) one scan of silver is cheaper than reading
-both sides of it, and the state is rebuilt the same way. Whenever the state cannot be trusted — absent, of another format, a silver table recreated (new id) or older
-than the state, a log commit or a data file missing (log clean-up, vacuum), a count gone negative — the state is
-recomputed from whole silver (DuckDB scanning silver's Parquet files, both joins once). Either way the tables
-are identical to :func:`pinpipe.batch.gold.compute_gold` over the same silver.
+both sides of it, and the state is rebuilt. So it is whenever the state cannot be trusted — absent, of another
+format, a silver table recreated (new id) or older than the state, a log commit or a data file missing (log
+clean-up, vacuum), a count gone negative: DuckDB scans silver's Parquet files, both joins once, within
+:data:`REBUILD_MEMORY`. Either way the tables are identical to :func:`pinpipe.batch.gold.compute_gold` over the
+same silver (``tests/unit/test_gold_incremental.py``).
 """
 
 from __future__ import annotations
