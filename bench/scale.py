@@ -1,6 +1,6 @@
 """Scale benchmark: does the cost of a micro-batch and of a daily run follow the records given, not silver's size?
 
-    python bench/scale.py [--rows 0,100000,1000000] [--batches 5] [--keep]
+    python bench/scale.py [--rows 0,100000,1000000] [--batches 5] [--keep DIR]
 
 For each size N (rows per kind already in silver) a fresh ``file://`` lake under /tmp is filled with N generated
 rows per kind (cleaned by the oracle, merged into silver through :func:`pinpipe.lake.delta.merge_silver` in chunks
@@ -11,14 +11,20 @@ step's ``VmHWM``):
     rows of old ``ind`` spread over the whole key range (2 %), as the stream worker commits them;
     The files each merge may read are those its keys' buckets and ranges keep (``delta.silver_files``, the
     pruning delta-rs applies to the MERGE predicate; every file of the table on a layout without it).
-(b) **daily run**: 11,154 records per kind landed as JSON objects (2 % of them changed old ``ind``), then one
-    ``run_batch`` with gold.
+(b) **gold over the filled silver** (``prime``: a batch run with nothing new, as yesterday's run left the lake:
+    gold computed from whole silver when there is no gold yet), then the **daily run**: 11,154 records per kind
+    landed as JSON objects (2 % of them changed old ``ind``), then one ``run_batch`` with gold.
 
-Printed per size: wall (median per micro-batch, all three kinds; the daily run's total, and its silver part —
-cleaning, quarantine, merges — apart from gold, recomputed from the whole of silver), peak RSS, the data files
+Every batch run reads the cleaning programs' SQL from a cache a warm-up run filled (as ``pinpipe batch`` does with
+``batch.sql_cache``). Printed per size: wall (median per micro-batch, all three kinds; the daily run's total, and its silver part —
+cleaning, quarantine, merges — apart from gold), the priming run (gold from whole silver), peak RSS, the data files
 each merge rewrote (removed from the table: copy-on-write) and added, and the table's file count. The same-run
 baseline is the empty table (N = 0): each figure is also printed as a ratio to it. The last line is one JSON
 object with every figure. Not a timed test: the figures depend on the machine.
+
+With ``--keep DIR`` each filled lake is kept as ``DIR/filled-<N>`` (a 10M fill takes minutes) and reused by later
+runs: every measurement then runs on a hard-linked copy of it (Delta and landed files are never modified in
+place, so the kept lake stays as filled).
 """
 
 from __future__ import annotations
@@ -163,7 +169,21 @@ def child_land(lake_url: str, n: int) -> dict[str, Any]:
     return {"records": DAILY * 3}
 
 
-def child_daily(lake_url: str) -> dict[str, Any]:
+def child_prime(lake_url: str, sql_cache: str) -> dict[str, Any]:
+    """Yesterday's run: a batch run with nothing new landed computes gold (and its state) over the filled silver,
+    so the daily run measured next starts from a lake a daily schedule leaves."""
+    from pinpipe.batch.job import run_batch
+    from pinpipe.engine import open_engine
+    from pinpipe.lake.store import Lake
+
+    with open_engine("duckdb", sql_cache=Path(sql_cache)) as engine:
+        t0 = time.perf_counter()
+        result = run_batch(Lake(lake_url), engine, PREFIX)
+        wall = time.perf_counter() - t0
+    return {"wall": wall, "rss_mb": peak_rss_mb(), "gold": len(result.gold_written)}
+
+
+def child_daily(lake_url: str, sql_cache: str) -> dict[str, Any]:
     from pinpipe.batch.job import run_batch
     from pinpipe.engine import open_engine
     from pinpipe.lake.store import Lake
@@ -174,14 +194,15 @@ def child_daily(lake_url: str) -> dict[str, Any]:
     def progress(step: str, done: int, total: int) -> None:
         marks[step] = time.perf_counter()  # the last "writing <kind>" ends the silver part of the run
 
-    with open_engine("duckdb") as engine:
-        t0 = time.perf_counter()
+    with open_engine("duckdb", sql_cache=Path(sql_cache)) as engine:
+        t0, c0 = time.perf_counter(), time.process_time()
         result = run_batch(Lake(lake_url), engine, PREFIX, progress=progress)
-        wall = time.perf_counter() - t0
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     silver_s = max(v for k, v in marks.items() if k.startswith("writing")) - t0
     after = {k: table_files(lake_url, k) for k in ("pin", "geo", "user")}
     return {
         "wall": wall,
+        "cpu": cpu,
         "silver_s": silver_s,
         "gold_s": wall - silver_s,
         "rss_mb": peak_rss_mb(),
@@ -203,21 +224,53 @@ def run_child(*args: str) -> dict[str, Any]:
     return result
 
 
-def measure(base: Path, n: int, batches: int) -> dict[str, Any]:
+def filled_lake(base: Path, n: int, keep: Path | None) -> dict[str, Any]:
+    """Fill ``base/lake-<n>`` with ``n`` rows per kind, or copy the kept ``keep/filled-<n>`` (filled first if it
+    is not there yet); the fill's figures."""
+    work = base / f"lake-{n}"
+    if keep is None:
+        work.mkdir()
+        return run_child("fill", f"file://{work}", str(n)) if n else {"wall": 0.0, "files": {}}
+    kept = keep / f"filled-{n}"
+    done = keep / f"filled-{n}.json"
+    if not done.exists():
+        shutil.rmtree(kept, ignore_errors=True)
+        kept.mkdir(parents=True)
+        fill = run_child("fill", f"file://{kept}", str(n)) if n else {"wall": 0.0, "files": {}}
+        done.write_text(json.dumps(fill))
+    subprocess.run(["cp", "-al", str(kept), str(work)], check=True)
+    fill = json.loads(done.read_text())
+    fill["kept"] = True
+    return dict(fill)
+
+
+def warm_sql_cache(base: Path) -> str:
+    """A batch run on a scratch lake fills the SQL cache every later run reads (``batch.sql_cache``, as the CLI
+    does), so no measured run pays for generating the cleaning programs' SQL."""
+    cache, warm = base / "sql-cache", base / "warm"
+    warm.mkdir()
+    run_child("land", f"file://{warm}", "0")
+    run_child("daily", f"file://{warm}", str(cache))
+    shutil.rmtree(warm, ignore_errors=True)
+    return str(cache)
+
+
+def measure(base: Path, n: int, batches: int, keep: Path | None, sql_cache: str) -> dict[str, Any]:
     lake_url = f"file://{base / f'lake-{n}'}"
-    (base / f"lake-{n}").mkdir()
-    fill = run_child("fill", lake_url, str(n)) if n else {"wall": 0.0, "files": {}}
+    fill = filled_lake(base, n, keep)
     micro = run_child("micro", lake_url, str(n), str(batches))
+    prime = run_child("prime", lake_url, sql_cache)
     run_child("land", lake_url, str(n))
-    daily = run_child("daily", lake_url)
+    daily = run_child("daily", lake_url, sql_cache)
     shutil.rmtree(base / f"lake-{n}", ignore_errors=True)
-    return {"fill": fill, "micro": micro, "daily": daily}
+    return {"fill": fill, "micro": micro, "prime": prime, "daily": daily}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", default="0,100000,1000000", help="comma-separated silver sizes (rows per kind)")
     ap.add_argument("--batches", type=int, default=5, help="micro-batches per size")
+    ap.add_argument("--keep", type=Path, help="keep the filled lakes in this directory and reuse them")
     ap.add_argument("--child", nargs="+")
     args = ap.parse_args()
     if args.child:
@@ -226,10 +279,12 @@ def main() -> None:
             print(json.dumps(child_fill(rest[0], int(rest[1]))))
         elif step == "micro":
             print(json.dumps(child_micro(rest[0], int(rest[1]), int(rest[2]))))
+        elif step == "prime":
+            print(json.dumps(child_prime(rest[0], rest[1])))
         elif step == "land":
             print(json.dumps(child_land(rest[0], int(rest[1]))))
         else:
-            print(json.dumps(child_daily(rest[0])))
+            print(json.dumps(child_daily(rest[0], rest[1])))
         return
     sizes = [int(s) for s in args.rows.split(",")]
     if 0 not in sizes:
@@ -237,16 +292,18 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="pinpipe-scale-"))
     figures: dict[str, Any] = {}
     try:
+        sql_cache = warm_sql_cache(base)
         for n in sizes:
-            f = figures[str(n)] = measure(base, n, args.batches)
+            f = figures[str(n)] = measure(base, n, args.batches, args.keep, sql_cache)
             b = figures["0"]
             m, d = f["micro"], f["daily"]
             print(
                 f"N={n:>9,}  fill {f['fill']['wall']:6.1f} s | micro-batch {m['wall_median'] * 1000:7.0f} ms "
                 f"(max {m['wall_max'] * 1000:.0f}, x{m['wall_median'] / b['micro']['wall_median']:.1f}) "
                 f"read ≤{m['files_read_max']} rewrote ≤{m['files_rewritten_max']} files, RSS {m['rss_mb']:.0f} MB | daily {d['wall']:5.1f} s "
-                f"(x{d['wall'] / b['daily']['wall']:.1f}; silver {d['silver_s']:.1f} s, gold {d['gold_s']:.1f} s) RSS {d['rss_mb']:.0f} MB "
+                f"(x{d['wall'] / b['daily']['wall']:.1f}; silver {d['silver_s']:.1f} s, gold {d['gold_s']:.1f} s; CPU {d['cpu']:.1f} s) RSS {d['rss_mb']:.0f} MB "
                 f"(x{d['rss_mb'] / b['daily']['rss_mb']:.1f}) rewrote {sum(d['files_rewritten'].values())} files | "
+                f"gold from whole silver {f['prime']['wall']:.1f} s RSS {f['prime']['rss_mb']:.0f} MB | "
                 f"silver files {d['files']}",
                 flush=True,
             )

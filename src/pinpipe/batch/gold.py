@@ -1,9 +1,11 @@
 """The gold layer: the nine analysis tables of the specification (§6), computed from the silver tables.
 
-Who calls what: the batch job (:mod:`pinpipe.batch.job`) reads the three silver Delta tables, turns them into
-DataFrames with :meth:`Engine.frame`, calls :func:`compute_gold` and writes each result to
-``<lake>/gold/<name>`` (:func:`write_gold` does exactly that); ``pinpipe results`` and the HTML report
-(:mod:`pinpipe.report.html`) read them back with :func:`read_gold` / :func:`read_gold_tables`.
+Who calls what: the Spark batch job (:mod:`pinpipe.batch.spark_job`) turns the three silver tables into
+DataFrames, calls :func:`compute_gold` and writes each result to ``<lake>/gold/<name>``; on DuckDB the batch job
+keeps gold up to date incrementally instead (:mod:`pinpipe.batch.gold_state`, SQL in
+:mod:`pinpipe.batch.gold_sql`), and these queries are the definition it is tested against. ``pinpipe results``
+and the HTML report (:mod:`pinpipe.report.html`) read the tables back with :func:`read_gold` /
+:func:`read_gold_tables`; :func:`write_gold` writes given tables.
 
 The queries use only the PySpark DataFrame API through ``engine.F`` and ``engine.Window``, so the same code runs
 on SQLFrame/DuckDB and on real PySpark; results are collected as Arrow, cast to :data:`GOLD_SCHEMAS` and sorted
@@ -206,7 +208,7 @@ class _Queries:
         return self._lower_median(self._in_years(self.pin_user, JOIN_YEARS), "age_group", "post_year")
 
 
-def _sorted(name: str, table: pa.Table) -> pa.Table:
+def sorted_gold(name: str, table: pa.Table) -> pa.Table:
     """Cast ``table`` to the gold schema and sort it: group columns first (age groups in natural order)."""
     schema = GOLD_SCHEMAS[name]
     table = table.select(schema.names).cast(schema)
@@ -233,7 +235,7 @@ def compute_gold(engine: Engine, silver: Mapping[Kind, DataFrame]) -> dict[str, 
     """
     queries = _Queries(engine, silver)
     compute: dict[str, Callable[[], DataFrame]] = {name: getattr(queries, name) for name in GOLD_TABLES}
-    return {name: _sorted(name, engine.to_arrow(compute[name]())) for name in GOLD_TABLES}
+    return {name: sorted_gold(name, engine.to_arrow(compute[name]())) for name in GOLD_TABLES}
 
 
 def compute_gold_from_arrow(engine: Engine, silver: Mapping[Kind, pa.Table]) -> dict[str, pa.Table]:
@@ -246,7 +248,7 @@ def compute_gold_from_arrow(engine: Engine, silver: Mapping[Kind, pa.Table]) -> 
 
     inputs: dict[str, pa.Table] = {kind: table for kind, table in silver.items()}
     collected = engine.collect("gold", inputs, build)
-    return {name: _sorted(name, collected[name]) for name in GOLD_TABLES}
+    return {name: sorted_gold(name, collected[name]) for name in GOLD_TABLES}
 
 
 # ---------------------------------------------------------------------------------------------- Delta I/O
@@ -273,7 +275,7 @@ def read_gold_tables(lake: Lake, *, required: bool = True) -> dict[str, pa.Table
     for name in GOLD_TABLES:
         table = delta.read_table(lake, "gold", name)
         if table is not None:
-            found[name] = _sorted(name, table)
+            found[name] = sorted_gold(name, table)
     missing = [name for name in GOLD_TABLES if name not in found]
     if required and missing:
         what = "no gold tables" if len(missing) == len(GOLD_TABLES) else "gold tables missing: " + ", ".join(missing)

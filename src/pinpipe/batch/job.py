@@ -8,9 +8,10 @@ the writes are quarantine first (insert-if-absent: replaying it is a no-op) then
 progress in one commit) — a crash between the two, or anywhere else, leaves a state the next run completes
 without loss or duplicates. A run that finds nothing new commits nothing to silver, quarantine or gold.
 
-Gold is recomputed from the whole of silver (:func:`pinpipe.batch.gold.compute_gold`) when silver changed or a gold
-table is missing — on DuckDB by scanning silver's Parquet files, without an Arrow copy of the tables — and each
-``<lake>/gold/<name>`` is overwritten only if its rows changed. Reads of silver are bounded by the run's keys: the
+Gold follows silver incrementally on DuckDB (:mod:`pinpipe.batch.gold_state`: aggregate state updated from the
+silver log's changes since it was computed, rebuilt from whole silver when it cannot be trusted); on other engines
+it is recomputed from the whole of silver (:func:`pinpipe.batch.gold.compute_gold`) when silver changed or a gold
+table is missing. Each ``<lake>/gold/<name>`` is overwritten only if its rows changed. Reads of silver are bounded by the run's keys: the
 MERGE predicate names their buckets and ranges, the row counts come from the Delta log's statistics, and only the
 ``ind`` s repeated within the run are looked up before merging (:func:`_changed_repeats`). Two runs at once on one
 lake are safe: the loser of a commit race re-reads the winner's progress and redoes that kind. Every run appends one
@@ -37,6 +38,7 @@ import pyarrow.compute as pc
 
 from pinpipe import retry
 from pinpipe.batch import gold as gold_module
+from pinpipe.batch import gold_state
 from pinpipe.clean import CleanResult, clean_records
 from pinpipe.clean.records import concat_records, records_from_object
 from pinpipe.engine import Engine, SparkEngine
@@ -179,7 +181,15 @@ def _run_kind(lake: Lake, engine: Engine, kind: Kind, objects: list[_Object], re
     committed progress it then reads makes the retry exact)."""
     run = KindRun(kind)
     tps = sorted({(o.topic, o.partition) for o in objects})
-    done = delta.txn_versions(lake, kind, [batch_app_id(t, p) for t, p in tps]) if tps else {}
+    table = delta.open_table(lake, "silver", kind) if tps else None  # one load: progress and existence
+    existed = table is not None
+    done: dict[str, int | None] = {}
+    if table is not None:
+        with delta.delta_errors("reading application transactions", table.table_uri):
+            for t, p in tps:
+                app = batch_app_id(t, p)
+                version = table.transaction_version(app)
+                done[app] = None if version is None else int(version)
     pending = pending_objects(objects, done)
     tables: list[pa.Table] = []
     ends: dict[str, int] = {}
@@ -198,7 +208,6 @@ def _run_kind(lake: Lake, engine: Engine, kind: Kind, objects: list[_Object], re
         return run, False
     cleaned = clean_records(engine, kind, concat_records(tables))
     tables.clear()  # the landed bytes: free them before the Delta writes
-    existed = delta.table_version(lake, "silver", kind) is not None
     first_changed, last_changed = _changed_repeats(lake, kind, cleaned, engine)
     delta.write_quarantine(lake, kind, cleaned.quarantine)
     merged = delta.merge_silver(lake, kind, cleaned.silver, app_txns=ends)
@@ -237,17 +246,18 @@ def check_balanced(run: KindRun, unchanged: int, rows_before: int, rows_after: i
 
 
 def _refresh_gold(lake: Lake, engine: Engine, silver_changed: bool) -> list[str]:
-    """Recompute gold when silver changed or a gold table is missing; overwrite only the tables that differ."""
+    """Bring gold up to date: on DuckDB incrementally from what changed in silver since the gold state
+    (:func:`pinpipe.batch.gold_state.refresh_gold`: whichever writer changed it), otherwise recomputed from whole
+    silver when silver changed or a gold table is missing; only the tables that differ are overwritten."""
+    if engine.name == "duckdb":
+        return gold_state.refresh_gold(lake, engine.duckdb()).written
     names = list(gold_module.GOLD_TABLES)
     missing = [n for n in names if delta.table_version(lake, "gold", n) is None]
     if not silver_changed and not missing:
         return []
-    silver: dict[Kind, Any] = {}
-    for kind in KINDS:
-        if engine.name == "duckdb":  # DuckDB scans the table's files itself: no Arrow copy of silver in memory
-            silver[kind] = delta.silver_dataset(lake, kind)
-        else:
-            silver[kind] = delta.read_table(lake, "silver", kind, columns=gold_module.SILVER_COLUMNS[kind])
+    silver: dict[Kind, Any] = {
+        kind: delta.read_table(lake, "silver", kind, columns=gold_module.SILVER_COLUMNS[kind]) for kind in KINDS
+    }
     if any(table is None for table in silver.values()):
         log.info(
             "gold not computed: silver is not complete yet",
