@@ -8,7 +8,10 @@ durable writes with fsync, commits; reading overlaps writing). The baseline writ
 produced with ``obstore.put`` to a fresh ``LocalStore`` (no fsync, no reads) — a bound no durable sink reaches
 while fsync costs more than the copy, so the run also reports the ratio to ``Lake.create`` of the same objects
 (fsync'd, what the sink must do at least). For a breakdown it times the log reads alone (``read_values``, the
-sink's path, and ``read``, one record object each) and the durable writes alone. Not a test: it prints figures.
+sink's path, and ``read``, one record object each), the values path over bytes in memory both ways (bulk-checked,
+:func:`pinpipe.log.values_read.check_values`, and the record-by-record walk it replaced), and the sink once more
+with one object written at a time (``writers=1``, as before objects of different partitions were written at
+once). Not a test: it prints figures; the last line is one JSON object.
 """
 
 from __future__ import annotations
