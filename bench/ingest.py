@@ -150,12 +150,36 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def fsync_latency_ms(directory: str, samples: int = 200) -> tuple[float, float]:
+    """p50 and p90 of ``fdatasync`` after a 4 KiB append in ``directory`` (the log's disk, at this moment): a
+    durable API answers no faster than its group commit's fsync."""
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    took = []
+    try:
+        for _ in range(samples):
+            os.write(fd, b"x" * 4096)
+            started = time.perf_counter()
+            os.fdatasync(fd)
+            took.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    took.sort()
+    return took[len(took) // 2], took[int(len(took) * 0.9)]
+
+
 def _start(argv: list[str], port: int) -> subprocess.Popen[bytes]:
     from tests.fixtures.services import wait_for_port
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     proc = subprocess.Popen([sys.executable, *argv], env=env)
-    wait_for_port(port, 30, proc)
+    try:
+        wait_for_port(port, 30, proc)
+    except BaseException:
+        proc.kill()
+        proc.wait(30)
+        raise
     return proc
 
 
@@ -179,9 +203,12 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="pinpipe-bench-") as tmp:
         api_port, noop_port = free_port(), free_port()
-        api = _start(["-m", "pinpipe", "api", "--port", str(api_port), "--log", f"file://{tmp}/log"], api_port)
-        noop_server = _start([__file__, "--serve-noop", str(noop_port)], noop_port)
+        servers: list[subprocess.Popen[bytes]] = []
         try:
+            api = _start(["-m", "pinpipe", "api", "--port", str(api_port), "--log", f"file://{tmp}/log"], api_port)
+            servers.append(api)
+            noop_server = _start([__file__, "--serve-noop", str(noop_port)], noop_port)
+            servers.append(noop_server)
             at_api = (args.connections, args.loaders, api.pid)
             at_noop = (args.connections, args.loaders, noop_server.pid)
             drive(api_port, f"/topics/{TOPIC}", 1, 1.0, *at_api)  # warm-up
@@ -195,8 +222,9 @@ def main() -> None:
             ratio, noop, single = rounds[len(rounds) // 2]
             batch = drive(api_port, f"/topics/{TOPIC}", 100, args.seconds, args.batch_connections, *at_api[1:])
             rss = peak_rss_mb(api.pid)
+            fsync_p50, fsync_p90 = fsync_latency_ms(tmp)
         finally:
-            for proc in (api, noop_server):
+            for proc in servers:
                 proc.terminate()
                 proc.wait(30)
 
@@ -220,6 +248,7 @@ def main() -> None:
         f"server CPU {batch['cpu_us_per_request'] / 100:.1f} us/record"
     )
     print(f"API peak RSS          : {rss:9.1f} MB (target < 300)")
+    print(f"fdatasync on the log's disk after the run: p50 {fsync_p50:.2f} ms, p90 {fsync_p90:.2f} ms")
     errors = int(noop["errors"] + single["errors"] + batch["errors"])
     print(f"errors                : {errors}")
     print(
@@ -234,6 +263,8 @@ def main() -> None:
                 "batch_p99_ms": round(batch["p99_ms"], 1),
                 "batch_server_us_per_record": round(batch["cpu_us_per_request"] / 100, 2),
                 "api_peak_rss_mb": round(rss, 1),
+                "fsync_p50_ms": round(fsync_p50, 3),
+                "fsync_p90_ms": round(fsync_p90, 3),
                 "errors": errors,
                 "load_average": [round(x, 2) for x in load],
             }
