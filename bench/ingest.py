@@ -1,15 +1,22 @@
 """Ingestion API benchmark on the embedded (fsync'd) log, loopback only, bounded duration.
 
-Usage: ``.venv/bin/python bench/ingest.py [--seconds 8] [--connections 32] [--loaders 1]``
+Usage: ``.venv/bin/python bench/ingest.py [--seconds 4] [--connections 32] [--loaders 1] [--rounds 3]``
 
-Starts the API in its own process (uvicorn + uvloop + httptools, one worker, collector tuned as ``pinpipe api``
-does) with an extra no-op route
-(``POST /noop/{topic}``: reads the body, answers a constant 200 through the same middleware), then drives it from
-separate load-generator processes using pinpipe's raw keep-alive client (:mod:`pinpipe.emulate.client`). Prints:
+Starts two servers, each in its own process, with the same uvicorn settings (one process, uvloop, the guarded
+httptools protocol: :func:`pinpipe.ingest.serving.uvicorn_config`) and the same collector tuning:
 
-1. single-record requests/s to ``/topics/<prefix>.geo``, and as a ratio to the no-op route (target >= 0.7);
-2. durably acknowledged records/s at 100 records per request (target >= 100,000);
+- the real API, as ``pinpipe api --log file://<tmp>`` starts it (the embedded log fsyncs before every 2xx);
+- the baseline: a raw ASGI no-op app (``async def app(scope, receive, send)``: reads the body, answers 200 with
+  a constant produce answer), so the ratio measures what the API does beyond what uvicorn costs.
+
+It drives them from separate load-generator processes using pinpipe's raw keep-alive client
+(:mod:`pinpipe.emulate.client`), rounds interleaved so background load hits both alike, and prints:
+
+1. single-record requests/s to ``/topics/<prefix>.geo`` and the ratio to the raw no-op (target >= 0.7);
+2. durably acknowledged records/s at 100 records per request (target >= 200,000);
 3. the API process's peak RSS (VmHWM; target < 300 MB).
+
+The last line is one JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -24,8 +31,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-
-from fastapi import Request, Response
+from typing import Any
 
 GEO = {
     "ind": 7528,
@@ -36,28 +42,37 @@ GEO = {
 }
 TOPIC = "0affea73130b.geo"
 HEADERS = {"Content-Type": "application/vnd.kafka.json.v2+json"}
+NOOP_BODY = b'{"offsets":[{"partition":0,"offset":0,"error_code":null,"error":null}],"key_schema_id":null,"value_schema_id":null}'
+NOOP_HEADERS = [(b"content-type", b"application/vnd.kafka.v2+json"), (b"content-length", b"%d" % len(NOOP_BODY))]
 
 
-def serve(port: int, log_dir: str) -> None:
-    """The API process: the real app plus a no-op route for the baseline."""
+async def noop_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The baseline: the least an ASGI app can do for a produce request (drain the body, answer 200)."""
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    while (await receive()).get("more_body", False):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": NOOP_HEADERS})
+    await send({"type": "http.response.body", "body": NOOP_BODY})
+
+
+def serve_noop(port: int) -> None:
+    """The baseline's process: ``noop_app`` under exactly the API's uvicorn settings."""
     import uvicorn
 
     from pinpipe.config import load_settings
-    from pinpipe.ingest.app import create_app
-    from pinpipe.ingest.serving import tune_gc_for_serving
+    from pinpipe.ingest.serving import bind, tune_gc_for_serving, uvicorn_config
+    from pinpipe.telemetry.ingest import ApiMetrics
 
-    app = create_app(load_settings({"log": {"url": f"file://{log_dir}"}}))
-    body = b'{"offsets":[{"partition":0,"offset":0,"error_code":null,"error":null}],"key_schema_id":null,"value_schema_id":null}'
-
-    @app.post("/noop/{topic}", include_in_schema=False)
-    async def noop(topic: str, request: Request) -> Response:
-        await request.body()
-        return Response(body, media_type="application/vnd.kafka.v2+json")
-
+    settings = load_settings({"api": {"port": port}})
+    sock = bind("127.0.0.1", port)
+    config = uvicorn_config(noop_app, settings, ApiMetrics())
     tune_gc_for_serving()  # as `pinpipe api` does
-    uvicorn.run(
-        app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", access_log=False, log_level="warning"
-    )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def _load(port: int, path: str, payload: bytes, seconds: float, connections: int, queue: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
@@ -135,63 +150,126 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def fsync_latency_ms(directory: str, samples: int = 200) -> tuple[float, float]:
+    """p50 and p90 of ``fdatasync`` after a 4 KiB append in ``directory`` (the log's disk, at this moment): a
+    durable API answers no faster than its group commit's fsync."""
+    path = os.path.join(directory, "fsync-probe")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    took = []
+    try:
+        for _ in range(samples):
+            os.write(fd, b"x" * 4096)
+            started = time.perf_counter()
+            os.fdatasync(fd)
+            took.append((time.perf_counter() - started) * 1000)
+    finally:
+        os.close(fd)
+        os.unlink(path)
+    took.sort()
+    return took[len(took) // 2], took[int(len(took) * 0.9)]
+
+
+def _start(argv: list[str], port: int) -> subprocess.Popen[bytes]:
+    from tests.fixtures.services import wait_for_port
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
+    proc = subprocess.Popen([sys.executable, *argv], env=env)
+    try:
+        wait_for_port(port, 30, proc)
+    except BaseException:
+        proc.kill()
+        proc.wait(30)
+        raise
+    return proc
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--loaders", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=3, help="no-op/single rounds; the median ratio is shown")
-    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--log-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--batch-connections", type=int, default=16)
+    parser.add_argument("--serve-noop", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve(args.serve, args.log_dir)
+    if args.serve_noop:
+        serve_noop(args.serve_noop)
         return
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from tests.fixtures.services import free_port, wait_for_port
+    sys.path.insert(0, str(ROOT))
+    from tests.fixtures.services import free_port
 
     with tempfile.TemporaryDirectory(prefix="pinpipe-bench-") as tmp:
-        port = free_port()
-        server = subprocess.Popen(
-            [sys.executable, __file__, "--serve", str(port), "--log-dir", f"{tmp}/log"],
-            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
-        )
+        api_port, noop_port = free_port(), free_port()
+        servers: list[subprocess.Popen[bytes]] = []
         try:
-            wait_for_port(port, 30, server)
-            load = (args.connections, args.loaders, server.pid)
-            drive(port, f"/topics/{TOPIC}", 1, 1.0, *load)  # warm-up
+            api = _start(["-m", "pinpipe", "api", "--port", str(api_port), "--log", f"file://{tmp}/log"], api_port)
+            servers.append(api)
+            noop_server = _start([__file__, "--serve-noop", str(noop_port)], noop_port)
+            servers.append(noop_server)
+            at_api = (args.connections, args.loaders, api.pid)
+            at_noop = (args.connections, args.loaders, noop_server.pid)
+            drive(api_port, f"/topics/{TOPIC}", 1, 1.0, *at_api)  # warm-up
+            drive(noop_port, f"/topics/{TOPIC}", 1, 1.0, *at_noop)
             rounds = []
             for _ in range(args.rounds):  # interleaved, so background load hits both alike
-                noop = drive(port, f"/noop/{TOPIC}", 1, args.seconds, *load)
-                single = drive(port, f"/topics/{TOPIC}", 1, args.seconds, *load)
+                noop = drive(noop_port, f"/topics/{TOPIC}", 1, args.seconds, *at_noop)
+                single = drive(api_port, f"/topics/{TOPIC}", 1, args.seconds, *at_api)
                 rounds.append((single["requests_per_s"] / noop["requests_per_s"], noop, single))
             rounds.sort(key=lambda r: r[0])
             ratio, noop, single = rounds[len(rounds) // 2]
-            batch = drive(port, f"/topics/{TOPIC}", 100, args.seconds, max(8, args.connections // 2), *load[1:])
-            rss = peak_rss_mb(server.pid)
+            batch = drive(api_port, f"/topics/{TOPIC}", 100, args.seconds, args.batch_connections, *at_api[1:])
+            rss = peak_rss_mb(api.pid)
+            fsync_p50, fsync_p90 = fsync_latency_ms(tmp)
         finally:
-            server.terminate()
-            server.wait(30)
+            for proc in servers:
+                proc.terminate()
+                proc.wait(30)
 
     def line(name: str, r: dict[str, float]) -> str:
         return (
-            f"{name:<20}: {r['requests_per_s']:9,.0f} req/s  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  "
+            f"{name:<22}: {r['requests_per_s']:9,.0f} req/s  p50 {r['p50_ms']:.1f} ms  p99 {r['p99_ms']:.1f} ms  "
             f"server CPU {r['cpu_us_per_request']:.0f} us/request ({r['server_cores']:.2f} cores)"
         )
 
-    print(line("no-op endpoint", noop))
-    print(line("1 record/request", single))
+    load = os.getloadavg()
+    print(f"load average before/at the end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(line("raw ASGI no-op", noop))
+    print(line("API, 1 record/request", single))
     print(
-        f"  ratio to no-op    : {ratio:.2f} (target >= 0.7; rounds {', '.join(f'{r[0]:.2f}' for r in rounds)}); "
+        f"  ratio to raw no-op    : {ratio:.2f} (target >= 0.7; rounds {', '.join(f'{r[0]:.2f}' for r in rounds)}); "
         f"by server CPU per request {noop['cpu_us_per_request'] / single['cpu_us_per_request']:.2f}"
     )
-    print(line("100 records/request", batch))
+    print(line("API, 100 records/req.", batch))
     print(
-        f"  durable records/s : {batch['records_per_s']:9,.0f} (target >= 100,000); "
+        f"  durable records/s     : {batch['records_per_s']:9,.0f} (target >= 200,000); "
         f"server CPU {batch['cpu_us_per_request'] / 100:.1f} us/record"
     )
-    print(f"API peak RSS        : {rss:9.1f} MB (target < 300)")
-    print(f"errors              : {int(noop['errors'] + single['errors'] + batch['errors'])}")
+    print(f"API peak RSS          : {rss:9.1f} MB (target < 300)")
+    print(f"fdatasync on the log's disk after the run: p50 {fsync_p50:.2f} ms, p90 {fsync_p90:.2f} ms")
+    errors = int(noop["errors"] + single["errors"] + batch["errors"])
+    print(f"errors                : {errors}")
+    print(
+        json.dumps(
+            {
+                "bench": "ingest",
+                "noop_requests_per_s": round(noop["requests_per_s"]),
+                "single_requests_per_s": round(single["requests_per_s"]),
+                "single_to_noop": round(ratio, 3),
+                "single_to_noop_rounds": [round(r[0], 3) for r in rounds],
+                "batch_records_per_s": round(batch["records_per_s"]),
+                "batch_p99_ms": round(batch["p99_ms"], 1),
+                "batch_server_us_per_record": round(batch["cpu_us_per_request"] / 100, 2),
+                "api_peak_rss_mb": round(rss, 1),
+                "fsync_p50_ms": round(fsync_p50, 3),
+                "fsync_p90_ms": round(fsync_p90, 3),
+                "errors": errors,
+                "load_average": [round(x, 2) for x in load],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

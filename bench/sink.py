@@ -8,24 +8,31 @@ durable writes with fsync, commits; reading overlaps writing). The baseline writ
 produced with ``obstore.put`` to a fresh ``LocalStore`` (no fsync, no reads) — a bound no durable sink reaches
 while fsync costs more than the copy, so the run also reports the ratio to ``Lake.create`` of the same objects
 (fsync'd, what the sink must do at least). For a breakdown it times the log reads alone (``read_values``, the
-sink's path, and ``read``, one record object each) and the durable writes alone. Not a test: it prints figures.
+sink's path, and ``read``, one record object each), the values path over bytes in memory both ways (bulk-checked,
+:func:`pinpipe.log.values_read.check_values`, and the record-by-record walk it replaced), and the sink once more
+with one object written at a time (``writers=1``, as before objects of different partitions were written at
+once). Not a test: it prints figures; the last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import json
+import os
 import pstats
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import obstore
 import orjson
 from obstore.store import LocalStore
 
 from pinpipe.lake.sink import LakeSink
 from pinpipe.lake.store import Lake
+from pinpipe.log import values_read
 from pinpipe.log.embedded import EmbeddedLog
 
 TOPICS = ("bench.pin", "bench.geo", "bench.user")
@@ -66,6 +73,29 @@ def _value(i: int, topic: str) -> bytes:
     return orjson.dumps(row)
 
 
+def _never(offset: int) -> bool:
+    return False
+
+
+def _blocks(log_dir: Path, records: int) -> list[tuple[bytes, np.ndarray, int]]:
+    """Every topic's data and index in blocks of ``records`` (data from the block's first record on)."""
+    out = []
+    for topic in TOPICS:
+        data = (log_dir / topic / "0" / "data").read_bytes()
+        index = np.frombuffer((log_dir / topic / "0" / "index").read_bytes(), dtype="<u8")
+        for first in range(0, len(index), records):
+            positions = index[first : first + records + 1]
+            end = int(positions[-1]) if len(positions) > records else len(data)
+            out.append(
+                (
+                    data[int(positions[0]) : end],
+                    positions if len(positions) > records else np.append(positions, np.uint64(end)),
+                    first,
+                )
+            )
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=300_000)
@@ -85,7 +115,7 @@ def main() -> None:
         total = per_topic * len(TOPICS)
         print(f"filled the log: {total:,} records in {time.perf_counter() - started:.2f} s (not timed below)")
 
-        sink_s = plain_s = durable_s = read_s = values_s = float("inf")
+        sink_s = sink1_s = plain_s = durable_s = read_s = values_s = walk_s = bulk_s = float("inf")
         profile = cProfile.Profile() if args.profile else None
         for run in range(args.repeat):  # best of N: the machine may be shared
             lake = Lake(f"file://{root / f'lake{run}'}")
@@ -97,6 +127,16 @@ def main() -> None:
                 profile.disable()
             assert stats.records == total, stats
             sink_s = min(sink_s, stats.busy_s)
+
+            one = LakeSink(  # the same with one object written at a time (before: no overlapping fsyncs)
+                log,
+                Lake(f"file://{root / f'lake1w{run}'}"),
+                group=f"bench1w{run}",
+                flush_records=args.flush_records,
+                flush_seconds=5.0,
+                writers=1,
+            )
+            sink1_s = min(sink1_s, one.run(until_idle=True).busy_s)
 
             objects = {o.key: lake.get(o.key) or b"" for o in lake.list("topics/")}
             plain = LocalStore(root / f"plain{run}", mkdir=True)
@@ -125,6 +165,16 @@ def main() -> None:
                     offset = block.end
             values_s = min(values_s, time.perf_counter() - started)
 
+            blocks = _blocks(root / "log", args.flush_records)
+            started = time.perf_counter()
+            for data, positions, first in blocks:  # the record-by-record walk (the values path before)
+                values_read._walk(data, positions, len(positions) - 1, first, "t", 0, _never)
+            walk_s = min(walk_s, time.perf_counter() - started)
+            started = time.perf_counter()
+            for data, positions, first in blocks:
+                values_read.check_values(data, positions, len(positions) - 1, first, "t", 0, _never)
+            bulk_s = min(bulk_s, time.perf_counter() - started)
+
         size = sum(len(d) for d in objects.values())
         sink_rate, plain_rate, durable_rate = total / sink_s, total / plain_s, total / durable_s
         print(
@@ -135,13 +185,35 @@ def main() -> None:
         print(f"Lake.create (fsync) of the same bytes:            {durable_s:.3f} s  {durable_rate:,.0f} records/s")
         print(f"ratio sink/plain: {sink_rate / plain_rate:.2f}  (target >= 0.8)")
         print(f"ratio sink/durable creates: {sink_rate / durable_rate:.2f}")
+        print(f"sink writing one object at a time:                {sink1_s:.3f} s  {total / sink1_s:,.0f} records/s")
         print("where the time goes (each alone):")
         print(f"  EventLog.read_values (the sink's read): {values_s:.3f} s  {total / values_s:,.0f} records/s")
         print(f"  EventLog.read (a LogRecord each):       {read_s:.3f} s  {total / read_s:,.0f} records/s")
         print(f"  read_values / sink:                     {values_s / sink_s:.2f}")
+        print(f"  values path over bytes in memory: bulk-checked {bulk_s:.3f} s, record walk {walk_s:.3f} s")
         if profile:
             pstats.Stats(profile).sort_stats("cumulative").print_stats(18)
         log.close()
+        load = os.getloadavg()
+        print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+        print(
+            json.dumps(
+                {
+                    "bench": "sink",
+                    "records": total,
+                    "sink_records_per_s": round(sink_rate),
+                    "sink_one_writer_records_per_s": round(total / sink1_s),
+                    "plain_put_records_per_s": round(plain_rate),
+                    "durable_create_records_per_s": round(durable_rate),
+                    "sink_to_plain": round(sink_rate / plain_rate, 3),
+                    "sink_to_durable": round(sink_rate / durable_rate, 3),
+                    "read_values_records_per_s": round(total / values_s),
+                    "values_bulk_s": round(bulk_s, 4),
+                    "values_walk_s": round(walk_s, 4),
+                    "load_average": [round(x, 2) for x in load],
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

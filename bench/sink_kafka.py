@@ -18,6 +18,8 @@ Prints both rates and their ratio. Not a test: it prints figures.
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import tempfile
 import time
@@ -103,6 +105,20 @@ def main() -> None:
     print(f"sink over Kafka ({stats.objects} objects):  {stats.busy_s:7.2f} s  {sink_rate:10,.0f} records/s")
     print(f"one consumer reading every partition: {plain_s:7.2f} s  {plain_rate:10,.0f} records/s")
     print(f"ratio sink/plain read: {sink_rate / plain_rate:.2f}")
+    load = os.getloadavg()
+    print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(
+        json.dumps(
+            {
+                "bench": "sink_kafka",
+                "records": total,
+                "sink_records_per_s": round(sink_rate),
+                "plain_read_records_per_s": round(plain_rate),
+                "sink_to_plain": round(sink_rate / plain_rate, 3),
+                "load_average": [round(x, 2) for x in load],
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

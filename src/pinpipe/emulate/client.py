@@ -63,7 +63,8 @@ class HttpConnection:
                 resp = await self._httpx.request(method, path, headers=headers, content=body)
                 return HttpAnswer(resp.status_code, {k.lower(): v for k, v in resp.headers.items()}, resp.content)
             try:
-                return await asyncio.wait_for(self._exchange(method, path, headers, body), self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    return await self._exchange(method, path, headers, body)
             except BaseException:
                 await self.close()
                 raise
@@ -76,14 +77,11 @@ class HttpConnection:
         head.append(b"Content-Length: %d" % len(body))
         self._writer.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
         reader = self._reader
-        status_line = await reader.readuntil(b"\r\n")
-        status = int(status_line.split(b" ", 2)[1])
+        status_line, *lines = (await reader.readuntil(b"\r\n\r\n"))[:-4].decode("latin-1").split("\r\n")
+        status = int(status_line.split(" ", 2)[1])
         answer_headers: dict[str, str] = {}
-        while True:
-            line = await reader.readuntil(b"\r\n")
-            if line == b"\r\n":
-                break
-            name, _, value = line.decode("latin-1").partition(":")
+        for line in lines:
+            name, _, value = line.partition(":")
             answer_headers[name.strip().lower()] = value.strip()
         if answer_headers.get("transfer-encoding", "").lower() == "chunked":
             chunks: list[bytes] = []

@@ -46,12 +46,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import Any, Literal
+
+import orjson
+import uvloop
 
 from pinpipe import retry
 from pinpipe.config import DEFAULT_PREFIX
 from pinpipe.emulate.client import RETRY_STATUSES, HttpConnection
 from pinpipe.emulate.preflight import check_options, check_source, probe_api
+from pinpipe.emulate.sendlog import SendLog, positions
 from pinpipe.errors import (
     ApiUnavailableError,
     ConfigError,
@@ -232,57 +236,18 @@ def build_requests(opts: EmulateOptions, selected: list[dict[Kind, dict[str, Any
     return out
 
 
-def _positions(dialect: Dialect, inds: list[int], doc: Any) -> list[dict[str, Any]]:
-    if dialect == "batch":
-        offsets = doc.get("offsets", []) if isinstance(doc, dict) else []
-        return [
-            {"ind": i, "partition": o.get("partition"), "offset": o.get("offset")}
-            for i, o in zip(inds, offsets, strict=False)
-        ]
-    entries = doc.get("Records", [doc]) if isinstance(doc, dict) else []
-    out = []
-    for ind, entry in zip(inds, entries, strict=False):
-        seq = str(entry.get("SequenceNumber", ""))
-        rec: dict[str, Any] = {"ind": ind, "shard_id": entry.get("ShardId"), "sequence_number": seq}
-        if len(seq) == 28 and seq.startswith("49"):  # pinpipe's API: 49 + partition(6) + offset(20)
-            rec["partition"], rec["offset"] = int(seq[2:8]), int(seq[8:])
-        out.append(rec)
-    return out
-
-
-class _SendLog:
-    def __init__(self, path: Path | None) -> None:
-        self._fh: IO[str] | None = path.open("a", encoding="utf-8") if path else None
-
-    def write(self, event: str, req: _Request, attempt: int, **facts: Any) -> None:
-        if self._fh is not None:
-            doc = {
-                "ts": round(time.time(), 6),
-                "event": event,
-                "request_id": req.request_id,
-                "attempt": attempt,
-                "kind": req.kind,
-                "topic": req.topic,
-                **facts,
-            }
-            self._fh.write(json.dumps(doc) + "\n")
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-
-
 async def _send_all(
     opts: EmulateOptions,
     requests: list[_Request],
     summary: EmulateSummary,
-    sendlog: _SendLog,
+    sendlog: SendLog,
     progress: Callable[[int], None],
 ) -> None:
     queue: asyncio.Queue[tuple[int, _Request]] = asyncio.Queue()
     for item in enumerate(requests):
         queue.put_nowait(item)
     started = time.monotonic()
+    policy = retry.REQUEST.but(attempts=opts.max_attempts, on=_wait_for)
 
     async def worker() -> None:
         conn = HttpConnection(opts.api, opts.timeout_s)
@@ -293,7 +258,7 @@ async def _send_all(
                     delay = started + index / opts.rate - time.monotonic()
                     if delay > 0:
                         await asyncio.sleep(delay)
-                await _send_one(opts, conn, req, summary, sendlog)
+                await _send_one(opts, conn, req, summary, sendlog, policy)
                 progress(len(req.inds))
         finally:
             await conn.close()
@@ -319,19 +284,34 @@ def _wait_for(exc: Exception) -> bool | float:
 
 
 async def _send_one(
-    opts: EmulateOptions, conn: HttpConnection, req: _Request, summary: EmulateSummary, sendlog: _SendLog
+    opts: EmulateOptions,
+    conn: HttpConnection,
+    req: _Request,
+    summary: EmulateSummary,
+    sendlog: SendLog,
+    policy: retry.Policy,
 ) -> None:
-    """Send one request under :data:`pinpipe.retry.REQUEST` (``opts.max_attempts`` attempts), writing each
-    attempt to the send log; a final failure is counted in ``summary``, never raised."""
+    """Send one request under ``policy`` (:data:`pinpipe.retry.REQUEST` with ``opts.max_attempts`` attempts),
+    writing each attempt to the send log; a final failure is counted in ``summary``, never raised.
+
+    The first attempt is made directly (a retry context per request cost more than the request itself); only
+    when it goes unanswered does the policy take over, its first attempt replaying that failure, so the waits
+    before each retry and the attempt count are the policy's, as if it had run the first attempt itself."""
     summary.requests += 1
-    attempt_no = 0
-    policy = retry.REQUEST.but(attempts=opts.max_attempts, on=_wait_for)
+    try:
+        await _attempt(opts, conn, req, summary, sendlog, 1)
+        return
+    except _NotAnswered as exc:
+        unanswered: _NotAnswered | None = exc
+    attempt_no = 1
     try:
         async for attempt in retry.attempts_async(policy):
             with attempt:
+                if unanswered is not None:
+                    first, unanswered = unanswered, None
+                    raise first
                 attempt_no += 1
-                if attempt_no > 1:
-                    summary.retries += 1
+                summary.retries += 1
                 await _attempt(opts, conn, req, summary, sendlog, attempt_no)
                 return
     except _NotAnswered:  # every attempt went unanswered
@@ -340,7 +320,7 @@ async def _send_one(
 
 
 async def _attempt(
-    opts: EmulateOptions, conn: HttpConnection, req: _Request, summary: EmulateSummary, sendlog: _SendLog, n: int
+    opts: EmulateOptions, conn: HttpConnection, req: _Request, summary: EmulateSummary, sendlog: SendLog, n: int
 ) -> None:
     """One attempt: returns when it was answered (acknowledged, or rejected for good); raises _NotAnswered."""
     sendlog.write("sent", req, n, inds=req.inds)
@@ -352,7 +332,7 @@ async def _attempt(
         status = answer.status
         if 200 <= status < 300:
             summary.latencies_ms.append((time.perf_counter() - t0) * 1000)
-            records = _positions(opts.dialect, req.inds, json.loads(answer.body))
+            records = positions(opts.dialect, req.inds, orjson.loads(answer.body))
             sendlog.write("acked", req, n, status=status, records=records)
             summary.records_acked += len(req.inds)
             return
@@ -389,10 +369,10 @@ def emulate(opts: EmulateOptions, progress: Callable[[int], None] | None = None)
     summary = EmulateSummary(selections=len(offsets), api=opts.api)
     if requests:
         asyncio.run(probe_api(opts.api, opts.timeout_s))
-    sendlog = _SendLog(opts.send_log)
+    sendlog = SendLog(opts.send_log)
     started = time.perf_counter()
     try:
-        asyncio.run(_send_all(opts, requests, summary, sendlog, progress or (lambda n: None)))
+        uvloop.run(_send_all(opts, requests, summary, sendlog, progress or (lambda n: None)))
     finally:
         sendlog.close()
         summary.elapsed_s = time.perf_counter() - started

@@ -151,6 +151,23 @@ class IngestMiddleware:
             self.metrics.observe_request(name, scope["method"], status[0], time.perf_counter() - started)
 
 
+class IngestApp(FastAPI):
+    """The FastAPI app with :class:`IngestMiddleware` in front of all of it, outside FastAPI's own middleware
+    stack (error, telemetry and body-limit layers, each wrapping ``send``): ``POST /topics/{topic}`` is answered
+    by the middleware alone, every other request goes on to the framework (:meth:`framework_call`)."""
+
+    front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.front is None:
+            await FastAPI.__call__(self, scope, receive, send)
+        else:
+            await self.front(scope, receive, send)
+
+    async def framework_call(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await FastAPI.__call__(self, scope, receive, send)
+
+
 def create_app(settings: Settings, event_log: EventLog | str | None = None) -> FastAPI:
     """The API app over ``event_log`` (an EventLog or URL; default ``settings.log.url``).
 
@@ -178,7 +195,7 @@ def create_app(settings: Settings, event_log: EventLog | str | None = None) -> F
         if owned:  # the executor stays: an app may be started again (tests run one lifespan per client)
             the_log.close()
 
-    app = FastAPI(
+    app = IngestApp(
         title="pinpipe ingestion API",
         version="1",
         description="Kafka REST Proxy v2 produce API and API-Gateway Kinesis proxy, backed by a durable event log. "
@@ -235,5 +252,5 @@ def create_app(settings: Settings, event_log: EventLog | str | None = None) -> F
         ctype, length = content_type.decode("latin-1"), declared.decode("latin-1")
         return await kafka_rest.answer_produce(state, topic, ctype, length, receive)
 
-    app.add_middleware(IngestMiddleware, metrics=metrics, api_key=api_key, fast_produce=fast_produce)
+    app.front = IngestMiddleware(app.framework_call, metrics=metrics, api_key=api_key, fast_produce=fast_produce)
     return app

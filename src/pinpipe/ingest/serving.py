@@ -3,7 +3,7 @@ cyclic garbage collector tuned for request traffic.
 
 Who calls what: ``pinpipe api`` (:mod:`pinpipe.cli.ingest_cmd`) calls :func:`bind` (a port in use is a
 ConfigError, before anything reports ready), then :func:`serve`; ``bench/ingest.py`` calls
-:func:`tune_gc_for_serving`. Tests do not call these in process: they change the whole process.
+:func:`bind`, :func:`tune_gc_for_serving` and :func:`uvicorn_config` for its baseline. Tests do not call these in process: they change the whole process.
 
 Connections (uvicorn has no limit on open connections and no timer before a request's last byte, so one slow
 client holds a descriptor for as long as it trickles, and a thousand hold a thousand):
@@ -174,13 +174,11 @@ def guarded_protocol(max_connections: int, request_timeout_s: float, metrics: Ap
     return GuardedHttpToolsProtocol
 
 
-def serve(app: FastAPI, settings: Settings, sock: socket.socket) -> None:
-    """Serve ``app`` on the bound ``sock`` until SIGTERM/SIGINT (uvicorn + uvloop, one process). uvicorn's own
-    warnings (a malformed request, say) go through pinpipe's log handlers, so ``--log-format json`` holds for
-    every line."""
+def uvicorn_config(app: Any, settings: Settings, metrics: ApiMetrics) -> uvicorn.Config:
+    """How ``pinpipe api`` runs under uvicorn (one process, uvloop, the guarded httptools protocol); also used
+    by ``bench/ingest.py`` to serve its raw ASGI baseline exactly alike."""
     api = settings.api
-    metrics: ApiMetrics = app.state.ingest.metrics
-    config = uvicorn.Config(
+    return uvicorn.Config(
         app,
         root_path=api.root_path,
         loop="uvloop",
@@ -191,6 +189,13 @@ def serve(app: FastAPI, settings: Settings, sock: socket.socket) -> None:
         timeout_graceful_shutdown=10,
         backlog=BACKLOG,
     )
+
+
+def serve(app: FastAPI, settings: Settings, sock: socket.socket) -> None:
+    """Serve ``app`` on the bound ``sock`` until SIGTERM/SIGINT (uvicorn + uvloop, one process). uvicorn's own
+    warnings (a malformed request, say) go through pinpipe's log handlers, so ``--log-format json`` holds for
+    every line."""
+    config = uvicorn_config(app, settings, app.state.ingest.metrics)
     server_log = logging.getLogger("uvicorn")
     server_log.handlers[:] = logging.getLogger("pinpipe").handlers
     server_log.propagate = False

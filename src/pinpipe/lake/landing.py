@@ -8,7 +8,12 @@ Who calls what: :class:`~pinpipe.lake.sink.LakeSink` (the read loop) builds a :c
 (CPU) overlaps with writing and fsyncing the previous object (I/O, without the GIL).
 
 Order is what keeps it exactly once: one thread, one FIFO, so a partition's objects are written in offset order
-and a position is committed only after every object before it is durable. A batch's key and bytes are fixed
+and a position is committed only after every object before it is durable. The writes themselves run on up to
+:data:`WRITERS` threads so that objects of *different* partitions are fsynced at the same time (fsyncs overlap
+on the disk; one object's fsync no longer waits for another partition's): a partition's next object starts only
+once its previous one is durable (a later object landed before an earlier one would make a restarted sink resume
+past a gap), and the lander thread takes finished writes back in submission order, so what it commits is the
+same as with one writer. A batch's key and bytes are fixed
 when it is cut; a failed write is retried with the very same bytes (:data:`RETRY_FOR_S`, with back-off), and a
 key that already exists is accepted only if it holds exactly those bytes (a retried put whose first attempt
 succeeded); otherwise :class:`~pinpipe.errors.CorruptStateError`. Once the thread gives up, the error is raised
@@ -20,7 +25,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import orjson
@@ -36,7 +43,13 @@ RETRY_FOR_S = 120.0
 LANDING = retry.SERVICE.but(timeout_s=RETRY_FOR_S)
 """A landing step (object write, commit) that failed with a retryable error is retried for RETRY_FOR_S."""
 """How long retryable failures (log or store unavailable) are retried before the sink gives up and raises."""
+WRITERS = 4
+"""Objects written at once at most (each of another partition)."""
 COMMIT_EVERY_S = 1.0
+POLL_S = 0.002
+"""How often the lander looks at writes under way while no new batch comes."""
+_NOTHING = object()
+"""Stands for "no new batch came within POLL_S" in the lander's loop."""
 """While objects keep coming, commit at least this often (otherwise once the queue is empty)."""
 log = get_logger("sink")
 
@@ -99,6 +112,7 @@ class Lander:
         stats: SinkStats,
         metrics: SinkMetrics | None = None,
         max_pending: int = 4,
+        writers: int = WRITERS,
     ) -> None:
         self.log = log
         self.lake = lake
@@ -111,6 +125,12 @@ class Lander:
         self._queue: queue.Queue[Batch | threading.Event | None] = queue.Queue(max_pending)
         self._landed: dict[tuple[str, int], int] = {}
         """Durable but not yet committed: (topic, partition) → position after its last landed object."""
+        self.writers = max(1, writers)
+        self._pool = ThreadPoolExecutor(self.writers, "pinpipe-sink-writer")
+        self._writing: deque[tuple[Batch, Future[bool]]] = deque()
+        """Writes under way, in submission order."""
+        self._last_write: dict[tuple[str, int], Future[bool]] = {}
+        """Each partition's latest write (its next one waits for it)."""
         self._thread = threading.Thread(target=self._run, name="pinpipe-sink-lander", daemon=True)
         self._thread.start()
 
@@ -131,6 +151,7 @@ class Lander:
         if self._thread.is_alive():
             self._queue.put(None)
             self._thread.join(1.0)
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
     def _put(self, item: Batch | threading.Event) -> None:
         while True:
@@ -148,17 +169,21 @@ class Lander:
     def _run(self) -> None:
         last_commit = time.monotonic()
         while True:
-            item = self._queue.get()
+            item: Batch | threading.Event | object | None
+            try:  # while writes are under way, look at them every POLL_S even when nothing new comes
+                item = self._queue.get(timeout=POLL_S if self._writing else None)
+            except queue.Empty:
+                item = _NOTHING
             try:
                 if item is None:
                     return
                 if self.error is None:
                     if isinstance(item, Batch):
-                        self._retrying(self._write, item)
-                        self._landed[(item.topic, item.partition)] = item.end
+                        self._start_write(item)
+                    self._reap(wait_all=isinstance(item, threading.Event))  # a drain marker waits for all
                     # Commit when nothing else waits (or at a drain marker, or every COMMIT_EVERY_S while
                     # catching up): one commit then covers several objects, all already durable.
-                    quiet = self._queue.empty() or not isinstance(item, Batch)
+                    quiet = not isinstance(item, Batch) and not self._writing
                     if self._landed and (quiet or time.monotonic() - last_commit >= COMMIT_EVERY_S):
                         self._retrying(self._commit_landed)
                         last_commit = time.monotonic()
@@ -169,12 +194,43 @@ class Lander:
                 if isinstance(item, threading.Event):
                     item.set()
             finally:
-                self._queue.task_done()
+                if item is not _NOTHING:
+                    self._queue.task_done()
 
     def _retrying(self, step: Callable[..., None], *args: Batch) -> None:
         retry.call(LANDING, step, *args)
 
-    def _write(self, batch: Batch) -> None:
+    def _start_write(self, batch: Batch) -> None:
+        """Hand ``batch`` to a writer thread (after its partition's previous write), waiting first while
+        ``writers`` writes are under way."""
+        while len(self._writing) >= self.writers:
+            self._writing[0][1].exception()  # wait for the oldest: it finishes first or with the others
+            self._reap(wait_all=False)
+        tp = (batch.topic, batch.partition)
+        previous = self._last_write.get(tp)
+        future = self._pool.submit(self._write_after, previous, batch)
+        self._last_write[tp] = future
+        self._writing.append((batch, future))
+
+    def _write_after(self, previous: Future[bool] | None, batch: Batch) -> bool:
+        """(On a writer thread.) Write ``batch`` once the partition's previous object is durable; True when it
+        was written, False when it was already there with the same bytes."""
+        if previous is not None and previous.exception() is not None:
+            raise CorruptStateError(f"{batch.key} was not written: an earlier object of its partition failed")
+        return retry.call(LANDING, self._write, batch)
+
+    def _reap(self, *, wait_all: bool) -> None:
+        """Take finished writes back in submission order (all of them with ``wait_all``); the first failure is
+        raised (the lander then stops: what follows it is never committed)."""
+        while self._writing and (wait_all or self._writing[0][1].done()):
+            batch, future = self._writing.popleft()
+            written = future.result()
+            if self._last_write.get((batch.topic, batch.partition)) is future:
+                del self._last_write[(batch.topic, batch.partition)]
+            self._landed[(batch.topic, batch.partition)] = batch.end
+            self._count(batch, written)
+
+    def _write(self, batch: Batch) -> bool:
         if not self.lake.create(batch.key, batch.data):
             if self.lake.get(batch.key) != batch.data:
                 raise CorruptStateError(
@@ -182,6 +238,11 @@ class Lander:
                     hint="another sink may be landing the same log into this lake; run one sink per lake",
                     key=batch.key,
                 )
+            return False
+        return True
+
+    def _count(self, batch: Batch, written: bool) -> None:
+        if not written:
             self.stats.rewrites += 1
         self.stats.records += batch.records
         self.stats.objects += 1

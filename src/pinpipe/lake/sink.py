@@ -59,7 +59,7 @@ from dataclasses import dataclass, field
 from pinpipe import retry
 from pinpipe.errors import CorruptStateError, LogUnavailableError, RetryableError, UnknownTopicError
 from pinpipe.lake.landing import LANDING as ROUND
-from pinpipe.lake.landing import RETRY_FOR_S, Batch, Lander, SinkStats, encode_batch
+from pinpipe.lake.landing import RETRY_FOR_S, WRITERS, Batch, Lander, SinkStats, encode_batch
 from pinpipe.lake.store import Lake, is_temporary_key, parse_landed_key
 from pinpipe.log.base import EventLog, LogRecord, ValueBlock
 from pinpipe.telemetry.logs import get_logger
@@ -105,6 +105,7 @@ class LakeSink:
         metrics: SinkMetrics | None = None,
         rescan_seconds: float = 5.0,
         max_buffered_bytes: int = MAX_BUFFERED_BYTES,
+        writers: int = WRITERS,
     ) -> None:
         self.log = log
         self.lake = lake
@@ -115,6 +116,7 @@ class LakeSink:
         self.metrics = metrics
         self.rescan_seconds = rescan_seconds
         self.max_buffered_bytes = max_buffered_bytes
+        self.writers = writers
         self._buffered = 0
         self.stats = SinkStats()
         self._parts: dict[tuple[str, int], _Partition] = {}
@@ -274,7 +276,7 @@ class LakeSink:
         Either way it ends by writing what it holds and committing it. Returns the run's statistics.
         """
         stop = stop or threading.Event()
-        self._lander = lander = Lander(self.log, self.lake, self.group, self.stats, self.metrics)
+        self._lander = lander = Lander(self.log, self.lake, self.group, self.stats, self.metrics, writers=self.writers)
         poll_wait = min(0.05, self.flush_seconds / 5)
         state = {"last_scan": time.monotonic(), "idle_since": 0.0, "ready": False}
 

@@ -33,6 +33,7 @@ import zlib
 from collections.abc import Callable
 
 from pinpipe.errors import CorruptStateError
+from pinpipe.log import values_read
 from pinpipe.log.base import LogRecord
 
 HEADER = struct.Struct("<II")  # body length, crc32(body)
@@ -169,47 +170,4 @@ def read_values(
     built: each value is sliced out of the chunk once and the slices are joined once. Stops at a chunk boundary
     and before a skipped record (a block never spans a gap); skipped records at the start are stepped over.
     """
-    want, positions, buf = _span(data_fd, index_fd, offset, max_records, VALUES_CHUNK)
-    if not want:
-        return offset, offset, 0, b""
-    head, crc32, size = RECORD_HEAD.unpack_from, zlib.crc32, len(buf)
-    fixed, skip, body_fixed = RECORD_HEAD.size, HEADER.size, BODY.size
-    base, entries = positions[0], len(positions)
-    values: list[bytes] = []
-    add = values.append
-    pos = 0
-    first = expected = offset
-    stop = offset + want
-    while expected < stop:
-        if pos + fixed <= size:
-            length, crc, record_offset, _, klen = head(buf, pos)
-            end = pos + skip + length
-            if record_offset == expected and body_fixed <= length and end <= size:
-                body = buf[pos + skip : end]
-                if crc32(body) == crc:
-                    if klen == -1:
-                        add(body[body_fixed:])
-                        expected += 1
-                        pos = end
-                        continue
-                    if 0 <= klen <= length - body_fixed:
-                        add(body[body_fixed + klen :])
-                        expected += 1
-                        pos = end
-                        continue
-        i = expected - offset
-        if not skipped(expected):
-            nxt = positions[i + 1] - base if i + 1 < entries else None
-            reason = _problem(buf, positions[i] - base, expected, nxt) or "unreadable"
-            raise corrupt_error(topic, partition, expected, reason)
-        if values:
-            break  # the block ends before the gap; the next read steps over it
-        expected += 1
-        first = expected
-        if i + 1 >= entries:
-            break
-        pos = positions[i + 1] - base
-    n = len(values)
-    if n:
-        add(b"")
-    return first, expected, n, b"\n".join(values)
+    return values_read.read_values(data_fd, index_fd, topic, partition, offset, max_records, skipped)
