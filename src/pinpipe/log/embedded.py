@@ -32,8 +32,8 @@ processes call :meth:`EmbeddedLog.read` (the sink :meth:`EmbeddedLog.read_values
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
+import itertools
 import os
 import threading
 import time
@@ -44,13 +44,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from pinpipe.config import LogSettings
-from pinpipe.errors import ConfigError, CorruptStateError, LogUnavailableError, PinpipeError, UnknownTopicError
+from pinpipe.errors import ConfigError, CorruptStateError, LogUnavailableError, UnknownTopicError
 from pinpipe.log import integrity, segment
-from pinpipe.log.base import Capabilities, EventLog, LogRecord, ValueBlock, partition_for
+from pinpipe.log.base import Capabilities, EventLog, LogRecord, ValueBlock
 from pinpipe.log.commits import FileCommitStore
 from pinpipe.log.feed import StaticConsumer
-from pinpipe.log.partition import PartitionWriter, open_writer
-from pinpipe.log.retention import Clock, RetentionPolicy, RetentionRunner, wall_clock_ms
+from pinpipe.log.group_commit import Pending, write_batch
+from pinpipe.log.partition import PartitionWriter, RecoveryReport, open_writer
+from pinpipe.log.retention import Clock, PassResult, RetentionPolicy, RetentionRunner, wall_clock_ms
 from pinpipe.log.retired import Retired, read_retired
 from pinpipe.log.topics import TopicsFile
 from pinpipe.log.view import PartitionView
@@ -63,7 +64,7 @@ _GATHER_MIN = 32
 log = get_logger("log.embedded")
 _T = TypeVar("_T")
 
-_Pending = tuple[str, Sequence[bytes], Sequence[bytes | None] | None, "Future[list[tuple[int, int]]]"]
+_Pending = Pending
 
 
 class EmbeddedLog(StaticConsumer, EventLog):
@@ -88,7 +89,7 @@ class EmbeddedLog(StaticConsumer, EventLog):
         self._views: dict[tuple[str, int], PartitionView] = {}
         self._writers: dict[tuple[str, int], PartitionWriter] = {}
         self._lock_fd: int | None = None
-        self._rr = 0
+        self._rr = itertools.count(1)
         self._cond = threading.Condition()
         self._pending: list[_Pending] = []
         self._last_batch = 0
@@ -187,6 +188,18 @@ class EmbeddedLog(StaticConsumer, EventLog):
             self._writers[key] = writer
         return writer
 
+    def run_retention(self) -> PassResult:
+        """Take the writer lock (so recover every partition, and run the pass that opening runs), then one more
+        retention pass; what it deleted and held back (``pinpipe log retention``)."""
+        with self._meta_lock:
+            self._acquire_writer()
+        assert self.retention is not None
+        return self.retention.run_once()
+
+    def recovery_report(self, topic: str, partition: int) -> RecoveryReport:
+        """What recovery found when this writer opened the partition."""
+        return self._writers[(topic, partition)].recovery
+
     def _topics_now(self) -> dict[str, int]:
         with self._meta_lock:
             return dict(self._load_topics())
@@ -239,84 +252,11 @@ class EmbeddedLog(StaticConsumer, EventLog):
             self._write_batch(batch)
 
     def _write_batch(self, batch: list[_Pending]) -> None:
-        now = self.clock()
-        rolled = False
-        touched: dict[tuple[str, int], list[tuple[int, list[int]]]] = {}
-        results: list[tuple[Future[list[tuple[int, int]]], list[tuple[int, int]], frozenset[tuple[str, int]]]] = []
-        failed: list[tuple[Future[list[tuple[int, int]]], BaseException]] = []
-        for topic, values, keys, fut in batch:
-            marks: dict[tuple[str, int], tuple[int, int]] = {}
-            chunks: list[tuple[tuple[str, int], int, list[int]]] = []
-            try:
-                n = self._partitions(topic)
-                count = len(values)
-                if n == 1:
-                    writer = self._writer_for(topic, 0)
-                    rolled = writer.roll_if_due(now) or rolled
-                    marks[(topic, 0)] = writer.mark()
-                    first, positions = writer.write(keys, values, now)
-                    chunks.append(((topic, 0), first, positions))
-                    out = [(0, o) for o in range(first, first + count)]
-                else:
-                    all_keys: Sequence[bytes | None] = keys if keys is not None else [None] * count
-                    groups: dict[int, list[int]] = {}
-                    for i in range(count):
-                        self._rr += 1
-                        groups.setdefault(partition_for(all_keys[i], n, self._rr), []).append(i)
-                    out = [(0, 0)] * count
-                    for p, idxs in groups.items():
-                        writer = self._writer_for(topic, p)
-                        rolled = writer.roll_if_due(now) or rolled
-                        marks[(topic, p)] = writer.mark()
-                        first, positions = writer.write([all_keys[i] for i in idxs], [values[i] for i in idxs], now)
-                        chunks.append(((topic, p), first, positions))
-                        for j, i in enumerate(idxs):
-                            out[i] = (p, first + j)
-            except (PinpipeError, OSError) as exc:
-                self._undo(marks)  # this request's records already written to other partitions go too
-                failed.append((fut, exc if isinstance(exc, PinpipeError) else self._write_error(exc)))
-                continue
-            for tp, first, positions in chunks:
-                touched.setdefault(tp, []).append((first, positions))
-            results.append((fut, out, frozenset(marks)))
-        published: set[tuple[str, int]] = set()
-        try:
-            for tp in touched:
-                self._writers[tp].sync()
-            for tp, written in touched.items():
-                for first, positions in written:
-                    self._writers[tp].publish(positions, first)
-                published.add(tp)
-        except OSError as exc:
-            # Nothing unpublished is acknowledged: truncated now, and reopened (so recovered) on the next append.
-            err = LogUnavailableError(f"cannot make records durable in {self.url}: {exc}", backend="file")
-            for tp in set(touched) - published:
-                writer = self._writers.pop(tp)
-                with contextlib.suppress(OSError):
-                    writer.rollback()
-                writer.close()
-            failed.extend((fut, err) for fut, _, tps in results if not tps <= published)
-            results = [r for r in results if r[2] <= published]
-        for fut, out, _ in results:
-            fut.set_result(out)
-        for fut, problem in failed:
-            fut.set_exception(problem)
+        rolled = write_batch(batch, self.clock(), self._partitions, self._writer_for, self._writers, self._rr, self.url)
         with self._cond:
             self._cond.notify_all()
         if rolled and self.retention is not None:
             self.retention.poke()
-
-    def _write_error(self, exc: OSError) -> LogUnavailableError:
-        return LogUnavailableError(f"cannot write to {self.url}: {exc}", backend="file")
-
-    def _undo(self, marks: Mapping[tuple[str, int], tuple[int, int]]) -> None:
-        """Truncate partitions back to ``marks``; a partition that cannot be truncated is closed (reopened, and
-        so recovered, on the next append)."""
-        for tp, mark in marks.items():
-            try:
-                self._writers[tp].reset(mark)
-            except OSError:
-                self._writers.pop(tp).close()
 
     # ------------------------------------------------------------------------------------------ reading
 
