@@ -97,6 +97,20 @@ class LogSettings(_Section):
         "retention back (Kafka's offsets.retention.minutes; -1: groups never expire)",
     )
 
+    retention_groups: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("pinpipe-sink", "pinpipe-stream"),
+        description="embedded log: consumer groups retention waits for even before they first commit (name the "
+        "sink.group and stream.group in use; in the environment: comma-separated); one that never commits stops "
+        "holding records back once they are group_expiry_ms old",
+    )
+
+    @field_validator("retention_groups", mode="before")
+    @classmethod
+    def _groups(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(g.strip() for g in value.split(",") if g.strip())
+        return value
+
     @model_validator(mode="after")
     def _retention_fits_segments(self) -> LogSettings:
         if 0 <= self.retention_bytes < self.segment_bytes:

@@ -41,9 +41,10 @@ def _fill(log: EmbeddedLog, topic: str, start: int, count: int, per_append: int 
         log.append(topic, [_value(j) for j in range(i, i + n)], [str(j).encode() for j in range(i, i + n)])
 
 
-def _open(root: Path, clock: Clock | None = None, **policy: int) -> EmbeddedLog:
-    """The writer of topic ``t`` (created if missing), its background passes stopped: the test runs each pass."""
-    settings = {"segment_bytes": SEG, "retention_ms": -1, "retention_bytes": -1, **policy}
+def _open(root: Path, clock: Clock | None = None, **policy: object) -> EmbeddedLog:
+    """The writer of topic ``t`` (created if missing), its background passes stopped: the test runs each pass.
+    No group is required unless the test says so (``groups``)."""
+    settings = {"segment_bytes": SEG, "retention_ms": -1, "retention_bytes": -1, "groups": (), **policy}
     log = EmbeddedLog(root / "log", RetentionPolicy(**settings), clock or Clock())  # type: ignore[arg-type]
     log.ensure_topics(["t"])
     log.run_retention()  # takes the writer lock: recovery and the pass at open
@@ -146,6 +147,19 @@ def test_a_group_that_never_committed_a_partition_holds_it_and_an_expired_group_
     commit_file = tmp_path / "log" / "commits" / "abandoned" / "t.json"
     old = time.time() - 2 * 24 * 3600
     os.utime(commit_file, (old, old))  # its last commit is two days old: expired
+    closed = describe(tmp_path / "log" / "t" / "0")[:-1]
+    assert [d.segment for d in log.run_retention().deleted] == closed
+    log.close()
+
+
+def test_a_required_group_holds_everything_before_its_first_commit_until_it_expires(tmp_path: Path) -> None:
+    clock = Clock()
+    log = _open(tmp_path, clock, retention_ms=HOUR_MS, group_expiry_ms=24 * HOUR_MS, groups=("pinpipe-sink",))
+    _fill(log, "t", 0, 300)
+    clock.now += 2 * HOUR_MS  # due by age, but the sink never committed (never started): nothing goes
+    result = log.run_retention()
+    assert result.deleted == [] and [d.held_by for d in result.held] == [("pinpipe-sink", 0)]
+    clock.now += 24 * HOUR_MS  # the oldest record is now older than group_expiry_ms: the claim expired
     closed = describe(tmp_path / "log" / "t" / "0")[:-1]
     assert [d.segment for d in log.run_retention().deleted] == closed
     log.close()

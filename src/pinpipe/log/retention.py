@@ -10,12 +10,16 @@ retention`` calls :func:`plan` (``--dry-run``: what a pass would delete now, and
 One pass, per partition (segments oldest first; the active, last, segment is never deleted):
 
 1. a closed segment is **due** when its newest record is older than ``retention_ms`` (``-1``: never), or while
-   the partition would exceed ``retention_bytes`` (``-1``: unlimited) once its active segment fills up — closed
-   segments plus ``max(active, segment_bytes)``, data and index counted — so after a pass the partition stays
-   under ``retention_bytes`` until the next roll, as long as consumers keep up;
+   the closed segments plus room for two more (``2 × segment_bytes``: the active one filling up, and the one a
+   roll closes before the pass it triggers has run) exceed ``retention_bytes`` (``-1``: unlimited), data and
+   index counted. So ``retention_bytes`` is a hard cap on a partition's disk use (give or take one append batch)
+   as long as its consumers keep up — Kafka's is a target the log may exceed by a segment;
 2. a due segment is deleted only if it ends at or below the **floor**: the lowest position committed for the
    partition by any consumer group of the topic (a group that committed the topic but not this partition counts
-   as position 0). The sink's and the stream's groups are such groups. A group whose commit file was last written
+   as position 0), and by the *required* groups (``log.retention_groups``: the sink's and the stream's) even
+   before their first commit — so nothing is deleted before the sink has landed it, though it never started. A
+   required group that never commits (a deployment without the stream job) holds records back until the
+   partition's oldest record is ``group_expiry_ms`` old. A group whose commit file was last written
    more than ``group_expiry_ms`` ago (wall clock; ``-1``: never) is *expired* and no longer holds retention back
    (Kafka's ``offsets.retention.minutes``; a warning names it once per process). The first due segment that a
    group holds back stops the pass for that partition, and a warning names the group, its position and the
@@ -69,6 +73,8 @@ class RetentionPolicy:
     retention_bytes: int = -1
     retention_check_ms: int = 300_000
     group_expiry_ms: int = 7 * DAY_MS
+    groups: tuple[str, ...] = ("pinpipe-sink", "pinpipe-stream")
+    """Groups that hold records back even before their first commit (``log.retention_groups``)."""
 
     @property
     def deletes(self) -> bool:
@@ -83,6 +89,7 @@ class RetentionPolicy:
             retention_bytes=settings.retention_bytes,
             retention_check_ms=settings.retention_check_ms,
             group_expiry_ms=settings.group_expiry_ms,
+            groups=tuple(settings.retention_groups),
         )
 
 
@@ -94,6 +101,7 @@ class SegmentInfo:
     end: int
     bytes: int
     last_ts_ms: int | None
+    first_ts_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -132,14 +140,17 @@ def describe(directory: Path) -> list[SegmentInfo]:
             continue
         count = len(raw) // segment.ENTRY.size
         end = bases[i + 1] if i + 1 < len(bases) else base + count
-        last_ts = None
+        last_ts = first_ts = None
         if count:
             at = segment.ENTRY.unpack_from(raw, (count - 1) * segment.ENTRY.size)[0]
             with open(data_path, "rb") as fh:
                 head = os.pread(fh.fileno(), segment.RECORD_HEAD.size, at)
+                first = os.pread(fh.fileno(), segment.RECORD_HEAD.size, 0)
             if len(head) == segment.RECORD_HEAD.size:
                 last_ts = segment.RECORD_HEAD.unpack(head)[3]
-        out.append(SegmentInfo(base, end, size, last_ts))
+            if len(first) == segment.RECORD_HEAD.size:
+                first_ts = segment.RECORD_HEAD.unpack(first)[3]
+        out.append(SegmentInfo(base, end, size, last_ts, first_ts))
     return out
 
 
@@ -152,12 +163,28 @@ def _due(seg: SegmentInfo, projected: int, now_ms: int, policy: RetentionPolicy)
 
 
 def floors(
-    commits: FileCommitStore, topic: str, partitions: int, expiry_ms: int, warned: set[str] | None = None
+    commits: FileCommitStore,
+    topic: str,
+    partitions: int,
+    expiry_ms: int,
+    warned: set[str] | None = None,
+    required: tuple[str, ...] = (),
+    ages_ms: Mapping[int, int | None] | None = None,
 ) -> dict[int, tuple[int, str]]:
-    """Per partition, the lowest position any live group committed on ``topic`` and that group."""
+    """Per partition, the lowest position any live group committed on ``topic`` and that group. A ``required``
+    group that never committed the topic stands at 0, until the partition's oldest record is ``expiry_ms`` old
+    (``ages_ms``: the age of each partition's oldest record, by the writer's clock)."""
     out: dict[int, tuple[int, str]] = {}
     now_s = time.time()
-    for group, (positions, written_s) in sorted(commits.groups(topic).items()):
+    seen = commits.groups(topic)
+    for group in (g for g in required if g not in seen):
+        for p in range(partitions):
+            age = (ages_ms or {}).get(p)
+            if expiry_ms >= 0 and age is not None and age > expiry_ms:
+                continue  # it never came: its claim expired with the records it could have read
+            if p not in out:
+                out[p] = (0, group)
+    for group, (positions, written_s) in sorted(seen.items()):
         age_ms = (now_s - written_s) * 1000
         if expiry_ms >= 0 and age_ms > expiry_ms:
             if warned is not None and group not in warned:
@@ -193,17 +220,17 @@ def plan_partition(
     total = sum(s.bytes for s in segments)
     if len(segments) < 2 or not policy.deletes:
         return [], None, total
-    active = segments[-1].bytes
-    growth = max(0, policy.segment_bytes - active)
+    closed = total - segments[-1].bytes
     out: list[Due] = []
     for seg in segments[:-1]:
-        reason = _due(seg, total + growth, now_ms, policy)
+        reason = _due(seg, closed + 2 * policy.segment_bytes, now_ms, policy)
         if reason is None:
             break
         if floor is not None and seg.end > floor[0]:
             return out, Due(topic, partition, seg, reason, (floor[1], floor[0])), total
         out.append(Due(topic, partition, seg, reason))
         total -= seg.bytes
+        closed -= seg.bytes
     return out, None, total
 
 
@@ -289,9 +316,13 @@ def plan(
     commits = commits or FileCommitStore(log_dir / "commits")
     result = PassResult()
     for topic, n in sorted(topics.items()):
-        lows = floors(commits, topic, n, policy.group_expiry_ms, warned)
+        described = {p: describe(log_dir / topic / str(p)) for p in range(n)}
+        ages = {
+            p: now_ms - s[0].first_ts_ms if s and s[0].first_ts_ms is not None else None for p, s in described.items()
+        }
+        lows = floors(commits, topic, n, policy.group_expiry_ms, warned, policy.groups, ages)
         for p in range(n):
-            segments = describe(log_dir / topic / str(p))
+            segments = described[p]
             delete, held, left = plan_partition(topic, p, segments, lows.get(p), now_ms, policy)
             result.deleted += delete
             if held is not None:
