@@ -81,8 +81,9 @@ class LogSettings(_Section):
     retention_bytes: int = Field(
         -1,
         ge=-1,
-        description="embedded log: bytes a partition may hold (closed segments plus a full active one); older "
-        "segments are deleted to stay under it (Kafka's retention.bytes; -1: unlimited)",
+        description="embedded log: bytes a partition may hold on disk (data and index, at least twice "
+        "segment_bytes); its oldest segments are deleted to stay under it once every consumer group has committed "
+        "them (Kafka's retention.bytes; -1: unlimited)",
     )
     retention_check_ms: int = Field(
         300_000,
@@ -113,10 +114,11 @@ class LogSettings(_Section):
 
     @model_validator(mode="after")
     def _retention_fits_segments(self) -> LogSettings:
-        if 0 <= self.retention_bytes < self.segment_bytes:
+        if 0 <= self.retention_bytes < 2 * self.segment_bytes:
             raise ValueError(
-                f"retention_bytes ({self.retention_bytes}) is smaller than segment_bytes ({self.segment_bytes}): "
-                "a partition always keeps its active segment; raise retention_bytes or lower segment_bytes"
+                f"retention_bytes ({self.retention_bytes}) is less than twice segment_bytes ({self.segment_bytes}):"
+                " a partition holds its active segment and the one a roll just closed; raise retention_bytes or "
+                "lower segment_bytes"
             )
         return self
 

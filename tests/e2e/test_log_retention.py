@@ -138,3 +138,31 @@ def test_retention_after_the_sink_commits_keeps_accounting_balanced(tmp_path: Pa
     look = orjson.loads(status.stdout.splitlines()[0])
     starts = {(p["topic"], p["log_start"], p["retired"]) for p in look["partitions"]}
     assert starts == {(t, r.log_start, r.records) for t, r in retired.items()}
+
+
+def test_settings_are_validated_and_shown(tmp_path: Path) -> None:
+    shown = subprocess.run(
+        [sys.executable, "-m", "pinpipe", "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **ENV},
+        cwd=tmp_path,
+    )
+    assert shown.returncode == 0, shown.stderr
+    rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in shown.stdout.splitlines() if "│" in line}
+    assert rows["log.segment_bytes"] == str(SEGMENT_BYTES)
+    assert rows["log.retention_bytes"] == str(RETENTION_BYTES)
+    assert rows["log.retention_groups"] == "['pinpipe-sink']"
+    bad = subprocess.run(
+        [sys.executable, "-m", "pinpipe", "config"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, **ENV, "PINPIPE__LOG__RETENTION_BYTES": str(SEGMENT_BYTES)},
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2
+    assert "retention_bytes" in bad.stderr and "twice segment_bytes" in bad.stderr

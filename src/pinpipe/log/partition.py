@@ -50,11 +50,14 @@ log = get_logger("log.embedded")
 __all__ = ["PartitionWriter", "RecoveryReport", "open_writer"]
 
 
-def _open_pair(directory: Path, base: int) -> tuple[int, int]:
+def _open_pair(directory: Path, base: int, create: bool = True) -> tuple[int, int]:
+    """The segment's files, opened for writing (``create``: made if missing — never for a closed segment, which
+    retention may have just deleted: FileNotFoundError then)."""
     data_path, index_path = segment_paths(directory, base)
-    data_fd = os.open(data_path, os.O_RDWR | os.O_CREAT, 0o644)
+    flags = os.O_RDWR | (os.O_CREAT if create else 0)
+    data_fd = os.open(data_path, flags, 0o644)
     try:
-        return data_fd, os.open(index_path, os.O_RDWR | os.O_CREAT, 0o644)
+        return data_fd, os.open(index_path, flags, 0o644)
     except BaseException:
         os.close(data_fd)
         raise
@@ -121,7 +124,10 @@ class PartitionWriter:
         reindexed = truncated = padded = 0
         corrupt: list[tuple[int, str]] = []
         for base, following in itertools.pairwise(bases):  # closed segments: must reach the next base
-            data_fd, index_fd = _open_pair(self.directory, base)
+            try:
+                data_fd, index_fd = _open_pair(self.directory, base, create=False)
+            except FileNotFoundError:
+                continue  # retired (and unlinked) by a retention pass since the listing
             try:
                 if base + indexed_count(index_fd) == following:
                     continue

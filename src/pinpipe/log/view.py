@@ -5,7 +5,8 @@ reads (in any process: sink, stream, accounting, status) and calls :meth:`Partit
 :meth:`~PartitionView.read_values`, :meth:`~PartitionView.end_offset` and :meth:`~PartitionView.log_start`.
 
 The view lists the partition's segments again only when the directory changed (its mtime: a roll creates files,
-retention replaces ``retired.json`` and unlinks files), so a busy reader costs one ``stat`` per call. Segments
+retention replaces ``retired.json`` and unlinks files; a directory changed in the last 50 ms is listed again
+anyway, as two changes may share one mtime tick), so a busy reader costs one ``stat`` per call. Segments
 below the retired manifest's ``log_start`` are ignored (retention recorded them and may not have unlinked them
 yet). A segment deleted while it is open stays readable through its open files until the next listing closes
 them. A read below the log start starts **at** the log start: the records there were retired (their counts are in
@@ -17,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +26,7 @@ from pinpipe.log import segment
 from pinpipe.log.base import LogRecord
 from pinpipe.log.retired import read_retired
 
+_SETTLE_NS = 50_000_000
 _Open = tuple[int, int, int]
 """``(base, data fd, index fd)`` of an open segment."""
 
@@ -75,7 +78,10 @@ class PartitionView:
                 with contextlib.suppress(OSError):
                     os.close(fd)
         self._segments = segments
-        self._stamp = stamp if complete else None
+        # A directory changed in the last moments may change again within the same mtime tick (a few ms on
+        # ext4): list it again next time rather than miss that change.
+        settled = time.time_ns() - st.st_mtime_ns > _SETTLE_NS
+        self._stamp = stamp if complete and settled else None
 
     def _from(self, offset: int) -> Iterator[tuple[int, _Open]]:
         """``(where to read from, segment)`` for the segment holding ``offset`` and every later one."""
