@@ -127,31 +127,33 @@ class PassResult:
 
 
 def describe(directory: Path) -> list[SegmentInfo]:
-    """The segments the partition in ``directory`` serves, oldest first (the last is the active one)."""
+    """The segments the partition in ``directory`` serves, oldest first (the last is the active one; a segment
+    unlinked meanwhile, by the writer's pass while a dry run looks, is left out)."""
     start = read_retired(directory).log_start
     bases = [b for b in segment.list_segments(directory) if b >= start]
     out: list[SegmentInfo] = []
     for i, base in enumerate(bases):
-        data_path, index_path = segment.segment_paths(directory, base)
         try:
-            size = data_path.stat().st_size + index_path.stat().st_size
-            raw = index_path.read_bytes()
+            info = _segment_info(directory, base, bases[i + 1] if i + 1 < len(bases) else None)
         except FileNotFoundError:
             continue
-        count = len(raw) // segment.ENTRY.size
-        end = bases[i + 1] if i + 1 < len(bases) else base + count
-        last_ts = first_ts = None
-        if count:
-            at = segment.ENTRY.unpack_from(raw, (count - 1) * segment.ENTRY.size)[0]
-            with open(data_path, "rb") as fh:
-                head = os.pread(fh.fileno(), segment.RECORD_HEAD.size, at)
-                first = os.pread(fh.fileno(), segment.RECORD_HEAD.size, 0)
-            if len(head) == segment.RECORD_HEAD.size:
-                last_ts = segment.RECORD_HEAD.unpack(head)[3]
-            if len(first) == segment.RECORD_HEAD.size:
-                first_ts = segment.RECORD_HEAD.unpack(first)[3]
-        out.append(SegmentInfo(base, end, size, last_ts, first_ts))
+        out.append(info)
     return out
+
+
+def _segment_info(directory: Path, base: int, following: int | None) -> SegmentInfo:
+    data_path, index_path = segment.segment_paths(directory, base)
+    head_size, entry = segment.RECORD_HEAD.size, segment.ENTRY.size
+    with open(index_path, "rb") as ix, open(data_path, "rb") as fh:  # the last entry only: never whole indexes
+        index_size = os.fstat(ix.fileno()).st_size
+        count = index_size // entry
+        tail = os.pread(ix.fileno(), entry, (count - 1) * entry) if count else b""
+        size = os.fstat(fh.fileno()).st_size + index_size
+        last = os.pread(fh.fileno(), head_size, segment.ENTRY.unpack(tail)[0]) if len(tail) == entry else b""
+        first = os.pread(fh.fileno(), head_size, 0) if count else b""
+    last_ts = segment.RECORD_HEAD.unpack(last)[3] if len(last) == head_size else None
+    first_ts = segment.RECORD_HEAD.unpack(first)[3] if len(first) == head_size else None
+    return SegmentInfo(base, following if following is not None else base + count, size, last_ts, first_ts)
 
 
 def _due(seg: SegmentInfo, projected: int, now_ms: int, policy: RetentionPolicy) -> Literal["age", "size"] | None:
