@@ -51,7 +51,8 @@ from pinpipe.log.commits import FileCommitStore
 from pinpipe.log.feed import StaticConsumer
 from pinpipe.log.group_commit import Pending, write_batch
 from pinpipe.log.partition import PartitionWriter, RecoveryReport, open_writer
-from pinpipe.log.retention import Clock, PassResult, RetentionPolicy, RetentionRunner, wall_clock_ms
+from pinpipe.log.retention import Clock, PassResult, RetentionPolicy, wall_clock_ms
+from pinpipe.log.retention_runner import RetentionRunner
 from pinpipe.log.retired import Retired, read_retired
 from pinpipe.log.topics import TopicsFile
 from pinpipe.log.view import PartitionView
