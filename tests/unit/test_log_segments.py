@@ -72,7 +72,9 @@ def test_rolling_makes_segments_and_readers_read_across_them(tmp_path: Path) -> 
     assert all((pdir / f"{b:020d}.data").exists() and (pdir / f"{b:020d}.index").exists() for b in bases)
     for info in describe(pdir)[:-1]:  # a closed segment holds about segment_bytes, data and index together
         assert SEG <= info.bytes < SEG + 1024
+    open_before = len(os.listdir("/proc/self/fd"))
     assert _all(reader, "t") == list(range(500))
+    assert len(os.listdir("/proc/self/fd")) - open_before <= 2 * 4  # a few segments open, not all of them
     values: list[bytes] = []
     position = 0
     while (block := reader.read_values("t", 0, position, 10_000)).count:
