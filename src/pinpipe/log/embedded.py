@@ -17,8 +17,8 @@ processes call :meth:`EmbeddedLog.read` (the sink :meth:`EmbeddedLog.read_values
 - **Group commit**: ``append`` hands its records to one writer thread and waits. The thread takes everything
   pending, writes it, fdatasyncs each touched partition once and publishes — concurrent appenders share fsyncs.
 - **Integrity** (:mod:`pinpipe.log.integrity`): reading an indexed record that no longer checks out raises
-  CorruptStateError naming topic, partition and offset; readers and recovery (which checks every record) note it
-  in ``DIR/corrupt.json`` for ``/healthz``. ``pinpipe log repair`` skips it (``DIR/skipped.json``). A failed
+  CorruptStateError naming topic, partition and offset; readers and recovery (which checks every record of
+  each active segment) note it in ``DIR/corrupt.json`` for ``/healthz``. ``pinpipe log repair`` skips it (``DIR/skipped.json``). A failed
   append is truncated away before its caller hears of it (a 503'd record never reappears); offsets never go back
   (:mod:`pinpipe.log.partition`); new partition directories and the ``topics.json`` rename are fsynced.
 - **Segments and retention** (:mod:`pinpipe.log.partition`, :mod:`pinpipe.log.retention`): the active segment
