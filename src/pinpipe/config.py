@@ -60,6 +60,67 @@ class LogSettings(_Section):
         description="event log: a path, file://DIR, kafka://HOST:PORT, kinesis://REGION[?endpoint=URL]",
     )
     partitions: int = Field(1, ge=1, le=1024, description="partitions per topic when creating topics")
+    segment_bytes: int = Field(
+        128 << 20,
+        ge=4096,
+        description="embedded log: a partition's active segment rolls once its data and index hold this many "
+        "bytes (Kafka's segment.bytes)",
+    )
+    segment_ms: int = Field(
+        7 * 24 * 3600 * 1000,
+        ge=-1,
+        description="embedded log: the active segment also rolls once its first record is this old, in ms "
+        "(Kafka's segment.ms; -1: only by size)",
+    )
+    retention_ms: int = Field(
+        7 * 24 * 3600 * 1000,
+        ge=-1,
+        description="embedded log: delete closed segments whose newest record is older than this, in ms "
+        "(Kafka's retention.ms; -1: never by age)",
+    )
+    retention_bytes: int = Field(
+        -1,
+        ge=-1,
+        description="embedded log: bytes a partition may hold on disk (data and index, at least twice "
+        "segment_bytes); its oldest segments are deleted to stay under it once every consumer group has committed "
+        "them (Kafka's retention.bytes; -1: unlimited)",
+    )
+    retention_check_ms: int = Field(
+        300_000,
+        ge=10,
+        description="embedded log: how often the writer (`pinpipe api`) runs a retention pass, in ms; it also runs "
+        "one at start and whenever a segment rolls (Kafka's log.retention.check.interval.ms)",
+    )
+    group_expiry_ms: int = Field(
+        7 * 24 * 3600 * 1000,
+        ge=-1,
+        description="embedded log: a consumer group that has not committed for this long, in ms, no longer holds "
+        "retention back (Kafka's offsets.retention.minutes; -1: groups never expire)",
+    )
+
+    retention_groups: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("pinpipe-sink", "pinpipe-stream"),
+        description="embedded log: consumer groups retention waits for even before they first commit (name the "
+        "sink.group and stream.group in use; in the environment: comma-separated); one that never commits stops "
+        "holding records back once they are group_expiry_ms old",
+    )
+
+    @field_validator("retention_groups", mode="before")
+    @classmethod
+    def _groups(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(g.strip() for g in value.split(",") if g.strip())
+        return value
+
+    @model_validator(mode="after")
+    def _retention_fits_segments(self) -> LogSettings:
+        if 0 <= self.retention_bytes < 2 * self.segment_bytes:
+            raise ValueError(
+                f"retention_bytes ({self.retention_bytes}) is less than twice segment_bytes ({self.segment_bytes}):"
+                " a partition holds its active segment and the one a roll just closed; raise retention_bytes or "
+                "lower segment_bytes"
+            )
+        return self
 
 
 class LakeSettings(_Section):

@@ -32,6 +32,11 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
         yield handle
 
 
+SEGMENT_DATA = f"{0:020d}.data"
+SEGMENT_INDEX = f"{0:020d}.index"
+"""The first segment of a partition (base offset 0)."""
+
+
 def _topic() -> str:
     return f"t-{uuid.uuid4().hex[:10]}"
 
@@ -221,8 +226,8 @@ def test_embedded_truncates_a_torn_tail(tmp_path: Path) -> None:
     log.ensure_topics(["t"])
     log.append("t", [b'{"a":1}', b'{"a":2}'])
     log.close()
-    data = tmp_path / "log" / "t" / "0" / "data"
-    index = tmp_path / "log" / "t" / "0" / "index"
+    data = tmp_path / "log" / "t" / "0" / SEGMENT_DATA
+    index = tmp_path / "log" / "t" / "0" / SEGMENT_INDEX
     with data.open("ab") as fh:  # half a record, as a crash mid-write leaves it
         fh.write(b"\x40\x00\x00\x00\x01\x02\x03")
     with index.open("r+b") as fh:  # and the index lost its last entry
@@ -279,7 +284,7 @@ def test_embedded_read_values_stops_where_read_stops(tmp_path: Path) -> None:
         position = block.end
     assert got == [b'{"a":1}', big, big, big, big, b'{"a":2}', b'{"a":3}']  # in chunks, none lost
     log.close()
-    data = tmp_path / "log" / "t" / "0" / "data"
+    data = tmp_path / "log" / "t" / "0" / SEGMENT_DATA
     raw = bytearray(data.read_bytes())
     raw[-3] ^= 0xFF  # corrupt the last record's value: its CRC no longer matches
     data.write_bytes(bytes(raw))
@@ -305,7 +310,7 @@ def _flip(path: Path, at: int) -> None:
 def _record_start(partition_dir: Path, offset: int) -> int:
     import struct
 
-    return int(struct.unpack_from("<Q", (partition_dir / "index").read_bytes(), 8 * offset)[0])
+    return int(struct.unpack_from("<Q", (partition_dir / SEGMENT_INDEX).read_bytes(), 8 * offset)[0])
 
 
 def test_embedded_corrupt_record_mid_partition_is_named_then_skipped(tmp_path: Path) -> None:
@@ -317,7 +322,7 @@ def test_embedded_corrupt_record_mid_partition_is_named_then_skipped(tmp_path: P
     log.append("t", [b'{"n":%d}' % i for i in range(20)])
     log.close()
     pdir = tmp_path / "log" / "t" / "0"
-    _flip(pdir / "data", _record_start(pdir, 7) + 30)  # a byte inside record 7's value
+    _flip(pdir / SEGMENT_DATA, _record_start(pdir, 7) + 30)  # a byte inside record 7's value
     reader = open_log(url)
     with pytest.raises(CorruptStateError) as info:
         reader.read("t", 0, 0)  # never "not yet visible": the records after it exist
@@ -351,7 +356,7 @@ def test_embedded_offsets_never_go_back_after_tail_truncation(tmp_path: Path) ->
     log.append("t", [b'{"n":%d}' % i for i in range(10)])
     log.commit("sink", "t", {0: 10})
     log.close()
-    data = tmp_path / "log" / "t" / "0" / "data"
+    data = tmp_path / "log" / "t" / "0" / SEGMENT_DATA
     with data.open("r+b") as fh:
         fh.truncate(data.stat().st_size - 5)  # record 9 lost its last bytes
     writer = open_log(url)
@@ -373,9 +378,9 @@ def test_embedded_refuses_to_reuse_offsets_a_group_committed(tmp_path: Path) -> 
     log.close()
     pdir = tmp_path / "log" / "t" / "0"
     cut = _record_start(pdir, 8)
-    with (pdir / "data").open("r+b") as fh:  # data and index both lost records 8 and 9
+    with (pdir / SEGMENT_DATA).open("r+b") as fh:  # data and index both lost records 8 and 9
         fh.truncate(cut)
-    with (pdir / "index").open("r+b") as fh:
+    with (pdir / SEGMENT_INDEX).open("r+b") as fh:
         fh.truncate(8 * 8)
     with pytest.raises(CorruptStateError, match="reuse") as info:
         open_log(url).append("t", [b"{}"])
@@ -441,7 +446,7 @@ def test_embedded_rebuilds_a_zeroed_index_tail_without_calling_it_corruption(tmp
     log.ensure_topics(["t"])
     log.append("t", [b'{"n":%d}' % i for i in range(4)])
     log.close()
-    index = tmp_path / "log" / "t" / "0" / "index"
+    index = tmp_path / "log" / "t" / "0" / SEGMENT_INDEX
     raw = bytearray(index.read_bytes())
     raw[16:] = bytes(len(raw) - 16)  # after a power loss the index's last entries read as zeros
     index.write_bytes(bytes(raw))
@@ -468,7 +473,7 @@ def test_embedded_rolls_back_every_partition_of_a_failed_request(
 
     def fail_second_partition(fd: int, data: bytes, offset: int) -> int:
         nonlocal data_writes
-        if os.readlink(f"/proc/self/fd/{fd}").endswith("/data"):
+        if os.readlink(f"/proc/self/fd/{fd}").endswith(".data"):
             data_writes += 1
             if data_writes == 2:  # the request's records for the first partition are written; the second fails
                 raise OSError(errno.EIO, "Input/output error")

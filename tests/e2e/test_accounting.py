@@ -114,10 +114,10 @@ def test_a_duplicated_landed_object_is_a_sink_doubling(pristine: Path, tmp_path:
 def test_a_removed_log_record_is_a_log_loss(pristine: Path, tmp_path: Path) -> None:
     root = _copy(pristine, tmp_path)
     partition = root / "log" / PIN / "0"
-    index = (partition / "index").read_bytes()
+    index = (partition / f"{0:020d}.index").read_bytes()
     (last_start,) = struct.unpack("<Q", index[-8:])
-    os.truncate(partition / "index", len(index) - 8)
-    os.truncate(partition / "data", last_start)
+    os.truncate(partition / f"{0:020d}.index", len(index) - 8)
+    os.truncate(partition / f"{0:020d}.data", last_start)
     report = _account(root)
     failures = report.failures()
     assert (failures[0].stage, failures[0].problem, failures[0].records) == ("log", "lost", 1)

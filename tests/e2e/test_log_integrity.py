@@ -30,6 +30,8 @@ from tests.fixtures.services import free_port, wait_for_port
 PREFIX = "0affea73130b"
 GEO = f"{PREFIX}.geo"
 REST_TYPE = "application/vnd.kafka.json.v2+json"
+SEGMENT_DATA, SEGMENT_INDEX = f"{0:020d}.data", f"{0:020d}.index"
+"""The files of a partition's first segment (base offset 0)."""
 
 
 def pinpipe(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
@@ -91,7 +93,7 @@ def healthz(base: str) -> dict[str, object]:
 
 
 def record_start(partition_dir: Path, offset: int) -> int:
-    return int(struct.unpack_from("<Q", (partition_dir / "index").read_bytes(), 8 * offset)[0])
+    return int(struct.unpack_from("<Q", (partition_dir / SEGMENT_INDEX).read_bytes(), 8 * offset)[0])
 
 
 @pytest.mark.slow
@@ -104,9 +106,9 @@ def test_a_flipped_byte_stops_sink_and_stream_until_repaired(tmp_path: Path) -> 
         sent = pinpipe("emulate", "--api", base, "--db", db, "--count", "40", "--send-log", str(send_log))
         assert sent.returncode == 0, sent.stderr
         pdir = log_dir / GEO / "0"
-        raw = bytearray((pdir / "data").read_bytes())
+        raw = bytearray((pdir / SEGMENT_DATA).read_bytes())
         raw[record_start(pdir, 20) + 40] ^= 0x20  # a byte inside record 20 of 40, as a failing disk leaves it
-        (pdir / "data").write_bytes(bytes(raw))
+        (pdir / SEGMENT_DATA).write_bytes(bytes(raw))
 
         sink = pinpipe("sink", "--log", f"file://{log_dir}", "--lake", lake, "--until-idle", "--flush-seconds", "0.2")
         stream = pinpipe("stream", "--log", f"file://{log_dir}", "--lake", stream_lake, "--until-idle")
@@ -192,7 +194,7 @@ def test_offsets_never_go_back_when_a_data_file_is_cut(tmp_path: Path) -> None:
         assert post(base, [geo(i) for i in range(30)]) == (200, list(range(30)))
     sink = pinpipe("sink", "--log", f"file://{log_dir}", "--lake", lake, "--until-idle", "--flush-seconds", "0.2")
     assert sink.returncode == 0, sink.stderr
-    data = pdir / "data"
+    data = pdir / SEGMENT_DATA
     with data.open("r+b") as fh:
         fh.truncate(data.stat().st_size - 5)  # the end of record 29 is gone; the sink has committed 30
     with api(log_dir) as base:
@@ -204,7 +206,7 @@ def test_offsets_never_go_back_when_a_data_file_is_cut(tmp_path: Path) -> None:
     assert stream.returncode == 65 and "record 29 of topic" in stream.stderr
 
     # Both files cut (the index too): starting would hand out offsets 28 and 29 again — the API refuses.
-    with (pdir / "index").open("r+b") as fh:
+    with (pdir / SEGMENT_INDEX).open("r+b") as fh:
         fh.truncate(8 * 28)
     with data.open("r+b") as fh:
         fh.truncate(record_start_from_records(data, 28))

@@ -36,6 +36,15 @@ Stages and their invariants, per topic (``<prefix>.<kind>`` and ``streaming-<pre
    and only for processed records. Without stream writers, ``Σ inserted`` must equal silver's rows and
    ``Σ quarantined`` quarantine's. The stage is **batch** (or **stream** for a lake only the stream job writes).
 
+**Retired records** (the embedded log's retention deleted them, :mod:`pinpipe.log.retired`): every offset below a
+partition's log start is *retired* — accounted for from the counts its retired manifest recorded, never lost.
+Stage 2 counts them as in the log (an acknowledged record at a retired offset is held; ``in log + retired`` may
+not exceed what was attempted); stage 3 checks the landed lines below the log start against each retired
+segment's record count (fewer is **sink** lost — retired before the sink landed them, which only an expired group
+allows; more is **sink** doubled); stage 5, for stream-written partitions whose retired records no landed object
+covers, requires each retired record without a usable key to be in quarantine, and no longer calls a silver row
+doubled for lack of a record carrying its ``ind`` (the retired ones may).
+
 Without a send log stages 1–2 only count; without ``--log`` the sink stage checks that every acknowledged record
 is on its landed line (or, with no send log either, only counts lines). A lake with no landed objects and no
 batch runs is a stream lake: stages 3–4 are skipped. "Behind" findings fail unless ``allow_lag`` (a live
@@ -70,8 +79,10 @@ from pinpipe.checks.findings import (
     Stage,
     TopicRow,
 )
+from pinpipe.checks.retired import check_retired_landed, covered, split_at, unkeyed_not_quarantined
 from pinpipe.lake.store import Lake
 from pinpipe.log.base import EventLog, TopicPartition
+from pinpipe.log.retired import Retired, RetiresRecords
 from pinpipe.tables import KINDS, Kind, kind_of_topic
 from pinpipe.values import KEY_RANGE, parse_int
 
@@ -89,7 +100,10 @@ def account(
     """Count every stage and reconcile (see the module docstring)."""
     sends = tally_sends(send_logs) if send_logs else None
     parts = tally_log(event_log, prefix, sink_group) if event_log is not None else None
-    return reconcile(prefix, sends, parts, tally_lake(lake, prefix, parts or ()))
+    retired: dict[TopicPartition, Retired] = {}
+    if parts is not None and isinstance(event_log, RetiresRecords):
+        retired = {tp: r for tp in parts if (r := event_log.retired(*tp)).log_start}
+    return reconcile(prefix, sends, parts, tally_lake(lake, prefix, parts or ()), retired)
 
 
 def reconcile(
@@ -97,8 +111,11 @@ def reconcile(
     sends: dict[str, TopicSends] | None,
     parts: dict[TopicPartition, PartitionLog] | None,
     lake: LakeTally,
+    retired: dict[TopicPartition, Retired] | None = None,
 ) -> AccountingReport:
-    """The report for the counted stages; pure (no I/O), so tests can feed it corrupted counts."""
+    """The report for the counted stages; pure (no I/O), so tests can feed it corrupted counts. ``retired``: the
+    retired manifest of each partition whose log start is above 0."""
+    retired = retired or {}
     topics = sorted(
         {t for t in (sends or {}) if kind_of_topic(prefix, t)}
         | {t for t, _ in parts or {}}
@@ -121,19 +138,20 @@ def reconcile(
                 add(Finding("api", topic, "doubled", twice, f"api acknowledged {twice} log positions of {topic} twice"))
         if parts is not None:
             row.in_log = sum(len(parts[tp].offsets) for tp in mine if tp in parts)
+            row.retired = sum(retired[tp].records for tp in mine if tp in retired)
             row.skipped = _report_skipped(topic, parts, mine, add)
             if s is not None:
-                _check_log(topic, s, parts, row.in_log + row.skipped, add)
+                _check_log(topic, s, parts, row.in_log + row.retired + row.skipped, add, retired)
         objects = {tp: lake.landed.get(tp, []) for tp in mine}
         row.landed = sum(len(o.hashes) for objs in objects.values() for o in objs)
         if landing and parts is not None:
-            row.not_landed = _check_sink(topic, objects, parts, add)
+            row.not_landed = _check_sink(topic, objects, parts, add, retired)
         elif landing and s is not None:
             _check_acked_landed(topic, kind, s, objects, add)
         if landing:
             row.batch_done = _check_batch_progress(topic, objects, lake.kinds[kind].batch_txns, add)
     for kind in KINDS:
-        report.kinds.append(_check_kind(prefix, kind, lake, parts, landing, add))
+        report.kinds.append(_check_kind(prefix, kind, lake, parts, landing, add, retired))
     return report
 
 
@@ -148,8 +166,23 @@ def _report_skipped(
     return len(where)
 
 
-def _check_log(topic: str, s: TopicSends, parts: dict[TopicPartition, PartitionLog], in_log: int, add: Adder) -> None:
-    missing = sum(1 for partition, offset, ind in s.positions if not _holds(parts.get((topic, partition)), offset, ind))
+def _check_log(
+    topic: str,
+    s: TopicSends,
+    parts: dict[TopicPartition, PartitionLog],
+    in_log: int,
+    add: Adder,
+    retired: dict[TopicPartition, Retired],
+) -> None:
+    def start(partition: int) -> int:
+        r = retired.get((topic, partition))
+        return r.log_start if r is not None else 0
+
+    missing = sum(
+        1
+        for partition, offset, ind in s.positions
+        if offset >= start(partition) and not _holds(parts.get((topic, partition)), offset, ind)
+    )
     lost = max(missing, s.acked - in_log) if len(s.positions) < s.acked else missing
     if lost:
         add(
@@ -158,7 +191,8 @@ def _check_log(topic: str, s: TopicSends, parts: dict[TopicPartition, PartitionL
                 topic,
                 "lost",
                 lost,
-                f"log lost {lost} acknowledged records of {topic} (acknowledged {s.acked}, log holds {in_log})",
+                f"log lost {lost} acknowledged records of {topic} (acknowledged {s.acked}, log holds {in_log}, "
+                "retired and skipped records included)",
             )
         )
     if in_log > s.attempted:
@@ -188,11 +222,19 @@ def _holds(part: PartitionLog | None, offset: int, ind: int) -> bool:
 
 
 def _check_sink(
-    topic: str, objects: dict[TopicPartition, list[LandedObject]], parts: dict[TopicPartition, PartitionLog], add: Adder
+    topic: str,
+    objects: dict[TopicPartition, list[LandedObject]],
+    parts: dict[TopicPartition, PartitionLog],
+    add: Adder,
+    retired: dict[TopicPartition, Retired],
 ) -> int:
     lost = doubled = behind = 0
     for tp, objs in objects.items():
         part = parts.get(tp) or PartitionLog()
+        if tp in retired:
+            objs, below = split_at(objs, retired[tp].log_start)
+            missing, extra = check_retired_landed(below, retired[tp], part.skipped)
+            lost, doubled = lost + missing, doubled + extra
         kept = [[h for i, h in enumerate(o.hashes) if o.start + i not in part.skipped] for o in objs]
         landed = [h for hashes in kept for h in hashes]
         reach = part.index_of(objs[-1].start) + len(kept[-1]) if objs else 0
@@ -202,7 +244,8 @@ def _check_sink(
         missing, extra = sequence_diff(part.hashes[:reach], landed)
         lost, doubled, behind = lost + missing, doubled + extra, behind + len(part.offsets) - reach
     if lost:
-        add(Finding("sink", topic, "lost", lost, f"sink lost {lost} records of {topic} (in the log, not landed)"))
+        what = "in the log, or retired from it, and not landed"
+        add(Finding("sink", topic, "lost", lost, f"sink lost {lost} records of {topic} ({what})"))
     if doubled:
         add(
             Finding(
@@ -261,6 +304,7 @@ def _check_kind(
     parts: dict[TopicPartition, PartitionLog] | None,
     landing: bool,
     add: Adder,
+    retired: dict[TopicPartition, Retired],
 ) -> KindRow:
     kl = lake.kinds[kind]
     row = KindRow(kind, silver_rows=len(kl.silver_inds), quarantine_rows=len(kl.quarantine_keys))
@@ -277,18 +321,24 @@ def _check_kind(
                 if offset < version:
                     processed[(tp[0], tp[1], offset)] = key_of_line(kind, line)
     judged_all = not kl.stream_txns
+    unkeyed_retired = 0
     for tp, version in kl.stream_txns.items():
         part = (parts or {}).get(tp)
         if part is None:
             judged_all = False
             continue
+        gone = retired.get(tp)
+        if gone is not None and not covered(processed, tp, gone.log_start):
+            # processed by the stream, then retired, and no landed object covers them: only their counts are left
+            judged_all = False
+            unkeyed_retired += unkeyed_not_quarantined(gone, tp, version, quarantined)
         for offset, key in zip(part.offsets, part.keys, strict=True):
             if offset < version and (tp[0], tp[1], offset) not in processed:
                 # the log key as validation and cleaning read it (a hostile key never crashes accounting)
                 text = None if key is None else key.decode("utf-8", "replace")
                 processed[(tp[0], tp[1], offset)] = None if text is None else parse_int(text, KEY_RANGE)
     valid = {k for pos, k in processed.items() if pos not in quarantined and k is not None}
-    neither = sum(1 for pos, k in processed.items() if pos not in quarantined and k is None)
+    neither = sum(1 for pos, k in processed.items() if pos not in quarantined and k is None) + unkeyed_retired
     row.valid_inds = len(valid)
     silver = set(kl.silver_inds)
     twice = len(kl.silver_inds) - len(silver)

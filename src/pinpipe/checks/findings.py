@@ -41,6 +41,8 @@ class TopicRow:
     in_log: int | None = None
     skipped: int | None = None
     """Records skipped as corrupt by ``pinpipe log repair`` (accounted for, not lost)."""
+    retired: int | None = None
+    """Records the embedded log's retention deleted (counted in its retired manifests: accounted for, not lost)."""
     landed: int | None = None
     not_landed: int | None = None
     batch_done: int | None = None

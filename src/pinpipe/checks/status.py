@@ -7,7 +7,8 @@ once per refresh and :meth:`Progress.judge` on each look to tell a stage that is
 
 What one look reads — nothing is written:
 
-- **log end**: ``EventLog.end_offset`` per partition of every topic in the log;
+- **log end**: ``EventLog.end_offset`` per partition of every topic in the log, and for the embedded log its
+  **log start** (the first offset retention kept) and the records retired below it (``retired.json``);
 - **sink committed**: the sink group's committed position (``EventLog.committed``);
 - **sink landed**: the end of the partition's last landed object (its start offset + its line count, exact
   unless the log has offset gaps, as Kafka transaction markers leave). The sink resumes from the larger of the
@@ -42,6 +43,7 @@ from pinpipe.lake import delta
 from pinpipe.lake.runs import RUNS_TABLE
 from pinpipe.lake.store import Lake, is_temporary_key, parse_landed_key
 from pinpipe.log import EventLog, open_log
+from pinpipe.log.retired import NOTHING_RETIRED, RetiresRecords
 from pinpipe.tables import KINDS, Kind, kind_of_topic, stream_app_id
 
 STUCK_EXIT_CODE = 4
@@ -105,6 +107,10 @@ class PartitionStatus:
     sink_landed: int | None
     stream_position: int | None
     """None when the stream is not part of this deployment (it never wrote this lake) or the topic is not ours."""
+    log_start: int = 0
+    """The first offset the log still holds (retention deleted the records below it)."""
+    retired: int = 0
+    """Records retention deleted (from the partition's retired manifest)."""
 
     @property
     def sink_position(self) -> int:
@@ -183,6 +189,8 @@ class Look:
                     "partition": p.partition,
                     "kind": p.kind,
                     "log_end": p.log_end,
+                    "log_start": p.log_start,
+                    "retired": p.retired,
                     "sink": {
                         "committed": p.sink_committed,
                         "landed": p.sink_landed,
@@ -236,6 +244,7 @@ def take_look(
             stream: int | None = None
             if streaming and kind is not None:
                 stream = versions.get((topic, p)) or 0
+            gone = log.retired(topic, p) if isinstance(log, RetiresRecords) else NOTHING_RETIRED
             parts.append(
                 PartitionStatus(
                     topic=topic,
@@ -245,6 +254,8 @@ def take_look(
                     sink_committed=committed.get(p),
                     sink_landed=_landed_end(lake, topic, p, counts),
                     stream_position=stream,
+                    log_start=gone.log_start,
+                    retired=gone.records,
                 )
             )
     now = datetime.now(UTC)

@@ -32,11 +32,25 @@ def render(report: AccountingReport, allow_lag: bool = False) -> None:
         return "-" if value is None else f"{value:,}"
 
     topics = Table(title="per topic: emulator → API → log → lake → batch", title_justify="left")
-    columns = ("topic", "sent", "acked", "rejected", "unresolved", "in log", "skipped", "landed", "not landed")
+    columns = (
+        "topic",
+        "sent",
+        "acked",
+        "rejected",
+        "unresolved",
+        "in log",
+        "retired",
+        "skipped",
+        "landed",
+        "not landed",
+    )
     for name in (*columns, "batch done"):
         topics.add_column(name, justify="left" if name == "topic" else "right")
     for t in report.topics:
-        values = (t.sent, t.acked, t.rejected, t.unresolved, t.in_log, t.skipped, t.landed, t.not_landed, t.batch_done)
+        values = (
+            *(t.sent, t.acked, t.rejected, t.unresolved, t.in_log, t.retired, t.skipped),
+            *(t.landed, t.not_landed, t.batch_done),
+        )
         topics.add_row(t.topic, *(cell(v) for v in values))
     console.print(topics)
     kinds = Table(title="per kind: batch runs → tables", title_justify="left")

@@ -1,6 +1,8 @@
-"""``pinpipe log verify`` and ``pinpipe log repair``: find corrupt records in the embedded log, and skip one.
+"""``pinpipe log verify``, ``repair`` and ``retention``: find corrupt records in the embedded log, skip one, and
+show (or apply) what retention deletes.
 
-A thin shell over :func:`pinpipe.log.scan.verify` and :func:`pinpipe.log.scan.repair`.
+A thin shell over :func:`pinpipe.log.scan.verify`, :func:`pinpipe.log.scan.repair` and
+:mod:`pinpipe.log.retention`.
 
 - ``verify`` checks every indexed record of every partition (CRC, offset, length) and every consumer group's
   committed position against the data; it prints one line per corrupt record (topic, partition, offset, why)
@@ -8,12 +10,16 @@ A thin shell over :func:`pinpipe.log.scan.verify` and :func:`pinpipe.log.scan.re
 - ``repair`` skips the named corrupt records — only ones that ``verify`` reports — and records them in
   ``DIR/skipped.json``; readers then step over them and ``pinpipe accounting`` reports them as skipped. Their
   content is lost: re-send the affected posts from the source if you can. It may run while the pipeline runs.
+- ``retention --dry-run`` prints what a retention pass would delete now under the effective ``log.*`` settings
+  (segment, reason, bytes) and which due segments a consumer group holds back; it changes nothing and may run
+  while the pipeline runs. Without ``--dry-run`` it runs the pass, which takes the log's writer lock: it fails
+  while ``pinpipe api`` runs (the API runs retention by itself).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
@@ -21,6 +27,9 @@ import typer
 from pinpipe.cli.typer_app import PinpipeTyper
 from pinpipe.config import load_settings
 from pinpipe.errors import ConfigError, CorruptStateError, NotFoundError
+
+if TYPE_CHECKING:
+    from pinpipe.log.retention import Due
 
 
 def log_directory(url: str) -> Path:
@@ -130,3 +139,61 @@ def register(app: typer.Typer) -> None:
             highlight=False,
             soft_wrap=True,
         )
+
+    @group.command("retention")
+    def retention_command(
+        log_url: Annotated[str | None, typer.Option("--log", help="Event log: file://DIR or a path.")] = None,
+        dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be deleted.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the pass as JSON.")] = False,
+    ) -> None:
+        """Show (--dry-run) or run a retention pass: closed segments past log.retention_ms / retention_bytes that
+        every consumer group has committed are deleted, after their counts are recorded in retired.json."""
+        from pinpipe.cli import console
+        from pinpipe.log import retention
+        from pinpipe.log.embedded import EmbeddedLog
+        from pinpipe.log.topics import TopicsFile
+
+        settings = load_settings({"log": {"url": log_url}})
+        directory = log_directory(settings.log.url)
+        policy = retention.RetentionPolicy.from_settings(settings.log)
+        if dry_run:
+            result = retention.plan(directory, TopicsFile(directory).load(), policy, retention.wall_clock_ms())
+        else:
+            event_log = EmbeddedLog(directory, policy)
+            try:
+                result = event_log.run_retention()
+            finally:
+                event_log.close()
+        verb = "would delete" if dry_run else "deleted"
+        if as_json:
+            doc = {
+                "dry_run": dry_run,
+                "deleted": [_due(d) for d in result.deleted],
+                "held": [_due(d) for d in result.held],
+                "bytes": [{"topic": t, "partition": p, "bytes": b} for (t, p), b in sorted(result.bytes.items())],
+            }
+            typer.echo(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode())
+            return
+        for d in result.deleted:
+            console.print(
+                f"{verb}: topic {d.topic} partition {d.partition} offsets {d.segment.base} to {d.segment.end - 1} "
+                f"({d.segment.bytes:,} bytes, {d.reason})",
+                highlight=False,
+                soft_wrap=True,
+            )
+        for d in result.held:
+            group, position = d.held_by or ("?", 0)
+            console.print(
+                f"held back: topic {d.topic} partition {d.partition} offsets {d.segment.base} to {d.segment.end - 1} "
+                f"is due ({d.reason}) but group {group} committed only {position}",
+                highlight=False,
+                soft_wrap=True,
+            )
+        total = sum(d.segment.bytes for d in result.deleted)
+        console.print(f"{verb} {len(result.deleted)} segments ({total:,} bytes); {len(result.held)} held back")
+
+
+def _due(d: Due) -> dict[str, object]:
+    from dataclasses import asdict
+
+    return asdict(d)

@@ -45,6 +45,7 @@ from pinpipe.ingest.state import (
     send_answer,
 )
 from pinpipe.log import EventLog, open_log
+from pinpipe.log.embedded import EmbeddedLog
 from pinpipe.tables import KINDS, stream_name, topic_name
 from pinpipe.telemetry.ingest import ApiMetrics
 from pinpipe.telemetry.logs import get_logger
@@ -178,6 +179,8 @@ def create_app(settings: Settings, event_log: EventLog | str | None = None) -> F
     api_key = auth.check_startup(settings)
     owned = not isinstance(event_log, EventLog)
     the_log = open_log(event_log if event_log is not None else settings.log.url)
+    if owned and isinstance(the_log, EmbeddedLog):
+        the_log.configure(settings.log)  # segments and retention: this process is the log's writer
     rest_topics = {topic_name(settings.prefix, k): k for k in KINDS}
     streams = {stream_name(settings.prefix, k): k for k in KINDS}
     the_log.ensure_topics([*rest_topics, *streams], partitions=settings.log.partitions)

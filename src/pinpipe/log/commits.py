@@ -1,7 +1,9 @@
 """A small durable store of consumer-group positions: one JSON file per (group, topic), replaced atomically.
 
 Used by :class:`~pinpipe.log.embedded.EmbeddedLog` (under the log directory) and by
-:class:`~pinpipe.log.kinesis.KinesisLog` (Kinesis has no consumer offsets of its own). A commit writes a temporary
+:class:`~pinpipe.log.kinesis.KinesisLog` (Kinesis has no consumer offsets of its own); the embedded log's
+retention (:mod:`pinpipe.log.retention`) reads every group's positions with :meth:`FileCommitStore.groups` and
+never deletes a record at or after the lowest of them. A commit writes a temporary
 file, fsyncs it, renames it over the old one and fsyncs the directory, so a crash leaves either the old or the new
 positions, never a mix. Several processes may commit different groups at once; one group should have one
 committer per topic at a time (its partitions' positions are merged read-modify-write under a process lock).
@@ -64,6 +66,24 @@ class FileCommitStore:
             for partition, position in self.committed(group, topic).items():
                 if partition not in out or position > out[partition][0]:
                     out[partition] = (position, group)
+        return out
+
+    def groups(self, topic: str) -> dict[str, tuple[dict[int, int], float]]:
+        """Every group that committed on ``topic``: its positions and when its commit file was last written
+        (epoch seconds; embedded-log retention expires a group whose last commit is too old)."""
+        out: dict[str, tuple[dict[int, int], float]] = {}
+        name = f"{quote(topic, safe='')}.json"
+        try:
+            folders = sorted(p for p in self.root.iterdir() if p.is_dir())
+        except FileNotFoundError:
+            return out
+        for folder in folders:
+            try:
+                written = (folder / name).stat().st_mtime
+            except FileNotFoundError:
+                continue
+            group = unquote(folder.name)
+            out[group] = (self.committed(group, topic), written)
         return out
 
     def commit(self, group: str, topic: str, positions: Mapping[int, int]) -> None:

@@ -4,9 +4,11 @@ Who calls what: the API process calls :meth:`EmbeddedLog.append` (from many thre
 processes call :meth:`EmbeddedLog.read` (the sink :meth:`EmbeddedLog.read_values`), :meth:`EmbeddedLog.commit` and
 :meth:`EmbeddedLog.committed`.
 
-- **Layout**: ``DIR/topics.json`` (topic → partition count), ``DIR/<topic>/<partition>/{data,index}`` (format in
-  :mod:`pinpipe.log.segment`), ``DIR/commits/<group>/<topic>.json`` (:class:`~pinpipe.log.commits.FileCommitStore`),
-  ``DIR/writer.lock``.
+- **Layout**: ``DIR/topics.json`` (topic → partition count), ``DIR/<topic>/<partition>/`` holding the
+  partition's segments ``<base>.data``/``<base>.index`` (or the old single ``data``/``index``) and its
+  ``retired.json`` (format in :mod:`pinpipe.log.segment`), ``DIR/commits/<group>/<topic>.json``
+  (:class:`~pinpipe.log.commits.FileCommitStore`), ``DIR/writer.lock``. Readers go through one
+  :class:`~pinpipe.log.view.PartitionView` per partition.
 - **One writer process, many readers**: the first ``append`` (or ``ensure_topics`` that creates a topic) takes an
   exclusive ``flock`` on ``writer.lock``; a second process that tries to write gets a ConfigError naming the
   holder's pid. Readers need no lock: they see a record once its index entry exists, which the writer adds only
@@ -15,17 +17,23 @@ processes call :meth:`EmbeddedLog.read` (the sink :meth:`EmbeddedLog.read_values
 - **Group commit**: ``append`` hands its records to one writer thread and waits. The thread takes everything
   pending, writes it, fdatasyncs each touched partition once and publishes — concurrent appenders share fsyncs.
 - **Integrity** (:mod:`pinpipe.log.integrity`): reading an indexed record that no longer checks out raises
-  CorruptStateError naming topic, partition and offset; readers and recovery (which checks every record) note it
-  in ``DIR/corrupt.json`` for ``/healthz``. ``pinpipe log repair`` skips it (``DIR/skipped.json``). A failed
+  CorruptStateError naming topic, partition and offset; readers and recovery (which checks every record of
+  each active segment) note it in ``DIR/corrupt.json`` for ``/healthz``. ``pinpipe log repair`` skips it (``DIR/skipped.json``). A failed
   append is truncated away before its caller hears of it (a 503'd record never reappears); offsets never go back
   (:mod:`pinpipe.log.partition`); new partition directories and the ``topics.json`` rename are fsynced.
-- Records are never deleted (no retention); topics are created with a fixed partition count.
+- **Segments and retention** (:mod:`pinpipe.log.partition`, :mod:`pinpipe.log.retention`): the active segment
+  rolls at ``segment_bytes`` / ``segment_ms``; the writer process runs retention at open, every
+  ``retention_check_ms`` and after each roll, deleting closed segments past ``retention_ms`` / ``retention_bytes``
+  that every live consumer group has committed, after recording what they held in ``retired.json``. A read below
+  the log start starts at the log start. The policy is ``LogSettings``' (``pinpipe api`` passes its settings with
+  :meth:`EmbeddedLog.configure`; a log opened without it uses the defaults: Kafka's).
+- Topics are created with a fixed partition count.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
+import itertools
 import os
 import threading
 import time
@@ -35,13 +43,19 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
-from pinpipe.errors import ConfigError, CorruptStateError, LogUnavailableError, PinpipeError, UnknownTopicError
+from pinpipe.config import LogSettings
+from pinpipe.errors import ConfigError, CorruptStateError, LogUnavailableError, UnknownTopicError
 from pinpipe.log import integrity, segment
-from pinpipe.log.base import Capabilities, EventLog, LogRecord, ValueBlock, partition_for
+from pinpipe.log.base import Capabilities, EventLog, LogRecord, ValueBlock
 from pinpipe.log.commits import FileCommitStore
 from pinpipe.log.feed import StaticConsumer
-from pinpipe.log.partition import PartitionWriter, open_writer
+from pinpipe.log.group_commit import Pending, write_batch
+from pinpipe.log.partition import PartitionWriter, RecoveryReport, open_writer
+from pinpipe.log.retention import Clock, PassResult, RetentionPolicy, wall_clock_ms
+from pinpipe.log.retention_runner import RetentionRunner
+from pinpipe.log.retired import Retired, read_retired
 from pinpipe.log.topics import TopicsFile
+from pinpipe.log.view import PartitionView
 from pinpipe.telemetry.logs import get_logger
 
 _POLL_S = 0.005
@@ -51,14 +65,19 @@ _GATHER_MIN = 32
 log = get_logger("log.embedded")
 _T = TypeVar("_T")
 
-_Pending = tuple[str, Sequence[bytes], Sequence[bytes | None] | None, "Future[list[tuple[int, int]]]"]
+_Pending = Pending
 
 
 class EmbeddedLog(StaticConsumer, EventLog):
     capabilities = Capabilities(durable=True, shared=True, consumer_groups=False, group_commit=True)
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(
+        self, directory: str | Path, policy: RetentionPolicy | None = None, clock: Clock = wall_clock_ms
+    ) -> None:
         self.path = Path(directory)
+        self.policy = policy or RetentionPolicy()
+        self.clock = clock
+        self.retention: RetentionRunner | None = None
         self.url = f"file://{self.path}"
         try:
             self.path.mkdir(parents=True, exist_ok=True)
@@ -68,10 +87,10 @@ class EmbeddedLog(StaticConsumer, EventLog):
         self._skips = integrity.SkipList(self.path)
         self._meta_lock = threading.Lock()
         self._topics = TopicsFile(self.path)
-        self._readers: dict[tuple[str, int], tuple[int, int]] = {}
+        self._views: dict[tuple[str, int], PartitionView] = {}
         self._writers: dict[tuple[str, int], PartitionWriter] = {}
         self._lock_fd: int | None = None
-        self._rr = 0
+        self._rr = itertools.count(1)
         self._cond = threading.Condition()
         self._pending: list[_Pending] = []
         self._last_batch = 0
@@ -86,6 +105,13 @@ class EmbeddedLog(StaticConsumer, EventLog):
                 f"event log URL {url!r} has no directory", hint="use file://DIR, e.g. file://pinpipe-data/log"
             )
         return cls(rest)
+
+    def configure(self, settings: LogSettings) -> None:
+        """Take segment and retention settings (``pinpipe api`` calls this before its first write; a writer
+        already open keeps its partitions' segment sizes until it reopens)."""
+        self.policy = RetentionPolicy.from_settings(settings)
+        if self.retention is not None:
+            self.retention.policy = self.policy
 
     # ------------------------------------------------------------------------------------------ metadata
 
@@ -136,6 +162,9 @@ class EmbeddedLog(StaticConsumer, EventLog):
             for topic, n in self._load_topics().items():  # recover every partition before the first write
                 for p in range(n):
                     self._writer_for(topic, p)
+            self.retention = RetentionRunner(self.path, self.policy, self._topics_now, self.clock)
+            self.retention.run_once(dict(self._load_topics()))  # at open, before the first write
+            self.retention.start()
         except BaseException:
             for writer in self._writers.values():
                 writer.close()
@@ -149,10 +178,32 @@ class EmbeddedLog(StaticConsumer, EventLog):
         writer = self._writers.get(key)
         if writer is None:
             writer = open_writer(
-                self.path, topic, partition, self._skips.offsets(topic, partition), self._commits.highest(topic)
+                self.path,
+                topic,
+                partition,
+                self._skips.offsets(topic, partition),
+                self._commits.highest(topic),
+                self.policy.segment_bytes,
+                self.policy.segment_ms,
             )
             self._writers[key] = writer
         return writer
+
+    def run_retention(self) -> PassResult:
+        """Take the writer lock (so recover every partition, and run the pass that opening runs), then one more
+        retention pass; what it deleted and held back (``pinpipe log retention``)."""
+        with self._meta_lock:
+            self._acquire_writer()
+        assert self.retention is not None
+        return self.retention.run_once()
+
+    def recovery_report(self, topic: str, partition: int) -> RecoveryReport:
+        """What recovery found when this writer opened the partition."""
+        return self._writers[(topic, partition)].recovery
+
+    def _topics_now(self) -> dict[str, int]:
+        with self._meta_lock:
+            return dict(self._load_topics())
 
     def append(
         self, topic: str, values: Sequence[bytes], keys: Sequence[bytes | None] | None = None
@@ -202,79 +253,11 @@ class EmbeddedLog(StaticConsumer, EventLog):
             self._write_batch(batch)
 
     def _write_batch(self, batch: list[_Pending]) -> None:
-        now = int(time.time() * 1000)
-        touched: dict[tuple[str, int], list[tuple[int, list[int]]]] = {}
-        results: list[tuple[Future[list[tuple[int, int]]], list[tuple[int, int]], frozenset[tuple[str, int]]]] = []
-        failed: list[tuple[Future[list[tuple[int, int]]], BaseException]] = []
-        for topic, values, keys, fut in batch:
-            marks: dict[tuple[str, int], tuple[int, int]] = {}
-            chunks: list[tuple[tuple[str, int], int, list[int]]] = []
-            try:
-                n = self._partitions(topic)
-                count = len(values)
-                if n == 1:
-                    writer = self._writer_for(topic, 0)
-                    marks[(topic, 0)] = writer.mark()
-                    first, positions = writer.write(keys, values, now)
-                    chunks.append(((topic, 0), first, positions))
-                    out = [(0, o) for o in range(first, first + count)]
-                else:
-                    all_keys: Sequence[bytes | None] = keys if keys is not None else [None] * count
-                    groups: dict[int, list[int]] = {}
-                    for i in range(count):
-                        self._rr += 1
-                        groups.setdefault(partition_for(all_keys[i], n, self._rr), []).append(i)
-                    out = [(0, 0)] * count
-                    for p, idxs in groups.items():
-                        writer = self._writer_for(topic, p)
-                        marks[(topic, p)] = writer.mark()
-                        first, positions = writer.write([all_keys[i] for i in idxs], [values[i] for i in idxs], now)
-                        chunks.append(((topic, p), first, positions))
-                        for j, i in enumerate(idxs):
-                            out[i] = (p, first + j)
-            except (PinpipeError, OSError) as exc:
-                self._undo(marks)  # this request's records already written to other partitions go too
-                failed.append((fut, exc if isinstance(exc, PinpipeError) else self._write_error(exc)))
-                continue
-            for tp, first, positions in chunks:
-                touched.setdefault(tp, []).append((first, positions))
-            results.append((fut, out, frozenset(marks)))
-        published: set[tuple[str, int]] = set()
-        try:
-            for tp in touched:
-                self._writers[tp].sync()
-            for tp, written in touched.items():
-                for first, positions in written:
-                    self._writers[tp].publish(positions, first)
-                published.add(tp)
-        except OSError as exc:
-            # Nothing unpublished is acknowledged: truncated now, and reopened (so recovered) on the next append.
-            err = LogUnavailableError(f"cannot make records durable in {self.url}: {exc}", backend="file")
-            for tp in set(touched) - published:
-                writer = self._writers.pop(tp)
-                with contextlib.suppress(OSError):
-                    writer.rollback()
-                writer.close()
-            failed.extend((fut, err) for fut, _, tps in results if not tps <= published)
-            results = [r for r in results if r[2] <= published]
-        for fut, out, _ in results:
-            fut.set_result(out)
-        for fut, problem in failed:
-            fut.set_exception(problem)
+        rolled = write_batch(batch, self.clock(), self._partitions, self._writer_for, self._writers, self._rr, self.url)
         with self._cond:
             self._cond.notify_all()
-
-    def _write_error(self, exc: OSError) -> LogUnavailableError:
-        return LogUnavailableError(f"cannot write to {self.url}: {exc}", backend="file")
-
-    def _undo(self, marks: Mapping[tuple[str, int], tuple[int, int]]) -> None:
-        """Truncate partitions back to ``marks``; a partition that cannot be truncated is closed (reopened, and
-        so recovered, on the next append)."""
-        for tp, mark in marks.items():
-            try:
-                self._writers[tp].reset(mark)
-            except OSError:
-                self._writers.pop(tp).close()
+        if rolled and self.retention is not None:
+            self.retention.poke()
 
     # ------------------------------------------------------------------------------------------ reading
 
@@ -290,58 +273,49 @@ class EmbeddedLog(StaticConsumer, EventLog):
         except CorruptStateError as exc:
             raise integrity.reader_error(exc, self.path, self.url) from exc
 
-    def _reader_fds(self, topic: str, partition: int) -> tuple[int, int]:
+    def _view(self, topic: str, partition: int) -> PartitionView:
         key = (topic, partition)
-        fds = self._readers.get(key)
-        if fds is None:
+        view = self._views.get(key)
+        if view is None:
             n = self._partitions(topic)
             if not 0 <= partition < n:
                 raise UnknownTopicError(f"topic {topic!r} has no partition {partition}", topic=topic)
-            pdir = self.path / topic / str(partition)
-            try:
-                fds = (os.open(pdir / "data", os.O_RDONLY), os.open(pdir / "index", os.O_RDONLY))
-            except FileNotFoundError:
-                return (-1, -1)  # nothing was ever written
             with self._meta_lock:
-                fds = self._readers.setdefault(key, fds)
-        return fds
+                view = self._views.setdefault(key, PartitionView(self.path / topic / str(partition), topic, partition))
+        return view
 
     def read(
         self, topic: str, partition: int, offset: int, max_records: int = 1000, timeout_s: float = 0.0
     ) -> list[LogRecord]:
+        """Records from ``offset`` on (from the log start when ``offset`` is below it: those were retired)."""
         deadline = time.monotonic() + timeout_s
+        view = self._view(topic, partition)
+        skipped = self._skipped(topic, partition)
         while True:
-            data_fd, index_fd = self._reader_fds(topic, partition)
-            if data_fd >= 0:
-                skipped = self._skipped(topic, partition)
-                records, after = self._guarded(
-                    partial(segment.read_records, data_fd, index_fd, topic, partition, offset, max_records, skipped)
-                )
-                if records:
-                    return records
-                if after > offset:  # only skipped records there: look past them
-                    offset = after
-                    continue
+            records, after = self._guarded(partial(view.read_records, offset, max_records, skipped))
+            if records:
+                return records
+            if after > offset:  # only skipped (or retired) records there: look past them
+                offset = after
+                continue
             if not self._wait(deadline):
                 return []
 
     def read_values(
         self, topic: str, partition: int, offset: int, max_records: int = 1000, timeout_s: float = 0.0
     ) -> ValueBlock:
-        """Values cut straight out of the data file by :func:`~pinpipe.log.segment.read_values` (CRC-checked)."""
+        """Values cut straight out of the data files by :func:`~pinpipe.log.segment.read_values` (CRC-checked);
+        a block never spans two segments."""
         deadline = time.monotonic() + timeout_s
+        view = self._view(topic, partition)
+        skipped = self._skipped(topic, partition)
         while True:
-            data_fd, index_fd = self._reader_fds(topic, partition)
-            if data_fd >= 0:
-                skipped = self._skipped(topic, partition)
-                first, end, count, data = self._guarded(
-                    partial(segment.read_values, data_fd, index_fd, topic, partition, offset, max_records, skipped)
-                )
-                if count:
-                    return ValueBlock(first, end, count, data)
-                if end > offset:  # only skipped records there: look past them
-                    offset = end
-                    continue
+            first, end, count, data = self._guarded(partial(view.read_values, offset, max_records, skipped))
+            if count:
+                return ValueBlock(first, end, count, data)
+            if end > offset:  # only skipped (or retired) records there: look past them
+                offset = end
+                continue
             if not self._wait(deadline):
                 return ValueBlock(offset, offset, 0, b"")
 
@@ -355,8 +329,16 @@ class EmbeddedLog(StaticConsumer, EventLog):
         return True
 
     def end_offset(self, topic: str, partition: int) -> int:
-        data_fd, index_fd = self._reader_fds(topic, partition)
-        return 0 if data_fd < 0 else segment.indexed_count(index_fd)
+        return self._guarded(self._view(topic, partition).end_offset)
+
+    def log_start(self, topic: str, partition: int) -> int:
+        """The first offset the partition still serves (every offset below it was retired)."""
+        return self._guarded(self._view(topic, partition).log_start)
+
+    def retired(self, topic: str, partition: int) -> Retired:
+        """What retention deleted from the partition (:mod:`pinpipe.log.retired`)."""
+        self._view(topic, partition)  # the topic and partition must exist
+        return self._guarded(partial(read_retired, self.path / topic / str(partition)))
 
     def skipped_records(self) -> dict[tuple[str, int], frozenset[int]]:
         return integrity.skipped_offsets(self.path)
@@ -384,13 +366,14 @@ class EmbeddedLog(StaticConsumer, EventLog):
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join()
+        if self.retention is not None:
+            self.retention.stop()
         for writer in self._writers.values():
             writer.close()
         self._writers.clear()
-        for data_fd, index_fd in self._readers.values():
-            os.close(data_fd)
-            os.close(index_fd)
-        self._readers.clear()
+        for view in self._views.values():
+            view.close()
+        self._views.clear()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

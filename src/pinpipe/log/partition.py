@@ -1,121 +1,85 @@
-"""One partition's writer: appends, fsync, publish, rollback — and recovery when it opens.
+"""One partition's writer: appends, fsync, publish, rollback, segment rolling — and recovery when it opens.
 
 Called by :mod:`pinpipe.log.embedded` (the process holding the log's writer lock opens one
-:class:`PartitionWriter` per partition; its writer thread calls :meth:`PartitionWriter.write`,
-:meth:`~PartitionWriter.sync` and :meth:`~PartitionWriter.publish`) and by ``pinpipe log verify``
-(:func:`check_partition`). The file format and the readers are in :mod:`pinpipe.log.segment`.
+:class:`PartitionWriter` per partition; its writer thread calls :meth:`PartitionWriter.roll_if_due` before it
+writes a batch, then :meth:`~PartitionWriter.write`, :meth:`~PartitionWriter.sync` and
+:meth:`~PartitionWriter.publish`). The file format and the readers are in :mod:`pinpipe.log.segment`, what
+recovery checks in :mod:`pinpipe.log.recovery`, deletion of old segments in :mod:`pinpipe.log.retention`.
 
-Recovery on open checks **every** indexed record against the data (corrupt ones are reported, keep their
-offsets and are never truncated away), re-indexes durable records that lost their index entry (the index is not
-fsynced), truncates a torn tail (an incomplete record after the last indexed one: never indexed, never served),
-pads the index for lost offsets an operator skipped, and refuses (CorruptStateError) to open a partition whose
-records end before a position a consumer group committed — new records would reuse offsets readers have seen.
+Opening a partition: segments below the retired manifest's log start are deleted (retention crashed after
+recording them and before unlinking them); each closed segment must end where the next one begins (else it is
+recovered, and offsets still missing are an error); the active (last) segment is recovered in full; and the writer
+refuses (CorruptStateError) to open a partition whose records end before a position a consumer group committed —
+new records would reuse offsets readers have seen. A partition with no segment gets one at the log start (0 for
+a new partition).
+
+Rolling: when the active segment holds ``segment_bytes`` or more (data and index) or its first record is
+``segment_ms`` old, and everything written to it is published, its index is fsynced and a new segment starts at
+the next offset (files created, directory fsynced). A crash during a roll leaves either the old active segment or
+a new empty one after a complete closed one: both open.
 """
 
 from __future__ import annotations
 
-import bisect
 import contextlib
+import itertools
 import os
 import struct
 import zlib
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
 
 from pinpipe.errors import CorruptStateError
 from pinpipe.log.integrity import fsync_dir, note_corruption
+from pinpipe.log.recovery import RecoveryReport, first_timestamp, recover_segment
+from pinpipe.log.retired import read_retired
 from pinpipe.log.segment import (
     BODY,
     ENTRY,
     HEADER,
-    READ_CHUNK,
     REPAIR_HINT,
-    _decode,
-    _problem,
+    delete_segment,
     indexed_count,
+    list_segments,
+    segment_paths,
 )
 from pinpipe.telemetry.logs import get_logger
 
 log = get_logger("log.embedded")
 
-
-def _trusted(positions: Sequence[int]) -> int:
-    """How many index entries to trust: a torn index (after a power loss) ends where its positions stop rising."""
-    if positions and positions[0] != 0:
-        return 0
-    for i in range(1, len(positions)):
-        if positions[i] < positions[i - 1]:
-            return i
-    return len(positions)
+__all__ = ["PartitionWriter", "RecoveryReport", "open_writer"]
 
 
-def _check_indexed(
-    data_fd: int, positions: Sequence[int], count: int, data_size: int, topic: str, partition: int
-) -> tuple[list[tuple[int, str]], int]:
-    """Every indexed record checked: ``(offset, reason)`` of those that do not check out, and where the last
-    one ends (the position the next record goes to)."""
-    corrupt: list[tuple[int, str]] = []
-    i = 0
-    while i < count:
-        start = positions[i]
-        j = max(i + 1, bisect.bisect_right(positions, start + READ_CHUNK, i + 1, count))
-        stop_at = positions[j] if j < count else data_size
-        buf = os.pread(data_fd, max(0, stop_at - start), start) if stop_at > start else b""
-        for k in range(i, j):
-            following = positions[k + 1] - start if k + 1 < count else None
-            problem = _problem(buf, positions[k] - start, k, following)
-            if problem:
-                corrupt.append((k, problem))
-        i = j
-    if not count:
-        return corrupt, 0
-    last = positions[count - 1]
-    head = os.pread(data_fd, HEADER.size, last) if last < data_size else b""
-    declared = last + HEADER.size + HEADER.unpack(head)[0] if len(head) == HEADER.size else None
-    if corrupt and corrupt[-1][0] == count - 1:  # the last one is corrupt: keep its bytes, append after them
-        return corrupt, declared if declared is not None and declared <= data_size else max(last, data_size)
-    return corrupt, declared if declared is not None else last
-
-
-def check_partition(directory: Path, topic: str, partition: int) -> tuple[int, list[tuple[int, str]]]:
-    """How many records the partition's index holds, and ``(offset, reason)`` of every one that does not check out."""
+def _open_pair(directory: Path, base: int, create: bool = True) -> tuple[int, int]:
+    """The segment's files, opened for writing (``create``: made if missing — never for a closed segment, which
+    retention may have just deleted: FileNotFoundError then)."""
+    data_path, index_path = segment_paths(directory, base)
+    flags = os.O_RDWR | (os.O_CREAT if create else 0)
+    data_fd = os.open(data_path, flags, 0o644)
     try:
-        data_fd = os.open(directory / "data", os.O_RDONLY)
-    except FileNotFoundError:
-        return 0, []
-    try:
-        index_fd = os.open(directory / "index", os.O_RDONLY)
-        try:
-            count = indexed_count(index_fd)
-            raw = os.pread(index_fd, count * ENTRY.size, 0)
-        finally:
-            os.close(index_fd)
-        positions = struct.unpack(f"<{count}Q", raw)
-        kept = _trusted(positions)
-        corrupt, _ = _check_indexed(data_fd, positions, kept, os.fstat(data_fd).st_size, topic, partition)
-        return kept, corrupt
-    finally:
+        return data_fd, os.open(index_path, flags, 0o644)
+    except BaseException:
         os.close(data_fd)
+        raise
 
 
-@dataclass
-class RecoveryReport:
-    """What :class:`PartitionWriter` found on open: records kept, re-indexed, bytes of torn tail dropped, the
-    corrupt indexed records (not skipped) and how many lost offsets an operator skipped were padded."""
-
-    records: int
-    reindexed: int
-    truncated_bytes: int
-    corrupt: list[tuple[int, str]] = field(default_factory=list)
-    padded: int = 0
+def _lost(topic: str, partition: int, end: int, what: str, offset: int) -> CorruptStateError:
+    return CorruptStateError(
+        f"partition {partition} of topic {topic!r} {what}: records {end} to {offset - 1} are lost, and new records "
+        "would reuse their offsets",
+        hint=REPAIR_HINT,
+        topic=topic,
+        partition=partition,
+        offset=end,
+    )
 
 
 class PartitionWriter:
-    """The single writer of one partition's files (held by the process that owns the log's lock).
+    """The single writer of one partition's segments (held by the process that owns the log's lock).
 
     ``skipped`` are the offsets an operator skipped; ``committed`` the highest position a consumer group committed
-    and that group (the data must reach it, or the writer refuses to open)."""
+    and that group (the data must reach it, or the writer refuses to open); ``segment_bytes`` / ``segment_ms``
+    when the active segment rolls (``segment_ms`` None: never by age)."""
 
     def __init__(
         self,
@@ -124,84 +88,122 @@ class PartitionWriter:
         partition: int,
         skipped: Collection[int] = (),
         committed: tuple[int, str] | None = None,
+        segment_bytes: int = 128 << 20,
+        segment_ms: int | None = None,
     ) -> None:
+        self.directory = directory
         self.topic = topic
         self.partition = partition
-        fresh = not (directory / "data").exists() or not (directory / "index").exists()
+        self.segment_bytes = segment_bytes
+        self.segment_ms = segment_ms
+        fresh = not directory.exists()
         directory.mkdir(parents=True, exist_ok=True)
-        self.data_fd = os.open(directory / "data", os.O_RDWR | os.O_CREAT, 0o644)
-        self.index_fd = os.open(directory / "index", os.O_RDWR | os.O_CREAT, 0o644)
-        if fresh:  # the new files, their folder and the topic's folder must survive a power loss
+        if fresh:  # the new folder and the topic's folder must survive a power loss
             for folder in (directory, directory.parent, directory.parent.parent):
                 fsync_dir(folder)
-        self.next_offset = 0
-        self.data_size = 0
+        self.data_fd = self.index_fd = -1
+        self.base = self.next_offset = self.data_size = 0
+        self.first_ts: int | None = None
         self._published = (0, 0)
         try:
-            self.recovery = self._recover(skipped, committed)
+            self.recovery = self._recover(set(skipped), committed)
         except BaseException:
             self.close()
             raise
 
-    def _recover(self, skipped: Collection[int], committed: tuple[int, str] | None) -> RecoveryReport:
-        data_size = os.fstat(self.data_fd).st_size
-        count = indexed_count(self.index_fd)
-        positions = struct.unpack(f"<{count}Q", os.pread(self.index_fd, count * ENTRY.size, 0))
-        kept = _trusted(positions)
-        found, pos = _check_indexed(self.data_fd, positions, kept, data_size, self.topic, self.partition)
-        corrupt = [(o, r) for o, r in found if o not in skipped]
-        # Re-index durable records after the last indexed one; stop at the first torn or corrupt record.
-        new_positions: list[int] = []
-        while pos < data_size:
-            need = HEADER.size
-            head = os.pread(self.data_fd, HEADER.size, pos)
-            if len(head) == HEADER.size:
-                need += HEADER.unpack(head)[0]
-            chunk = os.pread(self.data_fd, min(max(READ_CHUNK, need), data_size - pos), pos)
-            at = 0
-            while (decoded := _decode(chunk, at, self.topic, self.partition)) is not None:
-                if decoded[0].offset != kept + len(new_positions):
-                    break
-                new_positions.append(pos + at)
-                at = decoded[1]
-            if not at:
-                break
-            pos += at
-        end = kept + len(new_positions)
-        pads = 0
-        while end + pads in skipped:  # lost offsets an operator skipped: taken, never handed out again
-            pads += 1
-        if committed is not None and committed[0] > end + pads:
-            raise CorruptStateError(
-                f"partition {self.partition} of topic {self.topic!r} ends at offset {end + pads} but consumer group "
-                f"{committed[1]!r} committed position {committed[0]}: records {end + pads} to {committed[0] - 1} "
-                "are lost, and new records would reuse their offsets",
-                hint=REPAIR_HINT,
-                topic=self.topic,
-                partition=self.partition,
-                offset=end + pads,
+    def _recover(self, skipped: set[int], committed: tuple[int, str] | None) -> RecoveryReport:
+        start = read_retired(self.directory).log_start
+        bases = list_segments(self.directory)
+        finished = 0
+        for base in [b for b in bases if b < start]:  # retired, but a crash came before the unlink
+            delete_segment(self.directory, base)
+            finished += 1
+        if finished:
+            fsync_dir(self.directory)
+        bases = [b for b in bases if b >= start] or [start]
+        reindexed = truncated = padded = 0
+        corrupt: list[tuple[int, str]] = []
+        for base, following in itertools.pairwise(bases):  # closed segments: must reach the next base
+            try:
+                data_fd, index_fd = _open_pair(self.directory, base, create=False)
+            except FileNotFoundError:
+                continue  # retired (and unlinked) by a retention pass since the listing
+            try:
+                if base + indexed_count(index_fd) == following:
+                    continue
+                state = recover_segment(data_fd, index_fd, base, skipped, self.topic, self.partition)
+                reindexed, truncated, padded = reindexed + state.reindexed, truncated + state.truncated, padded
+                corrupt += state.corrupt
+                if state.end != following:
+                    raise _lost(
+                        self.topic,
+                        self.partition,
+                        state.end,
+                        f"has a segment ending at {state.end} before the next one, which begins at {following}",
+                        following,
+                    )
+            finally:
+                os.close(data_fd)
+                os.close(index_fd)
+        self.base = bases[-1]
+        created = not segment_paths(self.directory, self.base)[0].exists()
+        self.data_fd, self.index_fd = _open_pair(self.directory, self.base)
+        if created:
+            fsync_dir(self.directory)
+        state = recover_segment(self.data_fd, self.index_fd, self.base, skipped, self.topic, self.partition)
+        if committed is not None and committed[0] > state.end:
+            raise _lost(
+                self.topic,
+                self.partition,
+                state.end,
+                f"ends at offset {state.end} but consumer group {committed[1]!r} committed position {committed[0]}",
+                committed[0],
             )
-        truncated = max(0, data_size - pos)
-        if truncated:
-            os.ftruncate(self.data_fd, pos)
-            os.fsync(self.data_fd)
-        new_positions += [pos] * pads
-        os.ftruncate(self.index_fd, kept * ENTRY.size)
-        if new_positions:
-            os.pwrite(self.index_fd, b"".join(ENTRY.pack(p) for p in new_positions), kept * ENTRY.size)
-        if truncated or new_positions or kept != count:
-            os.fsync(self.index_fd)
-        self.next_offset = end + pads
-        self.data_size = pos
-        self._published = (self.next_offset, pos)
-        return RecoveryReport(self.next_offset, len(new_positions) - pads, truncated, corrupt, pads)
+        self.next_offset, self.data_size = state.end, state.data_size
+        self._published = (self.next_offset, self.data_size)
+        self.first_ts = first_timestamp(self.data_fd)
+        return RecoveryReport(
+            self.next_offset,
+            reindexed + state.reindexed,
+            truncated + state.truncated,
+            corrupt + state.corrupt,
+            padded + state.padded,
+            len(bases),
+            finished,
+        )
+
+    # ------------------------------------------------------------------------------------------ rolling
+
+    def roll_if_due(self, now_ms: int) -> bool:
+        """Start a new segment if the active one is full or old enough and everything in it is published (the
+        writer thread calls this before writing a batch); True if it rolled."""
+        if self.next_offset == self.base or self._published != (self.next_offset, self.data_size):
+            return False
+        size = self.data_size + (self.next_offset - self.base) * ENTRY.size
+        aged = self.segment_ms is not None and self.first_ts is not None and now_ms - self.first_ts >= self.segment_ms
+        if size < self.segment_bytes and not aged:
+            return False
+        os.fsync(self.index_fd)  # a closed segment's index is complete and durable
+        new_data, new_index = _open_pair(self.directory, self.next_offset)
+        fsync_dir(self.directory)
+        for fd in (self.data_fd, self.index_fd):
+            os.close(fd)
+        self.data_fd, self.index_fd = new_data, new_index
+        self.base, self.data_size, self.first_ts = self.next_offset, 0, None
+        self._published = (self.next_offset, 0)
+        log.debug(
+            "rolled segment", extra={"fields": {"topic": self.topic, "partition": self.partition, "base": self.base}}
+        )
+        return True
+
+    # ------------------------------------------------------------------------------------------ writing
 
     def write(
         self, keys: Sequence[bytes | None] | None, values: Sequence[bytes], timestamp_ms: int
     ) -> tuple[int, list[int]]:
-        """Append records (``keys[i]``, ``values[i]``; no keys: all None) to ``data``, not yet durable; return the
-        first offset and each record's position. A write that fails (disk full) is truncated away before the
-        error is raised: its bytes must not come back as records when the partition is reopened."""
+        """Append records (``keys[i]``, ``values[i]``; no keys: all None) to the active segment, not yet durable;
+        return the first offset and each record's position. A write that fails (disk full) is truncated away
+        before the error is raised: its bytes must not come back as records when the partition is reopened."""
         first = self.next_offset
         parts: list[bytes] = []
         positions: list[int] = []
@@ -228,6 +230,8 @@ class PartitionWriter:
         except OSError:
             os.ftruncate(self.data_fd, self.data_size)
             raise
+        if self.first_ts is None and positions:
+            self.first_ts = timestamp_ms
         self.data_size = pos
         self.next_offset = offset
         return first, positions
@@ -247,27 +251,38 @@ class PartitionWriter:
 
     def publish(self, positions: list[int], first: int) -> None:
         """Make synced records visible to readers by appending their index entries."""
-        os.pwrite(self.index_fd, struct.pack(f"<{len(positions)}Q", *positions), first * ENTRY.size)
+        at = (first - self.base) * ENTRY.size
+        os.pwrite(self.index_fd, struct.pack(f"<{len(positions)}Q", *positions), at)
         self._published = (first + len(positions), self.data_size)
 
     def rollback(self) -> None:
         """Forget records written since the last publish (their append failed): truncate them away."""
         self.next_offset, self.data_size = self._published
         os.ftruncate(self.data_fd, self.data_size)
-        os.ftruncate(self.index_fd, self.next_offset * ENTRY.size)
+        os.ftruncate(self.index_fd, (self.next_offset - self.base) * ENTRY.size)
 
     def close(self) -> None:
         for fd in (self.data_fd, self.index_fd):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        self.data_fd = self.index_fd = -1
 
 
 def open_writer(
-    log_dir: Path, topic: str, partition: int, skipped: Collection[int], committed: dict[int, tuple[int, str]]
+    log_dir: Path,
+    topic: str,
+    partition: int,
+    skipped: Collection[int],
+    committed: dict[int, tuple[int, str]],
+    segment_bytes: int = 128 << 20,
+    segment_ms: int | None = None,
 ) -> PartitionWriter:
     """Open (so recover) partition ``partition`` of ``topic`` in the log at ``log_dir``; log what recovery did and
     note corrupt records in ``corrupt.json``. ``committed``: the highest committed position per partition."""
-    writer = PartitionWriter(log_dir / topic / str(partition), topic, partition, skipped, committed.get(partition))
+    writer = PartitionWriter(
+        log_dir / topic / str(partition), topic, partition, skipped, committed.get(partition), segment_bytes, segment_ms
+    )
     rec = writer.recovery
     where = {"topic": topic, "partition": partition}
     if rec.corrupt:
@@ -276,7 +291,12 @@ def open_writer(
         log.error(
             "corrupt records in the event log", extra={"fields": {**where, "offsets": offsets, "hint": REPAIR_HINT}}
         )
-    if rec.reindexed or rec.truncated_bytes or rec.padded:
+    if rec.reindexed or rec.truncated_bytes or rec.padded or rec.finished_deletes:
         counts = {"records": rec.records, "reindexed": rec.reindexed, "truncated_bytes": rec.truncated_bytes}
-        log.warning("recovered partition", extra={"fields": {**where, **counts, "padded": rec.padded}})
+        extra = {"padded": rec.padded, "segments": rec.segments, "retired_segments_deleted": rec.finished_deletes}
+        log.warning("recovered partition", extra={"fields": {**where, **counts, **extra}})
     return writer
+
+
+Clock = Callable[[], int]
+"""Milliseconds since the epoch (record timestamps, segment age, retention age); injectable for tests and bench."""

@@ -1,6 +1,7 @@
 """``pinpipe log verify`` and ``pinpipe log repair`` over an embedded log directory: :func:`verify` checks every
-indexed record of every partition and every group's committed position; :func:`repair` skips records an operator
-names, recording them in ``skipped.json`` (see :mod:`pinpipe.log.integrity`)."""
+indexed record of every segment of every partition (from its log start: retired records are gone, their counts are
+in ``retired.json``) and every group's committed position; :func:`repair` skips records an operator names,
+recording them in ``skipped.json`` (see :mod:`pinpipe.log.integrity`)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from pinpipe.log.integrity import (
     skipped_offsets,
     write_json_atomically,
 )
-from pinpipe.log.partition import check_partition
+from pinpipe.log.recovery import check_partition
 
 
 @dataclass
@@ -31,11 +32,14 @@ class PartitionCheck:
     topic: str
     partition: int
     records: int
+    """Indexed records from the log start to the end."""
     corrupt: list[tuple[int, str]] = field(default_factory=list)
     """(offset, reason) of every indexed record that does not check out and was not skipped."""
     skipped: int = 0
     lost_tail: tuple[int, int, str] | None = None
     """(first, end, group): offsets a consumer group committed past the end of the partition (lost records)."""
+    log_start: int = 0
+    end: int = 0
 
 
 def verify(directory: Path) -> list[PartitionCheck]:
@@ -54,9 +58,10 @@ def verify(directory: Path) -> list[PartitionCheck]:
         highest = commits.highest(topic)
         for p in range(n):
             skipped = skips.get((topic, p), frozenset())
-            records, corrupt = check_partition(directory / topic / str(p), topic, p)
-            check = PartitionCheck(topic, p, records, [(o, r) for o, r in corrupt if o not in skipped])
-            check.skipped = sum(1 for o in skipped if o < records)
+            start, records, corrupt = check_partition(directory / topic / str(p), topic, p)
+            check = PartitionCheck(topic, p, records - start, [(o, r) for o, r in corrupt if o not in skipped])
+            check.log_start, check.end = start, records
+            check.skipped = sum(1 for o in skipped if start <= o < records)
             group_pos = highest.get(p)
             end = records
             while end in skipped:  # lost offsets an operator already skipped

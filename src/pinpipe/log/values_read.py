@@ -33,16 +33,25 @@ Positions = npt.NDArray[np.uint64]
 
 
 def read_values(
-    data_fd: int, index_fd: int, topic: str, partition: int, offset: int, max_records: int, skipped: segment.Skipped
+    data_fd: int,
+    index_fd: int,
+    topic: str,
+    partition: int,
+    offset: int,
+    max_records: int,
+    skipped: segment.Skipped,
+    base: int = 0,
 ) -> tuple[int, int, int, bytes]:
-    """``(first offset, position after, count, values)`` of consecutive published records from ``offset`` on,
-    each value followed by ``\\n``; what :func:`pinpipe.log.segment.read_values` promises (stops at a chunk
-    boundary and before a skipped record; skipped records at the start are stepped over)."""
+    """``(first offset, position after, count, values)`` of consecutive published records of the segment of
+    ``base`` from ``offset`` on, each value followed by ``\\n``; what :func:`pinpipe.log.segment.read_values`
+    promises (stops at a chunk boundary and before a skipped record; skipped records at the start are stepped
+    over)."""
+    entry = offset - base
     count = segment.indexed_count(index_fd)
-    if offset >= count or max_records <= 0:
+    if entry >= count or max_records <= 0:
         return offset, offset, 0, b""
-    want = min(max_records, count - offset)
-    raw = os.pread(index_fd, segment.ENTRY.size * (want + 1), segment.ENTRY.size * offset)
+    want = min(max_records, count - entry)
+    raw = os.pread(index_fd, segment.ENTRY.size * (want + 1), segment.ENTRY.size * entry)
     positions: Positions = np.frombuffer(raw, dtype="<u8", count=len(raw) // segment.ENTRY.size)
     start = int(positions[0])
     end = int(positions[want]) if len(positions) > want else None

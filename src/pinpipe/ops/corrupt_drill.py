@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import Any
 
 from pinpipe.errors import FatalError
 from pinpipe.log.embedded import EmbeddedLog
+from pinpipe.log.segment import record_span
 from pinpipe.tables import kind_of_topic
 
 STOP_TIMEOUT_S = 30.0
@@ -63,14 +63,9 @@ class Corruption:
 
 def _flip(log_dir: Path, topic: str, partition: int, offset: int) -> None:
     """Flip one byte in the middle of record ``offset`` (it lies between two index entries)."""
-    pdir = log_dir / topic / str(partition)
-    index = (pdir / "index").read_bytes()
-    start = struct.unpack_from("<Q", index, 8 * offset)[0]
-    end = struct.unpack_from("<Q", index, 8 * (offset + 1))[0] if len(index) >= 8 * (offset + 2) else None
-    if end is None:
-        end = (pdir / "data").stat().st_size
+    data, start, end = record_span(log_dir / topic / str(partition), offset)
     at = start + (end - start) // 2
-    fd = os.open(pdir / "data", os.O_RDWR)
+    fd = os.open(data, os.O_RDWR)
     try:
         byte = os.pread(fd, 1, at)
         os.pwrite(fd, bytes([byte[0] ^ 0x5A]), at)
