@@ -31,11 +31,13 @@ def _log(tmp_path: Path) -> tuple[str, Path]:
 
 
 def _start(pdir: Path, offset: int) -> int:
-    return int(struct.unpack_from("<Q", (pdir / "index").read_bytes(), 8 * offset)[0])
+    return int(struct.unpack_from("<Q", segment.segment_paths(pdir, 0)[1].read_bytes(), 8 * offset)[0])
 
 
 def _files(pdir: Path) -> tuple[bytes, np.ndarray]:
-    return (pdir / "data").read_bytes(), np.frombuffer((pdir / "index").read_bytes(), dtype="<u8")
+    return segment.segment_paths(pdir, 0)[0].read_bytes(), np.frombuffer(
+        segment.segment_paths(pdir, 0)[1].read_bytes(), dtype="<u8"
+    )
 
 
 def _rewrite_body(raw: bytearray, at: int, field: int, fmt: str, value: int) -> None:
@@ -89,9 +91,9 @@ EXPECTED_REASON = {
 @pytest.mark.parametrize("kind", sorted(EXPECTED_REASON))
 def test_a_damaged_field_raises_what_the_record_walk_raises(tmp_path: Path, kind: str) -> None:
     url, pdir = _log(tmp_path)
-    raw = bytearray((pdir / "data").read_bytes())
+    raw = bytearray(segment.segment_paths(pdir, 0)[0].read_bytes())
     _damage(kind, raw, _start(pdir, DAMAGED))
-    (pdir / "data").write_bytes(bytes(raw))
+    segment.segment_paths(pdir, 0)[0].write_bytes(bytes(raw))
 
     data, positions = _files(pdir)
     with pytest.raises(CorruptStateError) as fast:
@@ -124,7 +126,7 @@ def test_a_damaged_field_raises_what_the_record_walk_raises(tmp_path: Path, kind
 
 def test_a_skipped_damaged_record_is_stepped_over(tmp_path: Path) -> None:
     _, pdir = _log(tmp_path)
-    raw = bytearray((pdir / "data").read_bytes())
+    raw = bytearray(segment.segment_paths(pdir, 0)[0].read_bytes())
     _damage("body", raw, _start(pdir, DAMAGED))
     data, positions = _files(pdir)
     data = bytes(raw)
