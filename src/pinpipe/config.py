@@ -101,6 +101,9 @@ class SparkSettings(_Section):
     )
     driver_memory: str = Field("4g", description="driver JVM heap (local masters run the tasks in it too)")
     python: str | None = Field(None, description="Python of the executors (default: PYSPARK_PYTHON, else this one)")
+    connect_timeout_s: float = Field(
+        15.0, gt=0, le=600, description="wait at most this long for a spark:// master to accept connections"
+    )
 
     @field_validator("conf", mode="before")
     @classmethod

@@ -214,3 +214,31 @@ def test_under_spark_submit_the_submitted_master_is_used(tmp_path: Path) -> None
     assert lines, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     got = json.loads(lines[-1][len("RESULT-JSON:") :])
     assert got == {"master": "local[1]", "app": "pinpipe", "read": 3}  # not pinpipe's default local[*]
+
+
+def test_an_unreachable_standalone_master_exits_75_naming_it(tmp_path: Path) -> None:
+    from tests.fixtures.services import free_port
+
+    lake = Lake(f"file://{tmp_path}")
+    land(lake, {"pin": [{"index": 1}]})
+    master = f"spark://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**os.environ, "PINPIPE__SPARK__CONNECT_TIMEOUT_S": "2", "SPARK_LOCAL_IP": "127.0.0.1"}
+    argv = [sys.executable, "-m", "pinpipe", "batch", "--lake", lake.url, "--engine", "spark"]
+    # bounded well below the minute Spark's own client spends retrying such a master
+    proc = subprocess.run([*argv, "--spark-master", master], capture_output=True, text=True, timeout=45, env=env)
+    assert proc.returncode == 75, proc.stderr
+    assert f"the Spark master {master} did not accept a connection within 2 s" in proc.stderr
+    assert "spark.connect_timeout_s" in proc.stderr
+    assert delta.table_version(lake, "silver", "pin") is None
+
+
+def test_the_masters_of_a_standalone_url_are_read_with_their_ports() -> None:
+    from pinpipe.engine.spark import master_addresses
+    from pinpipe.errors import ConfigError
+
+    assert master_addresses("spark://10.0.0.5:7077") == [("10.0.0.5", 7077)]
+    assert master_addresses("spark://a:7077,b:7078") == [("a", 7077), ("b", 7078)]
+    assert master_addresses("spark://host") == [("host", 7077)]
+    assert master_addresses("local[2]") == [] and master_addresses("yarn") == []
+    with pytest.raises(ConfigError, match="has no HOST:PORT"):
+        master_addresses("spark://:x")
