@@ -44,6 +44,7 @@ from pinpipe.clean.parse import raw_schema
 from pinpipe.clean.rules import NOTES, clean_frame
 from pinpipe.engine.spark import SparkEngine
 from pinpipe.engine.spark_buckets import is_bucketed, merge_buckets
+from pinpipe.engine.spark_delta import merge_with_delta_spark, uses_delta_spark
 from pinpipe.engine.spark_io import LakeRef, table_files
 from pinpipe.engine.spark_landed import KEYS_SCHEMA, read_landed_task, stage1_schema
 from pinpipe.engine.spark_merge import MergeCounts, insert_absent, merge_by_ind, open_table, read_files, spark_schema
@@ -209,7 +210,10 @@ def _merge(
 ) -> MergeCounts:
     """Quarantine first (insert-if-absent), then silver with the progress ``ends`` in the same commit: by bucket
     (:func:`~pinpipe.engine.spark_buckets.merge_buckets`) for a bucketed or a new table, by ``ind`` range for a
-    table created before silver carried the bucket column, on the driver for any other layout."""
+    table created before silver carried the bucket column, on the driver for any other layout; by Delta's own
+    MERGE when the session has it (:mod:`pinpipe.engine.spark_delta`, Databricks)."""
+    if uses_delta_spark(engine):
+        return merge_with_delta_spark(engine, lake, kind, quarantine, winners, first_rows, ends, bounds[0])
     schema = SILVER_SCHEMAS[kind]
     silver = open_table(lake, "silver", kind)
     bucketed = silver is None or is_bucketed(silver, kind)
