@@ -74,7 +74,7 @@ def uses_delta_spark(engine: SparkEngine) -> bool:
 
 
 def _differs(schema_names: list[str]) -> str:
-    return " OR ".join(f"s.`{n}` IS DISTINCT FROM t.`{n}`" for n in schema_names if n != "ind")
+    return " OR ".join(f"(s.`{n}` IS DISTINCT FROM t.`{n}`)" for n in schema_names if n != "ind")
 
 
 def create_quarantine(lake: Lake, kind: Kind) -> None:
@@ -105,16 +105,16 @@ def merge_with_delta_spark(
     DeltaTable = importlib.import_module("delta.tables").DeltaTable  # delta-spark: present on Databricks
     F = engine.F
     spark = engine.session
-    create_quarantine(lake, kind)
-    quarantine_path = lake.table_uri("quarantine", kind)
-    key = "t.topic = s.topic AND t.`partition` = s.`partition` AND t.`offset` = s.`offset`"
-    (
-        DeltaTable.forPath(spark, quarantine_path)
-        .alias("t")
-        .merge(quarantine.dropDuplicates(["topic", "partition", "offset"]).alias("s"), key)
-        .whenNotMatchedInsertAll()
-        .execute()
-    )
+    if quarantine.limit(1).count():  # as on the other paths: no quarantine table until a record is rejected
+        create_quarantine(lake, kind)
+        key = "t.topic = s.topic AND t.`partition` = s.`partition` AND t.`offset` = s.`offset`"
+        (
+            DeltaTable.forPath(spark, lake.table_uri("quarantine", kind))
+            .alias("t")
+            .merge(quarantine.dropDuplicates(["topic", "partition", "offset"]).alias("s"), key)
+            .whenNotMatchedInsertAll()
+            .execute()
+        )
 
     create_silver(lake, kind)
     silver_path = lake.table_uri("silver", kind)
