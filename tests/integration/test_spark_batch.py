@@ -242,3 +242,29 @@ def test_the_masters_of_a_standalone_url_are_read_with_their_ports() -> None:
     assert master_addresses("local[2]") == [] and master_addresses("yarn") == []
     with pytest.raises(ConfigError, match="has no HOST:PORT"):
         master_addresses("spark://:x")
+
+
+def test_a_silver_table_created_before_the_bucket_column_is_still_merged_by_ind(
+    tmp_path: Path, spark: SparkEngine
+) -> None:
+    from deltalake import DeltaTable
+
+    from pinpipe.tables import SILVER_SCHEMAS
+
+    sent = send_list(300, 5, resend_rate=0.2, conflict_rate=0.2, faults=0.02).by_kind()
+    lake = Lake(f"file://{tmp_path}")
+    for kind in KINDS:  # the layout of an older release: the SPEC columns, no partitions
+        DeltaTable.create(lake.table_uri("silver", kind), SILVER_SCHEMAS[kind])
+    cuts = {kind: len(records) // 2 for kind, records in sent.items()}
+    land(lake, {kind: records[: cuts[kind]] for kind, records in sent.items()}, per_object=97)
+    run_batch(lake, spark, PREFIX, gold=False)
+    for kind, records in sent.items():
+        land(lake, {kind: records[cuts[kind] :]}, per_object=97, first_offset=cuts[kind])
+    run_batch(lake, spark, PREFIX, gold=False)
+    expected = expected_output(sent)
+    for kind in KINDS:
+        dt = delta.open_table(lake, "silver", kind)
+        assert dt is not None and not dt.metadata().partition_columns  # left as it was
+        got = delta.read_table(lake, "silver", kind)
+        assert got is not None
+        assert got.sort_by("ind").to_pylist() == expected.silver_table(kind).to_pylist(), kind
