@@ -1,9 +1,11 @@
 """Batch benchmark: N generated rows per table landed as JSON → silver (+ gold), DuckDB vs PySpark (local mode) vs
 PySpark on a standalone cluster.
 
-    python bench/batch.py [--rows 1000000] [--engines duckdb,spark,cluster] [--per-object 10000]
+    python bench/batch.py [--rows 1000000] [--engines duckdb,spark,cluster] [--per-object 10000] [--updates 10000]
 
-Prints wall time, CPU time and peak RSS per engine (each run in a fresh child process on its own copy of the
+Two runs per engine: the first day (every row new), then an update run (``--updates`` changed ``ind`` spread over
+the key range plus as many new ones per table: the bucketed merge reads and rewrites only the files those keys
+can touch). Prints wall time, CPU time and peak RSS per engine and run, with the load average before each (each run in a fresh child process on its own copy of the
 landed objects; the rows are generated and landed in another child, so no engine's figures include the
 generator's memory) and the ratio. For Spark the driver's peak RSS is the Python process plus the driver JVM.
 ``cluster`` starts a master and two one-core, 1 GiB workers from the pyspark package on 127.0.0.1 and runs the
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -24,8 +27,14 @@ import tempfile
 import time
 from pathlib import Path
 
+CHANGED = {"pin": ("title", "changed"), "geo": ("country", "Changed"), "user": ("age", 77)}
+"""The field an update run changes per kind, and its new value."""
 
-def land(root: Path, rows: int, per_object: int) -> None:
+
+def land(root: Path, rows: int, per_object: int, updates: int = 0) -> None:
+    """Land ``rows`` generated records per table; with ``updates``, land instead the day after: ``updates``
+    records per table that change an ``ind`` landed before (spread over the whole key range) and as many new
+    ``ind``, at the offsets after the first day's."""
     import orjson
 
     from pinpipe.lake.store import Lake, landed_key
@@ -34,9 +43,19 @@ def land(root: Path, rows: int, per_object: int) -> None:
     lake = Lake(f"file://{root}")
     sent = send_list(rows, 1, resend_rate=0.02, faults=0.01).by_kind()
     for kind, records in sent.items():
+        start = 0
+        if updates:
+            key = "index" if kind == "pin" else "ind"
+            good = [r for r in records if isinstance(r, dict) and isinstance(r.get(key), int)]
+            step = max(1, len(good) // updates)
+            field, value = CHANGED[kind]
+            changed = [{**r, field: value} for r in good[::step][:updates]]
+            new = [{**r, key: r[key] + 10**9} for r in good[1::step][:updates]]
+            start, records = len(records), changed + new
         lines = [orjson.dumps(r) for r in records]
         for i in range(0, len(lines), per_object):
-            lake.put(landed_key(f"0affea73130b.{kind}", 0, i), b"\n".join(lines[i : i + per_object]) + b"\n")
+            chunk = b"\n".join(lines[i : i + per_object]) + b"\n"
+            lake.put(landed_key(f"0affea73130b.{kind}", 0, start + i), chunk)
 
 
 def child(lake: str, engine_name: str, master: str) -> None:
@@ -80,6 +99,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--engines", default="duckdb,spark")
     ap.add_argument("--per-object", type=int, default=10_000)
+    ap.add_argument("--updates", type=int, default=10_000, help="second run: changed + new ind per table (0: none)")
     ap.add_argument("--child", nargs=3)
     ap.add_argument("--land", metavar="DIR")
     args = ap.parse_args()
@@ -87,7 +107,7 @@ def main() -> None:
         child(*args.child)
         return
     if args.land:
-        land(Path(args.land), args.rows, args.per_object)
+        land(Path(args.land), args.rows, args.per_object, args.updates)
         return
     base = Path(tempfile.mkdtemp(prefix="pinpipe-bench-"))
     stack = contextlib.ExitStack()
@@ -99,27 +119,41 @@ def main() -> None:
 
             master = stack.enter_context(spark_cluster(base / "spark-processes")).master_url
         t0 = time.perf_counter()
-        landing = ["--land", str(base / "landing"), "--rows", str(args.rows), "--per-object", str(args.per_object)]
-        subprocess.run([sys.executable, __file__, *landing], check=True)
-        print(f"landed {args.rows} rows per table in {time.perf_counter() - t0:.1f} s")
-        figures = {}
+        landing = ["--rows", str(args.rows), "--per-object", str(args.per_object)]
+        subprocess.run(
+            [sys.executable, __file__, "--land", str(base / "landing"), *landing, "--updates", "0"], check=True
+        )
+        if args.updates:
+            update = ["--land", str(base / "update"), *landing, "--updates", str(args.updates)]
+            subprocess.run([sys.executable, __file__, *update], check=True)
+        print(f"landed {args.rows} rows per table (and the update run's) in {time.perf_counter() - t0:.1f} s")
+        figures: dict[str, dict[str, float]] = {}
         for name in args.engines.split(","):
             lake = base / name
             shutil.copytree(base / "landing", lake)
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", f"file://{lake}", name, master], capture_output=True, text=True
-            )
-            if out.returncode != 0:
-                print(f"{name:7} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
-                continue
-            figures[name] = json.loads(out.stdout.strip().splitlines()[-1])
-            print(
-                f"{name:7} wall {figures[name]['wall']:.1f} s  cpu {figures[name]['cpu']:.1f} s  peak RSS {figures[name]['rss_mb']:.0f} MB  "
-                f"read {figures[name]['read']}  gold tables {figures[name]['gold']}"
-            )
-        for name in ("spark", "cluster"):
-            if "duckdb" in figures and name in figures:
-                print(f"{name} / duckdb = {figures[name]['wall'] / figures['duckdb']['wall']:.1f}x")
+            for run in ("first", "update") if args.updates else ("first",):
+                if run == "update":
+                    shutil.copytree(base / "update", lake, dirs_exist_ok=True)
+                load = os.getloadavg()[0]
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", f"file://{lake}", name, master],
+                    capture_output=True,
+                    text=True,
+                )
+                key = name if run == "first" else f"{name}_update"
+                if out.returncode != 0:
+                    print(f"{key:14} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
+                    break
+                figures[key] = {**json.loads(out.stdout.strip().splitlines()[-1]), "load_before": load}
+                f = figures[key]
+                print(
+                    f"{key:14} wall {f['wall']:.1f} s  cpu {f['cpu']:.1f} s  peak RSS {f['rss_mb']:.0f} MB  "
+                    f"read {f['read']}  gold tables {f['gold']}  (load average {load:.1f} before)"
+                )
+        for name in ("spark", "cluster", "spark_update", "cluster_update"):
+            base_name = "duckdb_update" if name.endswith("_update") else "duckdb"
+            if base_name in figures and name in figures:
+                print(f"{name} / {base_name} = {figures[name]['wall'] / figures[base_name]['wall']:.1f}x")
         print(json.dumps(figures))
     finally:
         stack.close()

@@ -174,6 +174,14 @@ class SparkSettings(_Section):
     )
     driver_memory: str = Field("4g", description="driver JVM heap (local masters run the tasks in it too)")
     python: str | None = Field(None, description="Python of the executors (default: PYSPARK_PYTHON, else this one)")
+    connect_timeout_s: float = Field(
+        15.0, gt=0, le=600, description="wait at most this long for a spark:// master to accept connections"
+    )
+    delta_writer: Literal["auto", "delta-rs", "delta-spark"] = Field(
+        "auto",
+        description="who merges silver: delta-rs (executors write, the driver commits) or Delta's own MERGE "
+        "(delta-spark); auto = delta-spark on a Databricks or Delta-enabled session with delta.tables installed",
+    )
 
     @field_validator("conf", mode="before")
     @classmethod

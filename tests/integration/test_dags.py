@@ -114,7 +114,7 @@ def test_exit_65_fails_at_once_and_75_is_retried(dag_facts: dict[str, Any]) -> N
 def test_databricks_variant_submits_the_spark_batch_entry_point(dag_facts: dict[str, Any]) -> None:
     dbx = dag_facts["databricks"]
     ops = dag_facts["dags"]["pinpipe_databricks"]["tasks"]
-    assert ops["batch"][0] == ops["quality"][0] == "DatabricksSubmitRunOperator"
+    assert ops["batch"][0] == ops["quality"][0] == "PinpipeSubmitRun"  # a DatabricksSubmitRunOperator
     assert dbx["conn_ids"]["batch"] == "{{ params.databricks_conn_id }}"
     new = dbx["new"]
     assert new["spark_python_task"]["parameters"] == ["batch", "--engine", "spark"]

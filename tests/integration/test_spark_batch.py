@@ -214,3 +214,57 @@ def test_under_spark_submit_the_submitted_master_is_used(tmp_path: Path) -> None
     assert lines, f"exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}"
     got = json.loads(lines[-1][len("RESULT-JSON:") :])
     assert got == {"master": "local[1]", "app": "pinpipe", "read": 3}  # not pinpipe's default local[*]
+
+
+def test_an_unreachable_standalone_master_exits_75_naming_it(tmp_path: Path) -> None:
+    from tests.fixtures.services import free_port
+
+    lake = Lake(f"file://{tmp_path}")
+    land(lake, {"pin": [{"index": 1}]})
+    master = f"spark://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {**os.environ, "PINPIPE__SPARK__CONNECT_TIMEOUT_S": "2", "SPARK_LOCAL_IP": "127.0.0.1"}
+    argv = [sys.executable, "-m", "pinpipe", "batch", "--lake", lake.url, "--engine", "spark"]
+    # bounded well below the minute Spark's own client spends retrying such a master
+    proc = subprocess.run([*argv, "--spark-master", master], capture_output=True, text=True, timeout=45, env=env)
+    assert proc.returncode == 75, proc.stderr
+    assert f"the Spark master {master} did not accept a connection within 2 s" in proc.stderr
+    assert "spark.connect_timeout_s" in proc.stderr
+    assert delta.table_version(lake, "silver", "pin") is None
+
+
+def test_the_masters_of_a_standalone_url_are_read_with_their_ports() -> None:
+    from pinpipe.engine.spark import master_addresses
+    from pinpipe.errors import ConfigError
+
+    assert master_addresses("spark://10.0.0.5:7077") == [("10.0.0.5", 7077)]
+    assert master_addresses("spark://a:7077,b:7078") == [("a", 7077), ("b", 7078)]
+    assert master_addresses("spark://host") == [("host", 7077)]
+    assert master_addresses("local[2]") == [] and master_addresses("yarn") == []
+    with pytest.raises(ConfigError, match="has no HOST:PORT"):
+        master_addresses("spark://:x")
+
+
+def test_a_silver_table_created_before_the_bucket_column_is_still_merged_by_ind(
+    tmp_path: Path, spark: SparkEngine
+) -> None:
+    from deltalake import DeltaTable
+
+    from pinpipe.tables import SILVER_SCHEMAS
+
+    sent = send_list(300, 5, resend_rate=0.2, conflict_rate=0.2, faults=0.02).by_kind()
+    lake = Lake(f"file://{tmp_path}")
+    for kind in KINDS:  # the layout of an older release: the SPEC columns, no partitions
+        DeltaTable.create(lake.table_uri("silver", kind), SILVER_SCHEMAS[kind])
+    cuts = {kind: len(records) // 2 for kind, records in sent.items()}
+    land(lake, {kind: records[: cuts[kind]] for kind, records in sent.items()}, per_object=97)
+    run_batch(lake, spark, PREFIX, gold=False)
+    for kind, records in sent.items():
+        land(lake, {kind: records[cuts[kind] :]}, per_object=97, first_offset=cuts[kind])
+    run_batch(lake, spark, PREFIX, gold=False)
+    expected = expected_output(sent)
+    for kind in KINDS:
+        dt = delta.open_table(lake, "silver", kind)
+        assert dt is not None and not dt.metadata().partition_columns  # left as it was
+        got = delta.read_table(lake, "silver", kind)
+        assert got is not None
+        assert got.sort_by("ind").to_pylist() == expected.silver_table(kind).to_pylist(), kind

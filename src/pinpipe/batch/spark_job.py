@@ -14,9 +14,9 @@ log. What runs where:
   which overwrites the gold tables that changed.
 
 What passes through the driver: object keys, the tables' file lists and statistics, counts, and the gold rows
-(aggregates). A silver table with partition columns (a layout the executors do not compute) is merged by
-delta-rs on the driver instead (:func:`_merge_on_driver`): then the batch's silver and quarantine rows do pass
-through it.
+(aggregates). Silver is bucketed as on DuckDB (:mod:`pinpipe.engine.spark_buckets`: each task merges whole
+buckets); a table laid out some other way is merged by delta-rs on the driver instead (:func:`_merge_on_driver`):
+then the batch's silver and quarantine rows do pass through it.
 """
 
 from __future__ import annotations
@@ -43,6 +43,8 @@ from pinpipe.clean import normalise_silver
 from pinpipe.clean.parse import raw_schema
 from pinpipe.clean.rules import NOTES, clean_frame
 from pinpipe.engine.spark import SparkEngine
+from pinpipe.engine.spark_buckets import is_bucketed, merge_buckets
+from pinpipe.engine.spark_delta import merge_with_delta_spark, uses_delta_spark
 from pinpipe.engine.spark_io import LakeRef, table_files
 from pinpipe.engine.spark_landed import KEYS_SCHEMA, read_landed_task, stage1_schema
 from pinpipe.engine.spark_merge import MergeCounts, insert_absent, merge_by_ind, open_table, read_files, spark_schema
@@ -136,7 +138,8 @@ def _run_kind(engine: SparkEngine, lake: Lake, ref: LakeRef, kind: Kind, pending
         before = delta.table_version(lake, "silver", kind)
         rows_before = delta.row_count(lake, "silver", kind) or 0
         bounds = (counts["winners"], counts["lo"], counts["hi"])
-        merged = _merge(engine, lake, ref, kind, quarantine, winners, first_rows, ends, bounds)
+        offsets = (min(position for _, position in pending), max(ends.values()) - 1)
+        merged = _merge(engine, lake, ref, kind, quarantine, winners, firsts, first_rows, ends, bounds, offsets)
     finally:
         if cleaned is not None:
             cleaned.unpersist()
@@ -199,17 +202,28 @@ def _merge(
     kind: Kind,
     quarantine: Any,
     winners: Any,
+    firsts: Any,
     first_rows: Any,
     ends: dict[str, int],
     bounds: tuple[int, int | None, int | None],
+    offsets: tuple[int, int],
 ) -> MergeCounts:
-    """Quarantine first (insert-if-absent), then silver with the progress ``ends`` in the same commit."""
+    """Quarantine first (insert-if-absent), then silver with the progress ``ends`` in the same commit: by bucket
+    (:func:`~pinpipe.engine.spark_buckets.merge_buckets`) for a bucketed or a new table, by ``ind`` range for a
+    table created before silver carried the bucket column, on the driver for any other layout; by Delta's own
+    MERGE when the session has it (:mod:`pinpipe.engine.spark_delta`, Databricks)."""
+    if uses_delta_spark(engine):
+        return merge_with_delta_spark(engine, lake, kind, quarantine, winners, first_rows, ends, bounds[0])
     schema = SILVER_SCHEMAS[kind]
-    if not merge_supported(open_table(lake, "silver", kind), schema) or not merge_supported(
+    silver = open_table(lake, "silver", kind)
+    bucketed = silver is None or is_bucketed(silver, kind)
+    if not (bucketed or merge_supported(silver, schema)) or not merge_supported(
         open_table(lake, "quarantine", kind), QUARANTINE_SCHEMA
     ):
         return _merge_on_driver(engine, lake, kind, quarantine, winners, first_rows, ends)
-    insert_absent(engine, lake, ref, ("quarantine", kind), QUARANTINE_SCHEMA, quarantine, QUARANTINE_KEY)
+    insert_absent(engine, lake, ref, ("quarantine", kind), QUARANTINE_SCHEMA, quarantine, QUARANTINE_KEY, offsets)
+    if bucketed:
+        return merge_buckets(engine, lake, ref, kind, winners, firsts, ends)
     return merge_by_ind(engine, lake, ref, ("silver", kind), schema, winners, first_rows, ends, bounds)
 
 

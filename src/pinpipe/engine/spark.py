@@ -8,7 +8,8 @@ Where the session comes from:
 - under ``spark-submit`` (no session yet, the submitting JVM waiting) one is built on spark-submit's
   ``--master`` and configuration, unless pinpipe's settings name a master;
 - otherwise one is built for :class:`~pinpipe.config.SparkSettings` ``master`` (``local[N]``, ``spark://HOST:PORT``,
-  …) with ``conf`` applied last. For a local master the driver binds to 127.0.0.1 only; for a cluster it binds
+  …) with ``conf`` applied last. A ``spark://`` master must accept connections within ``connect_timeout_s``
+  (:func:`wait_for_master`), else the run fails with a retryable error (exit 75) naming it. For a local master the driver binds to 127.0.0.1 only; for a cluster it binds
   to ``driver_host`` when one is set (the address executors reach it at), else wherever Spark decides.
 
 Sessions run in UTC with ANSI SQL on (Spark 4's default, set explicitly so that 3.5 behaves the same) and Arrow
@@ -20,14 +21,16 @@ on 3.5. The batch job does not use either for its data on Spark: executors read,
 
 from __future__ import annotations
 
+import socket
 import sys
+import time
 from typing import Any
 
 import pyarrow as pa
 
 from pinpipe.config import SparkSettings, spark_submitted
 from pinpipe.engine.base import Engine, EngineName
-from pinpipe.errors import ConfigError, require
+from pinpipe.errors import ConfigError, RetryableError, require
 
 LOOPBACK = "127.0.0.1"
 
@@ -60,6 +63,57 @@ def check_master(master: str) -> str:
         f"spark master {master!r} is not a Spark master URL",
         hint="use --spark-master (or spark.master) with one of: " + ", ".join(MASTER_FORMS),
         setting="spark.master",
+    )
+
+
+def master_addresses(master: str) -> list[tuple[str, int]]:
+    """The ``(host, port)`` of each master of a ``spark://`` URL (``spark://h1:7077,h2:7077`` names a standby
+    too); no port means Spark's 7077. Empty for every other kind of master."""
+    if not master.startswith("spark://"):
+        return []
+    out: list[tuple[str, int]] = []
+    for item in master[len("spark://") :].split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep:
+            host, port = port, "7077"
+        if not host or not port.isdigit():
+            raise ConfigError(
+                f"spark master {master!r} has no HOST:PORT in {item!r}",
+                hint="use spark://HOST:PORT (or spark://HOST1:PORT1,HOST2:PORT2)",
+                setting="spark.master",
+            )
+        out.append((host.strip("[]"), int(port)))
+    return out
+
+
+def wait_for_master(master: str, timeout_s: float) -> None:
+    """Return once one of the masters of a ``spark://`` URL accepts a TCP connection; a
+    :class:`~pinpipe.errors.RetryableError` (exit 75) naming the URL if none does within ``timeout_s``.
+
+    :class:`SparkEngine` calls it before starting a session on a standalone master: Spark's own client retries
+    an unreachable master for about a minute and then fails with an error that does not say what was wrong."""
+    addresses = master_addresses(master)
+    if not addresses:
+        return
+    deadline = time.monotonic() + timeout_s
+    last: OSError | None = None
+    while True:
+        for host, port in addresses:
+            left = max(0.05, min(2.0, deadline - time.monotonic()))
+            try:
+                socket.create_connection((host, port), timeout=left).close()
+                return
+            except OSError as exc:
+                last = exc
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    raise RetryableError(
+        f"the Spark master {master} did not accept a connection within {timeout_s:g} s ({last})",
+        hint="check that the master is running and reachable from here (--spark-master or spark.master), "
+        "or raise spark.connect_timeout_s; the run can be retried",
+        master=master,
+        backend="spark",
     )
 
 
@@ -110,7 +164,9 @@ class SparkEngine(Engine):
             submitted = spark_submitted()
             builder = SparkSession.builder
             if not submitted or "master" in self.settings.model_fields_set:
-                builder = builder.master(check_master(self.settings.master))
+                master = check_master(self.settings.master)
+                wait_for_master(master, self.settings.connect_timeout_s)
+                builder = builder.master(master)
             for key, value in session_conf(self.settings, submitted).items():
                 builder = builder.config(key, value)
             self.session = builder.getOrCreate()

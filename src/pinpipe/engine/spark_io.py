@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from pinpipe.config import LakeSettings
 from pinpipe.lake.delta import delta_errors
 from pinpipe.lake.store import Lake, open_lake
+from pinpipe.tables import SILVER_BUCKET
 
 ArrowTask = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 """A ``mapInArrow`` function: the record batches of one partition in, record batches out."""
@@ -180,6 +181,8 @@ class WrittenFile:
     size: int
     num_records: int
     stats: str
+    bucket: int | None = None
+    """The file's silver bucket (its partition value), None in a table without partition columns."""
 
     @classmethod
     def rows(cls, table: pa.Table) -> list[WrittenFile]:
@@ -188,13 +191,19 @@ class WrittenFile:
 
 @dataclass(frozen=True)
 class TableFile:
-    """A data file of a table's current snapshot: path, size, rows and the ``ind`` range (None: unknown)."""
+    """A data file of a table's current snapshot: path, size, rows, the range of its key column (``ind`` unless
+    :func:`table_files` was asked for another; None: unknown) and its silver bucket (None: not partitioned)."""
 
     path: str
     size: int
     num_records: int
     low: int | None
     high: int | None
+    bucket: int | None = None
+
+
+def _partition(bucket: int | None) -> dict[str, str | None]:
+    return {} if bucket is None else {SILVER_BUCKET: str(bucket)}
 
 
 def commit_files(
@@ -214,7 +223,7 @@ def commit_files(
     from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
     now = int(time.time() * 1000)
-    adds = [AddAction(f.path, f.size, {}, now, True, f.stats) for f in added]
+    adds = [AddAction(f.path, f.size, _partition(f.bucket), now, True, f.stats) for f in added]
     txns = [Transaction(app_id=app, version=int(v)) for app, v in sorted((app_txns or {}).items())]
     props = CommitProperties(app_transactions=txns or None)
     uri = lake.table_uri(*parts)
@@ -229,24 +238,33 @@ def commit_files(
                 commit_properties=props,
             )
             return
-        actions: list[Any] = [RemoveAction(f.path, True, now, f.size, {}) for f in removed]
-        dt.create_write_transaction([*actions, *adds], mode="append", schema=dt.schema(), commit_properties=props)
+        actions: list[Any] = [RemoveAction(f.path, True, now, f.size, _partition(f.bucket)) for f in removed]
+        dt.create_write_transaction(
+            [*actions, *adds],
+            mode="append",
+            schema=dt.schema(),
+            partition_by=list(dt.metadata().partition_columns) or None,
+            commit_properties=props,
+        )
 
 
-def table_files(dt: Any) -> list[TableFile]:
-    """The data files of ``dt``'s snapshot (metadata only)."""
+def table_files(dt: Any, key: str = "ind") -> list[TableFile]:
+    """The data files of ``dt``'s snapshot (metadata only), with the range of their ``key`` column."""
     actions = pa.table(dt.get_add_actions(flatten=True))
     names = actions.schema.names
-    rows = actions.select([n for n in ("path", "size_bytes", "num_records", "min.ind", "max.ind") if n in names])
+    wanted = ("path", "size_bytes", "num_records", f"min.{key}", f"max.{key}", f"partition.{SILVER_BUCKET}")
+    rows = actions.select([n for n in wanted if n in names])
     out: list[TableFile] = []
     for row in rows.to_pylist():
+        bucket = row.get(f"partition.{SILVER_BUCKET}")
         out.append(
             TableFile(
                 row["path"],
                 int(row["size_bytes"]),
                 int(row.get("num_records") or 0),
-                row.get("min.ind"),
-                row.get("max.ind"),
+                row.get(f"min.{key}"),
+                row.get(f"max.{key}"),
+                None if bucket is None else int(bucket),
             )
         )
     return out

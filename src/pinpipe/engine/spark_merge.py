@@ -9,8 +9,9 @@
 - :func:`insert_absent` — the quarantine insert-if-absent by ``(topic, partition, offset)``.
 
 Only metadata passes through the driver: the snapshot's file list, the batch's ``ind`` range, the paths,
-sizes and statistics of the files written, and the counts. Tables with partition columns (a layout this module
-does not compute) are not handled here: :func:`supported` says so and the caller merges another way.
+sizes and statistics of the files written, and the counts. Bucketed silver is merged by
+:mod:`pinpipe.engine.spark_buckets`; :func:`merge_by_ind` is for a silver table created before silver carried
+the bucket column, and :func:`supported` says whether a table has the layout these functions write.
 """
 
 from __future__ import annotations
@@ -48,6 +49,10 @@ class MergeCounts:
     unchanged: int
     changed_firsts: int
     """Rows of ``firsts`` whose ``ind`` the table held with other content (conflicts with silver)."""
+    files_read: int | None = None
+    """Existing data files the merge read (None: not counted)."""
+    files_removed: int = 0
+    files_added: int = 0
 
 
 def open_table(lake: Lake, *parts: str) -> Any:
@@ -103,7 +108,7 @@ def write_files(
 
 
 def _overlaps(f: TableFile, lo: int, hi: int) -> bool:
-    """True if ``f`` may hold an ``ind`` in [lo, hi] (a file without statistics may hold any)."""
+    """True if ``f`` may hold a key in [lo, hi] (a file without statistics may hold any)."""
     return f.low is None or f.high is None or (f.low <= hi and f.high >= lo)
 
 
@@ -197,13 +202,18 @@ def insert_absent(
     schema: pa.Schema,
     rows: Any,
     key: Sequence[str],
+    offsets: tuple[int, int] | None = None,
 ) -> int:
     """Insert the rows of ``rows`` (``schema``) whose ``key`` the table at ``parts`` does not hold yet, in files
-    written by executors; the number inserted. Commits nothing when there is nothing new."""
+    written by executors; the number inserted. ``offsets`` (lowest, highest), when the caller knows the range of
+    the rows' ``offset`` column, limits the files read to those whose statistics overlap it. Commits nothing
+    when there is nothing new."""
     rows = rows.dropDuplicates(list(key))
     dt = open_table(lake, *parts)
     if dt is not None:
-        files = table_files(dt)
+        files = table_files(dt, key="offset")
+        if offsets is not None:
+            files = [f for f in files if _overlaps(f, *offsets)]
         if files:
             key_schema = pa.schema([schema.field(k) for k in key])
             existing = read_files(engine, ref, parts, files, key_schema)
