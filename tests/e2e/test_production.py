@@ -2,7 +2,9 @@
 
 Production: MariaDB source → the API (uvicorn on loopback) appending to Kafka (Tansu) ← the emulator in both
 dialects → the sink landing on S3 (moto) → the batch job on PySpark → silver/gold Delta on S3; and the stream
-worker reading Kafka as a consumer group into a second S3 lake. Embedded: the same MariaDB rows and emulator
+worker reading Kafka as a consumer group into a second S3 lake. The batch job runs on a real standalone Spark
+cluster (a master and two one-core workers on 127.0.0.1, a 1 GiB driver): its executors fetch the landed objects
+from S3 and write silver's files there. Embedded: the same MariaDB rows and emulator
 seed → the API on the embedded log → the sink on a ``file://`` lake → the batch job on DuckDB.
 
 Checks: the accounting of the production lake balances (send logs → Kafka read to EOF → S3 landing → Spark batch
@@ -27,7 +29,7 @@ import uvicorn
 from pinpipe.batch.gold import read_gold_tables
 from pinpipe.batch.job import run_batch
 from pinpipe.checks.accounting import account
-from pinpipe.config import LakeSettings, Settings, load_settings
+from pinpipe.config import LakeSettings, Settings, SparkSettings, load_settings
 from pinpipe.emulate.emulator import EmulateOptions, emulate
 from pinpipe.engine import open_engine
 from pinpipe.ingest.app import create_app
@@ -38,6 +40,9 @@ from pinpipe.source.database import create_source_engine
 from pinpipe.source.load import SampleOrigin, init_source
 from tests.fixtures.databases import DatabaseServer
 from tests.fixtures.services import Service, free_port
+from tests.fixtures.spark_cluster import SparkCluster, spark_cluster_fixture
+
+__all__ = ["spark_cluster_fixture"]
 
 pytestmark = pytest.mark.integration
 
@@ -96,7 +101,13 @@ def _s3_lake(moto: Service, bucket: str) -> Lake:
 
 
 @pytest.fixture(scope="module")
-def runs(mariadb: DatabaseServer, kafka: Service, moto: Service, tmp_path_factory: pytest.TempPathFactory) -> Runs:
+def runs(
+    mariadb: DatabaseServer,
+    kafka: Service,
+    moto: Service,
+    spark_cluster: SparkCluster,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Runs:
     import boto3
 
     seconds: dict[str, float] = {}
@@ -127,9 +138,13 @@ def runs(mariadb: DatabaseServer, kafka: Service, moto: Service, tmp_path_factor
         LakeSink(kafka_log, prod_lake, group="pinpipe-sink", flush_records=500, flush_seconds=0.5).run(until_idle=True)
         seconds["sink Kafka → S3"] = time.monotonic() - t
     t = time.monotonic()
-    with open_engine("spark") as spark:
+    before = {app["id"] for app in spark_cluster.status()["completedapps"]}
+    conf = dict(item.split("=", 1) for item in spark_cluster.spark_conf())
+    with open_engine("spark", SparkSettings(master=spark_cluster.master_url, conf=conf)) as spark:
         run_batch(prod_lake, spark, prefix)
-    seconds["batch on Spark (incl. session start)"] = time.monotonic() - t
+    apps = [app for app in spark_cluster.status()["completedapps"] if app["id"] not in before]
+    assert len(apps) == 1 and apps[0]["cores"] == 2, apps  # the batch ran as an application of the cluster
+    seconds["batch on the Spark cluster (incl. session start)"] = time.monotonic() - t
 
     t = time.monotonic()
     embedded = folder / "embedded"
