@@ -228,11 +228,15 @@ class EmbeddedLog(StaticConsumer, EventLog):
             fut.set_result([])
             return fut
         with self._cond:
+            if self._closed:  # checked again under the lock: the writer may have left after the last pending
+                raise LogUnavailableError(f"event log {self.url} is closed", backend="file")
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="pinpipe-log-writer", daemon=True)
                 self._thread.start()
             self._pending.append((topic, values, keys, fut))
-            self._cond.notify()
+            # Every waiter: readers in this process wait on the same condition, and waking one of them instead of
+            # the writer would leave this append unwritten until the next one.
+            self._cond.notify_all()
         return fut
 
     def _run(self) -> None:
