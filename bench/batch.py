@@ -2,6 +2,7 @@
 PySpark on a standalone cluster.
 
     python bench/batch.py [--rows 1000000] [--engines duckdb,spark,cluster] [--per-object 10000] [--updates 10000]
+                          [--chunk-records 1000000]
 
 Two runs per engine: the first day (every row new), then an update run (``--updates`` changed ``ind`` spread over
 the key range plus as many new ones per table: the bucketed merge reads and rewrites only the files those keys
@@ -26,6 +27,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+DEFAULT_CHUNK_RECORDS = 1_000_000
+"""``batch.chunk_records``'s default (the DuckDB run cleans and commits each kind this many records at a time)."""
 
 CHANGED = {"pin": ("title", "changed"), "geo": ("country", "Changed"), "user": ("age", 77)}
 """The field an update run changes per kind, and its new value."""
@@ -58,7 +62,7 @@ def land(root: Path, rows: int, per_object: int, updates: int = 0) -> None:
             lake.put(landed_key(f"0affea73130b.{kind}", 0, start + i), chunk)
 
 
-def child(lake: str, engine_name: str, master: str) -> None:
+def child(lake: str, engine_name: str, master: str, chunk_records: str) -> None:
     from pinpipe.batch.job import run_batch
     from pinpipe.config import SparkSettings
     from pinpipe.engine import open_engine
@@ -72,7 +76,7 @@ def child(lake: str, engine_name: str, master: str) -> None:
     else:
         settings = SparkSettings(master="local[2]")
     with open_engine("duckdb" if engine_name == "duckdb" else "spark", settings) as engine:
-        result = run_batch(Lake(lake), engine, "0affea73130b")
+        result = run_batch(Lake(lake), engine, "0affea73130b", chunk_records=int(chunk_records))
         if engine_name != "duckdb":
             jvm_pid = engine.session.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
             jvm_rss = peak_rss_mb(f"/proc/{jvm_pid}/status")
@@ -100,7 +104,10 @@ def main() -> None:
     ap.add_argument("--engines", default="duckdb,spark")
     ap.add_argument("--per-object", type=int, default=10_000)
     ap.add_argument("--updates", type=int, default=10_000, help="second run: changed + new ind per table (0: none)")
-    ap.add_argument("--child", nargs=3)
+    ap.add_argument(
+        "--chunk-records", type=int, default=DEFAULT_CHUNK_RECORDS, help="DuckDB: records per kind per chunk"
+    )
+    ap.add_argument("--child", nargs=4)
     ap.add_argument("--land", metavar="DIR")
     args = ap.parse_args()
     if args.child:
@@ -136,7 +143,7 @@ def main() -> None:
                     shutil.copytree(base / "update", lake, dirs_exist_ok=True)
                 load = os.getloadavg()[0]
                 out = subprocess.run(
-                    [sys.executable, __file__, "--child", f"file://{lake}", name, master],
+                    [sys.executable, __file__, "--child", f"file://{lake}", name, master, str(args.chunk_records)],
                     capture_output=True,
                     text=True,
                 )
