@@ -2,7 +2,7 @@
 PySpark on a standalone cluster.
 
     python bench/batch.py [--rows 1000000] [--engines duckdb,spark,cluster] [--per-object 10000] [--updates 10000]
-                          [--chunk-records 1000000]
+                          [--chunk-records 500000]
 
 Two runs per engine: the first day (every row new), then an update run (``--updates`` changed ``ind`` spread over
 the key range plus as many new ones per table: the bucketed merge reads and rewrites only the files those keys
@@ -27,8 +27,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-DEFAULT_CHUNK_RECORDS = 1_000_000
+SLICE = 1_000_000
+"""Rows per table generated at a time when landing more (each slice: its own seed, its own ``ind`` range)."""
+
+DEFAULT_CHUNK_RECORDS = 500_000
 """``batch.chunk_records``'s default (the DuckDB run cleans and commits each kind this many records at a time)."""
 
 CHANGED = {"pin": ("title", "changed"), "geo": ("country", "Changed"), "user": ("age", 77)}
@@ -39,15 +43,33 @@ def land(root: Path, rows: int, per_object: int, updates: int = 0) -> None:
     """Land ``rows`` generated records per table; with ``updates``, land instead the day after: ``updates``
     records per table that change an ``ind`` landed before (spread over the whole key range) and as many new
     ``ind``, at the offsets after the first day's."""
+    from pinpipe.lake.store import Lake
+
+    if updates and rows > SLICE:
+        raise SystemExit(f"--updates needs --rows ≤ {SLICE:,}")
+    lake = Lake(f"file://{root}")
+    ends: dict[str, int] = {}
+    for part in range(0, rows, SLICE):  # sizes above SLICE: seeded slices of new ind, not one huge send list
+        _land_slice(lake, min(SLICE, rows - part), part // SLICE, per_object, updates, ends)
+
+
+def _land_slice(lake: Any, rows: int, n: int, per_object: int, updates: int, ends: dict[str, int]) -> None:
+    """Slice ``n`` of the landing: ``rows`` records per table from seed ``n + 1``, ``ind`` shifted by ``n`` × 10⁸
+    (slice 0 is what a landing of at most SLICE rows lands), at the offsets after the previous slices'."""
     import orjson
 
-    from pinpipe.lake.store import Lake, landed_key
+    from pinpipe.lake.store import landed_key
     from pinpipe.synth.faults import send_list
 
-    lake = Lake(f"file://{root}")
-    sent = send_list(rows, 1, resend_rate=0.02, faults=0.01).by_kind()
+    sent = send_list(rows, n + 1, resend_rate=0.02, faults=0.01).by_kind()
     for kind, records in sent.items():
-        start = 0
+        key = "index" if kind == "pin" else "ind"
+        if n:
+            records = [
+                {**r, key: r[key] + n * 10**8} if isinstance(r, dict) and r.get(key) in range(10**8) else r
+                for r in records
+            ]
+        start = ends.get(kind, 0)
         if updates:
             key = "index" if kind == "pin" else "ind"
             good = [r for r in records if isinstance(r, dict) and isinstance(r.get(key), int)]
@@ -60,6 +82,7 @@ def land(root: Path, rows: int, per_object: int, updates: int = 0) -> None:
         for i in range(0, len(lines), per_object):
             chunk = b"\n".join(lines[i : i + per_object]) + b"\n"
             lake.put(landed_key(f"0affea73130b.{kind}", 0, start + i), chunk)
+        ends[kind] = start + len(lines)
 
 
 def child(lake: str, engine_name: str, master: str, chunk_records: str) -> None:

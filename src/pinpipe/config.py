@@ -161,7 +161,7 @@ class BatchSettings(_Section):
         "processes; keyed by the code's and the libraries' versions)",
     )
     chunk_records: int = Field(
-        1_000_000,
+        500_000,
         ge=1,
         description="records of one kind the DuckDB batch cleans and commits at a time (each chunk commits its "
         "progress: memory stays bounded whatever the backlog, and a crash resumes after the last chunk)",
