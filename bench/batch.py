@@ -53,6 +53,10 @@ def land(root: Path, rows: int, per_object: int, updates: int = 0) -> None:
         _land_slice(lake, min(SLICE, rows - part), part // SLICE, per_object, updates, ends)
 
 
+def _small_int(value: Any) -> bool:
+    return type(value) is int and 0 <= value < 10**8
+
+
 def _land_slice(lake: Any, rows: int, n: int, per_object: int, updates: int, ends: dict[str, int]) -> None:
     """Slice ``n`` of the landing: ``rows`` records per table from seed ``n + 1``, ``ind`` shifted by ``n`` × 10⁸
     (slice 0 is what a landing of at most SLICE rows lands), at the offsets after the previous slices'."""
@@ -66,8 +70,7 @@ def _land_slice(lake: Any, rows: int, n: int, per_object: int, updates: int, end
         key = "index" if kind == "pin" else "ind"
         if n:
             records = [
-                {**r, key: r[key] + n * 10**8} if isinstance(r, dict) and r.get(key) in range(10**8) else r
-                for r in records
+                {**r, key: r[key] + n * 10**8} if isinstance(r, dict) and _small_int(r.get(key)) else r for r in records
             ]
         start = ends.get(kind, 0)
         if updates:

@@ -210,6 +210,8 @@ class _KindProgress:
     written: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
     """``ind`` s an earlier chunk of this run merged (sorted, unique)."""
     chunks: int = 0
+    existed: bool = False
+    """Whether silver existed when an attempt started (a chunk merged into an absent table creates it)."""
 
 
 def _run_kind(
@@ -223,8 +225,7 @@ def _run_kind(
     kind = state.run.kind
     tps = sorted({(o.topic, o.partition) for o in objects})
     table = delta.open_table(lake, "silver", kind) if tps else None  # one load: progress and existence
-    if table is None and tps:
-        state.changed = True  # the first chunk creates silver
+    state.existed = state.existed or table is not None
     done: dict[str, int | None] = {}
     if table is not None:
         with delta.delta_errors("reading application transactions", table.table_uri):
@@ -297,7 +298,8 @@ def _write_chunk(lake: Lake, engine: Engine, chunk: Chunk, state: _KindProgress)
         run.notes[note] = run.notes.get(note, 0) + n
     state.keys |= chunk.keys
     state.written = np.union1d(state.written, winners.astype(np.int64))
-    state.changed = state.changed or merged.inserted > 0 or merged.updated > 0
+    state.changed = state.changed or merged.inserted > 0 or merged.updated > 0 or not state.existed
+    state.existed = True
 
 
 def _changed_repeats(lake: Lake, kind: Kind, cleaned: CleanResult, engine: Engine) -> tuple[int, int]:
