@@ -2,6 +2,7 @@
 PySpark on a standalone cluster.
 
     python bench/batch.py [--rows 1000000] [--engines duckdb,spark,cluster] [--per-object 10000] [--updates 10000]
+                          [--chunk-records 500000]
 
 Two runs per engine: the first day (every row new), then an update run (``--updates`` changed ``ind`` spread over
 the key range plus as many new ones per table: the bucketed merge reads and rewrites only the files those keys
@@ -26,6 +27,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
+
+SLICE = 1_000_000
+"""Rows per table generated at a time when landing more (each slice: its own seed, its own ``ind`` range)."""
+
+DEFAULT_CHUNK_RECORDS = 500_000
+"""``batch.chunk_records``'s default (the DuckDB run cleans and commits each kind this many records at a time)."""
 
 CHANGED = {"pin": ("title", "changed"), "geo": ("country", "Changed"), "user": ("age", 77)}
 """The field an update run changes per kind, and its new value."""
@@ -35,15 +43,36 @@ def land(root: Path, rows: int, per_object: int, updates: int = 0) -> None:
     """Land ``rows`` generated records per table; with ``updates``, land instead the day after: ``updates``
     records per table that change an ``ind`` landed before (spread over the whole key range) and as many new
     ``ind``, at the offsets after the first day's."""
+    from pinpipe.lake.store import Lake
+
+    if updates and rows > SLICE:
+        raise SystemExit(f"--updates needs --rows ≤ {SLICE:,}")
+    lake = Lake(f"file://{root}")
+    ends: dict[str, int] = {}
+    for part in range(0, rows, SLICE):  # sizes above SLICE: seeded slices of new ind, not one huge send list
+        _land_slice(lake, min(SLICE, rows - part), part // SLICE, per_object, updates, ends)
+
+
+def _small_int(value: Any) -> bool:
+    return type(value) is int and 0 <= value < 10**8
+
+
+def _land_slice(lake: Any, rows: int, n: int, per_object: int, updates: int, ends: dict[str, int]) -> None:
+    """Slice ``n`` of the landing: ``rows`` records per table from seed ``n + 1``, ``ind`` shifted by ``n`` × 10⁸
+    (slice 0 is what a landing of at most SLICE rows lands), at the offsets after the previous slices'."""
     import orjson
 
-    from pinpipe.lake.store import Lake, landed_key
+    from pinpipe.lake.store import landed_key
     from pinpipe.synth.faults import send_list
 
-    lake = Lake(f"file://{root}")
-    sent = send_list(rows, 1, resend_rate=0.02, faults=0.01).by_kind()
+    sent = send_list(rows, n + 1, resend_rate=0.02, faults=0.01).by_kind()
     for kind, records in sent.items():
-        start = 0
+        key = "index" if kind == "pin" else "ind"
+        if n:
+            records = [
+                {**r, key: r[key] + n * 10**8} if isinstance(r, dict) and _small_int(r.get(key)) else r for r in records
+            ]
+        start = ends.get(kind, 0)
         if updates:
             key = "index" if kind == "pin" else "ind"
             good = [r for r in records if isinstance(r, dict) and isinstance(r.get(key), int)]
@@ -56,9 +85,10 @@ def land(root: Path, rows: int, per_object: int, updates: int = 0) -> None:
         for i in range(0, len(lines), per_object):
             chunk = b"\n".join(lines[i : i + per_object]) + b"\n"
             lake.put(landed_key(f"0affea73130b.{kind}", 0, start + i), chunk)
+        ends[kind] = start + len(lines)
 
 
-def child(lake: str, engine_name: str, master: str) -> None:
+def child(lake: str, engine_name: str, master: str, chunk_records: str) -> None:
     from pinpipe.batch.job import run_batch
     from pinpipe.config import SparkSettings
     from pinpipe.engine import open_engine
@@ -72,7 +102,7 @@ def child(lake: str, engine_name: str, master: str) -> None:
     else:
         settings = SparkSettings(master="local[2]")
     with open_engine("duckdb" if engine_name == "duckdb" else "spark", settings) as engine:
-        result = run_batch(Lake(lake), engine, "0affea73130b")
+        result = run_batch(Lake(lake), engine, "0affea73130b", chunk_records=int(chunk_records))
         if engine_name != "duckdb":
             jvm_pid = engine.session.sparkContext._jvm.java.lang.ProcessHandle.current().pid()
             jvm_rss = peak_rss_mb(f"/proc/{jvm_pid}/status")
@@ -100,7 +130,10 @@ def main() -> None:
     ap.add_argument("--engines", default="duckdb,spark")
     ap.add_argument("--per-object", type=int, default=10_000)
     ap.add_argument("--updates", type=int, default=10_000, help="second run: changed + new ind per table (0: none)")
-    ap.add_argument("--child", nargs=3)
+    ap.add_argument(
+        "--chunk-records", type=int, default=DEFAULT_CHUNK_RECORDS, help="DuckDB: records per kind per chunk"
+    )
+    ap.add_argument("--child", nargs=4)
     ap.add_argument("--land", metavar="DIR")
     args = ap.parse_args()
     if args.child:
@@ -136,7 +169,7 @@ def main() -> None:
                     shutil.copytree(base / "update", lake, dirs_exist_ok=True)
                 load = os.getloadavg()[0]
                 out = subprocess.run(
-                    [sys.executable, __file__, "--child", f"file://{lake}", name, master],
+                    [sys.executable, __file__, "--child", f"file://{lake}", name, master, str(args.chunk_records)],
                     capture_output=True,
                     text=True,
                 )

@@ -160,6 +160,12 @@ class BatchSettings(_Section):
         description="where DuckDB keeps the SQL generated for the cleaning and gold programs (reused by later "
         "processes; keyed by the code's and the libraries' versions)",
     )
+    chunk_records: int = Field(
+        500_000,
+        ge=1,
+        description="records of one kind the DuckDB batch cleans and commits at a time (each chunk commits its "
+        "progress: memory stays bounded whatever the backlog, and a crash resumes after the last chunk)",
+    )
 
 
 class SparkSettings(_Section):

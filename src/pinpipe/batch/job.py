@@ -21,6 +21,19 @@ changed nothing: re-sends, records overtaken by a later one of the same ``ind``,
 else :class:`~pinpipe.errors.AccountingError`. ``conflicts`` counts changes of a row's content, as the oracle does
 over the whole send order: a record that differs from the previous record of its ``ind`` in the run, or — for the
 run's first record of an ``ind`` — from the row silver held before the run.
+
+Bounded memory: each kind's pending records are cleaned and committed in chunks of about ``chunk_records``
+(``batch.chunk_records``) cut in the order the latest-record rule compares (:mod:`pinpipe.batch.chunks`), each
+chunk its own quarantine write and silver merge carrying its progress, so a crash between chunks resumes after
+the last committed one. The landed objects are listed once per run; gold is brought up to date once, after every
+kind. The run still records one row per kind, the sum of its chunks: ``read``, ``inserted``, ``quarantined`` and
+``conflicts`` are exactly what one unchunked run counts. A later chunk's change to a row an earlier chunk of the
+run merged counts as collapsed (the earlier write was overtaken), as one merge would count it; only for an
+``ind`` silver held before the run whose records fall in several chunks can the split between ``updated`` and
+``collapsed`` differ from one merge's (a chunk that left the row as it was and a later one that changed it count
+it collapsed; a change undone by a later chunk counts as updated) — ``written + collapsed`` is the same. A run
+that dies after some chunks' commits has not recorded itself: ``pinpipe accounting`` reports those chunks'
+records as *batch unrecorded* (as for any run killed after a commit); the next run processes the rest.
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -39,8 +53,9 @@ import pyarrow.compute as pc
 from pinpipe import retry
 from pinpipe.batch import gold as gold_module
 from pinpipe.batch import gold_state
+from pinpipe.batch.chunks import Chunk, iter_chunks
 from pinpipe.clean import CleanResult, clean_records
-from pinpipe.clean.records import concat_records, records_from_object
+from pinpipe.config import BatchSettings
 from pinpipe.engine import Engine, SparkEngine
 from pinpipe.errors import AccountingError
 from pinpipe.lake import delta
@@ -52,6 +67,9 @@ log = logging.getLogger("pinpipe.batch.job")
 
 KIND_RACE = retry.COMMIT_RACE.but(attempts=5)
 """A kind whose silver commit lost a race with another writer is redone from its progress, up to 5 times."""
+
+DEFAULT_CHUNK_RECORDS: int = BatchSettings.model_fields["chunk_records"].default
+"""Records per chunk when the caller does not say (``batch.chunk_records``'s default)."""
 
 Progress = Callable[[str, int, int], None]
 """``progress(step, done, total)``: called as objects are read and kinds are written."""
@@ -147,9 +165,12 @@ def run_batch(
     interval_end: datetime | None = None,
     progress: Progress | None = None,
     gold: bool = True,
+    chunk_records: int = DEFAULT_CHUNK_RECORDS,
 ) -> BatchResult:
-    """One batch run over ``lake`` (see the module docstring); returns its accounting. On the Spark engine the
-    executors do the work (:func:`pinpipe.batch.spark_job.run_batch_on_spark`)."""
+    """One batch run over ``lake`` (see the module docstring); returns its accounting. Each kind's new records
+    are cleaned and committed ``chunk_records`` at a time (``batch.chunk_records``). On the Spark engine the
+    executors do the work (:func:`pinpipe.batch.spark_job.run_batch_on_spark`; ``chunk_records`` does not
+    apply)."""
     if isinstance(engine, SparkEngine):
         from pinpipe.batch.spark_job import run_batch_on_spark
 
@@ -163,8 +184,11 @@ def run_batch(
     runs: dict[Kind, KindRun] = {}
     changed = False
     for kind in KINDS:
-        # another writer committed first: _run_kind re-reads the table's progress and redoes the kind
-        runs[kind], kind_changed = retry.call(KIND_RACE, _run_kind, lake, engine, kind, objects[kind], report)
+        # another writer committed first: _run_kind re-reads the table's progress and redoes the rest of the kind
+        state = _KindProgress(KindRun(kind))
+        runs[kind], kind_changed = retry.call(
+            KIND_RACE, _run_kind, lake, engine, objects[kind], report, chunk_records, state
+        )
         changed = changed or kind_changed
     gold_written: list[str] = []
     if gold:
@@ -175,14 +199,33 @@ def run_batch(
     return result
 
 
-def _run_kind(lake: Lake, engine: Engine, kind: Kind, objects: list[_Object], report: Progress) -> tuple[KindRun, bool]:
-    """Read, clean and write one kind's pending records; (its accounting, whether silver changed). Raises
-    :class:`CommitConflictError` when another writer committed first (the caller re-runs it from the top: the
-    committed progress it then reads makes the retry exact)."""
-    run = KindRun(kind)
+@dataclass
+class _KindProgress:
+    """One kind's accounting across its chunks and across the attempts of :data:`KIND_RACE` (a chunk committed
+    by a failed attempt stays committed, and counted)."""
+
+    run: KindRun
+    changed: bool = False
+    keys: set[str] = field(default_factory=set)
+    written: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
+    """``ind`` s an earlier chunk of this run merged (sorted, unique)."""
+    chunks: int = 0
+    existed: bool = False
+    """Whether silver existed when an attempt started (a chunk merged into an absent table creates it)."""
+
+
+def _run_kind(
+    lake: Lake, engine: Engine, objects: list[_Object], report: Progress, chunk_records: int, state: _KindProgress
+) -> tuple[KindRun, bool]:
+    """Read, clean and write one kind's pending records, chunk by chunk (:func:`pinpipe.batch.chunks.iter_chunks`:
+    quarantine then the silver merge with the chunk's progress, per chunk); (its accounting, whether silver
+    changed). Raises :class:`CommitConflictError` when another writer committed first (the caller re-runs it from
+    the top: the committed progress it then reads makes the retry exact; ``state`` keeps what earlier attempts
+    committed)."""
+    kind = state.run.kind
     tps = sorted({(o.topic, o.partition) for o in objects})
     table = delta.open_table(lake, "silver", kind) if tps else None  # one load: progress and existence
-    existed = table is not None
+    state.existed = state.existed or table is not None
     done: dict[str, int | None] = {}
     if table is not None:
         with delta.delta_errors("reading application transactions", table.table_uri):
@@ -191,36 +234,72 @@ def _run_kind(lake: Lake, engine: Engine, kind: Kind, objects: list[_Object], re
                 version = table.transaction_version(app)
                 done[app] = None if version is None else int(version)
     pending = pending_objects(objects, done)
-    tables: list[pa.Table] = []
-    ends: dict[str, int] = {}
-    for n, (obj, position) in enumerate(pending, start=1):
-        data = lake.get(obj.key)
-        report(f"reading {kind}", n, len(pending))
-        if data is None:
-            continue  # listed, then gone (a rewrite in progress): the next run takes it
-        records = records_from_object(obj.topic, obj.partition, obj.start, obj.key, data, min_offset=position)
-        if records.num_rows == 0:
-            continue
-        run.objects += 1
-        tables.append(records)
-        ends[batch_app_id(obj.topic, obj.partition)] = int(records.column("offset")[-1].as_py()) + 1
-    if not tables:
-        return run, False
-    cleaned = clean_records(engine, kind, concat_records(tables))
-    tables.clear()  # the landed bytes: free them before the Delta writes
+    total = len(pending)
+    read_objects = 0
+
+    def on_object(n: int) -> None:
+        nonlocal read_objects
+        read_objects = n
+        report(f"reading {kind}", n, total)
+
+    for chunk in iter_chunks(lake, pending, chunk_records, on_object):
+        _write_chunk(lake, engine, chunk, state)
+        state.chunks += 1
+        log.info(
+            f"{kind}: chunk {state.chunks} committed ({read_objects}/{total} objects read, "
+            f"{state.run.read} records so far)",
+            extra={
+                "fields": {
+                    "kind": kind,
+                    "chunk": state.chunks,
+                    "objects_done": read_objects,
+                    "objects_total": total,
+                    "records": chunk.records.num_rows,
+                    "read": state.run.read,
+                }
+            },
+        )
+        report(f"writing {kind}", read_objects, total)
+    state.run.objects = len(state.keys)
+    return state.run, state.changed
+
+
+def _write_chunk(lake: Lake, engine: Engine, chunk: Chunk, state: _KindProgress) -> None:
+    """Clean one chunk, write its quarantine then merge its winners with its progress, and add its accounting
+    to ``state``. A winner whose ``ind`` an earlier chunk of the run merged, and that changes silver, changes a
+    row this run wrote: it counts as collapsed (the earlier write was overtaken), not as a second update, as one
+    merge of the whole run would count it."""
+    run = state.run
+    kind = run.kind
+    cleaned = clean_records(engine, kind, chunk.records)
     first_changed, last_changed = _changed_repeats(lake, kind, cleaned, engine)
+    winners = cleaned.silver.column("ind").to_numpy()
+    again = 0
+    if state.written.size and winners.size:
+        seen = cleaned.silver.filter(pa.array(np.isin(winners, state.written)))
+        again = delta.count_changed(lake, kind, seen, engine.duckdb())
     delta.write_quarantine(lake, kind, cleaned.quarantine)
-    merged = delta.merge_silver(lake, kind, cleaned.silver, app_txns=ends)
-    overwritten = merged.updated - last_changed + first_changed  # first records of the run that changed silver
-    report(f"writing {kind}", 1, 1)
+    merged = delta.merge_silver(lake, kind, cleaned.silver, app_txns=chunk.ends)
+    overwritten = merged.updated - last_changed + first_changed  # first records of the chunk that changed silver
     stats = cleaned.stats
-    run.read, run.quarantined = stats.read, stats.quarantined
-    run.inserted, run.updated = merged.inserted, merged.updated
-    run.collapsed = merged.unchanged + stats.duplicates + stats.conflicts
-    run.conflicts = stats.conflicts + overwritten  # changes within the batch + first records changing silver
-    run.notes = dict(stats.notes)
-    check_balanced(run, merged.unchanged, merged.rows_before, merged.rows_after)
-    return run, merged.inserted > 0 or merged.updated > 0 or not existed
+    part = KindRun(kind)
+    part.read, part.quarantined = stats.read, stats.quarantined
+    part.inserted, part.updated = merged.inserted, merged.updated
+    part.collapsed = merged.unchanged + stats.duplicates + stats.conflicts
+    part.conflicts = stats.conflicts + overwritten  # changes within the chunk + first records changing silver
+    check_balanced(part, merged.unchanged, merged.rows_before, merged.rows_after)
+    run.read += part.read
+    run.quarantined += part.quarantined
+    run.inserted += part.inserted
+    run.updated += part.updated - again
+    run.collapsed += part.collapsed + again
+    run.conflicts += part.conflicts
+    for note, n in stats.notes.items():
+        run.notes[note] = run.notes.get(note, 0) + n
+    state.keys |= chunk.keys
+    state.written = np.union1d(state.written, winners.astype(np.int64))
+    state.changed = state.changed or merged.inserted > 0 or merged.updated > 0 or not state.existed
+    state.existed = True
 
 
 def _changed_repeats(lake: Lake, kind: Kind, cleaned: CleanResult, engine: Engine) -> tuple[int, int]:

@@ -118,6 +118,7 @@ def register(app: typer.Typer) -> None:
                 interval_end=end,
                 progress=progress,
                 gold=not no_gold,
+                chunk_records=settings.batch.chunk_records,
             )
         for run in result.kinds.values():
             console.print(run.accounting_line(), highlight=False)
