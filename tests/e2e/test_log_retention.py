@@ -138,6 +138,20 @@ def test_retention_after_the_sink_commits_keeps_accounting_balanced(tmp_path: Pa
     look = orjson.loads(status.stdout.splitlines()[0])
     starts = {(p["topic"], p["log_start"], p["retired"]) for p in look["partitions"]}
     assert starts == {(t, r.log_start, r.records) for t, r in retired.items()}
+    human = subprocess.run(
+        [sys.executable, "-m", "pinpipe", "status", "--log", str(log_dir), "--lake", str(lake)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={**os.environ, **ENV, "COLUMNS": "250"},
+    )
+    assert human.returncode == 0, human.stderr
+    assert "log start" in human.stdout and "retired" in human.stdout, human.stdout
+    for topic, r in retired.items():  # each topic's row shows its log start and retired count
+        row = next(line for line in human.stdout.splitlines() if f" {topic} " in line)
+        cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+        assert cells[2:4] == [f"{r.log_start:,}", f"{r.records:,}"], row
 
 
 def test_settings_are_validated_and_shown(tmp_path: Path) -> None:

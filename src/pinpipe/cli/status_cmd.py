@@ -44,7 +44,9 @@ def _age(seconds: float | None) -> str:
 def render(look: Any) -> Group:
     """The Rich renderable of one :class:`~pinpipe.checks.status.Look`."""
     table = Table(title=f"pinpipe status — {look.taken_at:%Y-%m-%d %H:%M:%S} UTC", title_justify="left")
-    for name in ("topic", "p", "log end", "sink committed", "sink landed", "sink lag", "stream pos", "stream lag"):
+    retention = any(p.log_start or p.retired for p in look.partitions)  # columns only once retention deleted some
+    names = ("topic", "p", *(("log start", "retired") if retention else ()), "log end", "sink committed")
+    for name in (*names, "sink landed", "sink lag", "stream pos", "stream lag"):
         table.add_column(name, justify="left" if name == "topic" else "right")
     stuck = {(s.stage, s.topic, s.partition) for s in look.stuck}
     for p in look.partitions:
@@ -56,6 +58,7 @@ def render(look: Any) -> Group:
         table.add_row(
             p.topic,
             str(p.partition),
+            *((_number(p.log_start), _number(p.retired)) if retention else ()),
             _number(p.log_end),
             _number(p.sink_committed),
             _number(p.sink_landed),
