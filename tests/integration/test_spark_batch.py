@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -24,20 +23,13 @@ from pinpipe.synth.faults import send_list
 from pinpipe.synth.oracle import expected_output
 from pinpipe.tables import KINDS
 from tests.fixtures.batch_lake import assert_batch_matches_oracle, land
+from tests.fixtures.local_spark import spark_fixture
 
 pytestmark = pytest.mark.integration
 
+__all__ = ["spark_fixture"]
+
 PREFIX = "0affea73130b"
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[SparkEngine]:
-    pytest.importorskip("pyspark")
-    engine = SparkEngine(SparkSettings(master="local[2]", driver_memory="1g"))
-    try:
-        yield engine
-    finally:
-        engine.close()
 
 
 def _versions(lake: Lake) -> dict[str, int | None]:

@@ -7,7 +7,6 @@ accounting of all three are equal. The third run updates old ``ind`` again after
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,6 @@ import pyarrow as pa
 import pytest
 
 from pinpipe.batch.job import BatchResult, run_batch
-from pinpipe.config import SparkSettings
 from pinpipe.engine import DuckDBEngine, SparkEngine
 from pinpipe.engine.spark_buckets import bucket_of, merge_buckets
 from pinpipe.engine.spark_io import LakeRef, table_files
@@ -23,22 +21,15 @@ from pinpipe.lake import delta
 from pinpipe.lake.store import Lake
 from pinpipe.tables import KINDS, SILVER_BUCKET, SILVER_SCHEMAS, Kind, silver_bucket
 from tests.fixtures.batch_lake import land
+from tests.fixtures.local_spark import spark_fixture
 from tests.fixtures.sample_silver import raw_rows
 from tests.fixtures.spark_cluster import lake_snapshot, land_sample_phase
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
+__all__ = ["spark_fixture"]
+
 PREFIX = "0affea73130b"
-
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[SparkEngine]:
-    pytest.importorskip("pyspark")
-    engine = SparkEngine(SparkSettings(master="local[2]", driver_memory="1g"))
-    try:
-        yield engine
-    finally:
-        engine.close()
 
 
 def test_spark_buckets_inds_as_zlib_does(spark: SparkEngine) -> None:
