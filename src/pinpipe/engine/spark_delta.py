@@ -17,6 +17,11 @@ further topic-partition of the kind is an empty append with the DataFrame writer
 the next run, which merges them as identical rows (counted as collapsed duplicates): no row is lost or doubled.
 Quarantine is a MERGE that inserts rows whose ``(topic, partition, offset)`` is absent.
 
+Those two confs belong to the session, and the batch job runs its kinds on threads sharing one session: Delta
+reads them when any write commits. So every Delta write of this module (quarantine MERGE, silver MERGE, the
+progress appends) runs under one process-wide lock, :data:`DELTA_WRITES`: otherwise one kind's MERGE could
+commit with another kind's application transaction, or with none after the other kind unset it.
+
 Counts come from the MERGE's ``operationMetrics`` (``numTargetRowsInserted``, ``numTargetRowsUpdated``), the
 conflicts with silver from a join of the first records with the table before the MERGE.
 """
@@ -24,6 +29,7 @@ conflicts with silver from a join of the first records with the table before the
 from __future__ import annotations
 
 import importlib.util
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,6 +48,8 @@ TXN_VERSION_CONF = "spark.databricks.delta.write.txnVersion"
 DATABRICKS_CONF = "spark.databricks.clusterUsageTags.sparkVersion"
 """Set in every Databricks cluster's Spark configuration (the runtime version)."""
 DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_WRITES = threading.Lock()
+"""Held around every Delta write of this module: the txn confs are session state shared by all threads."""
 
 
 def delta_spark_importable() -> bool:
@@ -108,13 +116,11 @@ def merge_with_delta_spark(
     if quarantine.limit(1).count():  # as on the other paths: no quarantine table until a record is rejected
         create_quarantine(lake, kind)
         key = "t.topic = s.topic AND t.`partition` = s.`partition` AND t.`offset` = s.`offset`"
-        (
-            DeltaTable.forPath(spark, lake.table_uri("quarantine", kind))
-            .alias("t")
-            .merge(quarantine.dropDuplicates(["topic", "partition", "offset"]).alias("s"), key)
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
+        rejected = DeltaTable.forPath(spark, lake.table_uri("quarantine", kind)).alias("t")
+        with DELTA_WRITES:  # no other kind's txn confs may be set while this commits
+            rejected.merge(
+                quarantine.dropDuplicates(["topic", "partition", "offset"]).alias("s"), key
+            ).whenNotMatchedInsertAll().execute()
 
     create_silver(lake, kind)
     silver_path = lake.table_uri("silver", kind)
@@ -130,31 +136,32 @@ def merge_with_delta_spark(
 
     source = winners.select(*names).withColumn(SILVER_BUCKET, bucket_of(F, buckets)).alias("s")
     txns = sorted(app_txns.items())
-    if txns:
-        spark.conf.set(TXN_APP_CONF, txns[0][0])
-        spark.conf.set(TXN_VERSION_CONF, str(int(txns[0][1])))
-    try:
-        (
-            target.alias("t")
-            .merge(source, f"t.ind = s.ind AND t.`{SILVER_BUCKET}` = s.`{SILVER_BUCKET}`")
-            .whenMatchedUpdateAll(condition=_differs(names))
-            .whenNotMatchedInsertAll()
-            .execute()
-        )
-        metrics = target.history(1).select("operationMetrics").collect()[0][0] or {}
-    finally:
+    with DELTA_WRITES:
         if txns:
-            spark.conf.unset(TXN_APP_CONF)
-            spark.conf.unset(TXN_VERSION_CONF)
-    for app, version in txns[1:]:
-        (
-            source.limit(0)
-            .write.format("delta")
-            .mode("append")
-            .option("txnAppId", app)
-            .option("txnVersion", str(int(version)))
-            .save(silver_path)
-        )
+            spark.conf.set(TXN_APP_CONF, txns[0][0])
+            spark.conf.set(TXN_VERSION_CONF, str(int(txns[0][1])))
+        try:
+            (
+                target.alias("t")
+                .merge(source, f"t.ind = s.ind AND t.`{SILVER_BUCKET}` = s.`{SILVER_BUCKET}`")
+                .whenMatchedUpdateAll(condition=_differs(names))
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+            metrics = target.history(1).select("operationMetrics").collect()[0][0] or {}
+        finally:
+            if txns:
+                spark.conf.unset(TXN_APP_CONF)
+                spark.conf.unset(TXN_VERSION_CONF)
+        for app, version in txns[1:]:
+            (
+                source.limit(0)
+                .write.format("delta")
+                .mode("append")
+                .option("txnAppId", app)
+                .option("txnVersion", str(int(version)))
+                .save(silver_path)
+            )
     inserted = int(metrics.get("numTargetRowsInserted", 0) or 0)
     updated = int(metrics.get("numTargetRowsUpdated", 0) or 0)
     return MergeCounts(inserted, updated, winner_count - inserted - updated, int(changed_firsts))
