@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -104,3 +105,42 @@ def test_the_bucket_is_the_log_partition_of_the_same_ind() -> None:
         assert silver_bucket(ind, SILVER_BUCKETS) == partition_for(key, SILVER_BUCKETS)
         for partitions in (2, 4, 8, 16):
             assert partition_for(key, partitions) == silver_bucket(ind, SILVER_BUCKETS) % partitions
+
+
+def test_micro_batches_that_update_old_inds_keep_every_file_to_a_narrow_key_range(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Twelve micro-batches of new ``ind`` plus changed old ones leave silver as clustered as the fill: an old
+    ``ind`` can be in at most one file of its bucket (a file rewritten for an update keeps its own rows and range;
+    the inserts go to files of their own), so each merge reads only the files of its updated keys. A merge that
+    wrote the updated rows together with the inserts would leave files spanning old and new keys, which every
+    later merge would have to read."""
+    from pinpipe.lake.data_files import table_files
+    from pinpipe.tables import silver_bucket
+
+    monkeypatch.setitem(delta.SILVER_FILE_BYTES, "pin", 64 * 1024)
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    rows = 20_000
+    delta.merge_silver(lake, "pin", pa.Table.from_pylist(_pins(rows, 0, 0), schema=SILVER_SCHEMAS["pin"]))
+    rng = random.Random(7)
+    top = rows
+    for step in range(12):
+        batch = _pins(NEW + OLD, top, step + 1)
+        old = rng.sample(range(rows), OLD)
+        batch[NEW:] = [{**row, "ind": ind} for row, ind in zip(batch[NEW:], old, strict=True)]
+        top += NEW
+        merged = delta.merge_silver(lake, "pin", pa.Table.from_pylist(batch, schema=SILVER_SCHEMAS["pin"]))
+        assert (merged.inserted, merged.updated) == (NEW, OLD), step
+        assert merged.files_read == merged.files_rewritten <= OLD, (step, merged)
+    dt = delta.open_table(lake, "silver", "pin")
+    assert dt is not None
+    files = table_files(dt)
+    for ind in rng.sample(range(top), 200):
+        holders = [f for f in files if f.bucket == silver_bucket(ind, SILVER_BUCKETS) and _may_hold(f, ind)]
+        assert len(holders) == 1, (ind, holders)
+    silver = delta.read_table(lake, "silver", "pin")
+    assert silver is not None and silver.num_rows == top == len(pc.unique(silver.column("ind")))
+
+
+def _may_hold(f: Any, ind: int) -> bool:
+    return f.low is None or f.high is None or bool(f.low <= ind <= f.high)

@@ -144,8 +144,9 @@ def test_the_driver_binds_to_loopback_on_local_masters_and_where_told_on_a_clust
 def test_executor_written_files_commit_with_progress_and_lose_a_race_cleanly(tmp_path: Path) -> None:
     from deltalake import DeltaTable
 
-    from pinpipe.engine.spark_io import LakeRef, WrittenFile, commit_files, table_files, write_parquet_task
+    from pinpipe.engine.spark_io import LakeRef, write_parquet_task
     from pinpipe.errors import CommitConflictError
+    from pinpipe.lake.data_files import WrittenFile, commit_files, table_files
     from pinpipe.tables import SILVER_SCHEMAS
 
     lake = Lake(f"file://{tmp_path}")

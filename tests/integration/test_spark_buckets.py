@@ -16,8 +16,9 @@ import pytest
 from pinpipe.batch.job import BatchResult, run_batch
 from pinpipe.engine import DuckDBEngine, SparkEngine
 from pinpipe.engine.spark_buckets import bucket_of, merge_buckets
-from pinpipe.engine.spark_io import LakeRef, table_files
+from pinpipe.engine.spark_io import LakeRef
 from pinpipe.lake import delta
+from pinpipe.lake.data_files import table_files
 from pinpipe.lake.store import Lake
 from pinpipe.tables import KINDS, SILVER_BUCKET, SILVER_SCHEMAS, Kind, silver_bucket
 from tests.fixtures.batch_lake import land

@@ -45,11 +45,12 @@ from pinpipe.clean.rules import NOTES, clean_frame
 from pinpipe.engine.spark import SparkEngine
 from pinpipe.engine.spark_buckets import is_bucketed, merge_buckets
 from pinpipe.engine.spark_delta import merge_with_delta_spark, uses_delta_spark
-from pinpipe.engine.spark_io import LakeRef, table_files
+from pinpipe.engine.spark_io import LakeRef
 from pinpipe.engine.spark_landed import KEYS_SCHEMA, read_landed_task, stage1_schema
 from pinpipe.engine.spark_merge import MergeCounts, insert_absent, merge_by_ind, open_table, read_files, spark_schema
 from pinpipe.engine.spark_merge import supported as merge_supported
 from pinpipe.lake import delta
+from pinpipe.lake.data_files import table_files
 from pinpipe.lake.store import Lake
 from pinpipe.tables import KINDS, QUARANTINE_SCHEMA, SILVER_SCHEMAS, Kind, batch_app_id
 

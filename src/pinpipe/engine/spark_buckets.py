@@ -23,7 +23,6 @@ What passes through the driver: file lists, per-bucket counts and the written fi
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,19 +30,16 @@ import pyarrow as pa
 
 from pinpipe.engine.spark import SparkEngine
 from pinpipe.engine.spark_bucket_task import RESULT_SCHEMA, ROLE, bucket_merge_task
-from pinpipe.engine.spark_io import LakeRef, TableFile, WrittenFile, commit_files, table_files, table_prefix
+from pinpipe.engine.spark_io import LakeRef
 from pinpipe.engine.spark_merge import MergeCounts, spark_schema
 from pinpipe.errors import CommitConflictError
 from pinpipe.lake import delta
+from pinpipe.lake.bucket_merge import rows_per_file
+from pinpipe.lake.data_files import TableFile, WrittenFile, check_unchanged, commit_files, table_files, table_prefix
 from pinpipe.lake.store import Lake
 from pinpipe.tables import SILVER_BUCKET, SILVER_BUCKETS, SILVER_BUCKETS_KEY, SILVER_SCHEMAS, Kind
 
 log = logging.getLogger("pinpipe.engine.spark_buckets")
-
-BYTES_PER_ROW: dict[Kind, int] = {"pin": 350, "geo": 26, "user": 26}
-"""What a silver row takes in a Parquet file when the table holds none yet to measure (the sample's sizes)."""
-
-MIN_ROWS_PER_FILE = 1_000
 
 
 def bucket_count(dt: Any) -> int | None:
@@ -66,15 +62,6 @@ def is_bucketed(dt: Any, kind: Kind) -> bool:
 def bucket_of(F: Any, buckets: int) -> Any:
     """Spark's column for the bucket of ``ind``: CRC32 of its decimal digits modulo ``buckets``."""
     return (F.crc32(F.col("ind").cast("string")) % F.lit(buckets)).cast("int")
-
-
-def rows_per_file(dt: Any, kind: Kind, files: list[TableFile]) -> int:
-    """Rows per written file so that files come out about ``delta.targetFileSize`` (the table's bytes per row,
-    or :data:`BYTES_PER_ROW` when it holds nothing)."""
-    target = int(dt.metadata().configuration.get("delta.targetFileSize") or delta.SILVER_FILE_BYTES[kind])
-    rows = sum(f.num_records for f in files)
-    per_row = sum(f.size for f in files) / rows if rows else BYTES_PER_ROW[kind]
-    return max(MIN_ROWS_PER_FILE, math.floor(target / max(per_row, 1.0)))
 
 
 def create_silver(lake: Lake, kind: Kind) -> None:
@@ -112,7 +99,8 @@ def merge_buckets(
     )
     rows = rows.withColumn(SILVER_BUCKET, bucket_of(F, buckets))
     rows = rows.repartition(min(buckets, max(1, engine.parallelism * 2)), SILVER_BUCKET)
-    task = bucket_merge_task(ref, table_prefix(*parts), schema, by_bucket, rows_per_file(dt, kind, files))
+    target = int(dt.metadata().configuration.get("delta.targetFileSize") or delta.SILVER_FILE_BYTES[kind])
+    task = bucket_merge_task(ref, table_prefix(*parts), schema, by_bucket, rows_per_file(target, kind, files))
     result = engine.to_arrow(rows.mapInArrow(task, spark_schema(RESULT_SCHEMA)))
     added: list[WrittenFile] = []
     removed: list[TableFile] = []
@@ -127,7 +115,7 @@ def merge_buckets(
             for name in totals:
                 totals[name] += int(row[name])
     if added or removed or app_txns:
-        _check_no_new_files(lake, parts, dt, {f.bucket for f in added} | {f.bucket for f in removed})
+        check_unchanged(dt, files, [f.path for f in removed], {f.bucket for f in added} | {f.bucket for f in removed})
         commit_files(lake, parts, schema, added, removed, app_txns, dt)
     log.info(
         "merged silver by bucket",
@@ -142,19 +130,3 @@ def merge_buckets(
         files_removed=len(removed),
         files_added=len(added),
     )
-
-
-def _check_no_new_files(lake: Lake, parts: tuple[str, str], dt: Any, buckets: set[int | None]) -> None:
-    """:class:`CommitConflictError` if a commit after ``dt``'s snapshot added a file to one of ``buckets`` of the
-    table at ``parts`` (it may hold an ``ind`` this merge also writes)."""
-    latest = delta.open_table(lake, *parts)
-    if latest is None or int(latest.version()) == int(dt.version()):
-        return
-    before = {f.path for f in table_files(dt)}
-    new = [f for f in table_files(latest) if f.path not in before and f.bucket in buckets]
-    if new:
-        raise CommitConflictError(
-            f"another writer added {len(new)} file(s) to silver buckets this merge writes since version {dt.version()}",
-            hint="retry: the next run re-plans from the new version",
-            table=dt.table_uri,
-        )

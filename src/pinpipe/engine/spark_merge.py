@@ -24,18 +24,9 @@ from typing import Any
 import pyarrow as pa
 
 from pinpipe.engine.spark import SparkEngine
-from pinpipe.engine.spark_io import (
-    FILES_SCHEMA,
-    LakeRef,
-    TableFile,
-    WrittenFile,
-    commit_files,
-    read_parquet_task,
-    table_files,
-    table_prefix,
-    write_parquet_task,
-)
+from pinpipe.engine.spark_io import FILES_SCHEMA, LakeRef, read_parquet_task, write_parquet_task
 from pinpipe.lake import delta
+from pinpipe.lake.data_files import TableFile, WrittenFile, commit_files, table_files, table_prefix
 from pinpipe.lake.store import Lake
 
 ROWS_PER_FILE = 500_000

@@ -33,7 +33,7 @@ a table whose schema is not ours :class:`CorruptStateError`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
@@ -42,6 +42,8 @@ import pyarrow.dataset
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError
 
+from pinpipe.lake.bucket_merge import plan_merge, rows_per_file
+from pinpipe.lake.data_files import check_unchanged, commit_files, table_files, table_prefix
 from pinpipe.lake.open_tables import DeltaHandles as DeltaHandles
 from pinpipe.lake.open_tables import buckets_of, held
 from pinpipe.lake.open_tables import delta_errors as delta_errors
@@ -88,6 +90,8 @@ class MergeStats:
     """Rows of the snapshot the MERGE read, from the log's file statistics."""
     rows_after: int = 0
     """Rows of the version it committed (``rows_before`` if it committed nothing)."""
+    files_read: int | None = None
+    """Data files whose statistics could hold one of its keys (None: delta-rs's MERGE, which does not say)."""
 
 
 def _props(app_txns: Mapping[str, int] | None, metadata: Mapping[str, str] | None = None) -> CommitProperties:
@@ -293,6 +297,8 @@ def _merge_silver(
         with delta_errors("recording progress on silver", uri):
             write_deltalake(dt, source, mode="append", commit_properties=props)
         return MergeStats(0, 0, 0, int(_reload(dt)), rows_before=rows, rows_after=rows)
+    if buckets is not None:
+        return _merge_files(lake, kind, dt, silver, app_txns, buckets)
     before = int(dt.version())
     rows_before = _rows(dt)
     predicate = f"t.ind = s.ind AND {key_predicate(silver.column('ind').to_pylist(), buckets, 't')}"
@@ -321,6 +327,42 @@ def _merge_silver(
         rows_before=rows_before,
         rows_after=rows_after,
     )
+
+
+def _merge_files(
+    lake: Lake, kind: Kind, dt: DeltaTable, silver: pa.Table, app_txns: Mapping[str, int] | None, buckets: int
+) -> MergeStats:
+    """The upsert into a bucketed silver table: :func:`~pinpipe.lake.bucket_merge.plan_merge` writes the files
+    (each rewritten file on its own, inserts apart), then one commit removes the rewritten ones, adds the new ones
+    and records ``app_txns``, after :func:`~pinpipe.lake.data_files.check_unchanged` made sure no other writer
+    touched them since the snapshot the plan read."""
+    parts = ("silver", kind)
+    schema = SILVER_SCHEMAS[kind]
+    with delta_errors("listing silver files", dt.table_uri):
+        files = table_files(dt)
+        target = int(dt.metadata().configuration.get("delta.targetFileSize") or SILVER_FILE_BYTES[kind])
+    with delta_errors("merging into silver", dt.table_uri):
+        plan = plan_merge(
+            lake, table_prefix(*parts), schema, silver, buckets, files, rows_per_file(target, kind, files)
+        )
+    rows_before = sum(f.num_records for f in files)
+    stats = MergeStats(
+        plan.inserted,
+        plan.updated,
+        plan.unchanged,
+        None,
+        files_rewritten=len(plan.removed),
+        files_added=len(plan.added),
+        rows_before=rows_before,
+        rows_after=rows_before + plan.inserted,
+        files_read=plan.files_read,
+    )
+    if not plan.added and not plan.removed and not app_txns:
+        return stats
+    check_unchanged(dt, files, plan.removed, set(plan.keys), plan.keys)
+    by_path = {f.path: f for f in files}
+    commit_files(lake, parts, schema, plan.added, [by_path[p] for p in plan.removed], app_txns, dt)
+    return replace(stats, version=_reload(dt))
 
 
 def _rows(dt: DeltaTable) -> int:

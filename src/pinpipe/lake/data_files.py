@@ -1,0 +1,217 @@
+"""Delta data files written by pinpipe itself (not by delta-rs's writer): their statistics, the table's current
+files as metadata, and the commit of added and removed files with application transactions.
+
+Who calls what: the copy-on-write silver merge (:mod:`pinpipe.lake.bucket_merge`), run by the stream worker and the
+DuckDB batch on the driver and by Spark executors (:mod:`pinpipe.engine.spark_bucket_task`), writes Parquet files
+with pyarrow and describes them as :class:`WrittenFile`; the writer then commits them with :func:`commit_files`
+through delta-rs's transaction API (add/remove actions with :func:`file_stats` statistics), under delta-rs's
+optimistic concurrency check. :func:`table_files` lists a snapshot's files (paths, sizes, ``ind`` ranges, buckets)
+from the log alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pinpipe.errors import CommitConflictError
+from pinpipe.lake.open_tables import delta_errors
+from pinpipe.lake.store import Lake
+from pinpipe.tables import SILVER_BUCKET
+
+
+def table_prefix(*parts: str) -> str:
+    """The key prefix of a table's files in the lake (``silver``, ``pin`` → ``silver/pin/``)."""
+    return "/".join(parts) + "/"
+
+
+def cast_to(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """``table``'s columns of ``schema`` cast to it (list field names, timestamp zones and widths differ
+    between Spark, pyarrow and delta-rs)."""
+    columns = []
+    for f in schema:
+        col = table.column(f.name)
+        if pa.types.is_timestamp(col.type) and col.type.tz is None:
+            col = pc.assume_timezone(col.cast(pa.timestamp("us")), "UTC")
+        columns.append(col.cast(f.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _stat_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return value
+
+
+def file_stats(table: pa.Table) -> str:
+    """Delta file statistics: ``numRecords``, ``nullCount`` of the top-level primitive columns and
+    ``minValues``/``maxValues`` of the integer, floating-point and timestamp ones (strings have none: a
+    truncated string bound would not be a bound)."""
+    mins: dict[str, Any] = {}
+    maxs: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for f in table.schema:
+        if pa.types.is_nested(f.type):
+            continue
+        col = table.column(f.name)
+        nulls[f.name] = int(col.null_count)
+        ranged = pa.types.is_integer(f.type) or pa.types.is_floating(f.type) or pa.types.is_timestamp(f.type)
+        if ranged and col.null_count < len(col):
+            low, high = pc.min_max(col)["min"].as_py(), pc.min_max(col)["max"].as_py()
+            if pa.types.is_timestamp(f.type):  # Delta keeps milliseconds: round outwards, bounds stay bounds
+                low = pc.floor_temporal(pa.scalar(low, f.type), unit="millisecond").as_py()
+                high = pc.ceil_temporal(pa.scalar(high, f.type), unit="millisecond").as_py()
+            if isinstance(low, float) and (low != low or high != high):
+                continue  # NaN has no place in a range
+            mins[f.name], maxs[f.name] = _stat_value(low), _stat_value(high)
+    stats = {"numRecords": table.num_rows, "minValues": mins, "maxValues": maxs, "nullCount": nulls}
+    return orjson.dumps(stats).decode()
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """A Parquet file an executor wrote into a table's directory (a :data:`FILES_SCHEMA` row)."""
+
+    path: str
+    size: int
+    num_records: int
+    stats: str
+    bucket: int | None = None
+    """The file's silver bucket (its partition value), None in a table without partition columns."""
+
+    @classmethod
+    def rows(cls, table: pa.Table) -> list[WrittenFile]:
+        return [cls(**row) for row in table.to_pylist()]
+
+
+@dataclass(frozen=True)
+class TableFile:
+    """A data file of a table's current snapshot: path, size, rows, the range of its key column (``ind`` unless
+    :func:`table_files` was asked for another; None: unknown) and its silver bucket (None: not partitioned)."""
+
+    path: str
+    size: int
+    num_records: int
+    low: int | None
+    high: int | None
+    bucket: int | None = None
+
+
+def _partition(bucket: int | None) -> dict[str, str | None]:
+    return {} if bucket is None else {SILVER_BUCKET: str(bucket)}
+
+
+def commit_files(
+    lake: Lake,
+    parts: Sequence[str],
+    schema: pa.Schema,
+    added: Sequence[WrittenFile],
+    removed: Sequence[TableFile] = (),
+    app_txns: Mapping[str, int] | None = None,
+    dt: Any = None,
+) -> None:
+    """Commit ``added`` (and remove ``removed``) in one Delta commit on the table at ``parts`` with the
+    application transactions ``app_txns``; ``dt`` is the snapshot the removals were decided on (delta-rs
+    rejects the commit if another writer removed one of those files since: a lost race). Creates the table
+    (``schema``) when ``dt`` is None."""
+    from deltalake import CommitProperties, Schema, Transaction
+    from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
+
+    now = int(time.time() * 1000)
+    adds = [AddAction(f.path, f.size, _partition(f.bucket), now, True, f.stats) for f in added]
+    txns = [Transaction(app_id=app, version=int(v)) for app, v in sorted((app_txns or {}).items())]
+    props = CommitProperties(app_transactions=txns or None)
+    uri = lake.table_uri(*parts)
+    with delta_errors("committing executor-written files", uri):
+        if dt is None:
+            create_table_with_add_actions(
+                uri,
+                Schema.from_arrow(schema),
+                adds,
+                mode="append",
+                storage_options=lake.storage_options or None,
+                commit_properties=props,
+            )
+            return
+        actions: list[Any] = [RemoveAction(f.path, True, now, f.size, _partition(f.bucket)) for f in removed]
+        dt.create_write_transaction(
+            [*actions, *adds],
+            mode="append",
+            schema=dt.schema(),
+            partition_by=list(dt.metadata().partition_columns) or None,
+            commit_properties=props,
+        )
+
+
+def table_files(dt: Any, key: str = "ind") -> list[TableFile]:
+    """The data files of ``dt``'s snapshot (metadata only), with the range of their ``key`` column."""
+    actions = pa.table(dt.get_add_actions(flatten=True))
+    names = actions.schema.names
+    wanted = ("path", "size_bytes", "num_records", f"min.{key}", f"max.{key}", f"partition.{SILVER_BUCKET}")
+    rows = actions.select([n for n in wanted if n in names])
+    out: list[TableFile] = []
+    for row in rows.to_pylist():
+        bucket = row.get(f"partition.{SILVER_BUCKET}")
+        out.append(
+            TableFile(
+                row["path"],
+                int(row["size_bytes"]),
+                int(row.get("num_records") or 0),
+                row.get(f"min.{key}"),
+                row.get(f"max.{key}"),
+                None if bucket is None else int(bucket),
+            )
+        )
+    return out
+
+
+def check_unchanged(
+    dt: Any,
+    planned: Sequence[TableFile],
+    removed: Sequence[str],
+    buckets: set[int | None],
+    keys: Mapping[int, np.ndarray[Any, Any]] | None = None,
+) -> None:
+    """Bring ``dt`` to the table's latest version and raise :class:`CommitConflictError` if, since the snapshot
+    whose files were ``planned``, another writer removed one of the files this commit ``removed`` (compaction
+    included) or added a file that may hold an ``ind`` this commit also writes (delta-rs's own check does not see
+    a plain append): with ``keys`` (the commit's sorted keys by bucket), a file whose statistics can hold one of
+    its bucket's keys; without, any file in one of ``buckets``. Nothing to do when no commit came in between; else
+    the caller commits on the latest version. What a commit landing between this check and the caller's commit
+    can still do: delta-rs rejects one that removed the same files, not one that appended to the same bucket."""
+    before = int(dt.version())
+    with delta_errors("reading the latest version", dt.table_uri):
+        dt.update_incremental()
+    if int(dt.version()) == before:
+        return
+    now = {f.path: f for f in table_files(dt)}
+    known = {f.path for f in planned}
+    gone = [path for path in removed if path not in now]
+    fresh = [f for f in now.values() if f.path not in known]
+    if keys is None:
+        new = [f for f in fresh if f.bucket in buckets]
+    else:
+        new = [f for f in fresh if f.bucket is not None and f.bucket in keys and may_hold(f, keys[f.bucket])]
+    if gone or new:
+        raise CommitConflictError(
+            f"another writer changed the silver files this merge rewrites ({len(gone)} removed, {len(new)} added "
+            f"to its buckets) since version {before}",
+            hint="retry: the next attempt re-plans from the new version",
+            table=dt.table_uri,
+        )
+
+
+def may_hold(f: TableFile, keys: np.ndarray[Any, Any]) -> bool:
+    """True if some of the sorted ``keys`` lies in ``f``'s ``ind`` range (a file without statistics may hold any)."""
+    if f.low is None or f.high is None:
+        return True
+    i = int(np.searchsorted(keys, f.low))
+    return bool(i < len(keys) and keys[i] <= f.high)
