@@ -210,3 +210,17 @@ def test_accounting_names_what_expiry_must_never_do(tmp_path: Path, duck: Engine
     lake.delete(landed_key(geo, 0, 0))
     geo_found = [(f.stage, f.problem, f.records) for f in account(lake, PREFIX).failures() if f.subject == "geo"]
     assert geo_found == [("batch", "doubled", 50)] * 2  # runs read more than is landed; silver rows with no record
+
+
+def test_landing_settings_from_the_environment(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pinpipe.config import load_settings
+
+    assert not ExpiryPolicy.from_settings(load_settings().landing).enabled  # kept forever unless set
+    monkeypatch.setenv("PINPIPE__LANDING__RETENTION_MS", "604800000")
+    monkeypatch.setenv("PINPIPE__LANDING__EXPIRE_WITH_BATCH", "false")
+    landing = load_settings().landing
+    assert ExpiryPolicy.from_settings(landing) == ExpiryPolicy(retention_ms=604_800_000)
+    assert landing.expire_with_batch is False
+    monkeypatch.setenv("PINPIPE__LANDING__RETENTION_BYTES", "-2")
+    with pytest.raises(ConfigError, match="PINPIPE__LANDING__RETENTION_BYTES"):
+        load_settings()

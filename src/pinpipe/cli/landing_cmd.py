@@ -90,9 +90,11 @@ def print_result(result: ExpiryResult) -> None:
                 soft_wrap=True,
             )
         if p["held"] == "uncommitted":
+            position = p["batch_position"]
             console.print(
-                f"kept: {where} has due objects the batch has not committed (its position: "
-                f"{p['batch_position']}); `pinpipe batch` first",
+                f"kept: {where} has due objects the batch has not committed ("
+                + ("it never committed here" if position is None else f"its position: {position}")
+                + "); `pinpipe batch` first",
                 highlight=False,
                 soft_wrap=True,
             )
@@ -139,9 +141,7 @@ def register(app: typer.Typer) -> None:
         dry_run: Annotated[bool, typer.Option("--dry-run", help="Only show what would be expired.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the pass as JSON.")] = False,
     ) -> None:
-        """Delete landed objects older than the retention (or over the size bound) once the batch has committed
-        them, after recording their counts in <lake>/_meta/landing_expired; the newest object of each
-        partition always stays."""
+        """Delete landed objects past the landing retention that the batch has committed (counts recorded first)."""
         from pinpipe.lake.expiry import ExpiryPolicy
         from pinpipe.lake.store import open_lake
 
