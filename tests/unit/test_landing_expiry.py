@@ -224,3 +224,50 @@ def test_landing_settings_from_the_environment(workdir: Path, monkeypatch: pytes
     monkeypatch.setenv("PINPIPE__LANDING__RETENTION_BYTES", "-2")
     with pytest.raises(ConfigError, match="PINPIPE__LANDING__RETENTION_BYTES"):
         load_settings()
+
+
+# ---------------------------------------------------------------------------------------------- reconcile, pure
+
+
+def _reconcile_with(expired: list[ExpiredObject]) -> list[tuple[str, str, int]]:
+    """A partition whose log retired offsets 0-9 and serves 10-29; expiry recorded ``expired``; 20-29 are present."""
+    from pinpipe.checks.accounting import reconcile
+    from pinpipe.checks.counts import KindLake, LakeTally, LandedObject
+    from pinpipe.log.retired import Retired, RetiredSegment
+
+    topic = topic_name(PREFIX, "pin")
+    lines = [b'{"index": %d}' % i for i in range(30)]
+    part = PartitionLog(list(range(10, 30)), [hash(v) for v in lines[10:]], [b"%d" % i for i in range(10, 30)])
+    part.committed = 30
+    present = LandedObject(landed_key(topic, 0, 20), 20, [hash(v) for v in lines[20:]], lines[20:])
+    kinds = {k: KindLake() for k in KINDS}
+    kinds["pin"] = KindLake(
+        runs={"read": 30, "inserted": 30, "updated": 0, "collapsed": 0, "quarantined": 0},
+        run_count=1,
+        silver_inds=list(range(30)),
+        silver_exists=True,
+        batch_txns={(topic, 0): 30},
+    )
+    tally = LakeTally({(topic, 0): [present]}, kinds, {(topic, 0): expired} if expired else {})
+    retired = {(topic, 0): Retired(10, (RetiredSegment(0, 10, 10, 500, 0, 0, 10, 0),))}
+    report = reconcile(PREFIX, None, {(topic, 0): part}, tally, retired)
+    row = next(t for t in report.topics if t.topic == topic)
+    assert row.landed == 10 * (1 + len(expired))  # present + expired
+    return sorted((f.stage, f.problem, f.records) for f in report.failures())
+
+
+def _gone(start: int) -> ExpiredObject:
+    topic = topic_name(PREFIX, "pin")
+    return ExpiredObject(landed_key(topic, 0, start), topic, 0, start, 10, 130, "x", 0, tuple(range(start, start + 10)))
+
+
+def test_expired_lines_below_and_above_the_log_start_balance() -> None:
+    assert _reconcile_with([_gone(0), _gone(10)]) == []
+
+
+def test_an_expired_object_missing_from_its_manifest_is_lost() -> None:
+    # offsets 10-19 are in the log, neither present nor recorded: the sink stage misses them, and the batch holds
+    # more than is landed (its runs read 30; silver has inds no landed record carries)
+    expected = [("batch", "doubled", 10), ("batch", "doubled", 10), ("sink", "lost", 10)]
+    assert _reconcile_with([_gone(0)]) == expected
+    assert _reconcile_with([_gone(10)]) == expected  # 0-9: retired by the log and not recorded as landed
