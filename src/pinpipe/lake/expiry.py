@@ -168,7 +168,13 @@ def plan(lake: Lake, prefix: str, policy: ExpiryPolicy, now_ms: int | None = Non
     plans: list[PartitionPlan] = []
     for (topic, partition), objects in sorted(listing.items()):
         present = [o for o in objects if o.key not in listed]
-        leftover = [o.key for o in objects if o.key in listed]
+        leftover = [o.key for o in objects[:-1] if o.key in listed]
+        if objects[-1].key in listed:  # never happens through expiry alone: something else deleted what followed it
+            log.warning(
+                "the newest landed object of a partition is listed as expired; it stays, and so does the rest",
+                extra={"fields": {"topic": topic, "partition": partition, "key": objects[-1].key}},
+            )
+            present, leftover = [], []
         p = PartitionPlan(topic, partition, positions.get((topic, partition)), present, leftover=leftover)
         if policy.enabled:
             p.due, p.held = select(present, p.position, policy, now_ms)
