@@ -3,7 +3,8 @@
 This is the only module that reads ``os.environ``. Settings are frozen, built once at the edge (the CLI, the
 DAG, the API factory) with :func:`load_settings`, and passed down. Secrets are ``SecretStr``: they are masked
 by :func:`describe` and never logged; so is a password embedded in a URL (``mysql://user:PASSWORD@host/db``,
-``?password=...``): :func:`mask_secrets` masks it wherever a URL is printed or logged.
+``?password=...``): :func:`mask_secrets` masks it wherever a URL is printed or logged (both live in
+:mod:`pinpipe.masking` and are re-exported here).
 
 ``pinpipe.toml`` is looked up in the working directory (or at ``PINPIPE_CONFIG``) and has the same sections::
 
@@ -16,7 +17,6 @@ by :func:`describe` and never logged; so is a password embedded in a URL (``mysq
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,6 +25,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pinpipe.errors import ConfigError
+from pinpipe.masking import MASK as MASK
+from pinpipe.masking import describe as describe
+from pinpipe.masking import mask_secrets as mask_secrets
 from pinpipe.tables import check_prefix
 
 DEFAULT_PREFIX = "0affea73130b"
@@ -149,6 +152,27 @@ class SinkSettings(_Section):
     group: str = Field("pinpipe-sink", description="consumer group of the sink")
 
 
+class LandingSettings(_Section):
+    """Expiry of landed objects (``pinpipe landing expire``; :mod:`pinpipe.lake.expiry`). Off by default: the
+    landing is the only copy from which silver can be rebuilt once the log's retention has deleted the records."""
+
+    retention_ms: int = Field(
+        -1,
+        ge=-1,
+        description="delete landed objects older than this, in ms, once the batch has committed every record in "
+        "them (S3 lifecycle expiration / Kafka's retention.ms; -1: keep forever)",
+    )
+    retention_bytes: int = Field(
+        -1,
+        ge=-1,
+        description="bytes of landed objects a topic-partition may keep; its oldest objects the batch has committed "
+        "are deleted to stay under it (Kafka's retention.bytes; -1: unlimited)",
+    )
+    expire_with_batch: bool = Field(
+        True, description="`pinpipe batch` runs an expiry pass after its run when a retention above is set"
+    )
+
+
 def _default_sql_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pinpipe" / "sql"
 
@@ -235,6 +259,7 @@ class Settings(BaseSettings):
     log: LogSettings = LogSettings()
     lake: LakeSettings = LakeSettings()
     sink: SinkSettings = SinkSettings()
+    landing: LandingSettings = LandingSettings()
     batch: BatchSettings = BatchSettings()
     spark: SparkSettings = SparkSettings()
     stream: StreamSettings = StreamSettings()
@@ -354,42 +379,6 @@ def _drop_none(tree: dict[str, Any]) -> dict[str, Any]:
         elif value is not None:
             out[key] = value
     return out
-
-
-MASK = "***"
-
-_USERINFO_SECRET = re.compile(r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s/@:]*):(?P<secret>[^\s@]+)@")
-_QUERY_SECRET = re.compile(
-    r"(?P<head>[?&;][A-Za-z0-9_.-]*(?:password|passwd|pwd|secret|token|api[_-]?key|credential)[A-Za-z0-9_.-]*=)"
-    r"(?P<secret>[^&;\s#]+)",
-    re.IGNORECASE,
-)
-
-
-def mask_secrets(text: str) -> str:
-    """``text`` with every password embedded in a URL masked: ``user:PASSWORD@host`` → ``user:***@host`` and
-    ``?password=...`` / ``&sasl.password=...`` / ``?aws_secret_access_key=...`` → ``...=***``."""
-    if "://" not in text and "=" not in text:
-        return text
-    text = _USERINFO_SECRET.sub(lambda m: f"{m['head']}:{MASK}@", text)
-    return _QUERY_SECRET.sub(lambda m: f"{m['head']}{MASK}", text)
-
-
-def _masked(value: Any) -> Any:
-    if isinstance(value, str):
-        return mask_secrets(value)
-    if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked(v) for v in value]
-    return value
-
-
-def describe(settings: Settings) -> dict[str, Any]:
-    """The settings as a plain dict with every secret masked: ``SecretStr`` values as ``'**********'``, a
-    password inside a URL (``source.url``, ``log.url``, ``lake.endpoint``…) as ``***``."""
-    masked: dict[str, Any] = _masked(settings.model_dump(mode="json"))
-    return masked
 
 
 def spark_submitted() -> bool:

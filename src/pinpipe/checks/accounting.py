@@ -45,6 +45,13 @@ allows; more is **sink** doubled); stage 5, for stream-written partitions whose 
 covers, requires each retired record without a usable key to be in quarantine, and no longer calls a silver row
 doubled for lack of a record carrying its ``ind`` (the retired ones may).
 
+**Expired objects** (landing expiry deleted them, :mod:`pinpipe.lake.expiry`): their manifests keep each one's
+offsets, line count and each line's key, so they still count as landed (``landed = present + expired``). Stage 3
+checks, per partition, that the log's records below the expiry boundary number the expired lines there (counts,
+as for retired records: the bytes are gone); stages 4–5 use their keys as if the lines were there. An expired line
+at or beyond the batch's committed position is **batch** lost (expiry must never delete what the batch has not
+committed).
+
 Without a send log stages 1–2 only count; without ``--log`` the sink stage checks that every acknowledged record
 is on its landed line (or, with no send log either, only counts lines). A lake with no landed objects and no
 batch runs is a stream lake: stages 3–4 are skipped. "Behind" findings fail unless ``allow_lag`` (a live
@@ -64,7 +71,6 @@ from pinpipe.checks.counts import (
     TopicSends,
     key_of_line,
     landed_offsets,
-    sequence_diff,
     tally_lake,
     tally_log,
     tally_sends,
@@ -79,7 +85,9 @@ from pinpipe.checks.findings import (
     Stage,
     TopicRow,
 )
-from pinpipe.checks.retired import check_retired_landed, covered, split_at, unkeyed_not_quarantined
+from pinpipe.checks.retired import covered, expired_keys, unkeyed_not_quarantined
+from pinpipe.checks.sink_stage import check_acked_landed, check_sink
+from pinpipe.lake.expiry_manifest import ExpiredObject
 from pinpipe.lake.store import Lake
 from pinpipe.log.base import EventLog, TopicPartition
 from pinpipe.log.retired import Retired, RetiresRecords
@@ -120,8 +128,9 @@ def reconcile(
         {t for t in (sends or {}) if kind_of_topic(prefix, t)}
         | {t for t, _ in parts or {}}
         | {t for t, _ in lake.landed}
+        | {t for t, _ in lake.expired}
     )
-    landing = bool(lake.landed) or any(k.run_count or k.batch_txns for k in lake.kinds.values())
+    landing = bool(lake.landed) or bool(lake.expired) or any(k.run_count or k.batch_txns for k in lake.kinds.values())
     report = AccountingReport([], [])
     add = report.findings.append
     for topic in topics:
@@ -129,7 +138,7 @@ def reconcile(
         assert kind is not None
         row = TopicRow(topic, kind)
         report.topics.append(row)
-        mine = sorted(tp for tp in set(parts or {}) | set(lake.landed) if tp[0] == topic)
+        mine = sorted(tp for tp in set(parts or {}) | set(lake.landed) | set(lake.expired) if tp[0] == topic)
         s = (sends or {}).get(topic)
         if s is not None:
             row.sent, row.acked, row.rejected, row.unresolved = s.sent, s.acked, s.rejected, s.unresolved
@@ -143,13 +152,15 @@ def reconcile(
             if s is not None:
                 _check_log(topic, s, parts, row.in_log + row.retired + row.skipped, add, retired)
         objects = {tp: lake.landed.get(tp, []) for tp in mine}
-        row.landed = sum(len(o.hashes) for objs in objects.values() for o in objs)
+        gone = {tp: lake.expired.get(tp, []) for tp in mine}
+        row.expired = sum(o.records for objs in gone.values() for o in objs)
+        row.landed = sum(len(o.hashes) for objs in objects.values() for o in objs) + row.expired
         if landing and parts is not None:
-            row.not_landed = _check_sink(topic, objects, parts, add, retired)
+            row.not_landed = check_sink(topic, objects, gone, parts, add, retired)
         elif landing and s is not None:
-            _check_acked_landed(topic, kind, s, objects, add)
+            check_acked_landed(topic, kind, s, objects, gone, add)
         if landing:
-            row.batch_done = _check_batch_progress(topic, objects, lake.kinds[kind].batch_txns, add)
+            row.batch_done = _check_batch_progress(topic, objects, gone, lake.kinds[kind].batch_txns, add)
     for kind in KINDS:
         report.kinds.append(_check_kind(prefix, kind, lake, parts, landing, add, retired))
     return report
@@ -221,77 +232,24 @@ def _holds(part: PartitionLog | None, offset: int, ind: int) -> bool:
     return key is None or key == str(ind).encode()
 
 
-def _check_sink(
+def _check_batch_progress(
     topic: str,
     objects: dict[TopicPartition, list[LandedObject]],
-    parts: dict[TopicPartition, PartitionLog],
+    expired: dict[TopicPartition, list[ExpiredObject]],
+    txns: dict[TopicPartition, int],
     add: Adder,
-    retired: dict[TopicPartition, Retired],
 ) -> int:
-    lost = doubled = behind = 0
-    for tp, objs in objects.items():
-        part = parts.get(tp) or PartitionLog()
-        if tp in retired:
-            objs, below = split_at(objs, retired[tp].log_start)
-            missing, extra = check_retired_landed(below, retired[tp], part.skipped)
-            lost, doubled = lost + missing, doubled + extra
-        kept = [[h for i, h in enumerate(o.hashes) if o.start + i not in part.skipped] for o in objs]
-        landed = [h for hashes in kept for h in hashes]
-        reach = part.index_of(objs[-1].start) + len(kept[-1]) if objs else 0
-        if part.committed is not None:
-            reach = max(reach, part.index_of(part.committed))
-        reach = min(reach, len(part.offsets))
-        missing, extra = sequence_diff(part.hashes[:reach], landed)
-        lost, doubled, behind = lost + missing, doubled + extra, behind + len(part.offsets) - reach
-    if lost:
-        what = "in the log, or retired from it, and not landed"
-        add(Finding("sink", topic, "lost", lost, f"sink lost {lost} records of {topic} ({what})"))
-    if doubled:
-        add(
-            Finding(
-                "sink",
-                topic,
-                "doubled",
-                doubled,
-                f"sink doubled {doubled} records of {topic} (landed lines the log does not hold at their place)",
-            )
-        )
-    if behind:
-        add(Finding("sink", topic, "behind", behind, f"sink has not landed the last {behind} records of {topic} yet"))
-    return behind
-
-
-def _check_acked_landed(
-    topic: str, kind: Kind, s: TopicSends, objects: dict[TopicPartition, list[LandedObject]], add: Adder
-) -> None:
-    lines: dict[tuple[int, int], bytes] = {}
-    for (_, partition), objs in objects.items():
-        for obj in objs:
-            for i, line in enumerate(obj.lines):
-                lines.setdefault((partition, obj.start + i), line)
-    missing = sum(1 for p, o, ind in s.positions if key_of_line(kind, lines.get((p, o), b"")) != ind)
-    if missing:
-        add(
-            Finding(
-                "sink",
-                topic,
-                "lost",
-                missing,
-                f"{missing} acknowledged records of {topic} are not landed at their "
-                "offset (the log was not read: pass --log to tell whether the log or the sink lost them)",
-            )
-        )
-
-
-def _check_batch_progress(
-    topic: str, objects: dict[TopicPartition, list[LandedObject]], txns: dict[TopicPartition, int], add: Adder
-) -> int:
-    done = behind = 0
+    done = behind = early = 0
     for tp, objs in objects.items():
         version = txns.get(tp, 0)
         offsets = landed_offsets(objs)
         n = sum(1 for o in offsets if o < version)
-        done, behind = done + n, behind + len(offsets) - n
+        gone = expired_keys(expired.get(tp, []))
+        uncommitted = sum(1 for o in gone if o >= version)
+        done, behind, early = done + n + len(gone) - uncommitted, behind + len(offsets) - n, early + uncommitted
+    if early:
+        what = f"landing expiry deleted {early} landed records of {topic} the batch had not committed"
+        add(Finding("batch", topic, "lost", early, what))
     if behind:
         add(Finding("batch", topic, "behind", behind, f"batch has not processed {behind} landed records of {topic}"))
     return done
@@ -314,12 +272,16 @@ def _check_kind(
     stage: Stage = "batch" if landing or not kl.stream_txns else "stream"
     quarantined = set(kl.quarantine_keys)
     processed: dict[tuple[str, int, int], int | None] = {}
-    for tp, objs in lake.landed.items():
+    for tp in set(lake.landed) | set(lake.expired):
+        objs = lake.landed.get(tp, [])
         if kind_of_topic(prefix, tp[0]) == kind:
             version = kl.batch_txns.get(tp, 0)
             for offset, line in landed_offsets(objs).items():
                 if offset < version:
                     processed[(tp[0], tp[1], offset)] = key_of_line(kind, line)
+            for offset, ind in expired_keys(lake.expired.get(tp, [])).items():
+                if offset < version:
+                    processed.setdefault((tp[0], tp[1], offset), ind)
     judged_all = not kl.stream_txns
     unkeyed_retired = 0
     for tp, version in kl.stream_txns.items():

@@ -11,8 +11,10 @@ enough of each record (a hash of its bytes, its key) to match records across sta
   broker's watermarks: the Kafka backend finds the true end by reading to EOF because Tansu under-reports it),
   plus the sink group's committed positions and the offsets an operator skipped as corrupt (``pinpipe log
   repair``: accounted for as skipped, never as lost).
-- **lake** — landed objects (lines, their offsets and keys), the batch run log ``_meta/runs``, the batch and
-  stream application-transaction versions on silver, silver ``ind`` values and quarantine keys.
+- **lake** — landed objects (lines, their offsets and keys), the objects landing expiry deleted (from their
+  manifests, :mod:`pinpipe.lake.expiry_manifest`: counts and each line's key; a listed object still present — an
+  interrupted pass — counts as expired only), the batch run log ``_meta/runs``, the batch and stream
+  application-transaction versions on silver, silver ``ind`` values and quarantine keys.
 
 Two matching helpers serve the reconciliation: :func:`sequence_diff` (records missing from / extra in a
 sequence of record hashes) and :func:`landed_offsets` (a partition's landed line per offset).
@@ -32,6 +34,7 @@ import pyarrow.compute as pc
 from pinpipe.emulate.client import RETRY_STATUSES
 from pinpipe.errors import InvalidInputError
 from pinpipe.lake import delta
+from pinpipe.lake.expiry_manifest import ExpiredObject, read_expired
 from pinpipe.lake.runs import RUNS_TABLE
 from pinpipe.lake.sink import encode_batch
 from pinpipe.lake.store import Lake, parse_landed_key
@@ -223,14 +226,19 @@ RUN_COLUMNS = ("read", "inserted", "updated", "collapsed", "quarantined")
 class LakeTally:
     landed: dict[TopicPartition, list[LandedObject]]
     kinds: dict[Kind, KindLake]
+    expired: dict[TopicPartition, list[ExpiredObject]] = field(default_factory=dict)
+    """Objects landing expiry deleted, per topic-partition in offset order (not in ``landed``)."""
 
 
 def tally_lake(lake: Lake, prefix: str, partitions: Iterable[TopicPartition] = ()) -> LakeTally:
-    """Landed objects of our topics, the batch run log and the silver/quarantine tables of ``lake``."""
+    """Landed objects of our topics (present and expired), the batch run log and the silver/quarantine tables of
+    ``lake``."""
+    expired = {tp: objs for tp, objs in read_expired(lake).items() if kind_of_topic(prefix, tp[0]) is not None}
+    listed = {o.key for objs in expired.values() for o in objs}
     landed: dict[TopicPartition, list[LandedObject]] = defaultdict(list)
     for info in lake.iter("topics/"):
         parsed = parse_landed_key(info.key)
-        if parsed is None or kind_of_topic(prefix, parsed[0]) is None:
+        if parsed is None or kind_of_topic(prefix, parsed[0]) is None or info.key in listed:
             continue
         topic, partition, start = parsed
         if f"topics/{topic}/partition={partition}/" not in info.key:
@@ -241,7 +249,7 @@ def tally_lake(lake: Lake, prefix: str, partitions: Iterable[TopicPartition] = (
         landed[(topic, partition)].append(LandedObject(info.key, start, hashes, lines))
     for objects in landed.values():
         objects.sort(key=lambda o: (o.start, o.key))
-    tps = sorted(set(landed) | set(partitions))
+    tps = sorted(set(landed) | set(expired) | set(partitions))
     kinds = {kind: KindLake() for kind in KINDS}
     runs = delta.read_table(lake, *RUNS_TABLE)
     if runs is not None and runs.num_rows:
@@ -276,7 +284,7 @@ def tally_lake(lake: Lake, prefix: str, partitions: Iterable[TopicPartition] = (
                     strict=True,
                 )
             )
-    return LakeTally(dict(landed), kinds)
+    return LakeTally(dict(landed), kinds, expired)
 
 
 # ---------------------------------------------------------------------------------------------- matching

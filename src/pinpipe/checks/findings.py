@@ -44,6 +44,9 @@ class TopicRow:
     retired: int | None = None
     """Records the embedded log's retention deleted (counted in its retired manifests: accounted for, not lost)."""
     landed: int | None = None
+    """Landed lines: those present in the lake plus those landing expiry deleted (``expired``)."""
+    expired: int | None = None
+    """Landed lines landing expiry deleted after the batch committed them (counted in its manifests)."""
     not_landed: int | None = None
     batch_done: int | None = None
 

@@ -1,9 +1,11 @@
-"""How :mod:`pinpipe.checks.accounting` reconciles records the embedded log's retention deleted: from the counts
-each retired segment's entry in ``retired.json`` holds (:mod:`pinpipe.log.retired`), since the records are gone.
+"""How :mod:`pinpipe.checks.accounting` reconciles records that are gone but recorded: those the embedded log's
+retention deleted, from the counts each retired segment's entry in ``retired.json`` holds
+(:mod:`pinpipe.log.retired`), and the landed objects landing expiry deleted, from their manifests
+(:mod:`pinpipe.lake.expiry_manifest`).
 
-Who calls what: :func:`pinpipe.checks.accounting.reconcile` calls :func:`split_at` and
-:func:`check_retired_landed` for the sink stage, :func:`covered` and :func:`unkeyed_not_quarantined` for the
-stream's part of the silver stage.
+Who calls what: :func:`pinpipe.checks.sink_stage.check_sink` calls :func:`split_at`, :func:`check_retired_landed`
+and :func:`check_expired_landed`; :func:`pinpipe.checks.accounting.reconcile` calls :func:`expired_keys` for the
+batch and silver stages, :func:`covered` and :func:`unkeyed_not_quarantined` for the stream's part of silver.
 """
 
 from __future__ import annotations
@@ -11,7 +13,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 
-from pinpipe.checks.counts import LandedObject
+from pinpipe.checks.counts import LandedObject, PartitionLog
+from pinpipe.lake.expiry_manifest import ExpiredObject
 from pinpipe.log.base import TopicPartition
 from pinpipe.log.retired import Retired
 
@@ -59,3 +62,25 @@ def unkeyed_not_quarantined(
     in_quarantine = sum(1 for t, p, o in quarantined if (t, p) == tp and o < end)
     unkeyed = sum(s.unkeyed for s in retired.segments if s.end <= version)
     return max(0, unkeyed - in_quarantine)
+
+
+def expired_keys(expired: Iterable[ExpiredObject]) -> dict[int, int | None]:
+    """Offset → key of each line of the expired objects (``start + line number``, as the batch numbers them)."""
+    out: dict[int, int | None] = {}
+    for obj in expired:
+        for i, key in enumerate(obj.keys):
+            out.setdefault(obj.start + i, key)
+    return out
+
+
+def check_expired_landed(expired: list[ExpiredObject], part: PartitionLog, log_start: int) -> tuple[int, int, int]:
+    """``(boundary, missing, extra)`` for a partition's expired lines the log still serves (at or past
+    ``log_start``): ``boundary`` is the index in ``part`` of the expiry boundary (the end of the last expired object;
+    the present objects are compared with the log from there); the log's records below it must number the expired
+    lines there — fewer lines are lost, more are doubled. Lines below ``log_start`` are checked against the retired
+    counts instead (:func:`check_retired_landed`)."""
+    if not expired:
+        return 0, 0, 0
+    boundary = part.index_of(max(o.end for o in expired))
+    lines = sum(1 for o in expired for offset in range(o.start, o.end) if offset >= log_start)
+    return boundary, max(0, boundary - lines), max(0, lines - boundary)

@@ -36,6 +36,7 @@ COMMAND_MODULES = (
     "accounting_cmd",
     "status_cmd",
     "log_cmd",
+    "landing_cmd",
     "drill_cmd",
     "config_cmd",
 )

@@ -42,6 +42,7 @@ def render(report: AccountingReport, allow_lag: bool = False) -> None:
         "retired",
         "skipped",
         "landed",
+        "expired",
         "not landed",
     )
     for name in (*columns, "batch done"):
@@ -49,7 +50,7 @@ def render(report: AccountingReport, allow_lag: bool = False) -> None:
     for t in report.topics:
         values = (
             *(t.sent, t.acked, t.rejected, t.unresolved, t.in_log, t.retired, t.skipped),
-            *(t.landed, t.not_landed, t.batch_done),
+            *(t.landed, t.expired, t.not_landed, t.batch_done),
         )
         topics.add_row(t.topic, *(cell(v) for v in values))
     console.print(topics)

@@ -1,8 +1,11 @@
 """``pinpipe batch``: clean the newly landed records into silver, quarantine and gold (see :mod:`pinpipe.batch.job`).
 
-Prints one accounting line per kind and the total; exits 3 (:class:`~pinpipe.errors.AccountingError`) if records
-were lost or doubled, 75 if the lake was unreachable, 2 for bad flags and for a lake that does not exist or holds
-neither landed objects nor tables (a typo'd ``--lake`` must not read as an empty run; nothing is created).
+Prints one accounting line per kind and the total, then — when a landing retention is set
+(``landing.retention_ms``/``retention_bytes``, with ``landing.expire_with_batch``) — runs a landing expiry pass
+(:mod:`pinpipe.cli.landing_cmd`), so the daily DAG expires with each run. Exits 3
+(:class:`~pinpipe.errors.AccountingError`) if records were lost or doubled, 75 if the lake was unreachable, 2 for
+bad flags and for a lake that does not exist or holds neither landed objects nor tables (a typo'd ``--lake`` must
+not read as an empty run; nothing is created).
 """
 
 from __future__ import annotations
@@ -77,6 +80,7 @@ def register(app: typer.Typer) -> None:
 
         from pinpipe.batch.job import run_batch
         from pinpipe.cli import console, err_console
+        from pinpipe.cli.landing_cmd import expire_after_batch
         from pinpipe.engine import open_engine
         from pinpipe.lake.store import LAKE_CONTENT, open_lake
 
@@ -130,3 +134,4 @@ def register(app: typer.Typer) -> None:
             f"({(result.finished_at - result.started_at).total_seconds():.1f} s, engine {settings.batch.engine})",
             highlight=False,
         )
+        expire_after_batch(lake, settings.prefix, settings.landing)

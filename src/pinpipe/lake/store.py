@@ -25,6 +25,7 @@ import os
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,8 @@ LAKE_CONTENT = ("topics", "silver", "quarantine", "gold", "_meta")
 class ObjectInfo:
     key: str
     size: int
+    modified: datetime | None = None
+    """When the object was last written, as the store reports it (what landing expiry ages by)."""
 
 
 class Lake:
@@ -159,7 +162,7 @@ class Lake:
             try:
                 for batch in obstore.list(self._store, prefix=prefix or None):
                     for meta in batch:
-                        yield ObjectInfo(str(meta["path"]), int(meta["size"]))
+                        yield ObjectInfo(str(meta["path"]), int(meta["size"]), meta.get("last_modified"))
             except FileNotFoundError:
                 return
 
