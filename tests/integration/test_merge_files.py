@@ -144,3 +144,29 @@ def test_micro_batches_that_update_old_inds_keep_every_file_to_a_narrow_key_rang
 
 def _may_hold(f: Any, ind: int) -> bool:
     return f.low is None or f.high is None or bool(f.low <= ind <= f.high)
+
+
+def test_a_kept_handle_knows_its_own_commits_files_without_listing_them(tmp_path: Path) -> None:
+    """After each merge through a kept handle the files it remembers for the new version (the snapshot's, minus
+    the rewritten, plus the written) are exactly what the Delta log lists; another writer's commit in between is
+    listed, not guessed."""
+    from pinpipe.lake import data_files
+    from pinpipe.lake.open_tables import DeltaHandles
+
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    handles = DeltaHandles()
+    rows = _pins(3_000, 0, 0)
+    delta.merge_silver(lake, "pin", pa.Table.from_pylist(rows, schema=SILVER_SCHEMAS["pin"]), handles=handles)
+    rng = random.Random(3)
+    for step in range(6):
+        batch = [*_pins(50, 3_000 + 50 * step, step + 1), *({**r, "title": f"v{step}"} for r in rng.sample(rows, 5))]
+        if step == 3:  # another writer, on its own handle
+            delta.merge_silver(lake, "pin", pa.Table.from_pylist(_pins(10, 90_000, 9), schema=SILVER_SCHEMAS["pin"]))
+        merged = delta.merge_silver(
+            lake, "pin", pa.Table.from_pylist(batch, schema=SILVER_SCHEMAS["pin"]), handles=handles
+        )
+        kept = handles.get(("silver", "pin"))
+        assert kept is not None and merged.version == kept.version()
+        remembered = {(f.path, f.low, f.high, f.num_records) for f in data_files.table_files(kept)}
+        listed = {(f.path, f.low, f.high, f.num_records) for f in data_files._list_files(kept, "ind")}
+        assert remembered == listed, step

@@ -12,6 +12,7 @@ from the log alone.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -151,8 +152,40 @@ def commit_files(
         )
 
 
+_KNOWN: dict[int, tuple[weakref.ref[Any], int, tuple[TableFile, ...]]] = {}
+"""Per open table object (by ``id``, checked through a weak reference): the ``ind`` files of one version of it —
+a snapshot's files never change, so a kept handle whose own commit produced that version need not list them."""
+
+
 def table_files(dt: Any, key: str = "ind") -> list[TableFile]:
     """The data files of ``dt``'s snapshot (metadata only), with the range of their ``key`` column."""
+    version = int(dt.version())
+    known = _KNOWN.get(id(dt))
+    if key == "ind" and known is not None and known[0]() is dt and known[1] == version:
+        return list(known[2])
+    out = _list_files(dt, key)
+    if key == "ind":
+        remember_files(dt, version, out)
+    return out
+
+
+def remember_files(dt: Any, version: int, files: Sequence[TableFile]) -> None:
+    """Note that version ``version`` of the table object ``dt`` has exactly ``files`` (the ``ind`` ranges): what
+    a writer that just committed on top of a snapshot it listed knows without listing again."""
+    for ident in [i for i, (ref, _, _) in _KNOWN.items() if ref() is None]:
+        del _KNOWN[ident]
+    _KNOWN[id(dt)] = (weakref.ref(dt), version, tuple(files))
+
+
+def written_table_file(f: WrittenFile) -> TableFile:
+    """The :class:`TableFile` a committed :class:`WrittenFile` becomes (its ``ind`` range from its statistics)."""
+    stats = orjson.loads(f.stats)
+    return TableFile(
+        f.path, f.size, f.num_records, stats["minValues"].get("ind"), stats["maxValues"].get("ind"), f.bucket
+    )
+
+
+def _list_files(dt: Any, key: str) -> list[TableFile]:
     actions = pa.table(dt.get_add_actions(flatten=True))
     names = actions.schema.names
     wanted = ("path", "size_bytes", "num_records", f"min.{key}", f"max.{key}", f"partition.{SILVER_BUCKET}")
