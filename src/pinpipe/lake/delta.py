@@ -226,6 +226,8 @@ def _merge_silver(
     table_schema = silver_table_schema(kind)
     dt = _create(lake, "creating silver", ("silver", kind), table_schema, SILVER_FILE_BYTES[kind], handles)
     buckets = buckets_of(dt)
+    if buckets is not None and silver.num_rows:
+        return _merge_files(lake, kind, dt, silver, app_txns, buckets)
     source = _with_buckets(silver, buckets)
     props = _props(app_txns)
     if source.num_rows == 0:
@@ -235,8 +237,6 @@ def _merge_silver(
         with delta_errors("recording progress on silver", uri):
             write_deltalake(dt, source, mode="append", commit_properties=props)
         return MergeStats(0, 0, 0, int(_reload(dt)), rows_before=rows, rows_after=rows)
-    if buckets is not None:
-        return _merge_files(lake, kind, dt, silver, app_txns, buckets)
     before = int(dt.version())
     rows_before = _rows(dt)
     predicate = f"t.ind = s.ind AND {key_predicate(silver.column('ind').to_pylist(), buckets, 't')}"
