@@ -110,12 +110,13 @@ def test_the_bucket_is_the_log_partition_of_the_same_ind() -> None:
 def test_micro_batches_that_update_old_inds_keep_every_file_to_a_narrow_key_range(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Twelve micro-batches of new ``ind`` plus changed old ones leave silver as clustered as the fill: an old
-    ``ind`` can be in at most one file of its bucket (a file rewritten for an update keeps its own rows and range;
+    """Twelve micro-batches of new ``ind`` plus changed old ones, then a compaction, leave silver as clustered as
+    the fill: an ``ind`` can be in at most one file of its bucket (a file rewritten for an update keeps its own rows and range;
     the inserts go to files of their own), so each merge reads only the files of its updated keys. A merge that
     wrote the updated rows together with the inserts would leave files spanning old and new keys, which every
     later merge would have to read."""
     from pinpipe.lake.data_files import table_files
+    from pinpipe.stream.compaction import compact_table
     from pinpipe.tables import silver_bucket
 
     monkeypatch.setitem(delta.SILVER_FILE_BYTES, "pin", 64 * 1024)
@@ -132,14 +133,22 @@ def test_micro_batches_that_update_old_inds_keep_every_file_to_a_narrow_key_rang
         merged = delta.merge_silver(lake, "pin", pa.Table.from_pylist(batch, schema=SILVER_SCHEMAS["pin"]))
         assert (merged.inserted, merged.updated) == (NEW, OLD), step
         assert merged.files_read == merged.files_rewritten <= OLD, (step, merged)
-    dt = delta.open_table(lake, "silver", "pin")
-    assert dt is not None
-    files = table_files(dt)
-    for ind in rng.sample(range(top), 200):
-        holders = [f for f in files if f.bucket == silver_bucket(ind, SILVER_BUCKETS) and _may_hold(f, ind)]
-        assert len(holders) == 1, (ind, holders)
-    silver = delta.read_table(lake, "silver", "pin")
-    assert silver is not None and silver.num_rows == top == len(pc.unique(silver.column("ind")))
+    files: list[Any] = []
+    for phase in ("merged", "compacted"):
+        if phase == "compacted":  # packs the micro-batches' small files, never across another file's range
+            before = len(files)
+            result = compact_table(lake, "silver", "pin")
+            assert result is not None and result["numFilesRemoved"] > result["numFilesAdded"] > 0
+        dt = delta.open_table(lake, "silver", "pin")
+        assert dt is not None
+        files = table_files(dt)
+        if phase == "compacted":
+            assert len(files) < before
+        for ind in rng.sample(range(top), 200):
+            holders = [f for f in files if f.bucket == silver_bucket(ind, SILVER_BUCKETS) and _may_hold(f, ind)]
+            assert len(holders) == 1, (phase, ind, holders)
+        silver = delta.read_table(lake, "silver", "pin")
+        assert silver is not None and silver.num_rows == top == len(pc.unique(silver.column("ind")))
 
 
 def _may_hold(f: Any, ind: int) -> bool:

@@ -118,16 +118,18 @@ def commit_files(
     removed: Sequence[TableFile] = (),
     app_txns: Mapping[str, int] | None = None,
     dt: Any = None,
+    *,
+    data_change: bool = True,
 ) -> None:
     """Commit ``added`` (and remove ``removed``) in one Delta commit on the table at ``parts`` with the
     application transactions ``app_txns``; ``dt`` is the snapshot the removals were decided on (delta-rs
     rejects the commit if another writer removed one of those files since: a lost race). Creates the table
-    (``schema``) when ``dt`` is None."""
+    (``schema``) when ``dt`` is None. ``data_change=False`` marks a rewrite of the same rows (compaction)."""
     from deltalake import CommitProperties, Schema, Transaction
     from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
     now = int(time.time() * 1000)
-    adds = [AddAction(f.path, f.size, _partition(f.bucket), now, True, f.stats) for f in added]
+    adds = [AddAction(f.path, f.size, _partition(f.bucket), now, data_change, f.stats) for f in added]
     txns = [Transaction(app_id=app, version=int(v)) for app, v in sorted((app_txns or {}).items())]
     props = CommitProperties(app_transactions=txns or None)
     uri = lake.table_uri(*parts)
@@ -142,7 +144,7 @@ def commit_files(
                 commit_properties=props,
             )
             return
-        actions: list[Any] = [RemoveAction(f.path, True, now, f.size, _partition(f.bucket)) for f in removed]
+        actions: list[Any] = [RemoveAction(f.path, data_change, now, f.size, _partition(f.bucket)) for f in removed]
         dt.create_write_transaction(
             [*actions, *adds],
             mode="append",

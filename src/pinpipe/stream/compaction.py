@@ -1,11 +1,12 @@
 """Periodic small-file compaction of the silver tables, run by the stream worker between micro-batches.
 
-Every micro-batch commits small Parquet files (one per bucket it writes) to each touched table. A MERGE reads only
+Every micro-batch commits small Parquet files (one per bucket it writes) to each touched table. A merge reads only
 the files whose bucket and ``ind`` statistics its keys can touch, but every file costs the Delta log an entry and
 each read a request, so :class:`Compactor` rewrites the small files of ``silver/<kind>`` into bigger ones within
-their bucket, up to a quarter of the table's ``delta.targetFileSize`` (:func:`compact_table`; delta-rs
-``optimize.compact()``, a ``dataChange=false`` commit: readers of older versions keep their files, new readers
-see the same rows). Bin-packing keeps the clustering by ``ind`` when new keys arrive in increasing order, which is what micro-batches of new posts do.
+their bucket (:func:`compact_table`, a ``dataChange=false`` commit: readers of older versions keep their files,
+new readers see the same rows). Bucketed silver is packed by :mod:`pinpipe.lake.cluster_compact`, which joins only small
+files adjacent in ``ind`` order, so a packed file never spans keys other files hold and a merge's pruning by
+statistics stays exact.
 
 Who calls what: :class:`pinpipe.stream.worker.StreamWorker` asks :meth:`Compactor.due` after each batch and calls
 :meth:`Compactor.run` when it is; ``pinpipe stream --compact-every N|Ns`` builds the schedule with
@@ -28,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import pinpipe.lake.delta as delta
 from pinpipe import retry
 from pinpipe.errors import ConfigError, RetryableError
-from pinpipe.lake.open_tables import DeltaHandles, held
+from pinpipe.lake.cluster_compact import compact_bucketed
+from pinpipe.lake.open_tables import DeltaHandles, buckets_of, held
 from pinpipe.lake.store import Lake
 from pinpipe.tables import KINDS, Kind
 from pinpipe.telemetry.logs import get_logger
@@ -44,19 +46,22 @@ SMALL_SHARE = 4
 
 
 def compact_table(lake: Lake, *parts: str, handles: DeltaHandles | None = None) -> dict[str, Any] | None:
-    """Bin-pack the table's small files (``optimize.compact``, within each bucket) into files of up to a quarter
-    of the table's ``delta.targetFileSize``; the metrics, None if there is no table. Files at or above that size
-    are left alone: the micro-batches' files are tiny, while a full-size file (a batch run's, or one a MERGE
-    rewrote for an updated row) would be rewritten whole to absorb a few kilobytes — at 1M rows per kind that
-    made one pin compaction rewrite ~190 files (5 s) instead of the micro-batches' ~1,000 tiny ones. App
-    transaction versions survive compaction. With ``handles`` the kept handle compacts (delta-rs then advances it
-    to the compaction's version; a failure drops it)."""
+    """Compact the table's small files; the metrics, None if there is no table. Bucketed silver is packed by
+    :func:`~pinpipe.lake.cluster_compact.compact_bucketed`: runs of small files adjacent in ``ind`` order, into
+    files of up to the table's ``delta.targetFileSize``, so every file keeps a narrow key range. Any other table
+    is bin-packed by delta-rs (``optimize.compact``, files under a quarter of the target size). Files at or
+    above a quarter of the target are left alone: the micro-batches' files are tiny, while a full-size file (a
+    batch run's, or one a merge rewrote for an updated row) would be rewritten whole to absorb a few kilobytes.
+    App transaction versions survive compaction. With ``handles`` the kept handle compacts (and is advanced to
+    the compaction's version; a failure drops it)."""
     dt = delta.open_table(lake, *parts, handles=handles)
     if dt is None:
         return None
     target = dt.metadata().configuration.get("delta.targetFileSize")
     small = int(target) // SMALL_SHARE if target else None
     with held(handles, parts), delta.delta_errors("compacting", dt.table_uri):
+        if len(parts) == 2 and parts[0] == "silver" and parts[1] in KINDS and buckets_of(dt) is not None:
+            return compact_bucketed(lake, parts[1], dt, SMALL_SHARE)
         metrics: dict[str, Any] = dt.optimize.compact(target_size=small)
         return metrics
 

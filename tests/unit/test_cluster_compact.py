@@ -1,0 +1,48 @@
+"""Which small silver files compaction packs together: only runs adjacent in ``ind`` order, so a packed file never
+spans keys another file holds."""
+
+from __future__ import annotations
+
+from pinpipe.lake.cluster_compact import packing_plan
+from pinpipe.lake.data_files import TableFile
+
+SMALL, TARGET = 100, 400
+
+
+def _f(name: str, low: int, high: int, size: int, bucket: int = 0) -> TableFile:
+    return TableFile(name, size, 10, low, high, bucket)
+
+
+def _names(groups: list[list[TableFile]]) -> list[list[str]]:
+    return [[f.path for f in g] for g in groups]
+
+
+def test_small_files_between_big_ones_are_packed_per_gap_never_across_a_big_file() -> None:
+    files = [
+        _f("big-a", 0, 100, 500),
+        _f("b", 101, 150, 50),
+        _f("c", 151, 200, 50),
+        _f("big-d", 201, 300, 500),
+        _f("e", 301, 310, 30),
+        _f("f", 311, 320, 30),
+        _f("g", 321, 330, 30),
+    ]
+    assert _names(packing_plan(files, SMALL, TARGET)) == [["b", "c"], ["e", "f", "g"]]
+
+
+def test_a_small_file_inside_a_big_files_range_is_left_alone() -> None:
+    files = [_f("big", 0, 1_000, 500), _f("inside", 10, 20, 10), _f("after-1", 1_001, 1_010, 10)]
+    files.append(_f("after-2", 1_011, 1_020, 10))
+    assert _names(packing_plan(files, SMALL, TARGET)) == [["after-1", "after-2"]]
+
+
+def test_runs_are_cut_at_the_target_size_and_buckets_stay_apart() -> None:
+    files = [_f(f"p{i}", 10 * i, 10 * i + 9, 90) for i in range(9)]
+    files += [_f("other-bucket", 35, 36, 10, bucket=1), _f("other-bucket-2", 37, 38, 10, bucket=1)]
+    groups = _names(packing_plan(files, SMALL, TARGET))
+    assert groups == [["p0", "p1", "p2", "p3"], ["p4", "p5", "p6", "p7"], ["other-bucket", "other-bucket-2"]]
+
+
+def test_overlapping_small_files_are_one_component_and_files_without_statistics_are_never_packed() -> None:
+    files = [_f("x", 0, 50, 20), _f("y", 40, 60, 20), _f("z", 61, 70, 20), TableFile("nostats", 5, 1, None, None, 0)]
+    assert _names(packing_plan(files, SMALL, TARGET)) == [["x", "y", "z"]]
