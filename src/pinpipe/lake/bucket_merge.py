@@ -16,7 +16,9 @@ old ``ind`` each file covers most of the key range, statistics prune nothing and
 3. each file holding an updated row is rewritten **on its own** (its other rows kept, sorted by ``ind``), so it
    keeps its key range; the inserts are written sorted by ``ind`` as new files of at most ``rows_per_file`` rows.
 
-The files are complete in the store before the plan returns; until a commit names them, readers do not see them.
+The files are complete in the store before the plan returns; until a commit names them, readers do not see them
+(an attempt that then fails, a lost commit race say, leaves them unreferenced: Delta's ``VACUUM`` removes such
+files, and the retry writes new ones).
 """
 
 from __future__ import annotations
