@@ -9,8 +9,9 @@ step's ``VmHWM``):
 
 (a) **micro-batch**: ``--batches`` merges per kind of 300 new ``ind`` (above the table's largest) plus 6 changed
     rows of old ``ind`` spread over the whole key range (2 %), as the stream worker commits them;
-    The files each merge may read are those its keys' buckets and ranges keep (``delta.silver_files``, the
-    pruning delta-rs applies to the MERGE predicate; every file of the table on a layout without it).
+    The files each merge read are those it reports (``MergeStats.files_read``: the files whose statistics can
+    hold one of its keys), else those its keys' buckets and ranges keep (``delta.silver_files``, the pruning
+    delta-rs applies to a MERGE predicate; every file of the table on a layout without it).
 (b) **gold over the filled silver** (``prime``: a batch run with nothing new, as yesterday's run left the lake:
     gold computed from whole silver when there is no gold yet), then the **daily run**: 11,154 records per kind
     landed as JSON objects (2 % of them changed old ``ind``), then one ``run_batch`` with gold.
@@ -124,10 +125,12 @@ def child_micro(lake_url: str, n: int, batches: int) -> dict[str, Any]:
             table = pa.Table.from_pylist(batch, schema=SILVER_SCHEMAS[kind])  # type: ignore[index]
             before = table_files(lake_url, kind)
             may_read = getattr(delta, "silver_files", None)  # the files its keys can touch (pruned layout)
-            read.append(len(may_read(lake, kind, [r["ind"] for r in batch]) or []) if may_read else len(before))
+            pruned = len(may_read(lake, kind, [r["ind"] for r in batch]) or []) if may_read else len(before)
             t0 = time.perf_counter()
-            delta.merge_silver(lake, kind, table, app_txns={f"bench:{kind}": b + 1})  # type: ignore[arg-type]
+            merged = delta.merge_silver(lake, kind, table, app_txns={f"bench:{kind}": b + 1})  # type: ignore[arg-type]
             took = time.perf_counter() - t0
+            # what the merge itself says it read, where it says (pinpipe's own copy-on-write merge)
+            read.append(getattr(merged, "files_read", None) or pruned)
             after = table_files(lake_url, kind)
             per_kind[kind].append(took)
             total += took
