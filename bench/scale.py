@@ -130,7 +130,8 @@ def child_micro(lake_url: str, n: int, batches: int) -> dict[str, Any]:
             merged = delta.merge_silver(lake, kind, table, app_txns={f"bench:{kind}": b + 1})  # type: ignore[arg-type]
             took = time.perf_counter() - t0
             # what the merge itself says it read, where it says (pinpipe's own copy-on-write merge)
-            read.append(getattr(merged, "files_read", None) or pruned)
+            reported = getattr(merged, "files_read", None)
+            read.append(pruned if reported is None else int(reported))
             after = table_files(lake_url, kind)
             per_kind[kind].append(took)
             total += took
