@@ -38,7 +38,6 @@ from typing import TYPE_CHECKING, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError
 
@@ -61,6 +60,11 @@ from pinpipe.tables import (
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow.dataset
+else:  # pyarrow.dataset imports pandas: only when a read needs it
+    from pinpipe.lazy_import import LazyPackage
+
+    pyarrow = LazyPackage("pyarrow")
 
 T = TypeVar("T")
 
