@@ -17,23 +17,39 @@ and counted in ``pinpipe_retries_total{call}``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import stamina
 import stamina.instrumentation
-from prometheus_client import Counter
 
 from pinpipe.errors import CommitConflictError, LogUnavailableError, RetryableError, StoreUnavailableError
 from pinpipe.telemetry.logs import get_logger
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 P = ParamSpec("P")
 T = TypeVar("T")
 
 log = get_logger("retry")
 
-RETRIES = Counter("pinpipe_retries", "Calls retried after a retryable error, by call name", ["call"])
+
+_counter: list[Counter] = []
+_counter_lock = threading.Lock()
+
+
+def retries_counter() -> Counter:
+    """``pinpipe_retries_total{call}`` (prometheus_client's default registry), made at the first retry: a command
+    that never retries (a batch run) does not import prometheus_client."""
+    with _counter_lock:
+        if not _counter:
+            from prometheus_client import Counter
+
+            _counter.append(Counter("pinpipe_retries", "Calls retried after a retryable error, by call name", ["call"]))
+        return _counter[0]
 
 
 @dataclass(frozen=True)
@@ -113,7 +129,7 @@ def call(policy: Policy, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) 
 
 
 def _on_retry(details: stamina.instrumentation.RetryDetails) -> None:
-    RETRIES.labels(details.name).inc()
+    retries_counter().labels(details.name).inc()
     log.warning(
         "retrying",
         extra={

@@ -12,16 +12,17 @@ import importlib
 import logging
 import os
 import sys
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 
 from pinpipe.cli.typer_app import PinpipeTyper
-from pinpipe.config import mask_secrets
 from pinpipe.errors import PinpipeError
-from pinpipe.telemetry.logs import LogFormat, get_logger, setup_logging
+
+if TYPE_CHECKING:
+    from pinpipe.telemetry.logs import LogFormat
 
 COMMAND_MODULES = (
     "demo_cmd",
@@ -67,6 +68,8 @@ def _root(
 ) -> None:
     if log_format not in ("human", "json"):
         raise typer.BadParameter("must be 'human' or 'json'", param_hint="--log-format")
+    from pinpipe.telemetry.logs import setup_logging
+
     fmt: LogFormat = "json" if log_format == "json" else "human"
     _state["debug"] = debug
     _state["json"] = fmt == "json"
@@ -77,21 +80,21 @@ for _module in COMMAND_MODULES:
     importlib.import_module(f"pinpipe.cli.{_module}").register(app)
 
 
-def _click_error_types() -> tuple[type[Any], ...]:
-    """Click's usage-error class and Typer's vendored copy of it (Typer >= 0.29 raises its own)."""
-    import click
-
-    types: list[type[Any]] = [click.ClickException]
+def _usage_error(exc: BaseException) -> Any:
+    """``exc`` if it is a Click usage error (bad flag values, in non-standalone mode), else None: Typer (>= 0.29)
+    raises its vendored Click's; plain Click's counts only if some module imported Click (not imported here for
+    the check alone: a fiftieth of a second of every command's start)."""
+    types: list[type[Any]] = []
     try:
         from typer._click.exceptions import ClickException as TyperClickException
 
         types.append(TyperClickException)
-    except ImportError:
+    except ImportError:  # an older Typer raises plain Click's (and has imported it)
         pass
-    return tuple(types)
-
-
-_CLICK_ERRORS = _click_error_types()
+    click = sys.modules.get("click")
+    if click is not None:
+        types.append(click.ClickException)
+    return exc if isinstance(exc, tuple(types)) else None
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -117,6 +120,8 @@ def _run(argv: list[str] | None, application: typer.Typer = app) -> int:
     except PinpipeError as exc:
         if _state["debug"]:
             raise
+        from pinpipe.config import mask_secrets
+
         if _state["json"]:  # one JSON log line, like every other line of the command
             _log_error(exc.message, exc.exit_code, type(exc).__name__, exc.hint, exc.facts)
             return exc.exit_code
@@ -133,14 +138,17 @@ def _run(argv: list[str] | None, application: typer.Typer = app) -> int:
     except typer.Abort:
         err_console.print("aborted")
         return 1
-    except _CLICK_ERRORS as exc:  # usage errors (bad flag values) in non-standalone mode
-        exc.show()
-        return int(exc.exit_code)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except Exception as exc:  # a bug: exit 1, never the code of a deliberate error
+    except Exception as exc:  # a usage error (bad flag values) in non-standalone mode, or a bug: exit 1
+        usage = _usage_error(exc)
+        if usage is not None:
+            usage.show()
+            return int(usage.exit_code)
         if _state["debug"]:
             raise
+        from pinpipe.config import mask_secrets
+
         detail = mask_secrets(f"{type(exc).__name__}: {exc}")
         if _state["json"]:
             _log_error(f"internal error: {detail}", 1, type(exc).__name__, _BUG_HINT, {})
@@ -158,6 +166,8 @@ def _log_error(message: str, code: int, kind: str, hint: str | None, facts: dict
     """The error as a JSON log line (``--log-format json``): message, hint, exit code, error type and facts."""
     scalars = {k: v for k, v in facts.items() if v is None or isinstance(v, (str, int, float, bool))}
     fields = {**scalars, "error": kind, "exit_code": code, "hint": hint}
+    from pinpipe.telemetry.logs import get_logger
+
     get_logger("cli").error(message, extra={"fields": fields})
 
 

@@ -10,13 +10,13 @@ absent location never reads as "balanced" nor as a stage that doubled records.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import orjson
 import typer
 
-from pinpipe.checks.accounting import AccountingReport
-from pinpipe.config import load_settings
+if TYPE_CHECKING:  # the checks import the whole pipeline: only `pinpipe accounting` loads them
+    from pinpipe.checks.accounting import AccountingReport
 
 
 def render(report: AccountingReport, allow_lag: bool = False) -> None:
@@ -94,6 +94,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Reconcile records stage by stage (sent → acked → log → landed → batch → silver); exit 3 on a loss."""
         from pinpipe.checks.accounting import account
+        from pinpipe.config import load_settings
         from pinpipe.errors import NotFoundError
         from pinpipe.lake.store import LAKE_CONTENT, open_lake
         from pinpipe.locations import send_log_path

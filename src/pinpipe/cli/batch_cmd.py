@@ -6,6 +6,11 @@ Prints one accounting line per kind and the total, then — when a landing reten
 (:class:`~pinpipe.errors.AccountingError`) if records were lost or doubled, 75 if the lake was unreachable, 2 for
 bad flags and for a lake that does not exist or holds neither landed objects nor tables (a typo'd ``--lake`` must
 not read as an empty run; nothing is created).
+
+The command imports the job, the engine and the lake inside its body, so that ``pinpipe --help`` and every other
+command start without them; on the DuckDB engine it lets pyarrow settle first that the process has no pandas
+(:func:`pinpipe.lazy_import.pyarrow_without_pandas`: the run never hands pyarrow a pandas object, and pandas is
+a large part of a fresh process's start). ``tests/unit/test_cli_imports.py`` bounds what a run loads.
 """
 
 from __future__ import annotations
@@ -15,7 +20,6 @@ from typing import Annotated
 
 import typer
 
-from pinpipe.config import load_settings
 from pinpipe.errors import ConfigError, NotFoundError
 
 
@@ -81,8 +85,10 @@ def register(app: typer.Typer) -> None:
         from pinpipe.batch.job import run_batch
         from pinpipe.cli import console, err_console
         from pinpipe.cli.landing_cmd import expire_after_batch
+        from pinpipe.config import load_settings
         from pinpipe.engine import open_engine
         from pinpipe.lake.store import LAKE_CONTENT, open_lake
+        from pinpipe.lazy_import import pyarrow_without_pandas
 
         start = parse_instant(interval_start, "--interval-start")
         end = parse_instant(interval_end, "--interval-end")
@@ -95,6 +101,8 @@ def register(app: typer.Typer) -> None:
                 "spark": {"master": spark_master, "conf": parse_spark_conf(spark_conf)},
             }
         )
+        if settings.batch.engine == "duckdb":  # nothing of this process hands pyarrow a pandas object
+            pyarrow_without_pandas()
         lake = open_lake(settings.lake.url, settings.lake, access="read")
         if not lake.holds_objects(LAKE_CONTENT):
             raise NotFoundError(

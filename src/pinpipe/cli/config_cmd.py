@@ -7,8 +7,6 @@ from typing import Annotated
 import orjson
 import typer
 
-from pinpipe.config import config_file, describe, load_settings
-
 
 def register(app: typer.Typer) -> None:
     @app.command("config")
@@ -23,10 +21,14 @@ def register(app: typer.Typer) -> None:
 
         console = terminal if terminal.is_terminal else Console(width=240)  # values are never wrapped in a pipe
 
+        from pinpipe.config import describe, load_settings
+
         settings = describe(load_settings())
         if as_json:
             typer.echo(orjson.dumps(settings, option=orjson.OPT_INDENT_2).decode())
             return
+        from pinpipe.config import config_file
+
         path = config_file()
         table = Table(title=f"pinpipe settings (file: {path or 'none'})")
         table.add_column("setting", no_wrap=True)

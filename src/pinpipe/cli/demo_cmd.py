@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from pinpipe.config import load_settings
 from pinpipe.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -130,6 +129,8 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(
                 f"--data-dir {data_dir} is not a directory", hint="give a directory (the demo creates it if missing)"
             )
+        from pinpipe.config import load_settings
+
         settings = load_settings()
         opts = DemoOptions(
             data_dir=data_dir,

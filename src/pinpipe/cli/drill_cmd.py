@@ -14,8 +14,6 @@ from typing import Annotated
 
 import typer
 
-from pinpipe.config import load_settings
-
 
 def register(app: typer.Typer) -> None:
     @app.command("drill")
@@ -47,6 +45,8 @@ def register(app: typer.Typer) -> None:
 
         if component not in COMPONENTS:
             raise ConfigError(f"--component {component!r} is not one of {', '.join(COMPONENTS)}")
+        from pinpipe.config import load_settings
+
         settings = load_settings()
         folder = data_dir or Path(tempfile.mkdtemp(prefix="pinpipe-drill-"))
         opts = DrillOptions(

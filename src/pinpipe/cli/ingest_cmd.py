@@ -9,8 +9,6 @@ from typing import Annotated
 import orjson
 import typer
 
-from pinpipe.config import load_settings
-
 
 def register(app: typer.Typer) -> None:
     @app.command("api")
@@ -28,6 +26,7 @@ def register(app: typer.Typer) -> None:
         api_key: Annotated[str | None, typer.Option("--api-key", help="Require this X-API-Key header.")] = None,
     ) -> None:
         """Serve the ingestion API: Kafka REST v2 (POST /topics/...) and the Kinesis proxy (PUT /streams/...)."""
+        from pinpipe.config import load_settings
         from pinpipe.ingest.app import create_app
         from pinpipe.ingest.auth import check_startup
         from pinpipe.ingest.serving import bind, serve, tune_gc_for_serving
@@ -77,6 +76,8 @@ def register(app: typer.Typer) -> None:
 
         if dialect not in ("batch", "stream"):
             raise typer.BadParameter("must be 'batch' or 'stream'", param_hint="--dialect")
+        from pinpipe.config import load_settings
+
         settings = load_settings({"source": {"url": db}})
         key = api_key or (settings.api.api_key.get_secret_value() if settings.api.api_key else None)
         opts = EmulateOptions(

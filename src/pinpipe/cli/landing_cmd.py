@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 import orjson
 import typer
 
-from pinpipe.config import load_settings
 from pinpipe.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -106,12 +105,12 @@ def print_result(result: ExpiryResult) -> None:
 
 def expire_after_batch(lake: Lake, prefix: str, landing: LandingSettings) -> None:
     """The expiry pass ``pinpipe batch`` runs after its run (only when a retention is set and
-    ``landing.expire_with_batch``)."""
+    ``landing.expire_with_batch``; otherwise the expiry code is not even imported)."""
+    if not landing.expire_with_batch or (landing.retention_ms < 0 and landing.retention_bytes < 0):
+        return
     from pinpipe.lake.expiry import ExpiryPolicy
 
-    policy = ExpiryPolicy.from_settings(landing)
-    if policy.enabled and landing.expire_with_batch:
-        print_result(run_expiry(lake, prefix, policy, dry_run=False))
+    print_result(run_expiry(lake, prefix, ExpiryPolicy.from_settings(landing), dry_run=False))
 
 
 def register(app: typer.Typer) -> None:
@@ -142,6 +141,7 @@ def register(app: typer.Typer) -> None:
         as_json: Annotated[bool, typer.Option("--json", help="Print the pass as JSON.")] = False,
     ) -> None:
         """Delete landed objects past the landing retention that the batch has committed (counts recorded first)."""
+        from pinpipe.config import load_settings
         from pinpipe.lake.expiry import ExpiryPolicy
         from pinpipe.lake.store import open_lake
 

@@ -25,7 +25,6 @@ import orjson
 import typer
 
 from pinpipe.cli.typer_app import PinpipeTyper
-from pinpipe.config import load_settings
 from pinpipe.errors import ConfigError, CorruptStateError, NotFoundError
 
 if TYPE_CHECKING:
@@ -59,6 +58,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Check every record of every partition; exit 65 if any is corrupt (each is listed with its repair)."""
         from pinpipe.cli import console
+        from pinpipe.config import load_settings
         from pinpipe.log.scan import verify
 
         url = log_url or load_settings().log.url
@@ -129,6 +129,8 @@ def register(app: typer.Typer) -> None:
 
         if count < 1:
             raise ConfigError(f"--count {count} is not a positive number of records")
+        from pinpipe.config import load_settings
+
         directory = log_directory(log_url or load_settings().log.url)
         skipped = repair(directory, topic, partition, offset, count)
         where = f"topic {topic} partition {partition}"
@@ -149,6 +151,7 @@ def register(app: typer.Typer) -> None:
         """Show (--dry-run) or run a retention pass: closed segments past log.retention_ms / retention_bytes that
         every consumer group has committed are deleted, after their counts are recorded in retired.json."""
         from pinpipe.cli import console
+        from pinpipe.config import load_settings
         from pinpipe.log import retention
         from pinpipe.log.embedded import EmbeddedLog
         from pinpipe.log.topics import TopicsFile

@@ -13,8 +13,6 @@ from typing import Annotated
 import orjson
 import typer
 
-from pinpipe.config import load_settings
-
 
 def register(app: typer.Typer) -> None:
     @app.command("quality")
@@ -46,6 +44,8 @@ def register(app: typer.Typer) -> None:
 
         start = parse_instant(interval_start, "--interval-start")
         end = parse_instant(interval_end, "--interval-end")
+        from pinpipe.config import load_settings
+
         settings = load_settings({"lake": {"url": lake_url}})
         lake = open_lake(settings.lake.url, settings.lake, access="read")
         verdict = check_run(

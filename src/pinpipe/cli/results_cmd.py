@@ -14,7 +14,6 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from pinpipe.config import load_settings
 from pinpipe.errors import ConfigError
 
 FORMATS = ("json", "table")
@@ -23,6 +22,7 @@ _LAKE_HELP = "Lake: a path, file://DIR or s3://BUCKET/PREFIX (default: the lake.
 
 
 def _open_lake(lake_url: str | None) -> Any:
+    from pinpipe.config import load_settings
     from pinpipe.lake.store import open_lake
 
     settings = load_settings({"lake": {"url": lake_url}})

@@ -14,7 +14,6 @@ from typing import Annotated, Any
 
 import typer
 
-from pinpipe.config import load_settings
 from pinpipe.errors import ConfigError
 
 
@@ -75,6 +74,8 @@ def register(app: typer.Typer) -> None:
             "sink": {"flush_records": flush_records, "flush_seconds": flush_seconds, "group": group},
             "metrics": {"host": metrics_host},
         }
+        from pinpipe.config import load_settings
+
         settings = load_settings(overrides)
         if metrics_port is not None and not 0 < metrics_port < 65536:
             raise ConfigError(f"--metrics-port {metrics_port} is not a port", hint="use 1-65535")

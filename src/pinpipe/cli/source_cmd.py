@@ -9,15 +9,14 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from pinpipe.cli.typer_app import PinpipeTyper
-from pinpipe.config import load_settings
-from pinpipe.synth.faults import check_rate
-from pinpipe.synth.generate import check_size
-from pinpipe.tables import Kind
+
+if TYPE_CHECKING:
+    from pinpipe.tables import Kind
 
 PROGRESS_MIN_ROWS = 50_000
 """Loads of at least this many rows (all tables together) show a progress bar."""
@@ -71,6 +70,8 @@ def register(app: typer.Typer) -> None:
         from pinpipe.source.load import init_source, origin_from
 
         chosen = origin_from(origin, rows, seed)
+        from pinpipe.config import load_settings
+
         settings = load_settings({"source": {"url": db}})
         engine = create_source_engine(settings.source.url, settings.source.password)
         total = sum(chosen.row_counts().values())
@@ -93,6 +94,7 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from pinpipe.cli import console
+        from pinpipe.config import load_settings
         from pinpipe.emulate.preflight import check_source
         from pinpipe.source.database import create_source_engine, redact
         from pinpipe.source.load import show_source
@@ -125,6 +127,8 @@ def register(app: typer.Typer) -> None:
         """Write generated rows of the three tables as JSONL files (one JSON record per line)."""
         from pinpipe.cli import console
         from pinpipe.source.jsonl import write_generated_jsonl
+        from pinpipe.synth.faults import check_rate
+        from pinpipe.synth.generate import check_size
 
         check_size(rows, seed)
         check_rate("faults", faults)

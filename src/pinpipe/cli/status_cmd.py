@@ -17,7 +17,6 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from pinpipe.config import load_settings
 from pinpipe.errors import ConfigError
 
 _HELP = """Per topic and partition: the log's end offset, the sink's committed and landed positions and its lag,
@@ -131,6 +130,8 @@ def register(app: typer.Typer) -> None:
 
         if watch is not None and watch <= 0:
             raise ConfigError(f"--watch {watch} is not a positive number of seconds", hint="e.g. --watch 2")
+        from pinpipe.config import load_settings
+
         settings = load_settings(
             {"prefix": prefix, "log": {"url": log_url}, "lake": {"url": lake_url}, "sink": {"group": sink_group}}
         )

@@ -18,11 +18,11 @@ from __future__ import annotations
 import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
 import orjson
 import pyarrow as pa
-import pyarrow.dataset
 import pyarrow.parquet as pq
 from deltalake import DeltaTable
 
@@ -30,6 +30,13 @@ from pinpipe.lake.delta import delta_errors
 from pinpipe.lake.pruning import key_predicate
 from pinpipe.lake.store import Lake
 from pinpipe.tables import SILVER_BUCKET, SILVER_BUCKETS, SILVER_BUCKETS_KEY
+
+if TYPE_CHECKING:
+    import pyarrow.dataset
+else:  # pyarrow.dataset imports pandas: only when a read needs it
+    from pinpipe.lazy_import import LazyPackage
+
+    pyarrow = LazyPackage("pyarrow")
 
 
 @dataclass(frozen=True)

@@ -34,11 +34,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError
 
@@ -71,9 +70,6 @@ from pinpipe.tables import (
     silver_bucket,
     silver_table_schema,
 )
-
-if TYPE_CHECKING:
-    pass
 
 T = TypeVar("T")
 

@@ -12,7 +12,6 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import pyarrow as pa
-import pyarrow.dataset
 from deltalake import DeltaTable
 
 from pinpipe.lake.open_tables import buckets_of, delta_errors, open_table
@@ -22,6 +21,11 @@ from pinpipe.tables import SILVER_SCHEMAS, Kind, silver_table_schema
 
 if TYPE_CHECKING:
     import duckdb
+    import pyarrow.dataset
+else:  # pyarrow.dataset imports pandas: only when a read needs it
+    from pinpipe.lazy_import import LazyPackage
+
+    pyarrow = LazyPackage("pyarrow")
 
 
 def read_table(lake: Lake, *parts: str, columns: Sequence[str] | None = None) -> pa.Table | None:
