@@ -207,8 +207,9 @@ class _KindProgress:
     run: KindRun
     changed: bool = False
     keys: set[str] = field(default_factory=set)
-    written: np.ndarray = field(default_factory=lambda: np.empty(0, np.int64))
-    """``ind`` s an earlier chunk of this run merged (sorted, unique)."""
+    written: list[np.ndarray] = field(default_factory=list)
+    """``ind`` s the earlier chunks of this run merged: one sorted array per chunk (a union of all of them, or
+    ``np.isin`` against it, costs the whole run's keys per chunk: quadratic on a backlog of many chunks)."""
     chunks: int = 0
     existed: bool = False
     """Whether silver existed when an attempt started (a chunk merged into an absent table creates it)."""
@@ -275,8 +276,8 @@ def _write_chunk(lake: Lake, engine: Engine, chunk: Chunk, state: _KindProgress)
     first_changed, last_changed = _changed_repeats(lake, kind, cleaned, engine)
     winners = cleaned.silver.column("ind").to_numpy()
     again = 0
-    if state.written.size and winners.size:
-        seen = cleaned.silver.filter(pa.array(np.isin(winners, state.written)))
+    if state.written and winners.size:
+        seen = cleaned.silver.filter(pa.array(_written_before(state.written, winners)))
         again = delta.count_changed(lake, kind, seen, engine.duckdb())
     delta.write_quarantine(lake, kind, cleaned.quarantine)
     merged = delta.merge_silver(lake, kind, cleaned.silver, app_txns=chunk.ends)
@@ -297,9 +298,21 @@ def _write_chunk(lake: Lake, engine: Engine, chunk: Chunk, state: _KindProgress)
     for note, n in stats.notes.items():
         run.notes[note] = run.notes.get(note, 0) + n
     state.keys |= chunk.keys
-    state.written = np.union1d(state.written, winners.astype(np.int64))
+    if winners.size:
+        state.written.append(np.unique(winners.astype(np.int64)))
     state.changed = state.changed or merged.inserted > 0 or merged.updated > 0 or not state.existed
     state.existed = True
+
+
+def _written_before(written: list[np.ndarray], keys: np.ndarray) -> np.ndarray:
+    """Per key: is it in one of the sorted arrays ``written`` (binary search in each: the chunk's keys times the
+    number of chunks so far, not the run's keys)."""
+    keys = keys.astype(np.int64)
+    found = np.zeros(keys.size, dtype=bool)
+    for done in written:
+        at = np.minimum(np.searchsorted(done, keys), done.size - 1)
+        found |= done[at] == keys
+    return found
 
 
 def _changed_repeats(lake: Lake, kind: Kind, cleaned: CleanResult, engine: Engine) -> tuple[int, int]:
