@@ -127,11 +127,14 @@ def merge_bucket(
     """Merge one bucket's ``winners`` (``schema`` rows, one per ``ind``) into its ``files`` (see the module
     docstring); ``firsts`` are the first records of the ``ind`` that came more than once in the run, compared with
     silver only to count conflicts. ``prefix`` is the table's key prefix in the lake; ``bucket`` None for a table
-    without partition columns. Writes the new files; commits nothing."""
-    winners = cast_to(winners, schema)
-    keys = np.sort(winners.column("ind").to_numpy(zero_copy_only=False))
+    without partition columns. Writes the new files; commits nothing. One existing file is held in memory at a
+    time, and it is compared only with the winners inside its ``ind`` range."""
+    winners = cast_to(winners, schema).sort_by("ind")
+    keys = winners.column("ind").to_numpy(zero_copy_only=False)
+    compared = _compared(winners, cast_to(firsts, schema)) if firsts.num_rows else winners
+    compared_keys = compared.column("ind").to_numpy(zero_copy_only=False)
     out = BucketMerge(keys={} if bucket is None else {bucket: keys})
-    held: list[pa.Table] = []
+    matched = np.zeros(winners.num_rows, dtype=bool)
     for f in files:
         if not may_hold(f, keys):
             continue
@@ -140,35 +143,37 @@ def merge_bucket(
         if data is None:
             raise FileNotFoundError(f"Delta data file {prefix}{f.path} is missing from {lake.url}")
         reader = pq.ParquetFile(io.BytesIO(data))
+        lo, hi = _span(keys, f)
         inds = reader.read(columns=["ind"]).column("ind")
-        if not pc.any(pc.is_in(inds, value_set=winners.column("ind"))).as_py():
+        if not pc.any(pc.is_in(winners.column("ind").slice(lo, hi - lo), value_set=inds)).as_py():
             continue
         rows = cast_to(reader.read(columns=schema.names), schema)
-        held.append(rows.append_column("_file", pa.array([f.path] * rows.num_rows, pa.string())))
-    existing = (
-        pa.concat_tables(held) if held else schema.empty_table().append_column("_file", pa.array([], pa.string()))
-    )
-    where = pc.index_in(winners.column("ind"), value_set=existing.column("ind"))
-    matched = pc.is_valid(where)
-    update = pc.and_(matched, differs(winners, existing.take(where), schema))
-    insert = pc.invert(matched)
-    out.inserted, out.updated = _count(insert), _count(update)
+        mine = winners.slice(lo, hi - lo)
+        where = pc.index_in(mine.column("ind"), value_set=rows.column("ind"))
+        held = pc.is_valid(where)
+        matched[lo:hi] |= held.to_numpy(zero_copy_only=False)
+        update = pc.and_(held, differs(mine, rows.take(where), schema))
+        c_lo, c_hi = _span(compared_keys, f)
+        out.changed_firsts += _changed(compared.slice(c_lo, c_hi - c_lo), rows, schema)
+        if _count(update):
+            changed = mine.filter(update)
+            out.updated += changed.num_rows
+            kept = rows.filter(pc.invert(pc.is_in(rows.column("ind"), value_set=changed.column("ind"))))
+            out.added.append(write_file(lake, prefix, bucket, pa.concat_tables([kept, changed]).sort_by("ind")))
+            out.removed.append(f.path)
+    new = winners.filter(pa.array(~matched))
+    out.inserted = new.num_rows
     out.unchanged = winners.num_rows - out.inserted - out.updated
-    out.changed_firsts = _changed_firsts(winners, firsts, existing, schema)
-    if out.updated:
-        changed = winners.filter(update)
-        owner = pc.take(existing.column("_file"), pc.filter(where, update))
-        for path in sorted(set(owner.to_pylist())):
-            mine = existing.filter(pc.equal(existing.column("_file"), path)).drop_columns(["_file"])
-            kept = mine.filter(pc.invert(pc.is_in(mine.column("ind"), value_set=changed.column("ind"))))
-            theirs = changed.filter(pc.equal(owner, path))
-            out.added.append(write_file(lake, prefix, bucket, pa.concat_tables([kept, theirs]).sort_by("ind")))
-            out.removed.append(path)
-    if out.inserted:
-        new = winners.filter(insert).sort_by("ind")
-        for start in range(0, new.num_rows, rows_per_file):
-            out.added.append(write_file(lake, prefix, bucket, new.slice(start, rows_per_file)))
+    for start in range(0, new.num_rows, rows_per_file):
+        out.added.append(write_file(lake, prefix, bucket, new.slice(start, rows_per_file)))
     return out
+
+
+def _span(keys: np.ndarray[Any, Any], f: TableFile) -> tuple[int, int]:
+    """The slice of the sorted ``keys`` inside ``f``'s ``ind`` range (all of them when it has no statistics)."""
+    if f.low is None or f.high is None:
+        return 0, len(keys)
+    return int(np.searchsorted(keys, f.low, "left")), int(np.searchsorted(keys, f.high, "right"))
 
 
 def _same(a: pa.ChunkedArray | pa.Array, b: pa.ChunkedArray | pa.Array, kind: pa.DataType) -> pa.Array:
@@ -204,17 +209,17 @@ def _count(mask: pa.Array) -> int:
     return int(pc.sum(pc.cast(mask, pa.int64())).as_py() or 0)
 
 
-def _changed_firsts(winners: pa.Table, firsts: pa.Table, existing: pa.Table, schema: pa.Schema) -> int:
-    """How many ``ind`` silver held before with content other than their first record in the run (the winner
-    when the ``ind`` came once)."""
-    if firsts.num_rows == 0:
-        compared = winners
-    else:
-        firsts = cast_to(firsts, schema)
-        alone = winners.filter(pc.invert(pc.is_in(winners.column("ind"), value_set=firsts.column("ind"))))
-        compared = pa.concat_tables([alone, firsts])
-    where = pc.index_in(compared.column("ind"), value_set=existing.column("ind"))
-    return _count(pc.and_(pc.is_valid(where), differs(compared, existing.take(where), schema)))
+def _compared(winners: pa.Table, firsts: pa.Table) -> pa.Table:
+    """What conflicts are counted on, sorted by ``ind``: each ``ind``'s first record in the run (its winner when
+    it came once)."""
+    alone = winners.filter(pc.invert(pc.is_in(winners.column("ind"), value_set=firsts.column("ind"))))
+    return pa.concat_tables([alone, firsts]).sort_by("ind")
+
+
+def _changed(compared: pa.Table, rows: pa.Table, schema: pa.Schema) -> int:
+    """How many of ``compared`` have an ``ind`` that ``rows`` hold with other content."""
+    where = pc.index_in(compared.column("ind"), value_set=rows.column("ind"))
+    return _count(pc.and_(pc.is_valid(where), differs(compared, rows.take(where), schema)))
 
 
 def write_file(lake: Lake, prefix: str, bucket: int | None, table: pa.Table) -> WrittenFile:
