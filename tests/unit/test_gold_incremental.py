@@ -241,3 +241,22 @@ def test_a_change_that_rewrote_most_of_silver_is_rebuilt_from_it(
             _merge(lake, kind, [_row(rng, kind, i) for i in range(0, 90, step)], step)
         assert gold_state.refresh_gold(lake, conn).mode == "full"  # every file rewritten: one scan is cheaper
         _assert_gold_is_full_recompute(lake, duck)
+
+
+def test_a_rebuild_that_runs_out_of_memory_is_tried_again_with_the_next_limit(
+    tmp_path: Path, duck: Engine, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A whole-state rebuild over a limit DuckDB cannot work within is retried under the next one, logged, and its
+    gold is exact; with no next limit the error stands."""
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    rng = random.Random(5)
+    for kind in KINDS:
+        _merge(lake, kind, [_row(rng, kind, i) for i in range(3_000)], 1)
+    monkeypatch.setattr(gold_state, "REBUILD_MEMORY", ("1MB",))
+    with pytest.raises(Exception, match="Out of Memory"):
+        gold_state.refresh_gold(lake, duck.duckdb())
+    monkeypatch.setattr(gold_state, "REBUILD_MEMORY", ("1MB", "1GB"))
+    with caplog.at_level(logging.WARNING, logger="pinpipe.batch.gold_state"):
+        gold_state.refresh_gold(lake, duck.duckdb())
+    assert any("out of memory" in r.getMessage() for r in caplog.records)
+    _assert_gold_is_full_recompute(lake, duck)

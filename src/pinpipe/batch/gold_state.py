@@ -54,8 +54,10 @@ STATE_RACE = retry.COMMIT_RACE.but(attempts=5)
 REBUILD_FRACTION = 0.5
 """Rebuild from whole silver instead when the files removed and added since the state number more than this share
 of silver's files: reading both sides of a change that rewrote most of silver costs more than one scan of it."""
-REBUILD_MEMORY = "1GB"
-"""DuckDB's memory limit while it rebuilds the state from whole silver (10M rows per kind fit in it, spilling)."""
+REBUILD_MEMORY = ("1GB", "3GB")
+"""DuckDB's memory limits while it rebuilds the state from whole silver, tried in turn: 10M rows per kind fit in
+the first, spilling, in a fresh process; after a long backlog run the same connection may need more (the second
+try is logged)."""
 MAX_CHAIN = 32
 """After this many changes appended onto one whole state, the next refresh writes a whole state again."""
 _P = "__pinpipe_gold_"
@@ -210,13 +212,25 @@ def _whole(lake: Lake, scope: _Scope, kind: Kind, dt: DeltaTable) -> str:
 def _full_state(lake: Lake, scope: _Scope, silver: dict[Kind, DeltaTable]) -> None:
     """The state from whole silver, into ``<P>next`` (both joins once, straight from silver's files), within
     :data:`REBUILD_MEMORY` (beyond it DuckDB spills the joins and the aggregation to the engine's temporary
-    directory)."""
+    directory; a limit it cannot work within is followed by the next)."""
     names = {kind: _whole(lake, scope, kind, dt) for kind, dt in silver.items()}
     rows = gold_sql.state_rows_sql(names["pin"], names["geo"], names["user"], 1)
+    import duckdb
+
     limit = scope.conn.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    scope.conn.execute(f"SET memory_limit = '{REBUILD_MEMORY}'")
     try:
-        scope.create("counts", gold_sql.aggregate_sql(rows))
+        for n, cap in enumerate(REBUILD_MEMORY, start=1):
+            scope.conn.execute(f"SET memory_limit = '{cap}'")
+            try:
+                scope.create("counts", gold_sql.aggregate_sql(rows))
+                break
+            except duckdb.OutOfMemoryException as exc:
+                if n == len(REBUILD_MEMORY):
+                    raise
+                log.warning(
+                    "gold state rebuild ran out of memory; trying a higher limit",
+                    extra={"fields": {"limit": cap, "next": REBUILD_MEMORY[n], "error": str(exc).splitlines()[0]}},
+                )
     finally:
         scope.conn.execute(f"SET memory_limit = '{limit}'")
     scope.create("next", f"SELECT * FROM {_P}counts UNION ALL {gold_sql.users_year_full_sql(f'{_P}counts')}")
