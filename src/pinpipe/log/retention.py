@@ -38,18 +38,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pinpipe.config import LogSettings
-from pinpipe.errors import CorruptStateError
 from pinpipe.log import segment
 from pinpipe.log.commits import FileCommitStore
 from pinpipe.log.integrity import fsync_dir, skipped_offsets
-from pinpipe.log.retired import Retired, RetiredSegment, read_retired, write_retired
+from pinpipe.log.retired import Retired, read_retired, write_retired
+from pinpipe.log.segment_summary import summary_for
 from pinpipe.telemetry.logs import get_logger
-from pinpipe.values import KEY_RANGE, parse_int
 
 log = get_logger("log.retention")
 
@@ -154,8 +153,11 @@ def _segment_info(directory: Path, base: int, following: int | None) -> SegmentI
     return SegmentInfo(base, following if following is not None else base + count, size, last_ts, first_ts)
 
 
-def _due(seg: SegmentInfo, projected: int, now_ms: int, policy: RetentionPolicy) -> Literal["age", "size"] | None:
-    if policy.retention_ms >= 0 and seg.last_ts_ms is not None and now_ms - seg.last_ts_ms > policy.retention_ms:
+def _due(
+    seg: SegmentInfo, projected: int, now_ms: int, policy: RetentionPolicy, size_only: bool
+) -> Literal["age", "size"] | None:
+    aged = policy.retention_ms >= 0 and seg.last_ts_ms is not None and now_ms - seg.last_ts_ms > policy.retention_ms
+    if aged and not size_only:
         return "age"
     if policy.retention_bytes >= 0 and projected > policy.retention_bytes:
         return "size"
@@ -215,15 +217,17 @@ def plan_partition(
     floor: tuple[int, str] | None,
     now_ms: int,
     policy: RetentionPolicy,
+    size_only: bool = False,
 ) -> tuple[list[Due], Due | None, int]:
-    """(segments to delete, the first due one a group holds back, bytes left) for one partition."""
+    """(segments to delete, the first due one a group holds back, bytes left) for one partition (``size_only``:
+    by the size rule alone, as the pass a roll runs)."""
     total = sum(s.bytes for s in segments)
-    if len(segments) < 2 or not policy.deletes:
+    if len(segments) < 2 or not (policy.retention_bytes >= 0 if size_only else policy.deletes):
         return [], None, total
     closed = total - segments[-1].bytes
     out: list[Due] = []
     for seg in segments[:-1]:
-        reason = _due(seg, closed + 2 * policy.segment_bytes, now_ms, policy)
+        reason = _due(seg, closed + 2 * policy.segment_bytes, now_ms, policy, size_only)
         if reason is None:
             break
         if floor is not None and seg.end > floor[0]:
@@ -234,55 +238,16 @@ def plan_partition(
     return out, None, total
 
 
-def summarise(directory: Path, topic: str, partition: int, seg: SegmentInfo, skipped: frozenset[int]) -> RetiredSegment:
-    """What a segment holds, read from its files (every group has read it: a record that no longer checks out is
-    counted as unreadable, not raised)."""
-    data_path, index_path = segment.segment_paths(directory, seg.base)
-    records = keyed = unkeyed = unreadable = 0
-    first_ts = last_ts = 0
-    bad: set[int] = set()
-    with open(data_path, "rb") as data, open(index_path, "rb") as index:
-        offset = seg.base
-        while offset < seg.end:
-            try:
-                got, after = segment.read_records(
-                    data.fileno(),
-                    index.fileno(),
-                    topic,
-                    partition,
-                    offset,
-                    10_000,
-                    lambda o: o in skipped or o in bad,
-                    base=seg.base,
-                )
-            except CorruptStateError as exc:
-                bad.add(int(exc.facts["offset"]))
-                unreadable += 1
-                continue
-            if after <= offset:
-                break
-            for rec in got:
-                if not records:
-                    first_ts = rec.timestamp_ms
-                last_ts = rec.timestamp_ms
-                records += 1
-                text = None if rec.key is None else rec.key.decode("utf-8", "replace")
-                if text is not None and parse_int(text, KEY_RANGE) is not None:
-                    keyed += 1
-                else:
-                    unkeyed += 1
-            offset = after
-    in_range = sum(1 for o in skipped if seg.base <= o < seg.end)
-    return RetiredSegment(
-        seg.base, seg.end, records, seg.bytes, first_ts, last_ts, keyed, unkeyed, in_range, unreadable
-    )
-
-
 def retire(directory: Path, topic: str, partition: int, due: list[Due], skipped: frozenset[int], now_ms: int) -> None:
-    """Record ``due`` (consecutive oldest segments) in the manifest durably, then unlink them."""
+    """Record ``due`` (consecutive oldest segments) in the manifest durably, then unlink them. What each held
+    comes from its summary (:mod:`pinpipe.log.segment_summary`: counted after it closed, or now if that summary is
+    missing or does not check out)."""
     if not due:
         return
-    entries = [replace(summarise(directory, topic, partition, d.segment, skipped), retired_at_ms=now_ms) for d in due]
+    entries = [
+        summary_for(directory, topic, partition, s.base, s.end, s.bytes, skipped).retired(now_ms)
+        for s in (d.segment for d in due)
+    ]
     old = read_retired(directory)
     write_retired(directory, Retired(due[-1].segment.end, old.segments + tuple(entries)))
     for d in due:
@@ -311,8 +276,9 @@ def plan(
     now_ms: int,
     commits: FileCommitStore | None = None,
     warned: set[str] | None = None,
+    size_only: bool = False,
 ) -> PassResult:
-    """What a pass would do now (nothing is changed)."""
+    """What a pass would do now (nothing is changed; ``size_only``: by the size rule alone)."""
     commits = commits or FileCommitStore(log_dir / "commits")
     result = PassResult()
     for topic, n in sorted(topics.items()):
@@ -323,7 +289,7 @@ def plan(
         lows = floors(commits, topic, n, policy.group_expiry_ms, warned, policy.groups, ages)
         for p in range(n):
             segments = described[p]
-            delete, held, left = plan_partition(topic, p, segments, lows.get(p), now_ms, policy)
+            delete, held, left = plan_partition(topic, p, segments, lows.get(p), now_ms, policy, size_only)
             result.deleted += delete
             if held is not None:
                 result.held.append(held)
@@ -338,9 +304,11 @@ def apply(
     now_ms: int,
     commits: FileCommitStore | None = None,
     warned: set[str] | None = None,
+    size_only: bool = False,
 ) -> PassResult:
-    """One pass: plan, then retire what is due per partition (the caller holds the writer lock)."""
-    result = plan(log_dir, topics, policy, now_ms, commits, warned)
+    """One pass: plan, then retire what is due per partition (the caller holds the writer lock; ``size_only``:
+    by the size rule alone, as the pass a roll runs on the writer thread)."""
+    result = plan(log_dir, topics, policy, now_ms, commits, warned, size_only)
     skips = skipped_offsets(log_dir) if result.deleted else {}
     by_tp: dict[tuple[str, int], list[Due]] = {}
     for d in result.deleted:
