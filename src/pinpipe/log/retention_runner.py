@@ -118,10 +118,10 @@ class RetentionRunner:
                 log.exception("retention pass of a roll failed")
         self._wake.set()
 
-    def summarise(self) -> int:
+    def summarise(self, stopping: Callable[[], bool] = lambda: False) -> int:
         """Give every closed segment a summary that checks out (:func:`summarise_closed`); how many were read. The
-        thread calls it when it starts and after every roll; never under the pass lock, so a roll's pass does not
-        wait for a segment being read."""
+        thread calls it when it starts and after every roll (``stopping``: its stop flag, checked before each
+        segment); never under the pass lock, so a roll's pass does not wait for a segment being read."""
         skips = skipped_offsets(self.log_dir)
         read = 0
         for topic, n in sorted(self.topics().items()):
@@ -130,13 +130,13 @@ class RetentionRunner:
                 known = self._known.setdefault((topic, p), set())
                 start = read_retired(directory).log_start
                 skipped = skips.get((topic, p), frozenset())
-                read += summarise_closed(directory, topic, p, start, skipped, known, self._stop.is_set)
+                read += summarise_closed(directory, topic, p, start, skipped, known, stopping)
         self.summarised += read
         return read
 
     def _background(self) -> None:
         try:
-            self.summarise()
+            self.summarise(self._stop.is_set)
         except (PinpipeError, OSError) as exc:  # a pass reads what is missing itself
             log.error("segment summaries failed", extra={"fields": {"error": str(exc)}})
 
