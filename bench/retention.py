@@ -142,6 +142,7 @@ def main() -> None:
     cpu = time.process_time() - cpu0
     assert log.retention is not None
     passes, roll_passes, summarised = log.retention.passes, log.retention.roll_passes, log.retention.summarised
+    read_by_passes = log.retention.read_by_passes
     retired = read_retired(pdir)
     final = disk_bytes(pdir)
     log.close()
@@ -151,7 +152,7 @@ def main() -> None:
     print(
         f"\n{appended:,} records in {wall:.1f} s wall ({appended / wall:,.0f} records/s, {cpu:.1f} s CPU); "
         f"{passes} retention passes ({roll_passes} in rolls), {len(retired.segments)} segments retired, "
-        f"{summarised} summarised after closing"
+        f"{summarised} summarised after closing, {read_by_passes} read by the pass deleting them"
     )
     print(
         f"disk use: peak {peak / 2**20:.1f} MiB over the step samples, {clock.peak / 2**20:.1f} MiB at the writer's "
@@ -185,6 +186,7 @@ def main() -> None:
                 "retention_passes": passes,
                 "roll_passes": roll_passes,
                 "segments_summarised": summarised,
+                "segments_read_by_passes": read_by_passes,
                 "wall_s": round(wall, 1),
                 "cpu_s": round(cpu, 1),
                 "records_per_wall_s": round(appended / wall),

@@ -2,18 +2,17 @@
 one holding a record that a consumer group has not committed.
 
 Who calls what: the writer process (the one holding ``writer.lock``: ``pinpipe api``) runs a
-:class:`~pinpipe.log.retention_runner.RetentionRunner`, which calls :func:`apply` when it takes the lock, then on
-its own thread every ``log.retention_check_ms`` and whenever a partition rolls. ``pinpipe log
+:class:`~pinpipe.log.retention_runner.RetentionRunner`, which calls :func:`apply` when it takes the lock, then —
+by the size rule alone (``size_only``) — **in every roll, on the writer thread**, before the writer takes its
+next batch, and in full on its own thread after every roll and every ``log.retention_check_ms``. ``pinpipe log
 retention`` calls :func:`plan` (``--dry-run``: what a pass would delete now, and what is held back) and
 :func:`apply` (a pass from the command line — it takes the writer lock, so it runs only while no API writes).
 
 One pass, per partition (segments oldest first; the active, last, segment is never deleted):
 
 1. a closed segment is **due** when its newest record is older than ``retention_ms`` (``-1``: never), or while
-   the closed segments plus room for two more (``2 × segment_bytes``: the active one filling up, and the one a
-   roll closes before the pass it triggers has run) exceed ``retention_bytes`` (``-1``: unlimited), data and
-   index counted. So ``retention_bytes`` is a hard cap on a partition's disk use (give or take one append batch)
-   as long as its consumers keep up — Kafka's is a target the log may exceed by a segment;
+   the closed segments plus room for two more (``2 × segment_bytes``) exceed ``retention_bytes`` (``-1``:
+   unlimited), data and index counted;
 2. a due segment is deleted only if it ends at or below the **floor**: the lowest position committed for the
    partition by any consumer group of the topic (a group that committed the topic but not this partition counts
    as position 0), and by the *required* groups (``log.retention_groups``: the sink's and the stream's) even
@@ -24,10 +23,28 @@ One pass, per partition (segments oldest first; the active, last, segment is nev
    (Kafka's ``offsets.retention.minutes``; a warning names it once per process). The first due segment that a
    group holds back stops the pass for that partition, and a warning names the group, its position and the
    partition's bytes against the bound (once per segment held);
-3. what the deleted segments held is read (counts per key class, timestamps, bytes) and appended to the
-   partition's ``retired.json`` (:mod:`pinpipe.log.retired`) with the new log start, **durably**; only then are
-   the files unlinked and the directory fsynced. A crash after the manifest and before the unlink leaves files
-   that readers ignore and the writer deletes when it next opens; a crash before leaves everything as it was.
+3. what the deleted segments held (counts per key class, timestamps, bytes: :mod:`pinpipe.log.segment_summary`,
+   counted by the retention thread once after each segment closed, or read now when that count is missing or
+   does not check out) is appended to the partition's ``retired.json`` (:mod:`pinpipe.log.retired`) with the new
+   log start, **durably**; only then are the files unlinked and the directory fsynced. A crash after the manifest
+   and before the unlink leaves files that readers ignore and the writer deletes when it next opens; a crash
+   before leaves everything as it was. So a pass reads no segment: it writes the manifest, fsyncs and unlinks.
+
+**What ``retention_bytes`` guarantees** (``R``; ``S`` = ``segment_bytes``; ``R ≥ 2S``, as the settings check).
+The roll's pass runs after the batch that rolled is written and acknowledged and before the next batch is
+written, and leaves the closed segments at most ``R − 2S``; between rolls nothing grows but the active segment,
+which rolls at the first batch that finds it at ``S`` or more. So at every instant a partition's data and index
+weigh at most ``R − S + b₁ + b₂`` — ``b₁`` the batch that last grew the segment that just closed, ``b₂`` the one
+that rolled it (one group-commit batch to the partition each) — which is **at most R whenever two consecutive
+batches to the partition together are at most S** (at the default ``S`` of 128 MiB, any batch the API's request
+limits allow), independent of timing: the writer cannot outrun the rule, since it is the writer that runs it.
+This holds while every consumer group has committed the segments the rule picks: a group that lags holds them
+(and the bound gives way, with a warning) until a later pass. Not counted: ``retired.json`` and a summary of a
+few hundred bytes per segment. The price of a cap: a partition keeps at most ``R − S`` of closed data, where Kafka
+keeps at least ``retention.bytes`` and exceeds it by the active segment and by what arrives between its checks.
+A roll that deletes delays the next batch by the deletion (a manifest write and two fsyncs: milliseconds); one
+whose segment to delete has no summary yet (right after a restart, or ``R`` below ``3S``, when the segment just
+closed is due at once) reads that segment on the writer thread first.
 
 Time is the writer's clock (``clock``, milliseconds; record timestamps come from it too), so tests and
 ``bench/retention.py`` compress a day into minutes.
@@ -121,6 +138,8 @@ class PassResult:
     held: list[Due] = field(default_factory=list)
     bytes: dict[tuple[str, int], int] = field(default_factory=dict)
     """Bytes of each partition after the pass."""
+    read: int = 0
+    """Deleted segments the pass had to read (no summary that checks out: see :func:`retire`)."""
 
 
 def describe(directory: Path) -> list[SegmentInfo]:
@@ -238,16 +257,17 @@ def plan_partition(
     return out, None, total
 
 
-def retire(directory: Path, topic: str, partition: int, due: list[Due], skipped: frozenset[int], now_ms: int) -> None:
-    """Record ``due`` (consecutive oldest segments) in the manifest durably, then unlink them. What each held
-    comes from its summary (:mod:`pinpipe.log.segment_summary`: counted after it closed, or now if that summary is
-    missing or does not check out)."""
+def retire(directory: Path, topic: str, partition: int, due: list[Due], skipped: frozenset[int], now_ms: int) -> int:
+    """Record ``due`` (consecutive oldest segments) in the manifest durably, then unlink them; how many had to be
+    read. What each held comes from its summary (:mod:`pinpipe.log.segment_summary`: counted after it closed, or
+    read now if that summary is missing or does not check out)."""
     if not due:
-        return
-    entries = [
-        summary_for(directory, topic, partition, s.base, s.end, s.bytes, skipped).retired(now_ms)
-        for s in (d.segment for d in due)
+        return 0
+    counted = [
+        summary_for(directory, topic, partition, s.base, s.end, s.bytes, skipped) for s in (d.segment for d in due)
     ]
+    entries = [summary.retired(now_ms) for summary, _ in counted]
+    read = sum(1 for _, was_read in counted if was_read)
     old = read_retired(directory)
     write_retired(directory, Retired(due[-1].segment.end, old.segments + tuple(entries)))
     for d in due:
@@ -264,9 +284,11 @@ def retire(directory: Path, topic: str, partition: int, due: list[Due], skipped:
                 "bytes": sum(e.bytes for e in entries),
                 "log_start": due[-1].segment.end,
                 "reason": due[-1].reason,
+                "read": read,
             }
         },
     )
+    return read
 
 
 def plan(
@@ -314,5 +336,5 @@ def apply(
     for d in result.deleted:
         by_tp.setdefault((d.topic, d.partition), []).append(d)
     for (topic, p), due in by_tp.items():
-        retire(log_dir / topic / str(p), topic, p, due, skips.get((topic, p), frozenset()), now_ms)
+        result.read += retire(log_dir / topic / str(p), topic, p, due, skips.get((topic, p), frozenset()), now_ms)
     return result

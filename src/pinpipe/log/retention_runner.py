@@ -55,6 +55,8 @@ class RetentionRunner:
         """Passes :meth:`poke` ran on the writer thread (included in ``passes``)."""
         self.summarised = 0
         """Closed segments the thread read to summarise them."""
+        self.read_by_passes = 0
+        """Segments passes read as they deleted them (no summary that checked out yet)."""
         self._known: dict[tuple[str, int], set[int]] = {}
         self._warned_groups: set[str] = set()
         self._warned_held: set[tuple[str, int, int]] = set()
@@ -71,6 +73,7 @@ class RetentionRunner:
         with self._lock:
             result = apply(self.log_dir, held_topics, self.policy, now_ms, self.commits, self._warned_groups, size_only)
             self.passes += 1
+            self.read_by_passes += result.read
         bound = self.policy.retention_bytes
         for held in result.held:
             key = (held.topic, held.partition, held.segment.base)

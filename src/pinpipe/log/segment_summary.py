@@ -234,19 +234,18 @@ def _checks_out(summary: SegmentSummary | None, end: int, size: int, skipped: tu
 
 def summary_for(
     directory: Path, topic: str, partition: int, base: int, end: int, size: int, skipped: frozenset[int]
-) -> SegmentSummary:
-    """The summary of the closed segment ``[base, end)`` weighing ``size`` bytes: its sidecar when that checks
-    out (see the module docstring), else a read of the segment now."""
+) -> tuple[SegmentSummary, bool]:
+    """The summary of the closed segment ``[base, end)`` weighing ``size`` bytes, and whether the segment had to
+    be read for it: its sidecar when that checks out (see the module docstring), else a read of the segment now."""
     found = read_summary(directory, base)
-    if _checks_out(found, end, size, in_range(skipped, base, end)):
-        assert found is not None
-        return found
+    if found is not None and _checks_out(found, end, size, in_range(skipped, base, end)):
+        return found, False
     if segment.summary_path(directory, base).exists():
         log.warning(
             "segment summary does not match its segment: counting the segment again",
             extra={"fields": {"topic": topic, "partition": partition, "base": base}},
         )
-    return scan(directory, topic, partition, base, end, skipped)
+    return scan(directory, topic, partition, base, end, skipped), True
 
 
 def summarise_closed(
