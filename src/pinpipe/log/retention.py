@@ -36,15 +36,17 @@ written, and leaves the closed segments at most ``R − 2S``; between rolls noth
 which rolls at the first batch that finds it at ``S`` or more. So at every instant a partition's data and index
 weigh at most ``R − S + b₁ + b₂`` — ``b₁`` the batch that last grew the segment that just closed, ``b₂`` the one
 that rolled it (one group-commit batch to the partition each) — which is **at most R whenever two consecutive
-batches to the partition together are at most S** (at the default ``S`` of 128 MiB, any batch the API's request
-limits allow), independent of timing: the writer cannot outrun the rule, since it is the writer that runs it.
+batches to the partition together are at most S** (over it by their excess otherwise; at the default ``S`` of
+128 MiB, more than 64 MiB would have to arrive for one partition within one fsync), independent of timing: the
+writer cannot outrun the rule, since it is the writer that runs it.
 This holds while every consumer group has committed the segments the rule picks: a group that lags holds them
 (and the bound gives way, with a warning) until a later pass. Not counted: ``retired.json`` and a summary of a
 few hundred bytes per segment. The price of a cap: a partition keeps at most ``R − S`` of closed data, where Kafka
 keeps at least ``retention.bytes`` and exceeds it by the active segment and by what arrives between its checks.
 A roll that deletes delays the next batch by the deletion (a manifest write and two fsyncs: milliseconds); one
-whose segment to delete has no summary yet (right after a restart, or ``R`` below ``3S``, when the segment just
-closed is due at once) reads that segment on the writer thread first.
+whose segment to delete has no summary yet reads that segment on the writer thread first (after a crash between
+a roll and its count, on a log written before summaries, or with ``R`` below ``3S``, when the segment just closed
+is due at once: about 0.1 s per 8 MiB).
 
 Time is the writer's clock (``clock``, milliseconds; record timestamps come from it too), so tests and
 ``bench/retention.py`` compress a day into minutes.
