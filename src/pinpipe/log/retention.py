@@ -2,18 +2,17 @@
 one holding a record that a consumer group has not committed.
 
 Who calls what: the writer process (the one holding ``writer.lock``: ``pinpipe api``) runs a
-:class:`~pinpipe.log.retention_runner.RetentionRunner`, which calls :func:`apply` when it takes the lock, then on
-its own thread every ``log.retention_check_ms`` and whenever a partition rolls. ``pinpipe log
+:class:`~pinpipe.log.retention_runner.RetentionRunner`, which calls :func:`apply` when it takes the lock, then —
+by the size rule alone (``size_only``) — **in every roll, on the writer thread**, before the writer takes its
+next batch, and in full on its own thread after every roll and every ``log.retention_check_ms``. ``pinpipe log
 retention`` calls :func:`plan` (``--dry-run``: what a pass would delete now, and what is held back) and
 :func:`apply` (a pass from the command line — it takes the writer lock, so it runs only while no API writes).
 
 One pass, per partition (segments oldest first; the active, last, segment is never deleted):
 
 1. a closed segment is **due** when its newest record is older than ``retention_ms`` (``-1``: never), or while
-   the closed segments plus room for two more (``2 × segment_bytes``: the active one filling up, and the one a
-   roll closes before the pass it triggers has run) exceed ``retention_bytes`` (``-1``: unlimited), data and
-   index counted. So ``retention_bytes`` is a hard cap on a partition's disk use (give or take one append batch)
-   as long as its consumers keep up — Kafka's is a target the log may exceed by a segment;
+   the closed segments plus room for two more (``2 × segment_bytes``) exceed ``retention_bytes`` (``-1``:
+   unlimited), data and index counted;
 2. a due segment is deleted only if it ends at or below the **floor**: the lowest position committed for the
    partition by any consumer group of the topic (a group that committed the topic but not this partition counts
    as position 0), and by the *required* groups (``log.retention_groups``: the sink's and the stream's) even
@@ -24,10 +23,30 @@ One pass, per partition (segments oldest first; the active, last, segment is nev
    (Kafka's ``offsets.retention.minutes``; a warning names it once per process). The first due segment that a
    group holds back stops the pass for that partition, and a warning names the group, its position and the
    partition's bytes against the bound (once per segment held);
-3. what the deleted segments held is read (counts per key class, timestamps, bytes) and appended to the
-   partition's ``retired.json`` (:mod:`pinpipe.log.retired`) with the new log start, **durably**; only then are
-   the files unlinked and the directory fsynced. A crash after the manifest and before the unlink leaves files
-   that readers ignore and the writer deletes when it next opens; a crash before leaves everything as it was.
+3. what the deleted segments held (counts per key class, timestamps, bytes: :mod:`pinpipe.log.segment_summary`,
+   counted by the retention thread once after each segment closed, or read now when that count is missing or
+   does not check out) is appended to the partition's ``retired.json`` (:mod:`pinpipe.log.retired`) with the new
+   log start, **durably**; only then are the files unlinked and the directory fsynced. A crash after the manifest
+   and before the unlink leaves files that readers ignore and the writer deletes when it next opens; a crash
+   before leaves everything as it was. So a pass reads no segment: it writes the manifest, fsyncs and unlinks.
+
+**What ``retention_bytes`` guarantees** (``R``; ``S`` = ``segment_bytes``; ``R ≥ 2S``, as the settings check).
+The roll's pass runs after the batch that rolled is written and acknowledged and before the next batch is
+written, and leaves the closed segments at most ``R − 2S``; between rolls nothing grows but the active segment,
+which rolls at the first batch that finds it at ``S`` or more. So at every instant a partition's data and index
+weigh at most ``R − S + b₁ + b₂`` — ``b₁`` the batch that last grew the segment that just closed, ``b₂`` the one
+that rolled it (one group-commit batch to the partition each) — which is **at most R whenever two consecutive
+batches to the partition together are at most S** (over it by their excess otherwise; at the default ``S`` of
+128 MiB, more than 64 MiB would have to arrive for one partition within one fsync), independent of timing: the
+writer cannot outrun the rule, since it is the writer that runs it.
+This holds while every consumer group has committed the segments the rule picks: a group that lags holds them
+(and the bound gives way, with a warning) until a later pass. Not counted: ``retired.json`` and a summary of a
+few hundred bytes per segment. The price of a cap: a partition keeps at most ``R − S`` of closed data, where Kafka
+keeps at least ``retention.bytes`` and exceeds it by the active segment and by what arrives between its checks.
+A roll that deletes delays the next batch by the deletion (a manifest write and two fsyncs: milliseconds); one
+whose segment to delete has no summary yet reads that segment on the writer thread first (after a crash between
+a roll and its count, on a log written before summaries, or with ``R`` below ``3S``, when the segment just closed
+is due at once: about 0.1 s per 8 MiB).
 
 Time is the writer's clock (``clock``, milliseconds; record timestamps come from it too), so tests and
 ``bench/retention.py`` compress a day into minutes.
@@ -38,18 +57,17 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from pinpipe.config import LogSettings
-from pinpipe.errors import CorruptStateError
 from pinpipe.log import segment
 from pinpipe.log.commits import FileCommitStore
 from pinpipe.log.integrity import fsync_dir, skipped_offsets
-from pinpipe.log.retired import Retired, RetiredSegment, read_retired, write_retired
+from pinpipe.log.retired import Retired, read_retired, write_retired
+from pinpipe.log.segment_summary import summary_for
 from pinpipe.telemetry.logs import get_logger
-from pinpipe.values import KEY_RANGE, parse_int
 
 log = get_logger("log.retention")
 
@@ -122,6 +140,8 @@ class PassResult:
     held: list[Due] = field(default_factory=list)
     bytes: dict[tuple[str, int], int] = field(default_factory=dict)
     """Bytes of each partition after the pass."""
+    read: int = 0
+    """Deleted segments the pass had to read (no summary that checks out: see :func:`retire`)."""
 
 
 def describe(directory: Path) -> list[SegmentInfo]:
@@ -154,8 +174,11 @@ def _segment_info(directory: Path, base: int, following: int | None) -> SegmentI
     return SegmentInfo(base, following if following is not None else base + count, size, last_ts, first_ts)
 
 
-def _due(seg: SegmentInfo, projected: int, now_ms: int, policy: RetentionPolicy) -> Literal["age", "size"] | None:
-    if policy.retention_ms >= 0 and seg.last_ts_ms is not None and now_ms - seg.last_ts_ms > policy.retention_ms:
+def _due(
+    seg: SegmentInfo, projected: int, now_ms: int, policy: RetentionPolicy, size_only: bool
+) -> Literal["age", "size"] | None:
+    aged = policy.retention_ms >= 0 and seg.last_ts_ms is not None and now_ms - seg.last_ts_ms > policy.retention_ms
+    if aged and not size_only:
         return "age"
     if policy.retention_bytes >= 0 and projected > policy.retention_bytes:
         return "size"
@@ -215,15 +238,17 @@ def plan_partition(
     floor: tuple[int, str] | None,
     now_ms: int,
     policy: RetentionPolicy,
+    size_only: bool = False,
 ) -> tuple[list[Due], Due | None, int]:
-    """(segments to delete, the first due one a group holds back, bytes left) for one partition."""
+    """(segments to delete, the first due one a group holds back, bytes left) for one partition (``size_only``:
+    by the size rule alone, as the pass a roll runs)."""
     total = sum(s.bytes for s in segments)
-    if len(segments) < 2 or not policy.deletes:
+    if len(segments) < 2 or not (policy.retention_bytes >= 0 if size_only else policy.deletes):
         return [], None, total
     closed = total - segments[-1].bytes
     out: list[Due] = []
     for seg in segments[:-1]:
-        reason = _due(seg, closed + 2 * policy.segment_bytes, now_ms, policy)
+        reason = _due(seg, closed + 2 * policy.segment_bytes, now_ms, policy, size_only)
         if reason is None:
             break
         if floor is not None and seg.end > floor[0]:
@@ -234,55 +259,17 @@ def plan_partition(
     return out, None, total
 
 
-def summarise(directory: Path, topic: str, partition: int, seg: SegmentInfo, skipped: frozenset[int]) -> RetiredSegment:
-    """What a segment holds, read from its files (every group has read it: a record that no longer checks out is
-    counted as unreadable, not raised)."""
-    data_path, index_path = segment.segment_paths(directory, seg.base)
-    records = keyed = unkeyed = unreadable = 0
-    first_ts = last_ts = 0
-    bad: set[int] = set()
-    with open(data_path, "rb") as data, open(index_path, "rb") as index:
-        offset = seg.base
-        while offset < seg.end:
-            try:
-                got, after = segment.read_records(
-                    data.fileno(),
-                    index.fileno(),
-                    topic,
-                    partition,
-                    offset,
-                    10_000,
-                    lambda o: o in skipped or o in bad,
-                    base=seg.base,
-                )
-            except CorruptStateError as exc:
-                bad.add(int(exc.facts["offset"]))
-                unreadable += 1
-                continue
-            if after <= offset:
-                break
-            for rec in got:
-                if not records:
-                    first_ts = rec.timestamp_ms
-                last_ts = rec.timestamp_ms
-                records += 1
-                text = None if rec.key is None else rec.key.decode("utf-8", "replace")
-                if text is not None and parse_int(text, KEY_RANGE) is not None:
-                    keyed += 1
-                else:
-                    unkeyed += 1
-            offset = after
-    in_range = sum(1 for o in skipped if seg.base <= o < seg.end)
-    return RetiredSegment(
-        seg.base, seg.end, records, seg.bytes, first_ts, last_ts, keyed, unkeyed, in_range, unreadable
-    )
-
-
-def retire(directory: Path, topic: str, partition: int, due: list[Due], skipped: frozenset[int], now_ms: int) -> None:
-    """Record ``due`` (consecutive oldest segments) in the manifest durably, then unlink them."""
+def retire(directory: Path, topic: str, partition: int, due: list[Due], skipped: frozenset[int], now_ms: int) -> int:
+    """Record ``due`` (consecutive oldest segments) in the manifest durably, then unlink them; how many had to be
+    read. What each held comes from its summary (:mod:`pinpipe.log.segment_summary`: counted after it closed, or
+    read now if that summary is missing or does not check out)."""
     if not due:
-        return
-    entries = [replace(summarise(directory, topic, partition, d.segment, skipped), retired_at_ms=now_ms) for d in due]
+        return 0
+    counted = [
+        summary_for(directory, topic, partition, s.base, s.end, s.bytes, skipped) for s in (d.segment for d in due)
+    ]
+    entries = [summary.retired(now_ms) for summary, _ in counted]
+    read = sum(1 for _, was_read in counted if was_read)
     old = read_retired(directory)
     write_retired(directory, Retired(due[-1].segment.end, old.segments + tuple(entries)))
     for d in due:
@@ -299,9 +286,11 @@ def retire(directory: Path, topic: str, partition: int, due: list[Due], skipped:
                 "bytes": sum(e.bytes for e in entries),
                 "log_start": due[-1].segment.end,
                 "reason": due[-1].reason,
+                "read": read,
             }
         },
     )
+    return read
 
 
 def plan(
@@ -311,8 +300,9 @@ def plan(
     now_ms: int,
     commits: FileCommitStore | None = None,
     warned: set[str] | None = None,
+    size_only: bool = False,
 ) -> PassResult:
-    """What a pass would do now (nothing is changed)."""
+    """What a pass would do now (nothing is changed; ``size_only``: by the size rule alone)."""
     commits = commits or FileCommitStore(log_dir / "commits")
     result = PassResult()
     for topic, n in sorted(topics.items()):
@@ -323,7 +313,7 @@ def plan(
         lows = floors(commits, topic, n, policy.group_expiry_ms, warned, policy.groups, ages)
         for p in range(n):
             segments = described[p]
-            delete, held, left = plan_partition(topic, p, segments, lows.get(p), now_ms, policy)
+            delete, held, left = plan_partition(topic, p, segments, lows.get(p), now_ms, policy, size_only)
             result.deleted += delete
             if held is not None:
                 result.held.append(held)
@@ -338,13 +328,15 @@ def apply(
     now_ms: int,
     commits: FileCommitStore | None = None,
     warned: set[str] | None = None,
+    size_only: bool = False,
 ) -> PassResult:
-    """One pass: plan, then retire what is due per partition (the caller holds the writer lock)."""
-    result = plan(log_dir, topics, policy, now_ms, commits, warned)
+    """One pass: plan, then retire what is due per partition (the caller holds the writer lock; ``size_only``:
+    by the size rule alone, as the pass a roll runs on the writer thread)."""
+    result = plan(log_dir, topics, policy, now_ms, commits, warned, size_only)
     skips = skipped_offsets(log_dir) if result.deleted else {}
     by_tp: dict[tuple[str, int], list[Due]] = {}
     for d in result.deleted:
         by_tp.setdefault((d.topic, d.partition), []).append(d)
     for (topic, p), due in by_tp.items():
-        retire(log_dir / topic / str(p), topic, p, due, skips.get((topic, p), frozenset()), now_ms)
+        result.read += retire(log_dir / topic / str(p), topic, p, due, skips.get((topic, p), frozenset()), now_ms)
     return result

@@ -3,11 +3,11 @@
 ``<dir>/<topic>/<p>/retired.json`` is ``{"log_start": N, "segments": [{...}, ...]}``: ``log_start`` is the
 first offset the partition still serves (every offset below it is *retired*), and each segment entry says what
 the deleted segment held — ``base``/``end`` (its offsets ``[base, end)``), ``records`` (readable records),
-``skipped`` (offsets an operator had skipped as corrupt), ``unreadable`` (records that no longer checked out
-when retention read them: every group had read them already), ``bytes`` (data and index), ``first_ts_ms`` /
-``last_ts_ms`` (append times of its first and newest record), ``keyed`` / ``unkeyed`` (records whose key is, or
-is not, a usable ``ind`` as validation and cleaning read it: what accounting needs to reconcile the stream
-stage) and ``retired_at_ms``.
+``skipped`` (offsets an operator had skipped as corrupt), ``unreadable`` (records that did not check out when
+the segment was counted, once after it closed: :mod:`pinpipe.log.segment_summary`), ``bytes`` (data and index),
+``first_ts_ms`` / ``last_ts_ms`` (append times of its first and newest record), ``keyed`` / ``unkeyed`` (records
+whose key is, or is not, a usable ``ind`` as validation and cleaning read it: what accounting needs to reconcile
+the stream stage) and ``retired_at_ms``.
 
 Who calls what: :mod:`pinpipe.log.retention` (the writer process) calls :func:`write_retired` *before* it
 unlinks a segment (the file is replaced atomically: temporary file, fsync, rename, fsync of the directory), so

@@ -15,6 +15,10 @@ record (its *base*), Kafka style, in ``<dir>/<topic>/<p>/``:
 ``data`` and ``index``
     the layout of logs written before segments existed: read as the segment of base 0 (never renamed; it rolls
     like any other segment and retention deletes it like any other).
+``<base:020d>.summary``
+    what a closed segment holds, counted once after it closed (:mod:`pinpipe.log.segment_summary`): retention
+    records it in ``retired.json`` when it deletes the segment, without reading the segment again. Not a segment
+    file: it may be missing or stale (it is checked against the segment and recomputed then).
 ``retired.json``
     what retention deleted (:mod:`pinpipe.log.retired`); segments below its ``log_start`` are ignored by readers
     (retention crashed between recording and unlinking them) and deleted by the writer when it opens.
@@ -62,6 +66,7 @@ Skipped = Callable[[int], bool]
 """Whether an operator skipped the record at this offset (``pinpipe log repair``)."""
 LEGACY = ("data", "index")
 """File names of the single segment of a partition written before segments existed (base 0)."""
+SUMMARY_SUFFIX = ".summary"
 _SEGMENT_RE = re.compile(r"^(\d{20})\.(data|index)$")
 REPAIR_HINT = "run `pinpipe log verify --log URL` to list every corrupt record, then `pinpipe log repair` to skip it"
 
@@ -86,11 +91,17 @@ def list_segments(directory: Path) -> list[int]:
     return sorted(bases)
 
 
+def summary_path(directory: Path, base: int) -> Path:
+    """The summary sidecar of the segment of ``base`` (:mod:`pinpipe.log.segment_summary`)."""
+    return directory / f"{base:020d}{SUMMARY_SUFFIX}"
+
+
 def delete_segment(directory: Path, base: int) -> None:
     """Unlink the segment of ``base`` (index first, so a crash in between leaves a data file that
-    :func:`segment_paths` still finds); the caller fsyncs the directory."""
+    :func:`segment_paths` still finds; its summary last); the caller fsyncs the directory."""
     data, index = segment_paths(directory, base)
-    for path in (index, data, *((directory / LEGACY[1], directory / LEGACY[0]) if base == 0 else ())):
+    legacy = (directory / LEGACY[1], directory / LEGACY[0]) if base == 0 else ()
+    for path in (index, data, *legacy, summary_path(directory, base)):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
 
