@@ -97,14 +97,9 @@ def normalise_silver(kind: Kind, table: pa.Table) -> pa.Table:
 
 
 def _cast_silver(kind: Kind, table: pa.Table) -> pa.Table:
-    schema = SILVER_SCHEMAS[kind]
-    columns = []
-    for f in schema:
-        col = table.column(f.name)
-        if pa.types.is_timestamp(col.type) and col.type.tz is None:
-            col = pc.assume_timezone(col.cast(pa.timestamp("us")), "UTC")
-        columns.append(col.cast(f.type))
-    return pa.Table.from_arrays(columns, schema=schema)
+    from pinpipe.lake.data_files import cast_to
+
+    return cast_to(table, SILVER_SCHEMAS[kind])
 
 
 def _count(mask: Any) -> int:
