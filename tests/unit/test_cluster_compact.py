@@ -46,3 +46,22 @@ def test_runs_are_cut_at_the_target_size_and_buckets_stay_apart() -> None:
 def test_overlapping_small_files_are_one_component_and_files_without_statistics_are_never_packed() -> None:
     files = [_f("x", 0, 50, 20), _f("y", 40, 60, 20), _f("z", 61, 70, 20), TableFile("nostats", 5, 1, None, None, 0)]
     assert _names(packing_plan(files, SMALL, TARGET)) == [["x", "y", "z"]]
+
+
+def test_inserts_from_sequences_far_apart_go_to_files_of_their_own() -> None:
+    """Two producers' new keys in one batch (dense runs far apart), and a stray old key: cut at the jumps; keys
+    spread evenly stay together."""
+    import pyarrow as pa
+
+    from pinpipe.lake.bucket_merge import _runs
+
+    def runs(keys: list[int]) -> list[list[int]]:
+        table = pa.table({"ind": pa.array(sorted(keys), pa.int64())})
+        return [r.column("ind").to_pylist() for r in _runs(table)]
+
+    a, b = list(range(1_000, 1_100, 3)), list(range(900_000, 900_100, 3))
+    assert runs(a + b) == [a, b]
+    assert runs([*a, 50_000_000]) == [a, [50_000_000]]
+    spread = list(range(0, 10_000_000, 9_973))
+    assert runs(spread) == [spread]
+    assert runs([]) == [] and runs([5]) == [[5]]

@@ -24,7 +24,9 @@ files, and the retry writes new ones).
 from __future__ import annotations
 
 import io
+import itertools
 import math
+import os
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -139,10 +141,7 @@ def merge_bucket(
         if not may_hold(f, keys):
             continue
         out.files_read += 1
-        data = lake.get(prefix + f.path)
-        if data is None:
-            raise FileNotFoundError(f"Delta data file {prefix}{f.path} is missing from {lake.url}")
-        reader = pq.ParquetFile(io.BytesIO(data))
+        reader = _open(lake, prefix + f.path)
         lo, hi = _span(keys, f)
         inds = reader.read(columns=["ind"]).column("ind")
         if not pc.any(pc.is_in(winners.column("ind").slice(lo, hi - lo), value_set=inds)).as_py():
@@ -164,9 +163,43 @@ def merge_bucket(
     new = winners.filter(pa.array(~matched))
     out.inserted = new.num_rows
     out.unchanged = winners.num_rows - out.inserted - out.updated
-    for start in range(0, new.num_rows, rows_per_file):
-        out.added.append(write_file(lake, prefix, bucket, new.slice(start, rows_per_file)))
+    for run in _runs(new):
+        for start in range(0, run.num_rows, rows_per_file):
+            out.added.append(write_file(lake, prefix, bucket, run.slice(start, rows_per_file)))
     return out
+
+
+GAP_FACTOR = 64
+"""Inserts are cut into separate files where the gap between two consecutive new keys exceeds this many times
+their median gap (:func:`_runs`)."""
+
+
+def _runs(new: pa.Table) -> list[pa.Table]:
+    """``new`` (sorted by ``ind``) cut where consecutive keys jump by more than :data:`GAP_FACTOR` times the median
+    step: keys from sequences far apart (two producers, or a few old keys among new ones) go to files of their own,
+    whose narrow ranges hold no later key of another sequence. Keys spread evenly (a backlog's random ones) have no
+    such jump and stay in one run."""
+    if new.num_rows < 3:
+        return [new] if new.num_rows else []
+    keys = new.column("ind").to_numpy(zero_copy_only=False)
+    steps = np.diff(keys)
+    cuts = np.flatnonzero(steps > GAP_FACTOR * max(float(np.median(steps)), 1.0)) + 1
+    bounds = [0, *cuts.tolist(), new.num_rows]
+    return [new.slice(a, b - a) for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _open(lake: Lake, key: str) -> pq.ParquetFile:
+    """A data file for reading its footer and columns: on ``file://`` the file itself (only the columns read come
+    off the disk), elsewhere its bytes fetched whole."""
+    if lake.scheme == "file":
+        path = os.path.join(lake.root, key)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Delta data file {key} is missing from {lake.url}")
+        return pq.ParquetFile(path)
+    data = lake.get(key)
+    if data is None:
+        raise FileNotFoundError(f"Delta data file {key} is missing from {lake.url}")
+    return pq.ParquetFile(io.BytesIO(data))
 
 
 def _span(keys: np.ndarray[Any, Any], f: TableFile) -> tuple[int, int]:
