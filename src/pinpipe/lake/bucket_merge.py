@@ -10,11 +10,13 @@ old ``ind`` each file covers most of the key range, statistics prune nothing and
 10M-row stream fell minutes behind that way). Here, per bucket:
 
 1. the files whose ``ind`` statistics can hold one of the bucket's keys (exact test: some key in ``[min, max]``)
-   are fetched and their ``ind`` column read: only those holding a key are decoded further;
+   have their ``ind`` column read (on ``file://`` in place, elsewhere from the fetched object): only those holding
+   a key are decoded further;
 2. a key no file holds is an insert; a held one with other content (null-safe, NaN equal to NaN: Spark's ``<=>``,
    DuckDB's ``IS DISTINCT FROM``) an update; the rest are unchanged;
 3. each file holding an updated row is rewritten **on its own** (its other rows kept, sorted by ``ind``), so it
-   keeps its key range; the inserts are written sorted by ``ind`` as new files of at most ``rows_per_file`` rows.
+   keeps its key range; the inserts are written sorted by ``ind`` as new files of at most ``rows_per_file`` rows,
+   cut where the keys jump between sequences far apart (:func:`_runs`).
 
 The files are complete in the store before the plan returns; until a commit names them, readers do not see them
 (an attempt that then fails, a lost commit race say, leaves them unreferenced: Delta's ``VACUUM`` removes such
