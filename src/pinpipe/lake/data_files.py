@@ -11,6 +11,7 @@ from the log alone.
 
 from __future__ import annotations
 
+import threading
 import time
 import weakref
 from collections.abc import Mapping, Sequence
@@ -154,6 +155,7 @@ def commit_files(
         )
 
 
+_KNOWN_LOCK = threading.Lock()
 _KNOWN: dict[int, tuple[weakref.ref[Any], int, tuple[TableFile, ...]]] = {}
 """Per open table object (by ``id``, checked through a weak reference): the ``ind`` files of one version of it —
 a snapshot's files never change, so a kept handle whose own commit produced that version need not list them."""
@@ -174,9 +176,10 @@ def table_files(dt: Any, key: str = "ind") -> list[TableFile]:
 def remember_files(dt: Any, version: int, files: Sequence[TableFile]) -> None:
     """Note that version ``version`` of the table object ``dt`` has exactly ``files`` (the ``ind`` ranges): what
     a writer that just committed on top of a snapshot it listed knows without listing again."""
-    for ident in [i for i, (ref, _, _) in _KNOWN.items() if ref() is None]:
-        del _KNOWN[ident]
-    _KNOWN[id(dt)] = (weakref.ref(dt), version, tuple(files))
+    with _KNOWN_LOCK:  # writers of different tables run on threads of one process
+        for ident in [i for i, (ref, _, _) in _KNOWN.items() if ref() is None]:
+            del _KNOWN[ident]
+        _KNOWN[id(dt)] = (weakref.ref(dt), version, tuple(files))
 
 
 def written_table_file(f: WrittenFile) -> TableFile:
