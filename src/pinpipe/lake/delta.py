@@ -16,9 +16,12 @@ Idempotence:
   transactions always commits them.
 
 Layout: silver is partitioned by ``bucket`` (:func:`pinpipe.tables.silver_bucket`, the log's placement) in small
-files (:data:`SILVER_FILE_BYTES`), and every MERGE predicate names the batch's buckets and ``ind`` ranges
-(:mod:`pinpipe.lake.pruning`): a merge reads and rewrites only the files its keys can touch. Every table is created
-empty first (:func:`_create`, a conflict-checked commit), then only merged into or appended to.
+files (:data:`SILVER_FILE_BYTES`), each holding a narrow ``ind`` range. A bucketed silver table is upserted by
+pinpipe's own copy-on-write (:mod:`pinpipe.lake.bucket_merge`, committed through delta-rs's transaction API),
+which reads and rewrites only the files holding its keys and keeps every file's range narrow; a table without the
+bucket column (created by an older pinpipe) and quarantine go through delta-rs's MERGE, whose predicate names the
+batch's ``ind`` or offset ranges (:mod:`pinpipe.lake.pruning`). Every table is created empty first
+(:func:`_create`, a conflict-checked commit), then only merged into or appended to.
 
 Handles: a long-lived writer (the stream worker) passes a :class:`~pinpipe.lake.open_tables.DeltaHandles` as
 ``handles=`` so each table is opened once per process and every commit starts from the version its last own
