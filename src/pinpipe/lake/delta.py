@@ -207,10 +207,11 @@ def merge_silver(
     handles: DeltaHandles | None = None,
 ) -> MergeStats:
     """Upsert ``silver`` (``SILVER_SCHEMAS[kind]``, one row per ``ind``) into ``<lake>/silver/<kind>`` by ``ind``,
-    in one commit that also records ``app_txns``; creates the (empty, bucketed) table on first use. The MERGE
-    predicate spells the batch's buckets and ``ind`` ranges (:func:`key_predicate`), so delta-rs reads and
-    rewrites only the files that can hold one of its keys. With ``handles`` the table's kept handle is used
-    (and dropped if the call fails)."""
+    in one commit that also records ``app_txns``; creates the (empty, bucketed) table on first use. Only the files
+    that can hold one of its keys are read and only those holding an updated row rewritten
+    (:mod:`pinpipe.lake.bucket_merge`; on a table without the bucket column, delta-rs's MERGE with the batch's
+    ``ind`` ranges in its predicate). With ``handles`` the table's kept handle is used (and dropped if the call
+    fails)."""
     parts = ("silver", kind)
     with held(handles, parts):
         return _merge_silver(lake, kind, silver, app_txns, handles)
