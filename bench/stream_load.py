@@ -160,11 +160,12 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
 
 
-def latencies(sent: Sent, observer: SilverObserver) -> tuple[list[float], list[float], int]:
-    """(new-record latencies, update latencies, records never seen)."""
+def latencies(sent: Sent, observer: SilverObserver) -> tuple[list[float], list[float], int, int]:
+    """(new-record latencies, update latencies, records never seen, updates seen only in files added before their
+    acknowledgement reached the load generator: the worker merged them before a loaded client noted the answer)."""
     new: list[float] = []
     upd: list[float] = []
-    missing = 0
+    missing = early = 0
     for kind in KINDS:
         want = [(i, t, u) for k, i, t, u in sent if k == kind]
         if not want:
@@ -179,8 +180,10 @@ def latencies(sent: Sent, observer: SilverObserver) -> tuple[list[float], list[f
             times = seen.get(ind, [])
             # a new ind: its first appearance; an update: the first file holding it added after the ack
             at = next((t for t in times if t >= acked - 0.005), None) if update else (times[0] if times else None)
-            if at is None:
+            if at is None and update and times:
+                early += 1
+            elif at is None:
                 missing += 1
             else:
                 (upd if update else new).append(max(0.0, at - acked))
-    return new, upd, missing
+    return new, upd, missing, early
