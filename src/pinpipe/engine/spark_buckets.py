@@ -35,7 +35,15 @@ from pinpipe.engine.spark_merge import MergeCounts, spark_schema
 from pinpipe.errors import CommitConflictError
 from pinpipe.lake import delta
 from pinpipe.lake.bucket_merge import rows_per_file
-from pinpipe.lake.data_files import TableFile, WrittenFile, check_unchanged, commit_files, table_files, table_prefix
+from pinpipe.lake.data_files import (
+    TableFile,
+    WrittenFile,
+    check_unchanged,
+    commit_files,
+    row_metadata,
+    table_files,
+    table_prefix,
+)
 from pinpipe.lake.store import Lake
 from pinpipe.tables import SILVER_BUCKET, SILVER_BUCKETS, SILVER_BUCKETS_KEY, SILVER_SCHEMAS, Kind
 
@@ -116,7 +124,8 @@ def merge_buckets(
                 totals[name] += int(row[name])
     if added or removed or app_txns:
         check_unchanged(dt, files, [f.path for f in removed], {f.bucket for f in added} | {f.bucket for f in removed})
-        commit_files(lake, parts, schema, added, removed, app_txns, dt)
+        metadata = row_metadata(totals["inserted"], totals["updated"])
+        commit_files(lake, parts, schema, added, removed, app_txns, dt, metadata=metadata)
     log.info(
         "merged silver by bucket",
         extra={"fields": {"kind": kind, **totals, "files_removed": len(removed), "files_added": len(added)}},

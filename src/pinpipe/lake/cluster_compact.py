@@ -27,7 +27,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pinpipe.lake.bucket_merge import write_file
-from pinpipe.lake.data_files import TableFile, cast_to, check_unchanged, commit_files, table_files, table_prefix
+from pinpipe.lake.data_files import (
+    OPERATION,
+    TableFile,
+    cast_to,
+    check_unchanged,
+    commit_files,
+    table_files,
+    table_prefix,
+)
 from pinpipe.lake.store import Lake
 from pinpipe.tables import SILVER_SCHEMAS, Kind
 
@@ -107,6 +115,6 @@ def compact_bucketed(lake: Lake, kind: Kind, dt: Any, small_share: int) -> dict[
     removed = [f for group in groups for f in group]
     if groups:
         check_unchanged(dt, files, [f.path for f in removed], set(), {})
-        commit_files(lake, parts, schema, added, removed, None, dt, data_change=False)
+        commit_files(lake, parts, schema, added, removed, None, dt, data_change=False, metadata={OPERATION: "OPTIMIZE"})
         dt.update_incremental()
     return {"numFilesAdded": len(added), "numFilesRemoved": len(removed), "rows": rows}

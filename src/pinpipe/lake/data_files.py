@@ -111,6 +111,18 @@ def _partition(bucket: int | None) -> dict[str, str | None]:
     return {} if bucket is None else {SILVER_BUCKET: str(bucket)}
 
 
+ROWS_INSERTED = "pinpipe.rows_inserted"
+ROWS_UPDATED = "pinpipe.rows_updated"
+OPERATION = "pinpipe.operation"
+"""``commitInfo`` keys pinpipe's own commits carry: rows inserted and updated (a merge), and the operation when it
+is not the ``WRITE`` delta-rs records (``OPTIMIZE`` for compaction)."""
+
+
+def row_metadata(inserted: int, updated: int) -> dict[str, str]:
+    """The ``commitInfo`` entries of a merge that inserted and updated these rows."""
+    return {ROWS_INSERTED: str(int(inserted)), ROWS_UPDATED: str(int(updated))}
+
+
 def commit_files(
     lake: Lake,
     parts: Sequence[str],
@@ -121,18 +133,21 @@ def commit_files(
     dt: Any = None,
     *,
     data_change: bool = True,
+    metadata: Mapping[str, str] | None = None,
 ) -> None:
     """Commit ``added`` (and remove ``removed``) in one Delta commit on the table at ``parts`` with the
     application transactions ``app_txns``; ``dt`` is the snapshot the removals were decided on (delta-rs
     rejects the commit if another writer removed one of those files since: a lost race). Creates the table
-    (``schema``) when ``dt`` is None. ``data_change=False`` marks a rewrite of the same rows (compaction)."""
+    (``schema``) when ``dt`` is None. ``data_change=False`` marks a rewrite of the same rows (compaction).
+    ``metadata`` goes into the commit's ``commitInfo`` (:func:`row_metadata`, :data:`OPERATION`): delta-rs writes
+    no operation metrics for such a commit, and the report's history reads them from there."""
     from deltalake import CommitProperties, Schema, Transaction
     from deltalake.transaction import AddAction, RemoveAction, create_table_with_add_actions
 
     now = int(time.time() * 1000)
     adds = [AddAction(f.path, f.size, _partition(f.bucket), now, data_change, f.stats) for f in added]
     txns = [Transaction(app_id=app, version=int(v)) for app, v in sorted((app_txns or {}).items())]
-    props = CommitProperties(app_transactions=txns or None)
+    props = CommitProperties(app_transactions=txns or None, custom_metadata=dict(metadata or {}) or None)
     uri = lake.table_uri(*parts)
     with delta_errors("committing executor-written files", uri):
         if dt is None:

@@ -49,6 +49,7 @@ from pinpipe.lake.data_files import (
     check_unchanged,
     commit_files,
     remember_files,
+    row_metadata,
     table_files,
     table_prefix,
     written_table_file,
@@ -301,7 +302,10 @@ def _merge_files(
     base_version = int(dt.version())
     base = table_files(dt)  # the files of the version the commit goes on top of
     by_path = {f.path: f for f in files}
-    commit_files(lake, parts, schema, plan.added, [by_path[p] for p in plan.removed], app_txns, dt)
+    removed = [by_path[p] for p in plan.removed]
+    commit_files(
+        lake, parts, schema, plan.added, removed, app_txns, dt, metadata=row_metadata(plan.inserted, plan.updated)
+    )
     version = _reload(dt)
     if version == base_version + 1:  # nothing landed in between: the new version's files are known
         gone = set(plan.removed)

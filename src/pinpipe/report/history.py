@@ -3,7 +3,9 @@
 Called by :func:`pinpipe.report.html.collect_report`. Both paths write the same silver tables, each commit
 carrying its application transactions (:mod:`pinpipe.lake.delta`): ``pinpipe-batch:<topic>:<partition>`` for the
 batch job, ``pinpipe-stream:<topic>:<partition>`` for the stream worker; compaction commits are ``OPTIMIZE``
-operations that change no row. A commit's rows come from its ``commitInfo.operationMetrics`` (``MERGE``:
+operations that change no row. A commit's rows come from the ``commitInfo`` entries pinpipe's own merge writes
+(``pinpipe.rows_inserted`` / ``pinpipe.rows_updated``, :func:`pinpipe.lake.data_files.row_metadata`; its
+compaction says ``pinpipe.operation: OPTIMIZE``), else from ``commitInfo.operationMetrics`` (``MERGE``:
 ``num_target_rows_inserted/updated/deleted``; ``WRITE``: ``num_added_rows``). This is what reconciles a batch run
 that reports "written 0 … collapsed 2,000" with a silver table of 1,359 rows: the stream path inserted them first.
 
@@ -25,6 +27,7 @@ from typing import Any, Literal, get_args
 
 import orjson
 
+from pinpipe.lake.data_files import OPERATION, ROWS_INSERTED, ROWS_UPDATED
 from pinpipe.lake.store import Lake
 from pinpipe.tables import BATCH_APP_PREFIX, STREAM_APP_PREFIX, Kind
 
@@ -103,7 +106,7 @@ def parse_commit(version: int, data: bytes) -> Commit | None:
             apps.append(str(action["txn"].get("appId", "")))
     if info is None:
         return None
-    operation = str(info.get("operation", ""))
+    operation = str(info.get(OPERATION) or info.get("operation", ""))
     writer: Writer
     if operation == "OPTIMIZE":
         writer = "compaction"
@@ -115,7 +118,9 @@ def parse_commit(version: int, data: bytes) -> Commit | None:
         writer = "other"
     metrics = info.get("operationMetrics") or {}
     inserted = updated = deleted = 0
-    if writer != "compaction" and isinstance(metrics, dict):
+    if writer != "compaction" and ROWS_INSERTED in info:  # pinpipe's own merge (no delta-rs metrics)
+        inserted, updated = int(info[ROWS_INSERTED]), int(info.get(ROWS_UPDATED) or 0)
+    elif writer != "compaction" and isinstance(metrics, dict):
         inserted = _metric(metrics, "num_target_rows_inserted", "num_added_rows", "numTargetRowsInserted")
         updated = _metric(metrics, "num_target_rows_updated", "numTargetRowsUpdated")
         deleted = _metric(metrics, "num_target_rows_deleted", "num_deleted_rows", "numTargetRowsDeleted")
