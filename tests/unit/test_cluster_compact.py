@@ -3,6 +3,8 @@ spans keys another file holds."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from pinpipe.lake.cluster_compact import packing_plan
 from pinpipe.lake.data_files import TableFile
 
@@ -65,3 +67,41 @@ def test_inserts_from_sequences_far_apart_go_to_files_of_their_own() -> None:
     spread = list(range(0, 10_000_000, 9_973))
     assert runs(spread) == [spread]
     assert runs([]) == [] and runs([5]) == [[5]]
+
+
+def test_compaction_commits_say_optimize_and_merges_say_their_rows(tmp_path: Any) -> None:
+    """pinpipe's commits through delta-rs's transaction API carry what delta-rs's own operations would: a merge its
+    rows (the report's history splits silver by writer from them), a compaction ``OPTIMIZE`` (status's freshness
+    does not count it as a write)."""
+    import time
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+    from deltalake import DeltaTable
+
+    from pinpipe.checks.status import _silver
+    from pinpipe.lake import delta
+    from pinpipe.lake.store import Lake
+    from pinpipe.report.history import parse_commit
+    from pinpipe.stream.compaction import compact_table
+    from pinpipe.synth.generate import generate_records
+    from pinpipe.synth.oracle import clean_record
+    from pinpipe.tables import SILVER_SCHEMAS
+
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    rows = [row for r in generate_records(200, 1)["geo"] if (row := clean_record("geo", r).row) is not None]
+    for i in range(0, 200, 50):
+        table = pa.Table.from_pylist(rows[i : i + 50], schema=SILVER_SCHEMAS["geo"])
+        delta.merge_silver(lake, "geo", table, app_txns={"pinpipe-stream:t:0": i + 50})
+    time.sleep(0.01)
+    result = compact_table(lake, "silver", "geo")
+    assert result is not None and result["numFilesRemoved"] > 0
+    log_dir = tmp_path / "lake" / "silver" / "geo" / "_delta_log"
+    commits = [parse_commit(int(p.stem), p.read_bytes()) for p in sorted(log_dir.glob("*.json"))]
+    kinds = [(c.writer, c.inserted) for c in commits if c is not None and c.operation != "CREATE TABLE"]
+    assert kinds == [("stream", 50)] * 4 + [("compaction", 0)]
+    history = DeltaTable(lake.table_uri("silver", "geo")).history()
+    last_write = max(int(h["timestamp"]) for h in history if h.get("pinpipe.rows_inserted"))
+    status = _silver(lake, "geo", datetime.now(UTC))
+    assert status.last_write is not None
+    assert int(status.last_write.timestamp() * 1000) == last_write
