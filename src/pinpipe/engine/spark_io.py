@@ -14,7 +14,6 @@ picklable values); pinpipe and its dependencies must be importable by the execut
 from __future__ import annotations
 
 import io
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pinpipe.config import LakeSettings
-from pinpipe.lake.data_files import cast_to, file_stats
+from pinpipe.lake.data_files import cast_to, write_file
 from pinpipe.lake.store import Lake, open_lake
 
 ArrowTask = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
@@ -106,12 +105,8 @@ def write_parquet_task(ref: LakeRef, prefix: str, schema: pa.Schema) -> ArrowTas
             return
         table = cast_to(pa.Table.from_batches(parts), schema)
         del parts
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="snappy")
-        data = sink.getvalue().to_pybytes()
-        path = f"part-{uuid.uuid4()}-c000.snappy.parquet"
-        ref.open().put(prefix + path, data)
-        row = {"path": [path], "size": [len(data)], "num_records": [table.num_rows], "stats": [file_stats(table)]}
+        f = write_file(ref.open(), prefix, None, table)
+        row = {"path": [f.path], "size": [f.size], "num_records": [f.num_records], "stats": [f.stats]}
         yield pa.RecordBatch.from_pydict(row, schema=FILES_SCHEMA)
 
     return task

@@ -25,11 +25,8 @@ files, and the retry writes new ones).
 
 from __future__ import annotations
 
-import io
 import itertools
 import math
-import os
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -38,11 +35,10 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from pinpipe.lake.data_files import TableFile, WrittenFile, cast_to, file_stats, may_hold
+from pinpipe.lake.data_files import TableFile, WrittenFile, cast_to, may_hold, open_data_file, write_file
 from pinpipe.lake.store import Lake
-from pinpipe.tables import SILVER_BUCKET, Kind, silver_bucket
+from pinpipe.tables import Kind, silver_bucket
 
 BYTES_PER_ROW: dict[Kind, int] = {"pin": 350, "geo": 26, "user": 26}
 """What a silver row takes in a Parquet file when the table holds none yet to measure (the sample's sizes)."""
@@ -143,7 +139,7 @@ def merge_bucket(
         if not may_hold(f, keys):
             continue
         out.files_read += 1
-        reader = _open(lake, prefix + f.path)
+        reader = open_data_file(lake, prefix + f.path)
         lo, hi = _span(keys, f)
         inds = reader.read(columns=["ind"]).column("ind")
         if not pc.any(pc.is_in(winners.column("ind").slice(lo, hi - lo), value_set=inds)).as_py():
@@ -188,20 +184,6 @@ def _runs(new: pa.Table) -> list[pa.Table]:
     cuts = np.flatnonzero(steps > GAP_FACTOR * max(float(np.median(steps)), 1.0)) + 1
     bounds = [0, *cuts.tolist(), new.num_rows]
     return [new.slice(a, b - a) for a, b in itertools.pairwise(bounds) if b > a]
-
-
-def _open(lake: Lake, key: str) -> pq.ParquetFile:
-    """A data file for reading its footer and columns: on ``file://`` the file itself (only the columns read come
-    off the disk), elsewhere its bytes fetched whole."""
-    if lake.scheme == "file":
-        path = os.path.join(lake.root, key)
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"Delta data file {key} is missing from {lake.url}")
-        return pq.ParquetFile(path)
-    data = lake.get(key)
-    if data is None:
-        raise FileNotFoundError(f"Delta data file {key} is missing from {lake.url}")
-    return pq.ParquetFile(io.BytesIO(data))
 
 
 def _span(keys: np.ndarray[Any, Any], f: TableFile) -> tuple[int, int]:
@@ -255,15 +237,3 @@ def _changed(compared: pa.Table, rows: pa.Table, schema: pa.Schema) -> int:
     """How many of ``compared`` have an ``ind`` that ``rows`` hold with other content."""
     where = pc.index_in(compared.column("ind"), value_set=rows.column("ind"))
     return _count(pc.and_(pc.is_valid(where), differs(compared, rows.take(where), schema)))
-
-
-def write_file(lake: Lake, prefix: str, bucket: int | None, table: pa.Table) -> WrittenFile:
-    """Write ``table`` as one new Snappy Parquet file of the table at ``prefix`` (under ``bucket=N/`` when it has a
-    bucket: the partition value lives in the path, not in the file, as delta-rs writes it)."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="snappy")
-    data = sink.getvalue().to_pybytes()
-    name = f"part-{uuid.uuid4()}-c000.snappy.parquet"
-    path = name if bucket is None else f"{SILVER_BUCKET}={bucket}/{name}"
-    lake.put(prefix + path, data)
-    return WrittenFile(path, len(data), table.num_rows, file_stats(table), bucket)

@@ -19,22 +19,21 @@ removed one of them since.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pinpipe.lake.bucket_merge import write_file
 from pinpipe.lake.data_files import (
     OPERATION,
     TableFile,
     cast_to,
     check_unchanged,
     commit_files,
+    open_data_file,
     table_files,
     table_prefix,
+    write_file,
 )
 from pinpipe.lake.store import Lake
 from pinpipe.tables import SILVER_SCHEMAS, Kind
@@ -105,10 +104,7 @@ def compact_bucketed(lake: Lake, kind: Kind, dt: Any, small_share: int) -> dict[
     for group in groups:
         tables = []
         for f in group:
-            data = lake.get(prefix + f.path)
-            if data is None:
-                raise FileNotFoundError(f"Delta data file {prefix}{f.path} is missing from {lake.url}")
-            tables.append(cast_to(pq.read_table(io.BytesIO(data), columns=schema.names), schema))
+            tables.append(cast_to(open_data_file(lake, prefix + f.path).read(columns=schema.names), schema))
         packed = pa.concat_tables(tables).sort_by("ind")
         rows += packed.num_rows
         added.append(write_file(lake, prefix, group[0].bucket, packed))

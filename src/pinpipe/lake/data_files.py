@@ -5,14 +5,18 @@ Who calls what: the copy-on-write silver merge (:mod:`pinpipe.lake.bucket_merge`
 DuckDB batch on the driver and by Spark executors (:mod:`pinpipe.engine.spark_bucket_task`), writes Parquet files
 with pyarrow and describes them as :class:`WrittenFile`; the writer then commits them with :func:`commit_files`
 through delta-rs's transaction API (add/remove actions with :func:`file_stats` statistics), under delta-rs's
-optimistic concurrency check. :func:`table_files` lists a snapshot's files (paths, sizes, ``ind`` ranges, buckets)
-from the log alone.
+optimistic concurrency check. :func:`write_file` writes one such file (the Spark executors' plain Parquet task
+too) and :func:`open_data_file` opens one for reading. :func:`table_files` lists a snapshot's files (paths, sizes,
+``ind`` ranges, buckets) from the log alone.
 """
 
 from __future__ import annotations
 
+import io
+import os
 import threading
 import time
+import uuid
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,6 +27,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from pinpipe.errors import CommitConflictError
 from pinpipe.lake.open_tables import delta_errors
@@ -268,3 +273,29 @@ def may_hold(f: TableFile, keys: np.ndarray[Any, Any]) -> bool:
         return True
     i = int(np.searchsorted(keys, f.low))
     return bool(i < len(keys) and keys[i] <= f.high)
+
+
+def open_data_file(lake: Lake, key: str) -> pq.ParquetFile:
+    """A data file for reading its footer and columns: on ``file://`` the file itself (only the columns read come
+    off the disk), elsewhere its bytes fetched whole."""
+    if lake.scheme == "file":
+        path = os.path.join(lake.root, key)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"Delta data file {key} is missing from {lake.url}")
+        return pq.ParquetFile(path)
+    data = lake.get(key)
+    if data is None:
+        raise FileNotFoundError(f"Delta data file {key} is missing from {lake.url}")
+    return pq.ParquetFile(io.BytesIO(data))
+
+
+def write_file(lake: Lake, prefix: str, bucket: int | None, table: pa.Table) -> WrittenFile:
+    """Write ``table`` as one new Snappy Parquet file of the table at ``prefix`` (under ``bucket=N/`` when it has a
+    bucket: the partition value lives in the path, not in the file, as delta-rs writes it)."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, compression="snappy")
+    data = sink.getvalue().to_pybytes()
+    name = f"part-{uuid.uuid4()}-c000.snappy.parquet"
+    path = name if bucket is None else f"{SILVER_BUCKET}={bucket}/{name}"
+    lake.put(prefix + path, data)
+    return WrittenFile(path, len(data), table.num_rows, file_stats(table), bucket)
