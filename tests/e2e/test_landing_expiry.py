@@ -9,12 +9,9 @@ commits nothing it had committed before; the batch itself expires when a landing
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -24,7 +21,7 @@ from pinpipe.lake.expiry_manifest import EXPIRED_PREFIX
 from pinpipe.lake.store import parse_landed_key
 from pinpipe.source.database import create_source_engine
 from pinpipe.source.load import SampleOrigin, init_source
-from tests.fixtures.services import free_port, wait_for_port
+from tests.fixtures.services import embedded_api
 
 SELECTIONS = 60
 
@@ -38,28 +35,6 @@ def pinpipe(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
         check=False,
         env={**os.environ, "COLUMNS": "250", **(env or {})},
     )
-
-
-@contextlib.contextmanager
-def api(log_dir: Path) -> Iterator[str]:
-    port = free_port()
-    out = (log_dir.parent / "api.out").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pinpipe", "api", "--port", str(port), "--log", f"file://{log_dir}"],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        wait_for_port(port, 30, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        out.close()
 
 
 def _landed(lake: Path) -> dict[tuple[str, int], list[Path]]:
@@ -93,7 +68,7 @@ def test_expiry_deletes_only_what_the_batch_committed_and_accounting_balances(tm
     engine.dispose()
     log_dir, lake = tmp_path / "log", tmp_path / "lake"
     send_logs = [tmp_path / "send-1.jsonl", tmp_path / "send-2.jsonl"]
-    with api(log_dir) as base:
+    with embedded_api(log_dir) as (base, _):
         opts = EmulateOptions(
             dialect="batch", api=base, db_url=db_url, count=SELECTIONS, records_per_request=3, send_log=send_logs[0]
         )

@@ -11,21 +11,19 @@ sink, the stream job, ``pinpipe log verify``/``repair`` and ``pinpipe accounting
 
 from __future__ import annotations
 
-import contextlib
 import resource
-import signal
 import struct
 import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
-from tests.fixtures.services import free_port, wait_for_port
+from tests.fixtures.services import embedded_api, free_port
 
 PREFIX = "0affea73130b"
 GEO = f"{PREFIX}.geo"
@@ -38,29 +36,6 @@ def pinpipe(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[s
     return subprocess.run(
         [sys.executable, "-m", "pinpipe", *args], capture_output=True, text=True, timeout=timeout, check=False
     )
-
-
-@contextlib.contextmanager
-def api(log_dir: Path, preexec: Callable[[], None] | None = None) -> Iterator[str]:
-    port = free_port()
-    out = (log_dir.parent / f"api-{port}.out").open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pinpipe", "api", "--port", str(port), "--log", f"file://{log_dir}"],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        preexec_fn=preexec,
-    )
-    try:
-        wait_for_port(port, 30, proc)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        out.close()
 
 
 def geo(ind: int, pad: int = 0) -> dict[str, object]:
@@ -102,7 +77,7 @@ def test_a_flipped_byte_stops_sink_and_stream_until_repaired(tmp_path: Path) -> 
     db = f"sqlite:///{tmp_path / 'source.db'}"
     assert pinpipe("source", "init", "--db", db).returncode == 0
     send_log = tmp_path / "send.jsonl"
-    with api(log_dir) as base:
+    with embedded_api(log_dir) as (base, _):
         sent = pinpipe("emulate", "--api", base, "--db", db, "--count", "40", "--send-log", str(send_log))
         assert sent.returncode == 0, sent.stderr
         pdir = log_dir / GEO / "0"
@@ -164,7 +139,7 @@ def test_a_request_answered_503_never_reappears(tmp_path: Path) -> None:
     log_dir = tmp_path / "log"
     acked: list[int] = []
     refused = 0
-    with api(log_dir, preexec=_limit_file_size(48 * 1024)) as base:
+    with embedded_api(log_dir, preexec=_limit_file_size(48 * 1024)) as (base, _):
         for batch in range(200):
             status, offsets = post(base, [geo(batch * 20 + i, pad=200) for i in range(20)])
             if status == 200:
@@ -176,7 +151,7 @@ def test_a_request_answered_503_never_reappears(tmp_path: Path) -> None:
                 break
     assert refused == 3, "the file-size limit was never reached"
     assert acked == list(range(len(acked)))
-    with api(log_dir) as base:
+    with embedded_api(log_dir) as (base, _):
         status, offsets = post(base, [geo(99_999)])
         assert status == 200
         assert offsets == [len(acked)], "records of a request answered 503 came back after the restart"
@@ -190,14 +165,14 @@ def test_a_request_answered_503_never_reappears(tmp_path: Path) -> None:
 def test_offsets_never_go_back_when_a_data_file_is_cut(tmp_path: Path) -> None:
     log_dir, lake = tmp_path / "log", f"file://{tmp_path / 'lake'}"
     pdir = log_dir / GEO / "0"
-    with api(log_dir) as base:
+    with embedded_api(log_dir) as (base, _):
         assert post(base, [geo(i) for i in range(30)]) == (200, list(range(30)))
     sink = pinpipe("sink", "--log", f"file://{log_dir}", "--lake", lake, "--until-idle", "--flush-seconds", "0.2")
     assert sink.returncode == 0, sink.stderr
     data = pdir / SEGMENT_DATA
     with data.open("r+b") as fh:
         fh.truncate(data.stat().st_size - 5)  # the end of record 29 is gone; the sink has committed 30
-    with api(log_dir) as base:
+    with embedded_api(log_dir) as (base, _):
         assert healthz(base)["status"] == "degraded"
         assert post(base, [geo(30)]) == (200, [30])  # not 29: that offset was read and committed already
     sink = pinpipe("sink", "--log", f"file://{log_dir}", "--lake", lake, "--until-idle", "--flush-seconds", "0.2")
@@ -218,7 +193,7 @@ def test_offsets_never_go_back_when_a_data_file_is_cut(tmp_path: Path) -> None:
     assert verify.returncode == 65 and "--offset 28 --count 3" in verify.stdout
     args = ["--log", str(log_dir), "--topic", GEO, "--partition", "0", "--offset", "28", "--count", "3"]
     assert pinpipe("log", "repair", *args).returncode == 0
-    with api(log_dir) as base:
+    with embedded_api(log_dir) as (base, _):
         assert post(base, [geo(31)]) == (200, [31])
     sink = pinpipe("sink", "--log", f"file://{log_dir}", "--lake", lake, "--until-idle", "--flush-seconds", "0.2")
     assert sink.returncode == 0, sink.stderr

@@ -9,13 +9,10 @@ reporting the retired records instead of calling them lost.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -26,7 +23,7 @@ from pinpipe.log import segment
 from pinpipe.log.retired import read_retired
 from pinpipe.source.database import create_source_engine
 from pinpipe.source.load import SampleOrigin, init_source
-from tests.fixtures.services import free_port, wait_for_port
+from tests.fixtures.services import embedded_api
 
 PREFIX = "0affea73130b"
 SEGMENT_BYTES = 8192
@@ -51,30 +48,6 @@ def pinpipe(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[s
     )
 
 
-@contextlib.contextmanager
-def api(log_dir: Path) -> Iterator[tuple[str, Path]]:
-    port = free_port()
-    out_path = log_dir.parent / f"api-{port}.out"
-    out = out_path.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pinpipe", "api", "--port", str(port), "--log", f"file://{log_dir}"],
-        stdout=out,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, **ENV},
-    )
-    try:
-        wait_for_port(port, 30, proc)
-        yield f"http://127.0.0.1:{port}", out_path
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        out.close()
-
-
 def _partitions(log_dir: Path) -> list[Path]:
     return sorted(p for p in log_dir.glob("*/0") if p.is_dir())
 
@@ -96,7 +69,7 @@ def test_retention_after_the_sink_commits_keeps_accounting_balanced(tmp_path: Pa
     engine.dispose()
     log_dir, lake = tmp_path / "log", tmp_path / "lake"
     send_logs = [tmp_path / "send-batch.jsonl", tmp_path / "send-stream.jsonl"]
-    with api(log_dir) as (base, api_out):
+    with embedded_api(log_dir, env=ENV) as (base, api_out):
         for dialect, send_log in zip(("batch", "stream"), send_logs, strict=True):
             opts = EmulateOptions(
                 dialect=dialect, api=base, db_url=db_url, count=SELECTIONS, records_per_request=3, send_log=send_log
