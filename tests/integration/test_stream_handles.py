@@ -170,3 +170,75 @@ def test_commits_through_a_kept_handle_write_checkpoints_so_a_fresh_open_replays
     assert kept is not None and kept.version() == delta.table_version(lake, "silver", "geo") == 108
     assert delta.txn_version(lake, "geo", "w") == 216
     assert len(_geo_silver(lake)) == 215
+
+
+def test_batches_go_on_while_a_compaction_runs_and_a_packed_file_rewritten_meanwhile_is_a_conflict(
+    tmp_path: Path, engine: DuckDBEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compactor runs on its own thread: while one compaction is held inside its reading and writing, the
+    worker still commits micro-batches. Then a real compaction whose packed file a merge rewrote in between commits
+    nothing (a conflict, retried on the next snapshot), and silver ends with exactly the oracle's rows."""
+    log = MemoryLog(uuid.uuid4().hex)
+    log.ensure_topics([topic_name(PREFIX, k) for k in KINDS], 1)
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    running, release = threading.Event(), threading.Event()
+    calls: list[str] = []
+
+    def held_compaction(lake: Lake, *parts: str) -> Any:
+        calls.append(parts[1])
+        running.set()
+        release.wait(30)  # the test lets it go once it saw batches commit meanwhile
+        running.clear()
+        return {}
+
+    compactor = Compactor(lake, CompactSchedule(batches=1), compact=held_compaction)
+    worker = _worker(log, lake, engine, compactor)
+    generated = generate_records(40, 5, start=1000)
+    _append(log, "geo", generated["geo"][:10])
+    assert worker.step() is None  # the first batch is in flight
+    worker.drain()
+    worker.step()  # one committed batch makes a compaction due: it starts on its thread
+    assert running.wait(10) and calls == ["pin"]
+    before = worker.batches
+    for i in range(3):
+        _append(log, "geo", generated["geo"][10 + i * 10 : 20 + i * 10])
+        worker.step()
+        worker.drain()
+    assert running.is_set() and worker.batches >= before + 3  # committed while the compaction was held
+    release.set()
+    worker.close()
+    assert not running.is_set() and len(calls) >= 1
+
+    # a merge that rewrites a packed file between a compaction's planning and its commit: nothing is committed
+    import pyarrow.parquet as pq
+
+    import pinpipe.stream.compaction as compaction
+    from pinpipe.errors import CommitConflictError
+
+    rows = {r["ind"]: r for r in (clean_record("geo", g).row for g in generated["geo"]) if r is not None}
+    pack = compaction.pack_files
+    changed: list[int] = []
+
+    def pack_then_a_merge_rewrites(*args: Any) -> Any:
+        packing = pack(*args)
+        packed = packing.groups[0][0]
+        ind = int(pq.read_table(tmp_path / "lake" / "silver" / "geo" / packed.path).column("ind")[0].as_py())
+        row = {**rows[ind], "country": "Elsewhere"}
+        delta.merge_silver(lake, "geo", pa.Table.from_pylist([row], schema=SILVER_SCHEMAS["geo"]))
+        changed.append(ind)
+        return packing
+
+    monkeypatch.setattr(compaction, "pack_files", pack_then_a_merge_rewrites)
+    version = delta.table_version(lake, "silver", "geo")
+    with pytest.raises(CommitConflictError):
+        compaction.compact_table(lake, "silver", "geo")
+    assert delta.table_version(lake, "silver", "geo") == (version or 0) + 1  # the merge's commit only
+    monkeypatch.setattr(compaction, "pack_files", pack)
+    result = compaction.compact_table(lake, "silver", "geo")  # the next turn plans on the new snapshot
+    assert result is not None and result["numFilesRemoved"] > 0
+    silver = delta.read_table(lake, "silver", "geo")
+    assert silver is not None
+    got = {r["ind"]: r["country"] for r in silver.to_pylist()}
+    assert len(got) == silver.num_rows == 40
+    assert got[changed[0]] == "Elsewhere"
+    assert all(got[i] == rows[i]["country"] for i in got if i != changed[0])

@@ -12,14 +12,17 @@ of up to ``delta.targetFileSize`` (rows sorted by ``ind``): the packed file's ra
 overlaps no file it did not replace. A packed file at the target size is not small any more and is never packed again (it
 used to be packed into files of a quarter of the target, which the next pass packed again).
 
-One commit (``dataChange: false``: the same rows in other files; gold's change feed skips it) removes the packed
-files and adds the new ones, after :func:`~pinpipe.lake.data_files.check_unchanged` made sure no other writer
-removed one of them since.
+The work is in two steps, so that a stream worker's merges go on while its compaction reads and writes:
+:func:`pack_files` plans on one snapshot's file list and writes the packed files, touching no table handle;
+:func:`commit_packing`, holding the table, brings it to its latest version and makes one commit (``dataChange:
+false``: the same rows in other files; gold's change feed skips it) that removes the packed files and adds the new
+ones, unless a packed file was rewritten in between (a conflict: nothing is committed, the next turn plans again).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
@@ -27,8 +30,8 @@ import pyarrow as pa
 from pinpipe.lake.data_files import (
     OPERATION,
     TableFile,
+    WrittenFile,
     cast_to,
-    check_unchanged,
     commit_files,
     open_data_file,
     table_files,
@@ -90,15 +93,29 @@ def _bins(run: list[list[TableFile]], target: int) -> list[list[TableFile]]:
     return out
 
 
-def compact_bucketed(lake: Lake, kind: Kind, dt: Any, small_share: int) -> dict[str, Any]:
-    """Pack ``silver/<kind>``'s small files (see the module docstring) through the open table ``dt``; delta-rs's
-    metric names (``numFilesAdded``, ``numFilesRemoved``), plus the rows moved."""
-    parts = ("silver", kind)
-    prefix = table_prefix(*parts)
+@dataclass
+class Packing:
+    """A compaction's files, written but not committed: the snapshot's files it was planned on, the groups it packs
+    and the file each group became."""
+
+    files: list[TableFile]
+    groups: list[list[TableFile]]
+    added: list[WrittenFile]
+    rows: int
+
+    def metrics(self) -> dict[str, Any]:
+        """delta-rs's metric names (``numFilesAdded``, ``numFilesRemoved``), plus the rows moved."""
+        removed = sum(len(g) for g in self.groups)
+        return {"numFilesAdded": len(self.added), "numFilesRemoved": removed, "rows": self.rows}
+
+
+def pack_files(lake: Lake, kind: Kind, files: list[TableFile], target: int, small_share: int) -> Packing:
+    """Plan the packing of ``silver/<kind>``'s ``files`` (one snapshot's, its ``delta.targetFileSize`` ``target``)
+    and write the packed files. Reads data files only, never the table's log or handle: it runs without holding
+    the table, while merges go on (see :func:`commit_packing`)."""
+    prefix = table_prefix("silver", kind)
     schema = SILVER_SCHEMAS[kind]
-    target = int(dt.metadata().configuration.get("delta.targetFileSize") or 0)
-    files = table_files(dt)
-    groups = packing_plan(files, target // small_share if target else 0, target) if target else []
+    groups = packing_plan(files, target // small_share, target) if target else []
     added = []
     rows = 0
     for group in groups:
@@ -108,9 +125,26 @@ def compact_bucketed(lake: Lake, kind: Kind, dt: Any, small_share: int) -> dict[
         packed = pa.concat_tables(tables).sort_by("ind")
         rows += packed.num_rows
         added.append(write_file(lake, prefix, group[0].bucket, packed))
-    removed = [f for group in groups for f in group]
-    if groups:
-        check_unchanged(dt, files, [f.path for f in removed], set(), {})
-        commit_files(lake, parts, schema, added, removed, None, dt, data_change=False, metadata={OPERATION: "OPTIMIZE"})
-        dt.update_incremental()
-    return {"numFilesAdded": len(added), "numFilesRemoved": len(removed), "rows": rows}
+    return Packing(files, groups, added, rows)
+
+
+def commit_packing(lake: Lake, kind: Kind, dt: Any, packing: Packing) -> int:
+    """Commit ``packing`` on the open table ``dt`` (brought to its latest version first): one ``dataChange:
+    false`` commit removing the packed files and adding the packed ones. Returns how many packed files are gone
+    from the latest version (a merge rewrote them, or another compaction packed them, since the snapshot the
+    packing was planned on): if any, nothing is committed (the caller reports the conflict). Files other writers
+    added since are no conflict: the packed rows are the same, and a file a merge added with keys inside a packed
+    range only costs later merges a read."""
+    if not packing.groups:
+        return 0
+    removed = [f for group in packing.groups for f in group]
+    dt.update_incremental()
+    current = {f.path for f in table_files(dt)}
+    gone = sum(1 for f in removed if f.path not in current)
+    if gone:
+        return gone
+    schema = SILVER_SCHEMAS[kind]
+    metadata = {OPERATION: "OPTIMIZE"}
+    commit_files(lake, ("silver", kind), schema, packing.added, removed, None, dt, data_change=False, metadata=metadata)
+    dt.update_incremental()
+    return 0

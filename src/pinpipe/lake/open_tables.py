@@ -56,12 +56,13 @@ class DeltaHandles:
     Who calls what: the stream worker builds one and hands it to every Delta call it makes; the functions of
     :mod:`pinpipe.lake.delta` call :meth:`get` (an open handle or None), :meth:`keep` after opening or creating a
     table, and :meth:`discard` when a call on the handle failed. Calls for different tables may come from
-    different threads (one per kind); a single table is used by one thread at a time (a kind's commits are
-    chained), so only the dictionary is locked."""
+    different threads (one per kind's commits, and the compactor's): :func:`held` serialises every use of one
+    table's handle through :meth:`lock`, so a compaction commits only between two of that kind's merges."""
 
     def __init__(self) -> None:
         self._tables: dict[TablePath, DeltaTable] = {}
         self._lock = threading.Lock()
+        self._table_locks: dict[TablePath, threading.RLock] = {}
         self.opens: Counter[TablePath] = Counter()
         """Times each table was opened (or created) because no handle was kept."""
         self.reuses: Counter[TablePath] = Counter()
@@ -86,6 +87,11 @@ class DeltaHandles:
         with self._lock:
             if self._tables.pop(parts, None) is not None:
                 self.discards[parts] += 1
+
+    def lock(self, parts: TablePath) -> threading.RLock:
+        """The lock every use of the handle of ``parts`` holds (re-entrant: a call may open through the handle)."""
+        with self._lock:
+            return self._table_locks.setdefault(parts, threading.RLock())
 
     def open(self, parts: TablePath, opener: Callable[[], DeltaTable | None]) -> DeltaTable | None:
         """The kept handle of ``parts``, or ``opener()`` (kept when it found a table)."""
@@ -130,13 +136,17 @@ def open_table(lake: Lake, *parts: str, handles: DeltaHandles | None = None) -> 
 
 @contextmanager
 def held(handles: DeltaHandles | None, parts: tuple[str, ...]) -> Iterator[None]:
-    """A failed call drops the table's kept handle: the retry reopens the table at its latest version."""
-    try:
+    """One use of the table's kept handle: alone (:meth:`DeltaHandles.lock`), and a failed call drops the handle,
+    so the retry reopens the table at its latest version."""
+    if handles is None:
         yield
-    except BaseException:
-        if handles is not None:
+        return
+    with handles.lock(parts):
+        try:
+            yield
+        except BaseException:
             handles.discard(parts)
-        raise
+            raise
 
 
 def buckets_of(dt: DeltaTable) -> int | None:

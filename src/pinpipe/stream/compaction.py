@@ -21,6 +21,7 @@ and 50k rows, 0.56 s at 1,000 files and 200k rows) is in ``docs/scaling.md`` wit
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 import pinpipe.lake.delta as delta
 from pinpipe import retry
-from pinpipe.errors import ConfigError, RetryableError
-from pinpipe.lake.cluster_compact import compact_bucketed
+from pinpipe.errors import CommitConflictError, ConfigError, RetryableError
+from pinpipe.lake.cluster_compact import commit_packing, pack_files
+from pinpipe.lake.data_files import table_files
 from pinpipe.lake.open_tables import DeltaHandles, buckets_of, held
 from pinpipe.lake.store import Lake
 from pinpipe.tables import KINDS, Kind
@@ -47,23 +49,36 @@ SMALL_SHARE = 4
 
 def compact_table(lake: Lake, *parts: str, handles: DeltaHandles | None = None) -> dict[str, Any] | None:
     """Compact the table's small files; the metrics, None if there is no table. Bucketed silver is packed by
-    :func:`~pinpipe.lake.cluster_compact.compact_bucketed`: runs of small files adjacent in ``ind`` order, into
-    files of up to the table's ``delta.targetFileSize``, so every file keeps a narrow key range. Any other table
-    is bin-packed by delta-rs (``optimize.compact``, files under a quarter of the target size). Files at or
-    above a quarter of the target are left alone: the micro-batches' files are tiny, while a full-size file (a
-    batch run's, or one a merge rewrote for an updated row) would be rewritten whole to absorb a few kilobytes.
-    App transaction versions survive compaction. With ``handles`` the kept handle compacts (and is advanced to
-    the compaction's version; a failure drops it)."""
+    :mod:`~pinpipe.lake.cluster_compact`: runs of small files adjacent in ``ind`` order, into files of up to the
+    table's ``delta.targetFileSize``, so every file keeps a narrow key range; the table is held (:func:`held`) only
+    to list its files and to commit, not while the files are read and written, so with ``handles`` a stream
+    worker's merges go on meanwhile. Any other table is bin-packed by delta-rs (``optimize.compact``, files under
+    a quarter of the target size), held throughout. Files at or above a quarter of the target are left alone: the
+    micro-batches' files are tiny, while a full-size file (a batch run's, or one a merge rewrote for an updated
+    row) would be rewritten whole to absorb a few kilobytes. App transaction versions survive compaction. With
+    ``handles`` the kept handle compacts (and is advanced to the compaction's version; a failure drops it)."""
     dt = delta.open_table(lake, *parts, handles=handles)
     if dt is None:
         return None
-    target = dt.metadata().configuration.get("delta.targetFileSize")
-    small = int(target) // SMALL_SHARE if target else None
     with held(handles, parts), delta.delta_errors("compacting", dt.table_uri):
-        if len(parts) == 2 and parts[0] == "silver" and parts[1] in KINDS and buckets_of(dt) is not None:
-            return compact_bucketed(lake, parts[1], dt, SMALL_SHARE)
-        metrics: dict[str, Any] = dt.optimize.compact(target_size=small)
-        return metrics
+        target = dt.metadata().configuration.get("delta.targetFileSize")
+        small = int(target) // SMALL_SHARE if target else None
+        if not (len(parts) == 2 and parts[0] == "silver" and parts[1] in KINDS and buckets_of(dt) is not None):
+            metrics: dict[str, Any] = dt.optimize.compact(target_size=small)
+            return metrics
+        kind: Kind = parts[1]
+        files = table_files(dt)
+    with delta.delta_errors("compacting", dt.table_uri):
+        packing = pack_files(lake, kind, files, int(target or 0), SMALL_SHARE)
+    with held(handles, parts), delta.delta_errors("compacting", dt.table_uri):
+        gone = commit_packing(lake, kind, dt, packing)
+    if gone:  # raised outside ``held``: the handle is at the latest version, nothing to drop
+        raise CommitConflictError(
+            f"{gone} of the files this compaction packs were rewritten since it read them",
+            hint="retry: the next compaction plans from the new version",
+            table=dt.table_uri,
+        )
+    return packing.metrics()
 
 
 COMPACTION = retry.COMMIT_RACE.but(on=RetryableError, attempts=3, timeout_s=30.0)
@@ -126,6 +141,8 @@ class Compactor:
         self._last_time = time.monotonic()
         self._turn = 0
         self.runs = 0
+        self._thread: threading.Thread | None = None
+        self._failure: BaseException | None = None
 
     def due(self, batches: int) -> bool:
         """True when the schedule says a compaction is owed after ``batches`` committed micro-batches."""
@@ -135,9 +152,38 @@ class Compactor:
             return time.monotonic() - self._last_time >= self.schedule.seconds
         return False
 
+    def start(self, metrics: StreamMetrics | None = None, batches: int | None = None) -> None:
+        """:meth:`run` on the compactor's own thread, so the worker's micro-batches go on while it reads and writes
+        (the table is held only to list its files and to commit). Nothing if the last one is still running (the
+        turn is taken when it is done). An error other than a lost race, which :meth:`run` would raise, is raised
+        here or by :meth:`wait`, after the compaction that met it."""
+        self._raise_failure()
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._thread = threading.Thread(target=self._run_caught, args=(metrics, batches), name="pinpipe-compact")
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Wait for the compaction :meth:`start` began (if any); raise its error."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._raise_failure()
+
+    def _run_caught(self, metrics: StreamMetrics | None, batches: int | None) -> None:
+        try:
+            self.run(metrics, batches)
+        except BaseException as exc:  # handed to the worker's thread by start() or wait()
+            self._failure = exc
+
+    def _raise_failure(self) -> None:
+        failure, self._failure = self._failure, None
+        if failure is not None:
+            raise failure
+
     def run(self, metrics: StreamMetrics | None = None, batches: int | None = None) -> None:
-        """Compact the next kind's silver table (kinds take turns, so one run costs one table's rewrite and the
-        stream is held up only that long); a conflict is retried, then left for the next turn."""
+        """Compact the next kind's silver table (kinds take turns, so one run costs one table's rewrite); a
+        conflict is retried, then left for the next turn."""
         self._last_time = time.monotonic()
         if batches is not None:
             self._last_batches = batches

@@ -26,8 +26,9 @@ whatever was committed is skipped. A crash between 3a and 3b replays into an ide
 crash after 3b replays nothing. Every Delta call goes through the worker's :class:`DeltaHandles` (each table opened
 once per process; a commit starts from the version the last own commit produced): a concurrent commit by another
 writer is checked by delta-rs's conflict checker, and a conflict drops the handle, raises a Retryable error and
-the same batch is committed again on a fresh one (:mod:`pinpipe.lake.open_tables`). Compaction runs only when no
-batch is in flight, so a worker never races its own merges.
+the same batch is committed again on a fresh one (:mod:`pinpipe.lake.open_tables`). Compaction runs on its own
+thread while batches go on: it holds a table (the handle's lock) only to list its files and to commit, between
+two of that kind's merges, and gives up its turn if a merge rewrote a file it packed.
 
 Latency (API acknowledgement → row readable in silver; ``bench/stream.py``): a batch closes when the one before
 it committed, so a record waits at most about two batch cycles (cleaning, ~15 ms per kind, then the kinds'
@@ -42,6 +43,7 @@ since the last one (:class:`~pinpipe.stream.options.BatchProfile`).
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -193,9 +195,7 @@ class StreamWorker:
         if outcome is None:
             self._commit_log(force=False)
         if self.compactor is not None and self.compactor.due(self.batches):
-            if (done := self._complete()) is not None:  # never compact while our own merge runs
-                outcome = done
-            self.compactor.run(self.metrics, self.batches)
+            self.compactor.start(self.metrics, self.batches)  # on its own thread: batches go on meanwhile
         return outcome
 
     def drain(self) -> BatchOutcome | None:
@@ -375,15 +375,28 @@ class StreamWorker:
         )
         self._profile = BatchProfile()
 
+    def _wait_compaction(self, raise_error: bool) -> None:
+        assert self.compactor is not None
+        try:
+            self.compactor.wait()
+        except Exception as exc:
+            if raise_error:
+                raise
+            log.warning("compaction failed while the worker stopped", extra={"fields": {"error": str(exc)}})
+
     def close(self, finish: bool = True) -> None:
         """Finish the batch in flight and the pending records (or, when ``finish`` is False, drop what is not
         committed yet: a restart reads it again), commit log positions, release the feed and the merge threads."""
-        if finish:
-            self._flush()
-            self._commit_log(force=True)
-        else:
-            self._pending = []
-            self._inflight = None  # its commits finish or fail on their own; their positions are not recorded
+        try:
+            if finish:
+                self._flush()
+                self._commit_log(force=True)
+            else:
+                self._pending = []
+                self._inflight = None  # its commits finish or fail on their own; their positions are not recorded
+        finally:
+            if self.compactor is not None:
+                self._wait_compaction(raise_error=finish and sys.exc_info()[0] is None)
         self.feed.close()
         self._pool.shutdown(wait=True)
         t = self._totals
