@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pinpipe.lake.data_files import TableFile, WrittenFile, cast_to, may_hold, open_data_file, write_file
+from pinpipe.lake.data_files import TableFile, WrittenFile, cast_to, holding, open_data_file, write_file
 from pinpipe.lake.store import Lake
 from pinpipe.tables import Kind, silver_bucket
 
@@ -135,9 +135,7 @@ def merge_bucket(
     compared_keys = compared.column("ind").to_numpy(zero_copy_only=False)
     out = BucketMerge(keys={} if bucket is None else {bucket: keys})
     matched = np.zeros(winners.num_rows, dtype=bool)
-    for f in files:
-        if not may_hold(f, keys):
-            continue
+    for f in itertools.compress(files, holding(files, keys)):
         out.files_read += 1
         reader = open_data_file(lake, prefix + f.path)
         lo, hi = _span(keys, f)

@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import orjson
@@ -246,6 +247,8 @@ def check_unchanged(
     the caller commits on the latest version. What a commit landing between this check and the caller's commit
     can still do: delta-rs rejects one that removed the same files, not one that appended to the same bucket."""
     before = int(dt.version())
+    if not newer_version_may_exist(dt):
+        return
     with delta_errors("reading the latest version", dt.table_uri):
         dt.update_incremental()
     if int(dt.version()) == before:
@@ -267,12 +270,34 @@ def check_unchanged(
         )
 
 
+def newer_version_may_exist(dt: Any) -> bool:
+    """False when the log of ``dt``'s table certainly holds no version after the one ``dt`` holds: a local table
+    whose next commit file does not exist (one ``stat``, where delta-rs's update lists and replays every commit
+    since the last checkpoint, a few milliseconds a stream worker would pay per merge). True otherwise (any other
+    store: its listing from the handle's version is what costs)."""
+    uri = str(dt.table_uri)
+    if not uri.startswith("file://"):
+        return True
+    log_dir = os.path.join(unquote(uri.removeprefix("file://")), "_delta_log")
+    return os.path.exists(os.path.join(log_dir, f"{int(dt.version()) + 1:020d}.json"))
+
+
 def may_hold(f: TableFile, keys: np.ndarray[Any, Any]) -> bool:
     """True if some of the sorted ``keys`` lies in ``f``'s ``ind`` range (a file without statistics may hold any)."""
-    if f.low is None or f.high is None:
-        return True
-    i = int(np.searchsorted(keys, f.low))
-    return bool(i < len(keys) and keys[i] <= f.high)
+    return bool(holding([f], keys)[0])
+
+
+def holding(files: Sequence[TableFile], keys: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """:func:`may_hold` for each of ``files`` at once (a boolean array): one ``searchsorted`` over the files'
+    lowest keys, not one per file — a bucket of a large table has hundreds of files and a micro-batch a few keys."""
+    unknown = np.fromiter((f.low is None or f.high is None for f in files), bool, len(files))
+    lows = np.fromiter((0 if f.low is None else f.low for f in files), np.int64, len(files))
+    highs = np.fromiter((0 if f.high is None else f.high for f in files), np.int64, len(files))
+    at = np.searchsorted(keys, lows)
+    inside = at < len(keys)
+    inside[inside] = keys[at[inside]] <= highs[inside]
+    out: np.ndarray[Any, Any] = inside | unknown
+    return out
 
 
 def open_data_file(lake: Lake, key: str) -> pq.ParquetFile:
@@ -297,5 +322,5 @@ def write_file(lake: Lake, prefix: str, bucket: int | None, table: pa.Table) -> 
     data = sink.getvalue().to_pybytes()
     name = f"part-{uuid.uuid4()}-c000.snappy.parquet"
     path = name if bucket is None else f"{SILVER_BUCKET}={bucket}/{name}"
-    lake.put(prefix + path, data)
+    lake.put_new(prefix + path, data)
     return WrittenFile(path, len(data), table.num_rows, file_stats(table), bucket)
