@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 
 from pinpipe.clean.quarantine import INVALID_JSON
 from pinpipe.clean.records import take_rows
+from pinpipe.engine.duckdb import query_arrow
 from pinpipe.tables import QUARANTINE_SCHEMA, RAW_TABLES, Kind, check_raw
 from pinpipe.values import RawType
 
@@ -166,7 +167,7 @@ def parse_records(kind: Kind, records: pa.Table, conn: duckdb.DuckDBPyConnection
         )
         db.register("__pinpipe_records", numbered)
         try:
-            bulk = db.sql(_bulk_sql(kind)).to_arrow_table()
+            bulk = query_arrow(db, _bulk_sql(kind), records.num_rows)
         finally:
             db.unregister("__pinpipe_records")
     finally:
