@@ -179,3 +179,48 @@ def test_a_kept_handle_knows_its_own_commits_files_without_listing_them(tmp_path
         remembered = {(f.path, f.low, f.high, f.num_records) for f in data_files.table_files(kept)}
         listed = {(f.path, f.low, f.high, f.num_records) for f in data_files._list_files(kept, "ind")}
         assert remembered == listed, step
+
+
+def test_a_merge_sees_another_writers_commit_through_the_next_commit_file_and_only_then_reads_the_log(
+    tmp_path: Path,
+) -> None:
+    """A kept handle skips delta-rs's update when no commit file follows its version (one ``stat``), and reads
+    the log when one does: a file another writer added holding one of the merge's keys is then a conflict, and
+    the retry on a fresh handle keeps one row per ``ind``."""
+    from pinpipe.errors import CommitConflictError
+    from pinpipe.lake import data_files
+    from pinpipe.lake.open_tables import DeltaHandles
+
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    handles = DeltaHandles()
+    rows = _pins(200, 0, 0)
+    delta.merge_silver(lake, "pin", pa.Table.from_pylist(rows, schema=SILVER_SCHEMAS["pin"]), handles=handles)
+    kept = handles.get(("silver", "pin"))
+    assert kept is not None and not data_files.newer_version_may_exist(kept)
+    other = {**rows[7], "title": "from another writer"}
+    delta.merge_silver(lake, "pin", pa.Table.from_pylist([other], schema=SILVER_SCHEMAS["pin"]))
+    assert data_files.newer_version_may_exist(kept)  # the other writer's commit file follows the handle's version
+    mine = {**rows[7], "title": "from the worker"}
+    with pytest.raises(CommitConflictError):
+        delta.merge_silver(lake, "pin", pa.Table.from_pylist([mine], schema=SILVER_SCHEMAS["pin"]), handles=handles)
+    assert handles.get(("silver", "pin")) is None  # dropped: the retry opens the latest version
+    delta.merge_silver(lake, "pin", pa.Table.from_pylist([mine], schema=SILVER_SCHEMAS["pin"]), handles=handles)
+    silver = delta.read_table(lake, "silver", "pin")
+    assert silver is not None and silver.num_rows == 200 == len(pc.unique(silver.column("ind")))
+    assert silver.filter(pc.equal(silver.column("ind"), rows[7]["ind"])).column("title").to_pylist() == [
+        "from the worker"
+    ]
+
+
+def test_data_files_on_a_local_lake_are_written_in_place_and_never_over_another(tmp_path: Path) -> None:
+    """``Lake.put_new`` writes a data file whole under a new directory, and refuses a key that exists (a data
+    file's name is a fresh UUID: an existing one is a bug, never overwritten)."""
+    from pinpipe.errors import PinpipeError
+
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    lake.put_new("silver/pin/bucket=3/part-1.parquet", b"first")
+    assert (tmp_path / "lake" / "silver" / "pin" / "bucket=3" / "part-1.parquet").read_bytes() == b"first"
+    assert not list((tmp_path / "lake" / "silver" / "pin" / "bucket=3").glob(".*"))  # no temporary file left
+    with pytest.raises(PinpipeError):
+        lake.put_new("silver/pin/bucket=3/part-1.parquet", b"second")
+    assert lake.get("silver/pin/bucket=3/part-1.parquet") == b"first"
