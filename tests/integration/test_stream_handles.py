@@ -209,36 +209,55 @@ def test_batches_go_on_while_a_compaction_runs_and_a_packed_file_rewritten_meanw
     worker.close()
     assert not running.is_set() and len(calls) >= 1
 
-    # a merge that rewrites a packed file between a compaction's planning and its commit: nothing is committed
+    # merges that rewrite packed files between a compaction's planning and its commit: the groups they touched
+    # are left out, the others committed; when every group was touched, nothing is committed (a conflict)
     import pyarrow.parquet as pq
 
     import pinpipe.stream.compaction as compaction
     from pinpipe.errors import CommitConflictError
 
     rows = {r["ind"]: r for r in (clean_record("geo", g).row for g in generated["geo"]) if r is not None}
+
+    def small_files(start: int) -> None:  # small files in every bucket: a group to pack in each
+        more = [r for r in (clean_record("geo", g).row for g in generate_records(80, 6, start=start)["geo"]) if r]
+        for i in range(0, 80, 20):
+            delta.merge_silver(lake, "geo", pa.Table.from_pylist(more[i : i + 20], schema=SILVER_SCHEMAS["geo"]))
+        rows.update({r["ind"]: r for r in more})
+
+    small_files(2000)
     pack = compaction.pack_files
-    changed: list[int] = []
+    changed: dict[int, str] = {}
+    merged: list[int] = []
 
-    def pack_then_a_merge_rewrites(*args: Any) -> Any:
-        packing = pack(*args)
-        packed = packing.groups[0][0]
-        ind = int(pq.read_table(tmp_path / "lake" / "silver" / "geo" / packed.path).column("ind")[0].as_py())
-        row = {**rows[ind], "country": "Elsewhere"}
-        delta.merge_silver(lake, "geo", pa.Table.from_pylist([row], schema=SILVER_SCHEMAS["geo"]))
-        changed.append(ind)
-        return packing
+    def pack_then_merges_rewrite(groups: int) -> Any:
+        def packing_of(*args: Any) -> Any:
+            packing = pack(*args)
+            assert len(packing.groups) >= 2
+            for group in packing.groups[: groups or len(packing.groups)]:
+                ind = int(pq.read_table(tmp_path / "lake" / "silver" / "geo" / group[0].path).column("ind")[0].as_py())
+                changed[ind] = f"Elsewhere {len(changed)}"
+                row = {**rows[ind], "country": changed[ind]}
+                delta.merge_silver(lake, "geo", pa.Table.from_pylist([row], schema=SILVER_SCHEMAS["geo"]))
+                merged.append(ind)
+            return packing
 
-    monkeypatch.setattr(compaction, "pack_files", pack_then_a_merge_rewrites)
-    version = delta.table_version(lake, "silver", "geo")
+        return packing_of
+
+    monkeypatch.setattr(compaction, "pack_files", pack_then_merges_rewrite(1))
+    version = delta.table_version(lake, "silver", "geo") or 0
+    result = compaction.compact_table(lake, "silver", "geo")
+    assert result is not None and result["groupsDropped"] == 1 and result["numFilesRemoved"] > 0
+    assert delta.table_version(lake, "silver", "geo") == version + 2  # the merge's commit, then the compaction's
+
+    small_files(3000)
+    monkeypatch.setattr(compaction, "pack_files", pack_then_merges_rewrite(0))  # every group touched
+    version = delta.table_version(lake, "silver", "geo") or 0
     with pytest.raises(CommitConflictError):
         compaction.compact_table(lake, "silver", "geo")
-    assert delta.table_version(lake, "silver", "geo") == (version or 0) + 1  # the merge's commit only
-    monkeypatch.setattr(compaction, "pack_files", pack)
-    result = compaction.compact_table(lake, "silver", "geo")  # the next turn plans on the new snapshot
-    assert result is not None and result["numFilesRemoved"] > 0
+    assert delta.table_version(lake, "silver", "geo") == version + len(merged) - 1  # the merges' commits only
+
     silver = delta.read_table(lake, "silver", "geo")
     assert silver is not None
     got = {r["ind"]: r["country"] for r in silver.to_pylist()}
-    assert len(got) == silver.num_rows == 40
-    assert got[changed[0]] == "Elsewhere"
-    assert all(got[i] == rows[i]["country"] for i in got if i != changed[0])
+    assert len(got) == silver.num_rows == 200
+    assert all(got[i] == changed.get(i, rows[i]["country"]) for i in got)

@@ -16,7 +16,8 @@ The work is in two steps, so that a stream worker's merges go on while its compa
 :func:`pack_files` plans on one snapshot's file list and writes the packed files, touching no table handle;
 :func:`commit_packing`, holding the table, brings it to its latest version and makes one commit (``dataChange:
 false``: the same rows in other files; gold's change feed skips it) that removes the packed files and adds the new
-ones, unless a packed file was rewritten in between (a conflict: nothing is committed, the next turn plans again).
+ones, for every group none of whose files a merge rewrote in between (such a group's packed file is left
+unreferenced, and its files are packed on a later turn).
 """
 
 from __future__ import annotations
@@ -95,18 +96,34 @@ def _bins(run: list[list[TableFile]], target: int) -> list[list[TableFile]]:
 
 @dataclass
 class Packing:
-    """A compaction's files, written but not committed: the snapshot's files it was planned on, the groups it packs
-    and the file each group became."""
+    """A compaction's files, written but not committed: the snapshot's files it was planned on, the groups it packs,
+    the file each group became (``added[i]`` holds exactly the rows of ``groups[i]``) and the groups left out
+    because a packed file changed before the commit (:meth:`intact`)."""
 
     files: list[TableFile]
     groups: list[list[TableFile]]
     added: list[WrittenFile]
-    rows: int
+    dropped: int = 0
+
+    def intact(self, current: set[str]) -> Packing:
+        """The groups whose files are all still in the table (paths ``current``): a group one of whose files a
+        merge rewrote (or another compaction packed) since the snapshot is dropped, the others are still exact —
+        each packed file holds its own group's rows only."""
+        keep = [i for i, group in enumerate(self.groups) if all(f.path in current for f in group)]
+        groups = [self.groups[i] for i in keep]
+        return Packing(self.files, groups, [self.added[i] for i in keep], self.dropped + len(self.groups) - len(keep))
 
     def metrics(self) -> dict[str, Any]:
-        """delta-rs's metric names (``numFilesAdded``, ``numFilesRemoved``), plus the rows moved."""
+        """delta-rs's metric names (``numFilesAdded``, ``numFilesRemoved``), plus the rows moved and the groups
+        dropped."""
         removed = sum(len(g) for g in self.groups)
-        return {"numFilesAdded": len(self.added), "numFilesRemoved": removed, "rows": self.rows}
+        rows = sum(f.num_records for f in self.added)
+        return {
+            "numFilesAdded": len(self.added),
+            "numFilesRemoved": removed,
+            "rows": rows,
+            "groupsDropped": self.dropped,
+        }
 
 
 def pack_files(lake: Lake, kind: Kind, files: list[TableFile], target: int, small_share: int) -> Packing:
@@ -117,34 +134,33 @@ def pack_files(lake: Lake, kind: Kind, files: list[TableFile], target: int, smal
     schema = SILVER_SCHEMAS[kind]
     groups = packing_plan(files, target // small_share, target) if target else []
     added = []
-    rows = 0
     for group in groups:
         tables = []
         for f in group:
             tables.append(cast_to(open_data_file(lake, prefix + f.path).read(columns=schema.names), schema))
-        packed = pa.concat_tables(tables).sort_by("ind")
-        rows += packed.num_rows
-        added.append(write_file(lake, prefix, group[0].bucket, packed))
-    return Packing(files, groups, added, rows)
+        added.append(write_file(lake, prefix, group[0].bucket, pa.concat_tables(tables).sort_by("ind")))
+    return Packing(files, groups, added)
 
 
-def commit_packing(lake: Lake, kind: Kind, dt: Any, packing: Packing) -> int:
+def commit_packing(lake: Lake, kind: Kind, dt: Any, packing: Packing) -> Packing:
     """Commit ``packing`` on the open table ``dt`` (brought to its latest version first): one ``dataChange:
-    false`` commit removing the packed files and adding the packed ones. Returns how many packed files are gone
-    from the latest version (a merge rewrote them, or another compaction packed them, since the snapshot the
-    packing was planned on): if any, nothing is committed (the caller reports the conflict). Files other writers
-    added since are no conflict: the packed rows are the same, and a file a merge added with keys inside a packed
-    range only costs later merges a read."""
+    false`` commit removing the packed files and adding the packed ones, for the groups whose files are all still
+    in the latest version (:meth:`Packing.intact`; at a stream's pace merges rewrite a few small files while a
+    compaction reads and writes, and a compaction that gave up whole on that never caught up). Returns what was
+    committed, with the groups dropped; nothing is committed when every group was. Files other writers added since
+    are no conflict: the packed rows are the same, and a file a merge added with keys inside a packed range only
+    costs later merges a read."""
     if not packing.groups:
-        return 0
-    removed = [f for group in packing.groups for f in group]
+        return packing
     dt.update_incremental()
-    current = {f.path for f in table_files(dt)}
-    gone = sum(1 for f in removed if f.path not in current)
-    if gone:
-        return gone
+    committed = packing.intact({f.path for f in table_files(dt)})
+    if not committed.groups:
+        return committed
+    removed = [f for group in committed.groups for f in group]
     schema = SILVER_SCHEMAS[kind]
     metadata = {OPERATION: "OPTIMIZE"}
-    commit_files(lake, ("silver", kind), schema, packing.added, removed, None, dt, data_change=False, metadata=metadata)
+    commit_files(
+        lake, ("silver", kind), schema, committed.added, removed, None, dt, data_change=False, metadata=metadata
+    )
     dt.update_incremental()
-    return 0
+    return committed

@@ -71,14 +71,14 @@ def compact_table(lake: Lake, *parts: str, handles: DeltaHandles | None = None) 
     with delta.delta_errors("compacting", dt.table_uri):
         packing = pack_files(lake, kind, files, int(target or 0), SMALL_SHARE)
     with held(handles, parts), delta.delta_errors("compacting", dt.table_uri):
-        gone = commit_packing(lake, kind, dt, packing)
-    if gone:  # raised outside ``held``: the handle is at the latest version, nothing to drop
+        committed = commit_packing(lake, kind, dt, packing)
+    if committed.dropped and not committed.groups:  # raised outside ``held``: the handle is at the latest version
         raise CommitConflictError(
-            f"{gone} of the files this compaction packs were rewritten since it read them",
+            f"every file group this compaction packed ({committed.dropped}) had a file rewritten since it read them",
             hint="retry: the next compaction plans from the new version",
             table=dt.table_uri,
         )
-    return packing.metrics()
+    return committed.metrics()
 
 
 COMPACTION = retry.COMMIT_RACE.but(on=RetryableError, attempts=3, timeout_s=30.0)
@@ -199,7 +199,9 @@ class Compactor:
         if metrics is not None:
             metrics.compactions.labels(kind).inc()
         summary = (
-            result if not isinstance(result, dict) else {k: result.get(k) for k in ("numFilesAdded", "numFilesRemoved")}
+            result
+            if not isinstance(result, dict)
+            else {k: result.get(k) for k in ("numFilesAdded", "numFilesRemoved", "groupsDropped")}
         )
         log.info(
             "silver compacted",

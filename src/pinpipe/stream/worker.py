@@ -28,7 +28,7 @@ once per process; a commit starts from the version the last own commit produced)
 writer is checked by delta-rs's conflict checker, and a conflict drops the handle, raises a Retryable error and
 the same batch is committed again on a fresh one (:mod:`pinpipe.lake.open_tables`). Compaction runs on its own
 thread while batches go on: it holds a table (the handle's lock) only to list its files and to commit, between
-two of that kind's merges, and gives up its turn if a merge rewrote a file it packed.
+two of that kind's merges, and leaves out of its commit the groups of files one of which a merge rewrote meanwhile.
 
 Latency (API acknowledgement → row readable in silver; ``bench/stream.py``): a batch closes when the one before
 it committed, so a record waits at most about two batch cycles (cleaning, ~15 ms per kind, then the kinds'
