@@ -49,14 +49,14 @@ SMALL_SHARE = 4
 
 def compact_table(lake: Lake, *parts: str, handles: DeltaHandles | None = None) -> dict[str, Any] | None:
     """Compact the table's small files; the metrics, None if there is no table. Bucketed silver is packed by
-    :mod:`~pinpipe.lake.cluster_compact`: runs of small files adjacent in ``ind`` order, into files of up to the
-    table's ``delta.targetFileSize``, so every file keeps a narrow key range; the table is held (:func:`held`) only
-    to list its files and to commit, not while the files are read and written, so with ``handles`` a stream
-    worker's merges go on meanwhile. Any other table is bin-packed by delta-rs (``optimize.compact``, files under
-    a quarter of the target size), held throughout. Files at or above a quarter of the target are left alone: the
-    micro-batches' files are tiny, while a full-size file (a batch run's, or one a merge rewrote for an updated
-    row) would be rewritten whole to absorb a few kilobytes. App transaction versions survive compaction. With
-    ``handles`` the kept handle compacts (and is advanced to the compaction's version; a failure drops it)."""
+    :mod:`~pinpipe.lake.cluster_compact`, one bucket at a time (:func:`_compact_bucket`): runs of small files
+    adjacent in ``ind`` order, into files of up to the table's ``delta.targetFileSize``, so every file keeps a
+    narrow key range. Any other table is bin-packed by delta-rs (``optimize.compact``, files under a quarter of the
+    target size), held throughout. Files at or above a quarter of the target are left alone: the micro-batches'
+    files are tiny, while a full-size file (a batch run's, or one a merge rewrote for an updated row) would be
+    rewritten whole to absorb a few kilobytes. App transaction versions survive compaction. With ``handles`` the
+    kept handle compacts (and is advanced to the compaction's versions; a failure drops it). A
+    :class:`CommitConflictError` when merges rewrote a file of every group it packed (nothing committed)."""
     dt = delta.open_table(lake, *parts, handles=handles)
     if dt is None:
         return None
@@ -67,18 +67,48 @@ def compact_table(lake: Lake, *parts: str, handles: DeltaHandles | None = None) 
             metrics: dict[str, Any] = dt.optimize.compact(target_size=small)
             return metrics
         kind: Kind = parts[1]
-        files = table_files(dt)
-    with delta.delta_errors("compacting", dt.table_uri):
-        packing = pack_files(lake, kind, files, int(target or 0), SMALL_SHARE)
-    with held(handles, parts), delta.delta_errors("compacting", dt.table_uri):
-        committed = commit_packing(lake, kind, dt, packing)
-    if committed.dropped and not committed.groups:  # raised outside ``held``: the handle is at the latest version
+        buckets = sorted({int(f.bucket or 0) for f in table_files(dt)})
+    totals = {"numFilesAdded": 0, "numFilesRemoved": 0, "rows": 0, "groupsDropped": 0}
+    for bucket in buckets:
+        for name, value in _compact_bucket(lake, kind, dt, bucket, int(target or 0), handles).items():
+            totals[name] += value
+    if totals["groupsDropped"] and not totals["numFilesRemoved"]:
         raise CommitConflictError(
-            f"every file group this compaction packed ({committed.dropped}) had a file rewritten since it read them",
+            f"every file group this compaction packed ({totals['groupsDropped']}) had a file rewritten since",
             hint="retry: the next compaction plans from the new version",
             table=dt.table_uri,
         )
-    return committed.metrics()
+    return totals
+
+
+BUCKET_ATTEMPTS = 2
+"""Times a bucket is planned and packed in one compaction when merges rewrote files of its groups meanwhile."""
+
+
+def _compact_bucket(
+    lake: Lake, kind: Kind, dt: Any, bucket: int, target: int, handles: DeltaHandles | None
+) -> dict[str, int]:
+    """Pack one bucket's small files: its file list read holding the table, the files read and written without
+    it (a stream worker's merges go on meanwhile; a bucket is a sixteenth of the work, so few merges land in
+    between), then the commit holding it, of the groups none of whose files a merge rewrote since; the dropped
+    groups are planned again once on the new snapshot."""
+    parts = ("silver", kind)
+    done = {"numFilesAdded": 0, "numFilesRemoved": 0, "rows": 0, "groupsDropped": 0}
+    for _ in range(BUCKET_ATTEMPTS):
+        with held(handles, parts), delta.delta_errors("compacting", dt.table_uri):
+            files = [f for f in table_files(dt) if int(f.bucket or 0) == bucket]
+        with delta.delta_errors("compacting", dt.table_uri):
+            packing = pack_files(lake, kind, files, target, SMALL_SHARE)
+        if not packing.groups:
+            break
+        with held(handles, parts), delta.delta_errors("compacting", dt.table_uri):
+            committed = commit_packing(lake, kind, dt, packing).metrics()
+        for name in ("numFilesAdded", "numFilesRemoved", "rows"):
+            done[name] += committed[name]
+        done["groupsDropped"] = committed["groupsDropped"]  # what the last attempt left
+        if not committed["groupsDropped"]:
+            break
+    return done
 
 
 COMPACTION = retry.COMMIT_RACE.but(on=RetryableError, attempts=3, timeout_s=30.0)
