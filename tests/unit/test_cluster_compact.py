@@ -38,6 +38,14 @@ def test_a_small_file_inside_a_big_files_range_is_left_alone() -> None:
     assert _names(packing_plan(files, SMALL, TARGET)) == [["after-1", "after-2"]]
 
 
+def test_small_files_chained_to_a_bigger_file_by_overlaps_are_packed_among_themselves() -> None:
+    """Two producers' new keys interleave: a packed file's range reaches into later batches' small files, which
+    chain to it by overlaps (one component). They are packed together, the bigger file left as it is."""
+    files = [_f("packed", 0, 105, 150), _f("s1", 100, 120, 20), _f("s2", 110, 130, 20), _f("s3", 125, 140, 20)]
+    files.append(_f("big-later", 200, 300, 500))
+    assert _names(packing_plan(files, SMALL, TARGET)) == [["s1", "s2", "s3"]]
+
+
 def test_runs_are_cut_at_the_target_size_and_buckets_stay_apart() -> None:
     files = [_f(f"p{i}", 10 * i, 10 * i + 9, 90) for i in range(9)]
     files += [_f("other-bucket", 35, 36, 10, bucket=1), _f("other-bucket-2", 37, 38, 10, bucket=1)]

@@ -47,7 +47,9 @@ def packing_plan(files: Sequence[TableFile], small: int, target: int) -> list[li
     """The groups of files to pack into one file each (see the module docstring): per bucket, the files ordered by
     ``ind`` range fall into *components* (files whose ranges overlap, directly or through others); consecutive
     components made only of small files form a run, cut at component boundaries into groups of at most
-    ``target`` bytes (a larger component is a group alone). Only groups of two or more files; files without
+    ``target`` bytes (a larger component is a group alone). A component that holds a bigger file too (new keys
+    from two producers interleave, so a packed file's range can reach into the next batches' files) has its small
+    files packed among themselves, never with the bigger one. Only groups of two or more files; files without
     statistics are never packed."""
     by_bucket: dict[int | None, list[TableFile]] = {}
     for f in files:
@@ -57,11 +59,15 @@ def packing_plan(files: Sequence[TableFile], small: int, target: int) -> list[li
     for mine in by_bucket.values():
         run: list[list[TableFile]] = []
         for component in _components(sorted(mine, key=lambda f: (f.low, f.high))):
-            if all(f.size < small for f in component):
+            smalls = [f for f in component if f.size < small]
+            if len(smalls) == len(component):
                 run.append(component)
-            else:
-                groups += _bins(run, target)
-                run = []
+                continue
+            groups += _bins(run, target)
+            run = []
+            # a component with a bigger file: its small files are packed among themselves (in key order), the
+            # bigger file left alone — their ranges already overlap it, and the packed ones span no more
+            groups += _bins([[f] for f in smalls], target)
         groups += _bins(run, target)
     return [g for g in groups if len(g) >= 2]
 
