@@ -1,4 +1,4 @@
-"""Periodic small-file compaction of the silver tables, run by the stream worker between micro-batches.
+"""Periodic small-file compaction of the silver tables, run by the stream worker on its own thread.
 
 Every micro-batch commits small Parquet files (one per bucket it writes) to each touched table. A merge reads only
 the files whose bucket and ``ind`` statistics its keys can touch, but every file costs the Delta log an entry and
@@ -9,10 +9,14 @@ files adjacent in ``ind`` order, so a packed file never spans keys other files h
 statistics stays exact.
 
 Who calls what: :class:`pinpipe.stream.worker.StreamWorker` asks :meth:`Compactor.due` after each batch and calls
-:meth:`Compactor.run` when it is; ``pinpipe stream --compact-every N|Ns`` builds the schedule with
-:meth:`CompactSchedule.parse`. Running between batches means a worker never races its own merges; a conflict with
-another writer (another worker, a batch job) is a Retryable error: the compaction is retried a few times and
-otherwise skipped until the next interval, since the rows are already safe in the table.
+:meth:`Compactor.start` when it is (:meth:`Compactor.run` on the compactor's thread; the worker's ``close`` waits
+for it); ``pinpipe stream --compact-every N|Ns`` builds the schedule with :meth:`CompactSchedule.parse`. The
+micro-batches go on meanwhile: bucket by bucket, the compaction holds the table (the kept handle's lock) only to
+list the bucket's files and to commit, and commits the groups of files none of which a merge — the worker's own
+or another writer's — rewrote since it listed them; a bucket with dropped groups is planned once more. When every
+group was dropped the compaction is a Retryable error: retried a few times and otherwise skipped until the next
+interval, since the rows are already safe in the table. Run between batches (as it was), it paused the worker
+0.35–0.63 s every ~6.5 s at 10M rows per kind.
 
 Measured (deltalake 1.6.6, 2 cores): 30 merges of 300 pin rows left 480 files; one compaction (0.19 s) made
 them 16, one per bucket. The unbucketed layout measured before (a MERGE scanning every file: 0.10 s at 250 files
