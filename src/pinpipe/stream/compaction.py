@@ -104,6 +104,7 @@ def _compact_bucket(
         with delta.delta_errors("compacting", dt.table_uri):
             packing = pack_files(lake, kind, files, target, SMALL_SHARE)
         if not packing.groups:
+            done["groupsDropped"] = 0  # the new snapshot leaves nothing to pack
             break
         with held(handles, parts), delta.delta_errors("compacting", dt.table_uri):
             committed = commit_packing(lake, kind, dt, packing).metrics()
