@@ -6,7 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import orjson
 import pytest
 import requests
 
-from tests.fixtures.services import free_port, wait_for_port
+from tests.fixtures.services import free_port, stop_process, wait_for_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -79,12 +78,7 @@ def pinpipe_api(
         wait_for_port(port, 30, proc)  # type: ignore[arg-type]
         yield ApiProcess(proc, port, log_path)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop_process(proc, timeout=20)
 
 
 @dataclass

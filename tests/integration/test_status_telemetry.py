@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from pinpipe import __version__
-from tests.fixtures.services import free_port, start
+from tests.fixtures.services import free_port, start, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -56,15 +56,6 @@ def _wait_up(proc: subprocess.Popen[bytes], host: str, port: int) -> None:
         assert proc.poll() is None, f"exited with {proc.returncode}"
         assert time.monotonic() < deadline, f"nothing on {host}:{port}"
         time.sleep(0.1)
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> int:
-    proc.terminate()
-    try:
-        return proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait()
 
 
 def _build_info(text: str, stage: str) -> None:
@@ -109,7 +100,7 @@ def test_sink_and_stream_serve_metrics_on_the_configured_host(tmp_path: Path) ->
         _build_info(_scrape("127.0.0.3", stream_port, "pinpipe_stream_batches_total"), "stream")
         assert _refused("127.0.0.1", sink_port) and _refused("127.0.0.1", stream_port)
     finally:
-        codes = (_stop(sink), _stop(stream))
+        codes = (stop_process(sink, timeout=30), stop_process(stream, timeout=30))
     assert codes == (0, 0)
     assert sink.stderr is not None and stream.stderr is not None
     lines = [orjson.loads(line) for line in stream.stderr.read().decode().splitlines() if line.strip()]

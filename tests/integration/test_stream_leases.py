@@ -23,7 +23,7 @@ from pinpipe.log.leases import LeaseTable
 from pinpipe.synth.faults import send_list
 from pinpipe.synth.oracle import expected_output
 from pinpipe.tables import KINDS, RAW_TABLES, stream_name
-from tests.fixtures.services import Service
+from tests.fixtures.services import Service, stop_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(240)]
 
@@ -98,12 +98,7 @@ def test_a_killed_worker_s_leases_move_to_the_other_and_nothing_is_lost(moto: Se
         assert len(alive) == 1, "the killed worker's leases were not taken over"
     finally:
         for proc in (a, b):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+            stop_process(proc, timeout=30)
         log.close()
     assert b.returncode == 0, (tmp_path / "b.log").read_text()[-3000:]
     for kind in KINDS:
