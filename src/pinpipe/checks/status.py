@@ -40,7 +40,7 @@ from pinpipe.checks.quality import check_run
 from pinpipe.config import LakeSettings
 from pinpipe.errors import InvalidInputError, NotFoundError, StoreUnavailableError
 from pinpipe.lake import delta
-from pinpipe.lake.data_files import OPERATION
+from pinpipe.lake.data_files import commit_operation
 from pinpipe.lake.runs import RUNS_TABLE
 from pinpipe.lake.store import Lake, is_temporary_key, parse_landed_key
 from pinpipe.log import EventLog, open_log
@@ -296,12 +296,6 @@ def _stream_versions(lake: Lake, prefix: str, topics: dict[str, int]) -> dict[tu
     return out
 
 
-def _operation(entry: dict[str, Any]) -> str:
-    """A history entry's operation: pinpipe's own commits say theirs in ``pinpipe.operation`` (compaction's
-    ``OPTIMIZE`` is a delta-rs ``WRITE`` of the same rows), others in ``operation``."""
-    return str(entry.get(OPERATION) or entry.get("operation", ""))
-
-
 def _silver(lake: Lake, kind: Kind, now: datetime) -> SilverStatus:
     uri = lake.table_uri("silver", kind)
     try:
@@ -310,7 +304,7 @@ def _silver(lake: Lake, kind: Kind, now: datetime) -> SilverStatus:
         return SilverStatus(lake.url, kind, None, None)
     except (DeltaError, OSError) as exc:
         raise StoreUnavailableError(f"could not read the history of {uri}: {exc}", table=uri) from exc
-    stamps = [int(h["timestamp"]) for h in history if _operation(h).upper() in _SILVER_WRITES]
+    stamps = [int(h["timestamp"]) for h in history if commit_operation(h).upper() in _SILVER_WRITES]
     if not stamps:
         return SilverStatus(lake.url, kind, None, None)
     last = datetime.fromtimestamp(max(stamps) / 1000, UTC)

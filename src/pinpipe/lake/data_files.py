@@ -124,6 +124,13 @@ OPERATION = "pinpipe.operation"
 is not the ``WRITE`` delta-rs records (``OPTIMIZE`` for compaction)."""
 
 
+def commit_operation(info: Mapping[str, Any]) -> str:
+    """A commit's operation from its ``commitInfo`` (or a history entry): pinpipe's own commits say theirs in
+    :data:`OPERATION` (compaction's ``OPTIMIZE`` is a delta-rs ``WRITE`` of the same rows), others in
+    ``operation``."""
+    return str(info.get(OPERATION) or info.get("operation", ""))
+
+
 def row_metadata(inserted: int, updated: int) -> dict[str, str]:
     """The ``commitInfo`` entries of a merge that inserted and updated these rows."""
     return {ROWS_INSERTED: str(int(inserted)), ROWS_UPDATED: str(int(updated))}

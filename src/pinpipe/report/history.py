@@ -27,7 +27,7 @@ from typing import Any, Literal, get_args
 
 import orjson
 
-from pinpipe.lake.data_files import OPERATION, ROWS_INSERTED, ROWS_UPDATED
+from pinpipe.lake.data_files import ROWS_INSERTED, ROWS_UPDATED, commit_operation
 from pinpipe.lake.store import Lake
 from pinpipe.tables import BATCH_APP_PREFIX, STREAM_APP_PREFIX, Kind
 
@@ -106,7 +106,7 @@ def parse_commit(version: int, data: bytes) -> Commit | None:
             apps.append(str(action["txn"].get("appId", "")))
     if info is None:
         return None
-    operation = str(info.get(OPERATION) or info.get("operation", ""))
+    operation = commit_operation(info)
     writer: Writer
     if operation == "OPTIMIZE":
         writer = "compaction"
