@@ -33,6 +33,7 @@ from pinpipe.lake.data_files import (
     TableFile,
     WrittenFile,
     cast_to,
+    catch_up,
     commit_files,
     open_data_file,
     table_files,
@@ -102,11 +103,10 @@ def _bins(run: list[list[TableFile]], target: int) -> list[list[TableFile]]:
 
 @dataclass
 class Packing:
-    """A compaction's files, written but not committed: the snapshot's files it was planned on, the groups it packs,
-    the file each group became (``added[i]`` holds exactly the rows of ``groups[i]``) and the groups left out
-    because a packed file changed before the commit (:meth:`intact`)."""
+    """A compaction's files, written but not committed: the groups it packs, the file each group became
+    (``added[i]`` holds exactly the rows of ``groups[i]``) and the groups left out because a packed file changed
+    before the commit (:meth:`intact`)."""
 
-    files: list[TableFile]
     groups: list[list[TableFile]]
     added: list[WrittenFile]
     dropped: int = 0
@@ -117,7 +117,7 @@ class Packing:
         each packed file holds its own group's rows only."""
         keep = [i for i, group in enumerate(self.groups) if all(f.path in current for f in group)]
         groups = [self.groups[i] for i in keep]
-        return Packing(self.files, groups, [self.added[i] for i in keep], self.dropped + len(self.groups) - len(keep))
+        return Packing(groups, [self.added[i] for i in keep], self.dropped + len(self.groups) - len(keep))
 
     def metrics(self) -> dict[str, Any]:
         """delta-rs's metric names (``numFilesAdded``, ``numFilesRemoved``), plus the rows moved and the groups
@@ -145,7 +145,7 @@ def pack_files(lake: Lake, kind: Kind, files: list[TableFile], target: int, smal
         for f in group:
             tables.append(cast_to(open_data_file(lake, prefix + f.path).read(columns=schema.names), schema))
         added.append(write_file(lake, prefix, group[0].bucket, pa.concat_tables(tables).sort_by("ind")))
-    return Packing(files, groups, added)
+    return Packing(groups, added)
 
 
 def commit_packing(lake: Lake, kind: Kind, dt: Any, packing: Packing) -> Packing:
@@ -158,7 +158,7 @@ def commit_packing(lake: Lake, kind: Kind, dt: Any, packing: Packing) -> Packing
     costs later merges a read."""
     if not packing.groups:
         return packing
-    dt.update_incremental()
+    catch_up(dt)
     committed = packing.intact({f.path for f in table_files(dt)})
     if not committed.groups:
         return committed

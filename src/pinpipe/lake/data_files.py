@@ -254,11 +254,7 @@ def check_unchanged(
     the caller commits on the latest version. What a commit landing between this check and the caller's commit
     can still do: delta-rs rejects one that removed the same files, not one that appended to the same bucket."""
     before = int(dt.version())
-    if not newer_version_may_exist(dt):
-        return
-    with delta_errors("reading the latest version", dt.table_uri):
-        dt.update_incremental()
-    if int(dt.version()) == before:
+    if not catch_up(dt):
         return
     now = {f.path: f for f in table_files(dt)}
     known = {f.path for f in planned}
@@ -287,6 +283,17 @@ def newer_version_may_exist(dt: Any) -> bool:
         return True
     log_dir = os.path.join(unquote(uri.removeprefix("file://")), "_delta_log")
     return os.path.exists(os.path.join(log_dir, f"{int(dt.version()) + 1:020d}.json"))
+
+
+def catch_up(dt: Any) -> bool:
+    """Bring ``dt`` to its table's latest version; True if it moved. Skips delta-rs's update when
+    :func:`newer_version_may_exist` says there is nothing to read."""
+    before = int(dt.version())
+    if not newer_version_may_exist(dt):
+        return False
+    with delta_errors("reading the latest version", dt.table_uri):
+        dt.update_incremental()
+    return int(dt.version()) != before
 
 
 def may_hold(f: TableFile, keys: np.ndarray[Any, Any]) -> bool:

@@ -46,6 +46,7 @@ from deltalake.exceptions import DeltaError
 
 from pinpipe.lake.bucket_merge import plan_merge, rows_per_file
 from pinpipe.lake.data_files import (
+    catch_up,
     check_unchanged,
     commit_files,
     remember_files,
@@ -142,7 +143,7 @@ def txn_versions(
         return dict.fromkeys(app_ids)
     with held(handles, parts), delta_errors("reading application transactions", dt.table_uri):
         if kept is not None:
-            dt.update_incremental()
+            catch_up(dt)
         return {app: (None if (v := dt.transaction_version(app)) is None else int(v)) for app in app_ids}
 
 
