@@ -1,7 +1,10 @@
 """Airflow 3 DAG ``pinpipe_daily``: land → batch → data-quality gate → report, once a day.
 
-Thin on purpose: every task runs one ``pinpipe`` command as a subprocess, so pinpipe's exit codes carry straight
-into Airflow's retry semantics and its log lines stream into the task log. Airflow lives in its own virtualenv
+Thin on purpose: every task is a :class:`PinpipeOperator`, which runs one ``pinpipe`` command through Airflow's
+``SubprocessHook``, so pinpipe's exit codes carry straight into Airflow's retry semantics and its log lines stream
+into the task log. (A command, not ``@task.external_python``: the exit code is pinpipe's verdict — configuration,
+accounting, data error, a service down — and it survives the process boundary where an exception's class would
+not, while the sink and the report are commands with their own signal handling.) Airflow lives in its own virtualenv
 (it caps FastAPI below pinpipe's), so the DAG never imports pinpipe and this file can be deployed alone (git-sync,
 a Kubernetes image): nothing here depends on where the file lies. The tasks call, in order:
 
@@ -56,12 +59,15 @@ import shlex
 import shutil
 import signal
 import subprocess
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import pendulum
-from airflow.sdk import DAG, Asset, BaseHook, CronDataIntervalTimetable, Param, Variable, get_current_context, task
+from airflow.providers.standard.hooks.subprocess import SubprocessHook
+from airflow.sdk import DAG, Asset, BaseHook, BaseOperator, Context, CronDataIntervalTimetable, Param, Variable
 from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowNotFoundException
 from airflow.sdk.log import mask_secret
 
@@ -128,8 +134,8 @@ def settings_env(params: dict[str, Any]) -> dict[str, str]:
 def aws_env(conn_id: str, lake_url: str | None) -> dict[str, str]:
     """The lake's credentials from the AWS Connection ``conn_id`` through ``AwsBaseHook``, as ``PINPIPE__LAKE__…``
     variables; nothing if no Connection is named or exists, or if the lake (``lake_url``, else the worker's
-    ``PINPIPE__LAKE__URL``) is known not to be ``s3://``. Called by :func:`run_pinpipe` when a task starts (never
-    when the file is parsed); the secret key and the token are masked in the task log from then on."""
+    ``PINPIPE__LAKE__URL``) is known not to be ``s3://``. Called by :meth:`PinpipeOperator.execute` when a task
+    starts (never when the file is parsed); the secret key and the token are masked in the task log from then on."""
     lake_url = lake_url or os.environ.get("PINPIPE__LAKE__URL", "")
     if not conn_id or (lake_url and not lake_url.startswith("s3://")):
         return {}
@@ -182,11 +188,9 @@ def interval_args(start: datetime | None, end: datetime | None) -> list[str]:
     return ["--interval-start", start.isoformat(), "--interval-end", end.isoformat()]
 
 
-def run_pinpipe(*args: str) -> str:
-    """Run ``pinpipe ARGS`` in the working directory, stream its output to the task log, return the last lines.
-
-    If the task is stopped (its ``execution_timeout``, a kill from the UI), the command gets SIGTERM, then SIGKILL."""
-    params = get_current_context()["params"]
+def resolve_executable(params: dict[str, Any]) -> str:
+    """The pinpipe command's path on this worker (the ``executable`` setting, looked up on ``PATH`` when it is a
+    bare name); AirflowFailException when there is none — a retry cannot make it appear."""
     executable = str(setting(params, "executable"))
     resolved = shutil.which(executable) if os.sep not in executable else executable
     if resolved is None or not Path(resolved).exists():
@@ -194,31 +198,79 @@ def run_pinpipe(*args: str) -> str:
             f"the pinpipe command {executable!r} is not on this worker's PATH — set the 'executable' Param or the "
             "Airflow Variable pinpipe_executable to the pinpipe of pinpipe's virtualenv"
         )
-    argv = [resolved, *args]
-    workdir = Path(str(setting(params, "workdir"))).expanduser()
-    workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **settings_env(params)}
-    print(f"$ {shlex.join(argv)}   (in {workdir})", flush=True)
-    proc = subprocess.Popen(
-        argv, cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    )
-    tail: list[str] = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            print(line.rstrip("\n"), flush=True)
-            tail = [*tail[-19:], line.rstrip("\n")]
-        code = proc.wait()
-    finally:
-        if proc.poll() is None:  # the task was stopped while the command ran
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    raise_for_exit(argv, code)
-    return "\n".join(tail)
+    return resolved
+
+
+class PinpipeOperator(BaseOperator):
+    """Runs one ``pinpipe`` command, ``arguments(context)``, through Airflow's ``SubprocessHook`` (as the
+    ``BashOperator`` does, without a shell): in the ``workdir`` setting, with the :func:`settings_env` variables;
+    its output streams into the task log and its last line is the task's XCom. The exit code decides the task's
+    fate (:func:`raise_for_exit`). If the task is stopped — its ``execution_timeout``, a kill from the UI, the
+    worker's shutdown — :meth:`on_kill` sends the command's process group SIGTERM (the sink then lands and
+    commits what it holds), then SIGKILL after :attr:`kill_grace`."""
+
+    ui_color = "#e8f1fb"
+    kill_grace = timedelta(seconds=30)
+
+    def __init__(self, *, arguments: Callable[[Context], list[str]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.arguments = arguments
+
+    @cached_property
+    def hook(self) -> SubprocessHook:
+        return SubprocessHook()
+
+    def execute(self, context: Context) -> str:
+        params = context["params"]
+        argv = [resolve_executable(params), *self.arguments(context)]
+        workdir = Path(str(setting(params, "workdir"))).expanduser()
+        workdir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **settings_env(params)}
+        self.log.info("$ %s   (in %s)", shlex.join(argv), workdir)
+        result = self.hook.run_command(argv, env=env, cwd=str(workdir))
+        raise_for_exit(argv, result.exit_code)
+        return str(result.output)
+
+    def on_kill(self) -> None:
+        proc = self.hook.sub_process
+        if proc is None or proc.poll() is not None:
+            return
+        self.hook.send_sigterm()
+        try:
+            proc.wait(self.kill_grace.total_seconds())
+        except subprocess.TimeoutExpired:
+            self.log.warning("the command did not stop within %s of SIGTERM: SIGKILL", self.kill_grace)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def land_arguments(context: Context) -> list[str]:
+    """Land everything the event log holds (the sink stops once it is idle)."""
+    return ["sink", "--until-idle"]
+
+
+def batch_arguments(context: Context) -> list[str]:
+    """Clean every landed object not processed before into silver, then rebuild gold."""
+    return ["batch", *interval_args(context.get("data_interval_start"), context.get("data_interval_end"))]
+
+
+def quality_arguments(context: Context) -> list[str]:
+    """Fail the run if the batch run's accounting does not balance, too much of it was quarantined or (unless
+    ``allow_empty``) it read no record."""
+    params = context["params"]
+    share = str(setting(params, "max_quarantine_share"))
+    empty = ["--allow-empty"] if params.get("allow_empty") is True else []
+    interval = interval_args(context.get("data_interval_start"), context.get("data_interval_end"))
+    return ["quality", "--max-quarantine-share", share, *empty, *interval]
+
+
+def report_arguments(context: Context) -> list[str]:
+    """Write the HTML report to ``<report_dir>/pinpipe-<interval start date>.html`` (a run without an interval:
+    ``pinpipe-<run time>.html``)."""
+    start = context.get("data_interval_start")
+    stamp = f"{start:%Y-%m-%d}" if start else f"{context['dag_run'].run_after:%Y-%m-%dT%H%M%S}"
+    out = Path(str(setting(context["params"], "report_dir"))) / f"pinpipe-{stamp}.html"
+    return ["report", "--out", str(out)]
 
 
 with DAG(
@@ -247,36 +299,13 @@ with DAG(
         "report_dir": Param("pinpipe-data/reports", type="string", description="where reports are written"),
     },
 ) as dag:
-
-    @task(execution_timeout=TIMEOUTS["land"])
-    def land() -> str:
-        """Land everything the event log holds (the sink stops once it is idle)."""
-        return run_pinpipe("sink", "--until-idle")
-
-    @task(execution_timeout=TIMEOUTS["batch"], outlets=GOLD_ASSETS)
-    def batch(data_interval_start: Any = None, data_interval_end: Any = None) -> str:
-        """Clean every landed object not processed before into silver, then rebuild gold."""
-        return run_pinpipe("batch", *interval_args(data_interval_start, data_interval_end))
-
-    @task(execution_timeout=TIMEOUTS["quality"])
-    def quality(data_interval_start: Any = None, data_interval_end: Any = None, params: Any = None) -> str:
-        """Fail the run if the batch run's accounting does not balance, too much of it was quarantined or (unless
-        ``allow_empty``) it read no record."""
-        share = str(setting(params, "max_quarantine_share"))
-        empty = ["--allow-empty"] if params.get("allow_empty") is True else []
-        return run_pinpipe(
-            "quality", "--max-quarantine-share", share, *empty, *interval_args(data_interval_start, data_interval_end)
-        )
-
-    @task(execution_timeout=TIMEOUTS["report"])
-    def report(data_interval_start: Any = None, dag_run: Any = None, params: Any = None) -> str:
-        """Write the HTML report to ``<report_dir>/pinpipe-<interval start date>.html`` (a run without an
-        interval: ``pinpipe-<run time>.html``)."""
-        stamp = f"{data_interval_start:%Y-%m-%d}" if data_interval_start else f"{dag_run.run_after:%Y-%m-%dT%H%M%S}"
-        out = Path(str(setting(params, "report_dir"))) / f"pinpipe-{stamp}.html"
-        return run_pinpipe("report", "--out", str(out))
-
-    land() >> batch() >> quality() >> report()
+    land = PinpipeOperator(task_id="land", arguments=land_arguments, execution_timeout=TIMEOUTS["land"])
+    batch = PinpipeOperator(
+        task_id="batch", arguments=batch_arguments, execution_timeout=TIMEOUTS["batch"], outlets=GOLD_ASSETS
+    )
+    quality = PinpipeOperator(task_id="quality", arguments=quality_arguments, execution_timeout=TIMEOUTS["quality"])
+    report = PinpipeOperator(task_id="report", arguments=report_arguments, execution_timeout=TIMEOUTS["report"])
+    land >> batch >> quality >> report
 
 
 if __name__ == "__main__":

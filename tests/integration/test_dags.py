@@ -78,6 +78,13 @@ def test_every_dag_imports_without_errors(dag_facts: dict[str, Any]) -> None:
     }
 
 
+def test_the_daily_tasks_are_pinpipe_operators(dag_facts: dict[str, Any]) -> None:
+    """Each task of ``pinpipe_daily`` runs its command through the DAG's operator (Airflow's SubprocessHook)."""
+    assert {task: facts[0] for task, facts in dag_facts["dags"]["pinpipe_daily"]["tasks"].items()} == dict.fromkeys(
+        ("batch", "land", "quality", "report"), "PinpipeOperator"
+    )
+
+
 def test_schedule_retries_and_catchup_match_the_original(dag_facts: dict[str, Any]) -> None:
     for dag_id, dag in dag_facts["dags"].items():
         assert dag["timetable"] == "CronDataIntervalTimetable", dag_id  # [D, D+1): "@daily" would be empty
@@ -221,6 +228,47 @@ def test_a_task_over_its_timeout_stops_its_command(airflow_home: AirflowHome, tm
     assert result["tasks"]["land"] == ["failed", 1]
     assert result["tasks"]["batch"][0] == "upstream_failed"
     assert (tmp_path / "calls.txt").read_text().splitlines() == ["sink --until-idle", "terminated"]
+
+
+def test_a_command_that_ignores_sigterm_is_killed_after_the_grace(airflow_home: AirflowHome, tmp_path: Path) -> None:
+    """The same timeout with a command that ignores SIGTERM (and a 2-second grace): the operator kills its process
+    group, so neither the command nor the child it started outlives the task."""
+    folder = deployed_dag(tmp_path)
+    dag_file = folder / "pinpipe_daily.py"
+    text = dag_file.read_text()
+    for old, new in (
+        ('"land": timedelta(hours=2)', '"land": timedelta(seconds=3)'),
+        ('"retries": 3', '"retries": 0'),
+        ("kill_grace = timedelta(seconds=30)", "kill_grace = timedelta(seconds=2)"),
+    ):
+        assert old in text
+        text = text.replace(old, new)
+    dag_file.write_text(text)
+    fake = tmp_path / "pinpipe"
+    fake.write_text("#!/bin/sh\ntrap '' TERM\nsleep 300 &\necho $$ $! > pids.txt\nwait\nwait\n")
+    fake.chmod(0o755)
+    started = time.monotonic()
+    result = airflow_home.run(
+        "CONF = {}\nSCHEDULED = True\n" + DAG_TEST,
+        dag_folder=folder,
+        variables={"pinpipe_executable": str(fake), "pinpipe_workdir": str(tmp_path)},
+    )
+    assert time.monotonic() - started < 100
+    assert result["tasks"]["land"] == ["failed", 1]
+    pids = [int(pid) for pid in (tmp_path / "pids.txt").read_text().split()]
+    assert len(pids) == 2
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) for pid in pids):
+        assert time.monotonic() < deadline, f"still running after the task failed: {pids}"
+        time.sleep(0.2)
+
+
+def _state(pid: int) -> str:
+    """The process state letter of ``pid`` ('' when it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return ""
 
 
 def test_the_daily_dag_lands_batches_gates_and_reports_end_to_end(airflow_home: AirflowHome, tmp_path: Path) -> None:
