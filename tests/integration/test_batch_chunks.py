@@ -118,6 +118,23 @@ def _assert_spread_matches_oracle(
         assert (run.collapsed, run.conflicts) == (acc.duplicates, acc.conflicts), kind
 
 
+def _day_after(sent: Mapping[Kind, Sequence[Any]]) -> dict[Kind, list[Any]]:
+    """The day after ``sent``: re-sends and changes of old ``ind`` s (new content), and new ``ind`` s, shuffled."""
+    rng = random.Random(3)
+    key = {"pin": "index", "geo": "ind", "user": "ind"}
+    later: dict[Kind, list[Any]] = {}
+    for kind, records in sent.items():
+        good = [r for r in records if isinstance(r, dict) and isinstance(r.get(key[kind]), int)]
+        olds = rng.sample(good, 60)
+        field, value = CHANGED[kind]
+        changed = [{**r, field: value} for r in olds]
+        fresh = [dict(r, **{key[kind]: r[key[kind]] + 100_000}) for r in good[:40]]
+        mixed = olds[:20] + changed + fresh + olds[20:40]
+        rng.shuffle(mixed)
+        later[kind] = mixed
+    return later
+
+
 @pytest.mark.parametrize(("rows", "seed", "chunk"), [(300, 1, 7), (900, 7, 7), (900, 7, 100)])
 def test_chunked_run_equals_the_oracle(tmp_path: Path, duck: Engine, rows: int, seed: int, chunk: int) -> None:
     sent = send_list(rows, seed, resend_rate=0.1, conflict_rate=0.05, faults=0.05, iso_rate=0.3).by_kind()
@@ -143,19 +160,7 @@ def test_chunked_equals_unchunked_over_both_topics_and_partitions(tmp_path: Path
     assert _counts(first) == _counts(run_batch(whole, duck, PREFIX))
     _assert_spread_matches_oracle(chunked, first, sent, landing.where)
     assert _tables(chunked) == _tables(whole)
-    # the day after: re-sends and changes of old inds (new content), and new inds
-    rng = random.Random(3)
-    key = {"pin": "index", "geo": "ind", "user": "ind"}
-    later: dict[Kind, list[Any]] = {}
-    for kind, records in sent.items():
-        good = [r for r in records if isinstance(r, dict) and isinstance(r.get(key[kind]), int)]
-        olds = rng.sample(good, 60)
-        field, value = CHANGED[kind]
-        changed = [{**r, field: value} for r in olds]
-        fresh = [dict(r, **{key[kind]: r[key[kind]] + 100_000}) for r in good[:40]]
-        mixed = olds[:20] + changed + fresh + olds[20:40]
-        rng.shuffle(mixed)
-        later[kind] = mixed
+    later = _day_after(sent)
     landing.land(later)
     second = run_batch(chunked, duck, PREFIX, chunk_records=7)
     reference = run_batch(whole, duck, PREFIX)
@@ -177,6 +182,30 @@ def test_chunked_equals_unchunked_over_both_topics_and_partitions(tmp_path: Path
         assert first.kinds[kind].conflicts + second.kinds[kind].conflicts == expected.accounting[kind].conflicts
         silver = delta.read_table(chunked, "silver", kind)
         assert silver is not None and silver.sort_by("ind").to_pylist() == expected.silver_table(kind).to_pylist()
+
+
+def test_a_silver_table_without_the_bucket_column_counts_as_a_bucketed_one(tmp_path: Path, duck: Engine) -> None:
+    """The two daily runs in chunks of 7 onto silver tables of an older release (the SPEC columns, no partitions:
+    delta-rs's MERGE, conflicts read from silver before it) and onto bucketed ones (the merge compares the
+    first records itself): every count of both runs is the same, and so is silver, which stays unpartitioned."""
+    from deltalake import DeltaTable
+
+    from pinpipe.tables import SILVER_SCHEMAS
+
+    old, new = Lake(f"file://{tmp_path / 'old'}"), Lake(f"file://{tmp_path / 'new'}")
+    for kind in KINDS:
+        DeltaTable.create(old.table_uri("silver", kind), SILVER_SCHEMAS[kind])
+    landing = SpreadLanding([old, new], partitions=3, seed=9)
+    sent = send_list(500, 13, resend_rate=0.15, conflict_rate=0.1, faults=0.04, iso_rate=0.3).by_kind()
+    for day in (sent, _day_after(sent)):
+        landing.land(day)
+        counts = [_counts(run_batch(lake, duck, PREFIX, gold=False, chunk_records=7)) for lake in (old, new)]
+        assert counts[0] == counts[1]
+        assert sum(c[FIELDS.index("conflicts")] for c in counts[0].values()) > 0  # the counts have work to do
+    assert _tables(old) == _tables(new)
+    for kind in KINDS:
+        dt = delta.open_table(old, "silver", kind)
+        assert dt is not None and not dt.metadata().partition_columns
 
 
 def test_records_of_both_topics_at_one_offset_stay_in_one_chunk(tmp_path: Path, duck: Engine) -> None:

@@ -13,7 +13,8 @@ silver log's changes since it was computed, rebuilt from whole silver when it ca
 it is recomputed from the whole of silver (:func:`pinpipe.batch.gold.compute_gold`) when silver changed or a gold
 table is missing. Each ``<lake>/gold/<name>`` is overwritten only if its rows changed. Reads of silver are bounded by the run's keys: the
 MERGE predicate names their buckets and ranges, the row counts come from the Delta log's statistics, and only the
-``ind`` s repeated within the run are looked up before merging (:func:`_changed_repeats`). Two runs at once on one
+merge compares each ``ind``'s first record of the run with silver's row itself (a table from before the bucket
+column: :mod:`pinpipe.batch.legacy_counts`). Two runs at once on one
 lake are safe: the loser of a commit race re-reads the winner's progress and redoes that kind. Every run appends one
 row per kind to ``<lake>/_meta/runs`` (:data:`~pinpipe.lake.runs.RUNS_SCHEMA`) and must balance
 ``read = written + collapsed + quarantined`` (``written = inserted + updated``; ``collapsed`` = records that
@@ -48,17 +49,18 @@ from typing import Any
 import numpy as np
 import orjson
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from pinpipe import retry
 from pinpipe.batch import gold as gold_module
 from pinpipe.batch import gold_state
 from pinpipe.batch.chunks import Chunk, iter_chunks
-from pinpipe.clean import CleanResult, clean_records
+from pinpipe.batch.legacy_counts import changes_before, written_before
+from pinpipe.clean import clean_records
 from pinpipe.config import BatchSettings
 from pinpipe.engine import Engine, SparkEngine
 from pinpipe.errors import AccountingError
 from pinpipe.lake import delta
+from pinpipe.lake.open_tables import buckets_of
 from pinpipe.lake.runs import RUNS_SCHEMA, RUNS_TABLE, Balance
 from pinpipe.lake.store import Lake, parse_landed_key
 from pinpipe.tables import KINDS, Kind, batch_app_id, kind_of_topic
@@ -213,6 +215,9 @@ class _KindProgress:
     chunks: int = 0
     existed: bool = False
     """Whether silver existed when an attempt started (a chunk merged into an absent table creates it)."""
+    bucketed: bool = True
+    """Whether silver has the bucket column: its merge then says itself which rows changed (else they are
+    counted by reading silver before the merge)."""
 
 
 def _run_kind(
@@ -227,6 +232,7 @@ def _run_kind(
     tps = sorted({(o.topic, o.partition) for o in objects})
     table = delta.open_table(lake, "silver", kind) if tps else None  # one load: progress and existence
     state.existed = state.existed or table is not None
+    state.bucketed = table is None or buckets_of(table) is not None  # an absent table is created bucketed
     done: dict[str, int | None] = {}
     if table is not None:
         with delta.delta_errors("reading application transactions", table.table_uri):
@@ -273,15 +279,18 @@ def _write_chunk(lake: Lake, engine: Engine, chunk: Chunk, state: _KindProgress)
     run = state.run
     kind = run.kind
     cleaned = clean_records(engine, kind, chunk.records)
-    first_changed, last_changed = _changed_repeats(lake, kind, cleaned, engine)
     winners = cleaned.silver.column("ind").to_numpy()
-    again = 0
-    if state.written and winners.size:
-        seen = cleaned.silver.filter(pa.array(_written_before(state.written, winners)))
-        again = delta.count_changed(lake, kind, seen, engine.duckdb())
+    # delta-rs's MERGE (a table without the bucket column) does not say which rows it changed: read silver first
+    before = None if state.bucketed else changes_before(lake, kind, cleaned, engine, state.written)
     delta.write_quarantine(lake, kind, cleaned.quarantine)
-    merged = delta.merge_silver(lake, kind, cleaned.silver, app_txns=chunk.ends)
-    overwritten = merged.updated - last_changed + first_changed  # first records of the chunk that changed silver
+    merged = delta.merge_silver(lake, kind, cleaned.silver, app_txns=chunk.ends, firsts=cleaned.firsts)
+    if before is None:  # the merge compared the chunk's first records with silver and kept the updated keys
+        overwritten = merged.changed_firsts or 0
+        updated = merged.updated_keys if merged.updated_keys is not None else winners[:0]
+        again = int(written_before(state.written, updated).sum()) if state.written and updated.size else 0
+    else:
+        first_changed, last_changed, again = before
+        overwritten = merged.updated - last_changed + first_changed  # first records of the chunk that changed silver
     stats = cleaned.stats
     part = KindRun(kind)
     part.read, part.quarantined = stats.read, stats.quarantined
@@ -302,30 +311,6 @@ def _write_chunk(lake: Lake, engine: Engine, chunk: Chunk, state: _KindProgress)
         state.written.append(np.unique(winners.astype(np.int64)))
     state.changed = state.changed or merged.inserted > 0 or merged.updated > 0 or not state.existed
     state.existed = True
-
-
-def _written_before(written: list[np.ndarray], keys: np.ndarray) -> np.ndarray:
-    """Per key: is it in one of the sorted arrays ``written`` (binary search in each: the chunk's keys times the
-    number of chunks so far, not the run's keys)."""
-    keys = keys.astype(np.int64)
-    found = np.zeros(keys.size, dtype=bool)
-    for done in written:
-        at = np.minimum(np.searchsorted(done, keys), done.size - 1)
-        found |= done[at] == keys
-    return found
-
-
-def _changed_repeats(lake: Lake, kind: Kind, cleaned: CleanResult, engine: Engine) -> tuple[int, int]:
-    """For the ``ind`` s with several records in the run: how many of their first records, and how many of their
-    winners, differ from the row silver holds. Every other ``ind`` has one record, its first is its winner, and
-    the MERGE's own count of updated rows already says whether it changed silver — so silver is read only for
-    the repeated ``ind`` s (a few files), never for the whole run."""
-    firsts = cleaned.firsts
-    if firsts is None or firsts.num_rows == 0:
-        return 0, 0
-    winners = cleaned.silver.filter(pc.is_in(cleaned.silver.column("ind"), value_set=firsts.column("ind")))
-    conn = engine.duckdb()
-    return delta.count_changed(lake, kind, firsts, conn), delta.count_changed(lake, kind, winners, conn)
 
 
 def check_balanced(run: KindRun, unchanged: int, rows_before: int, rows_after: int) -> None:

@@ -64,10 +64,13 @@ class BucketMerge:
     """Files whose statistics could hold a key: fetched and their ``ind`` column read."""
     keys: dict[int, np.ndarray[Any, Any]] = field(default_factory=dict)
     """The merged keys, sorted, by bucket (what a concurrent writer's new files are checked against)."""
+    updated_keys: list[np.ndarray[Any, Any]] = field(default_factory=list)
+    """The keys of the rows it updated, one array per rewritten file."""
 
     def add(self, other: BucketMerge) -> None:
         self.added += other.added
         self.removed += other.removed
+        self.updated_keys += other.updated_keys
         self.keys.update(other.keys)
         for name in ("inserted", "updated", "unchanged", "changed_firsts", "files_read"):
             setattr(self, name, getattr(self, name) + getattr(other, name))
@@ -89,19 +92,23 @@ def plan_merge(
     buckets: int,
     files: Sequence[TableFile],
     rows_per_file: int,
+    firsts: pa.Table | None = None,
 ) -> BucketMerge:
     """:func:`merge_bucket` for every bucket ``winners`` (one row per ``ind``) fall in, :data:`WORKERS` at a time,
-    summed in bucket order: what :func:`pinpipe.lake.delta.merge_silver` commits."""
+    summed in bucket order: what :func:`pinpipe.lake.delta.merge_silver` commits. ``firsts``: the first records of
+    the ``ind`` s that came more than once (see :func:`merge_bucket`), none by default."""
     winners = cast_to(winners, schema)
-    of = pa.array([silver_bucket(i, buckets) for i in winners.column("ind").to_pylist()], pa.int32())
+    of = _buckets(winners, buckets)
     by_bucket: dict[int, list[TableFile]] = {}
     for f in files:
         by_bucket.setdefault(int(f.bucket or 0), []).append(f)
-    empty = schema.empty_table()
+    firsts = cast_to(firsts, schema) if firsts is not None and firsts.num_rows else schema.empty_table()
+    firsts_of = _buckets(firsts, buckets)
 
     def one(bucket: int) -> BucketMerge:
         mine = winners.filter(pc.equal(of, bucket))
-        return merge_bucket(lake, prefix, schema, bucket, mine, empty, by_bucket.get(bucket, ()), rows_per_file)
+        first = firsts.filter(pc.equal(firsts_of, bucket)) if firsts.num_rows else firsts
+        return merge_bucket(lake, prefix, schema, bucket, mine, first, by_bucket.get(bucket, ()), rows_per_file)
 
     touched = sorted(set(of.to_pylist()))
     total = BucketMerge()
@@ -112,6 +119,10 @@ def plan_merge(
         for part in pool.map(one, touched):
             total.add(part)
     return total
+
+
+def _buckets(rows: pa.Table, buckets: int) -> pa.Array:
+    return pa.array([silver_bucket(i, buckets) for i in rows.column("ind").to_pylist()], pa.int32())
 
 
 def merge_bucket(
@@ -140,19 +151,17 @@ def merge_bucket(
         reader = open_data_file(lake, prefix + f.path)
         lo, hi = _span(keys, f)
         inds = reader.read(columns=["ind"]).column("ind")
-        if not pc.any(pc.is_in(winners.column("ind").slice(lo, hi - lo), value_set=inds)).as_py():
+        mine, held = _held(winners.slice(lo, hi - lo), inds)
+        if not mine.num_rows:
             continue
         rows = cast_to(reader.read(columns=schema.names), schema)
-        mine = winners.slice(lo, hi - lo)
-        where = pc.index_in(mine.column("ind"), value_set=rows.column("ind"))
-        held = pc.is_valid(where)
-        matched[lo:hi] |= held.to_numpy(zero_copy_only=False)
-        update = pc.and_(held, differs(mine, rows.take(where), schema))
+        matched[lo:hi] |= held
         c_lo, c_hi = _span(compared_keys, f)
         out.changed_firsts += _changed(compared.slice(c_lo, c_hi - c_lo), rows, schema)
-        if _count(update):
-            changed = mine.filter(update)
+        changed = mine.filter(differs(mine, _rows_of(rows, mine), schema))
+        if changed.num_rows:
             out.updated += changed.num_rows
+            out.updated_keys.append(changed.column("ind").to_numpy(zero_copy_only=False))
             kept = rows.filter(pc.invert(pc.is_in(rows.column("ind"), value_set=changed.column("ind"))))
             out.added.append(write_file(lake, prefix, bucket, pa.concat_tables([kept, changed]).sort_by("ind")))
             out.removed.append(f.path)
@@ -231,7 +240,21 @@ def _compared(winners: pa.Table, firsts: pa.Table) -> pa.Table:
     return pa.concat_tables([alone, firsts]).sort_by("ind")
 
 
+def _held(candidates: pa.Table, inds: pa.ChunkedArray | pa.Array) -> tuple[pa.Table, np.ndarray[Any, Any]]:
+    """The ``candidates`` whose ``ind`` is one of ``inds`` (a file's), in order, and per candidate whether it is.
+    Only those are compared with the file's rows: a file's range holds many new keys for each old one when keys
+    arrive out of order (a backlog's chunks), and aligning every candidate with a (null) row of the file cost as
+    much as reading the file."""
+    held = pc.is_in(candidates.column("ind"), value_set=inds).to_numpy(zero_copy_only=False)
+    return candidates.filter(pa.array(held)), held
+
+
+def _rows_of(rows: pa.Table, held: pa.Table) -> pa.Table:
+    """The rows of ``rows`` with the ``ind`` s of ``held`` (each held there), aligned with ``held``."""
+    return rows.take(pc.index_in(held.column("ind"), value_set=rows.column("ind")))
+
+
 def _changed(compared: pa.Table, rows: pa.Table, schema: pa.Schema) -> int:
     """How many of ``compared`` have an ``ind`` that ``rows`` hold with other content."""
-    where = pc.index_in(compared.column("ind"), value_set=rows.column("ind"))
-    return _count(pc.and_(pc.is_valid(where), differs(compared, rows.take(where), schema)))
+    mine, _ = _held(compared, rows.column("ind"))
+    return _count(differs(mine, _rows_of(rows, mine), schema)) if mine.num_rows else 0

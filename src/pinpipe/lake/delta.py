@@ -36,7 +36,6 @@ a table whose schema is not ours :class:`CorruptStateError`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import pyarrow as pa
@@ -44,22 +43,16 @@ import pyarrow.compute as pc
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError
 
-from pinpipe.lake.bucket_merge import plan_merge, rows_per_file
-from pinpipe.lake.data_files import (
-    catch_up,
-    check_unchanged,
-    commit_files,
-    remember_files,
-    row_metadata,
-    table_files,
-    table_prefix,
-    written_table_file,
-)
+from pinpipe.lake.data_files import catch_up
 from pinpipe.lake.open_tables import DeltaHandles as DeltaHandles
 from pinpipe.lake.open_tables import buckets_of, held
 from pinpipe.lake.open_tables import delta_errors as delta_errors
 from pinpipe.lake.open_tables import open_table as open_table
 from pinpipe.lake.pruning import key_predicate, offset_predicate
+from pinpipe.lake.silver_merge import SILVER_FILE_BYTES as SILVER_FILE_BYTES
+from pinpipe.lake.silver_merge import MergeStats as MergeStats
+from pinpipe.lake.silver_merge import merge_files
+from pinpipe.lake.silver_merge import reload as _reload
 from pinpipe.lake.silver_read import count_changed as count_changed
 from pinpipe.lake.silver_read import read_table as read_table
 from pinpipe.lake.silver_read import silver_dataset as silver_dataset
@@ -79,31 +72,6 @@ from pinpipe.tables import (
 T = TypeVar("T")
 
 QUARANTINE_KEY = ("topic", "partition", "offset")
-
-SILVER_FILE_BYTES: dict[Kind, int] = {"pin": 1024 * 1024, "geo": 256 * 1024, "user": 256 * 1024}
-"""``delta.targetFileSize`` of each silver table (about 3,000 pin rows, 10,000 geo or user rows a file): a
-MERGE rewrites every file holding a row it updates (copy-on-write), so the file size bounds what one updated
-row costs, and the file count what a merge has to prune."""
-
-
-@dataclass(frozen=True)
-class MergeStats:
-    """What one :func:`merge_silver` did. ``version`` is the table version it committed, None if it committed
-    nothing (nothing to change and no application transactions)."""
-
-    inserted: int
-    updated: int
-    unchanged: int
-    version: int | None
-    files_rewritten: int = 0
-    """Data files the MERGE removed (copy-on-write: each held a row it updated)."""
-    files_added: int = 0
-    rows_before: int = 0
-    """Rows of the snapshot the MERGE read, from the log's file statistics."""
-    rows_after: int = 0
-    """Rows of the version it committed (``rows_before`` if it committed nothing)."""
-    files_read: int | None = None
-    """Data files whose statistics could hold one of its keys (None: delta-rs's MERGE, which does not say)."""
 
 
 def _props(app_txns: Mapping[str, int] | None, metadata: Mapping[str, str] | None = None) -> CommitProperties:
@@ -207,20 +175,27 @@ def merge_silver(
     app_txns: Mapping[str, int] | None = None,
     *,
     handles: DeltaHandles | None = None,
+    firsts: pa.Table | None = None,
 ) -> MergeStats:
     """Upsert ``silver`` (``SILVER_SCHEMAS[kind]``, one row per ``ind``) into ``<lake>/silver/<kind>`` by ``ind``,
     in one commit that also records ``app_txns``; creates the (empty, bucketed) table on first use. Only the files
     that can hold one of its keys are read and only those holding an updated row rewritten
     (:mod:`pinpipe.lake.bucket_merge`; on a table without the bucket column, delta-rs's MERGE with the batch's
     ``ind`` ranges in its predicate). With ``handles`` the table's kept handle is used (and dropped if the call
-    fails)."""
+    fails). ``firsts``: the first records of the ``ind`` s that came more than once in the run, which a bucketed
+    table's merge compares with silver for :attr:`MergeStats.changed_firsts`."""
     parts = ("silver", kind)
     with held(handles, parts):
-        return _merge_silver(lake, kind, silver, app_txns, handles)
+        return _merge_silver(lake, kind, silver, app_txns, handles, firsts)
 
 
 def _merge_silver(
-    lake: Lake, kind: Kind, silver: pa.Table, app_txns: Mapping[str, int] | None, handles: DeltaHandles | None
+    lake: Lake,
+    kind: Kind,
+    silver: pa.Table,
+    app_txns: Mapping[str, int] | None,
+    handles: DeltaHandles | None,
+    firsts: pa.Table | None,
 ) -> MergeStats:
     schema = SILVER_SCHEMAS[kind]
     silver = silver.select(schema.names).cast(schema)
@@ -229,7 +204,7 @@ def _merge_silver(
     dt = _create(lake, "creating silver", ("silver", kind), table_schema, SILVER_FILE_BYTES[kind], handles)
     buckets = buckets_of(dt)
     if buckets is not None and silver.num_rows:
-        return _merge_files(lake, kind, dt, silver, app_txns, buckets)
+        return merge_files(lake, kind, dt, silver, app_txns, buckets, firsts)
     source = _with_buckets(silver, buckets)
     props = _props(app_txns)
     if source.num_rows == 0:
@@ -269,61 +244,9 @@ def _merge_silver(
     )
 
 
-def _merge_files(
-    lake: Lake, kind: Kind, dt: DeltaTable, silver: pa.Table, app_txns: Mapping[str, int] | None, buckets: int
-) -> MergeStats:
-    """The upsert into a bucketed silver table: :func:`~pinpipe.lake.bucket_merge.plan_merge` writes the files
-    (each rewritten file on its own, inserts apart), then one commit removes the rewritten ones, adds the new ones
-    and records ``app_txns``, after :func:`~pinpipe.lake.data_files.check_unchanged` made sure no other writer
-    touched them since the snapshot the plan read."""
-    parts = ("silver", kind)
-    schema = SILVER_SCHEMAS[kind]
-    with delta_errors("listing silver files", dt.table_uri):
-        files = table_files(dt)
-        target = int(dt.metadata().configuration.get("delta.targetFileSize") or SILVER_FILE_BYTES[kind])
-    with delta_errors("merging into silver", dt.table_uri):
-        plan = plan_merge(
-            lake, table_prefix(*parts), schema, silver, buckets, files, rows_per_file(target, kind, files)
-        )
-    rows_before = sum(f.num_records for f in files)
-    stats = MergeStats(
-        plan.inserted,
-        plan.updated,
-        plan.unchanged,
-        None,
-        files_rewritten=len(plan.removed),
-        files_added=len(plan.added),
-        rows_before=rows_before,
-        rows_after=rows_before + plan.inserted,
-        files_read=plan.files_read,
-    )
-    if not plan.added and not plan.removed and not app_txns:
-        return stats
-    check_unchanged(dt, files, plan.removed, set(plan.keys), plan.keys)
-    base_version = int(dt.version())
-    base = table_files(dt)  # the files of the version the commit goes on top of
-    by_path = {f.path: f for f in files}
-    removed = [by_path[p] for p in plan.removed]
-    commit_files(
-        lake, parts, schema, plan.added, removed, app_txns, dt, metadata=row_metadata(plan.inserted, plan.updated)
-    )
-    version = _reload(dt)
-    if version == base_version + 1:  # nothing landed in between: the new version's files are known
-        gone = set(plan.removed)
-        remember_files(
-            dt, version, [f for f in base if f.path not in gone] + [written_table_file(f) for f in plan.added]
-        )
-    return replace(stats, version=version)
-
-
 def _rows(dt: DeltaTable) -> int:
     with delta_errors("counting", dt.table_uri):
         return int(dt.count())
-
-
-def _reload(dt: DeltaTable) -> int:
-    dt.update_incremental()
-    return int(dt.version())
 
 
 def write_quarantine(lake: Lake, kind: Kind, rows: pa.Table, *, handles: DeltaHandles | None = None) -> int:

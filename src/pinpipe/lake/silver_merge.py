@@ -1,0 +1,121 @@
+"""A bucketed silver table's upsert, and what an upsert reports (:class:`MergeStats`).
+
+Called by :func:`pinpipe.lake.delta.merge_silver` (which opens or creates the table, holds its handle and sends
+tables without the bucket column to delta-rs's MERGE). :func:`merge_files` plans the files with
+:func:`~pinpipe.lake.bucket_merge.plan_merge` and commits them in one delta-rs transaction with the run's
+application transactions, after checking that no other writer touched what the plan read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from deltalake import DeltaTable
+
+from pinpipe.lake.bucket_merge import plan_merge, rows_per_file
+from pinpipe.lake.data_files import (
+    check_unchanged,
+    commit_files,
+    remember_files,
+    row_metadata,
+    table_files,
+    table_prefix,
+    written_table_file,
+)
+from pinpipe.lake.open_tables import delta_errors
+from pinpipe.lake.store import Lake
+from pinpipe.tables import SILVER_SCHEMAS, Kind
+
+SILVER_FILE_BYTES: dict[Kind, int] = {"pin": 1024 * 1024, "geo": 256 * 1024, "user": 256 * 1024}
+"""``delta.targetFileSize`` of each silver table (about 3,000 pin rows, 10,000 geo or user rows a file): a
+MERGE rewrites every file holding a row it updates (copy-on-write), so the file size bounds what one updated
+row costs, and the file count what a merge has to prune."""
+
+
+@dataclass(frozen=True)
+class MergeStats:
+    """What one :func:`merge_silver` did. ``version`` is the table version it committed, None if it committed
+    nothing (nothing to change and no application transactions)."""
+
+    inserted: int
+    updated: int
+    unchanged: int
+    version: int | None
+    files_rewritten: int = 0
+    """Data files the MERGE removed (copy-on-write: each held a row it updated)."""
+    files_added: int = 0
+    rows_before: int = 0
+    """Rows of the snapshot the MERGE read, from the log's file statistics."""
+    rows_after: int = 0
+    """Rows of the version it committed (``rows_before`` if it committed nothing)."""
+    files_read: int | None = None
+    """Data files whose statistics could hold one of its keys (None: delta-rs's MERGE, which does not say)."""
+    changed_firsts: int | None = None
+    """How many merged ``ind`` s' first records (``firsts``, else the row) differ from silver's row."""
+    updated_keys: np.ndarray[Any, Any] | None = None
+    """The ``ind`` s of the rows it updated. Both None: delta-rs's MERGE, which does not say."""
+
+
+def merge_files(
+    lake: Lake,
+    kind: Kind,
+    dt: DeltaTable,
+    silver: pa.Table,
+    app_txns: Mapping[str, int] | None,
+    buckets: int,
+    firsts: pa.Table | None,
+) -> MergeStats:
+    """:func:`pinpipe.lake.delta.merge_silver` into a bucketed silver table: :func:`~pinpipe.lake.bucket_merge.plan_merge` writes the files
+    (each rewritten file on its own, inserts apart), then one commit removes the rewritten ones, adds the new ones
+    and records ``app_txns``, after :func:`~pinpipe.lake.data_files.check_unchanged` made sure no other writer
+    touched them since the snapshot the plan read."""
+    parts = ("silver", kind)
+    schema = SILVER_SCHEMAS[kind]
+    with delta_errors("listing silver files", dt.table_uri):
+        files = table_files(dt)
+        target = int(dt.metadata().configuration.get("delta.targetFileSize") or SILVER_FILE_BYTES[kind])
+    with delta_errors("merging into silver", dt.table_uri):
+        plan = plan_merge(
+            lake, table_prefix(*parts), schema, silver, buckets, files, rows_per_file(target, kind, files), firsts
+        )
+    rows_before = sum(f.num_records for f in files)
+    stats = MergeStats(
+        plan.inserted,
+        plan.updated,
+        plan.unchanged,
+        None,
+        files_rewritten=len(plan.removed),
+        files_added=len(plan.added),
+        rows_before=rows_before,
+        rows_after=rows_before + plan.inserted,
+        files_read=plan.files_read,
+        changed_firsts=plan.changed_firsts,
+        updated_keys=np.concatenate(plan.updated_keys) if plan.updated_keys else np.empty(0, np.int64),
+    )
+    if not plan.added and not plan.removed and not app_txns:
+        return stats
+    check_unchanged(dt, files, plan.removed, set(plan.keys), plan.keys)
+    base_version = int(dt.version())
+    base = table_files(dt)  # the files of the version the commit goes on top of
+    by_path = {f.path: f for f in files}
+    removed = [by_path[p] for p in plan.removed]
+    commit_files(
+        lake, parts, schema, plan.added, removed, app_txns, dt, metadata=row_metadata(plan.inserted, plan.updated)
+    )
+    version = reload(dt)
+    if version == base_version + 1:  # nothing landed in between: the new version's files are known
+        gone = set(plan.removed)
+        remember_files(
+            dt, version, [f for f in base if f.path not in gone] + [written_table_file(f) for f in plan.added]
+        )
+    return replace(stats, version=version)
+
+
+def reload(dt: DeltaTable) -> int:
+    """Bring ``dt`` to the table's latest version; that version."""
+    dt.update_incremental()
+    return int(dt.version())
