@@ -32,7 +32,7 @@ from obstore.store import LocalStore
 
 from pinpipe.lake.sink import LakeSink
 from pinpipe.lake.store import Lake
-from pinpipe.log import values_read
+from pinpipe.log import segment, values_read
 from pinpipe.log.embedded import EmbeddedLog
 
 TOPICS = ("bench.pin", "bench.geo", "bench.user")
@@ -78,21 +78,24 @@ def _never(offset: int) -> bool:
 
 
 def _blocks(log_dir: Path, records: int) -> list[tuple[bytes, np.ndarray, int]]:
-    """Every topic's data and index in blocks of ``records`` (data from the block's first record on)."""
+    """Every topic's segments' data and index in blocks of ``records`` (data from the block's first record on)."""
     out = []
     for topic in TOPICS:
-        data = (log_dir / topic / "0" / "data").read_bytes()
-        index = np.frombuffer((log_dir / topic / "0" / "index").read_bytes(), dtype="<u8")
-        for first in range(0, len(index), records):
-            positions = index[first : first + records + 1]
-            end = int(positions[-1]) if len(positions) > records else len(data)
-            out.append(
-                (
-                    data[int(positions[0]) : end],
-                    positions if len(positions) > records else np.append(positions, np.uint64(end)),
-                    first,
+        directory = log_dir / topic / "0"
+        for base in segment.list_segments(directory):
+            data_path, index_path = segment.segment_paths(directory, base)
+            data = data_path.read_bytes()
+            index = np.frombuffer(index_path.read_bytes(), dtype="<u8")
+            for first in range(0, len(index), records):
+                positions = index[first : first + records + 1]
+                end = int(positions[-1]) if len(positions) > records else len(data)
+                out.append(
+                    (
+                        data[int(positions[0]) : end],
+                        positions if len(positions) > records else np.append(positions, np.uint64(end)),
+                        base + first,
+                    )
                 )
-            )
     return out
 
 

@@ -24,10 +24,10 @@ def test_the_readme_table_is_the_rendered_one() -> None:
 
 def test_a_hand_edit_of_a_figure_fails_the_check(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
-    assert "(not met)" in readme.split("<!-- measured-table")[1]
+    assert "(**not met**)" in readme.split("<!-- measured-table")[1]
     edited = tmp_path / "README.md"
     start = readme.index("<!-- measured-table")
-    edited.write_text(readme[:start] + readme[start:].replace("(not met)", "(met)", 1))
+    edited.write_text(readme[:start] + readme[start:].replace("(**not met**)", "(met)", 1))
     done = _run("--check", "--readme", str(edited))
     assert done.returncode == 1
     assert "-" in done.stdout and "(met)" in done.stdout  # the diff names the edited line
