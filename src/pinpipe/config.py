@@ -173,6 +173,16 @@ class LandingSettings(_Section):
     )
 
 
+class VacuumSettings(_Section):
+    """VACUUM of the lake's Delta tables (``pinpipe vacuum``; :mod:`pinpipe.ops.vacuum`)."""
+
+    retention_hours: int = Field(
+        168, ge=0, description="delete data files that left their table's version over this many hours ago"
+    )
+    with_batch: bool = Field(True, description="`pinpipe batch` runs a pass when the last is every_hours old")
+    every_hours: float = Field(24.0, ge=0, description="hours between the passes `pinpipe batch` runs")
+
+
 def _default_sql_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pinpipe" / "sql"
 
@@ -260,6 +270,7 @@ class Settings(BaseSettings):
     lake: LakeSettings = LakeSettings()
     sink: SinkSettings = SinkSettings()
     landing: LandingSettings = LandingSettings()
+    vacuum: VacuumSettings = VacuumSettings()
     batch: BatchSettings = BatchSettings()
     spark: SparkSettings = SparkSettings()
     stream: StreamSettings = StreamSettings()

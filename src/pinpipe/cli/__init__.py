@@ -38,6 +38,7 @@ COMMAND_MODULES = (
     "status_cmd",
     "log_cmd",
     "landing_cmd",
+    "vacuum_cmd",
     "drill_cmd",
     "config_cmd",
 )

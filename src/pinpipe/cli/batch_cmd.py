@@ -85,6 +85,7 @@ def register(app: typer.Typer) -> None:
         from pinpipe.batch.job import run_batch
         from pinpipe.cli import console, err_console
         from pinpipe.cli.landing_cmd import expire_after_batch
+        from pinpipe.cli.vacuum_cmd import vacuum_after_batch
         from pinpipe.config import load_settings
         from pinpipe.engine import open_engine
         from pinpipe.lake.store import LAKE_CONTENT, open_lake
@@ -143,3 +144,4 @@ def register(app: typer.Typer) -> None:
             highlight=False,
         )
         expire_after_batch(lake, settings.prefix, settings.landing)
+        vacuum_after_batch(lake, settings.vacuum)
