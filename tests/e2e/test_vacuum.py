@@ -126,6 +126,18 @@ def test_the_batch_vacuums_once_per_interval(two_days: tuple[Path, dict[str, lis
     assert second.returncode == 0 and "vacuum" not in second.stdout
 
 
+def test_a_lake_younger_than_the_retention_is_not_vacuumed_yet(tmp_path: Path) -> None:
+    """No tombstone of a lake whose first batch ran less than the retention ago can be due: the batch's first
+    pass only starts the clock (the next comes ``vacuum.every_hours`` later)."""
+    root = tmp_path / "lake"
+    land(Lake(f"file://{root}"), send_list(100, 2).by_kind(), per_object=50)
+    done = _pinpipe("batch", "--lake", str(root), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "vacuum" not in done.stdout
+    record = json.loads((root / LAST_PASS).read_bytes())
+    assert record["files"] == 0 and record["retention_hours"] == 168
+
+
 def test_a_negative_retention_names_its_flag(tmp_path: Path) -> None:
     (tmp_path / "lake").mkdir()
     done = _pinpipe("vacuum", "--lake", str(tmp_path / "lake"), "--retention-hours", "-1", cwd=tmp_path)

@@ -35,13 +35,14 @@ def print_result(result: list[Vacuumed], *, dry_run: bool, retention_hours: int)
 
 
 def vacuum_after_batch(lake: Lake, vacuum: VacuumSettings) -> None:
-    """The vacuum pass ``pinpipe batch`` runs after its run: when ``vacuum.with_batch`` is on and the last pass
-    ran ``vacuum.every_hours`` ago or more (a daily batch vacuums daily; an hourly one, not every hour)."""
+    """The vacuum pass ``pinpipe batch`` runs after its run: when ``vacuum.with_batch`` is on and
+    :func:`~pinpipe.ops.vacuum.due` (the last pass ran ``vacuum.every_hours`` ago: a daily batch vacuums daily, an
+    hourly one not every hour; a lake younger than the retention has nothing to vacuum yet)."""
     if not vacuum.with_batch:
         return
     from pinpipe.ops.vacuum import due, vacuum_lake
 
-    if not due(lake, vacuum.every_hours):
+    if not due(lake, vacuum.every_hours, vacuum.retention_hours):
         return
 
     result = vacuum_lake(lake, vacuum.retention_hours)

@@ -45,6 +45,9 @@ TABLES: tuple[tuple[str, str], ...] = (
 LAST_PASS = "_meta/vacuum.json"
 """Where the last pass that deleted for real recorded when it ran (``{"at": unix seconds, ...}``)."""
 
+FIRST_RUN_COMMIT = "_meta/runs/_delta_log/00000000000000000000.json"
+"""The first commit of the batch's run log: when the lake's first batch ran."""
+
 
 @dataclass(frozen=True)
 class Vacuumed:
@@ -75,12 +78,30 @@ def vacuum_lake(lake: Lake, retention_hours: int, *, dry_run: bool = False, full
     return out
 
 
-def due(lake: Lake, every_hours: float) -> bool:
-    """Whether the last pass (:data:`LAST_PASS`) ran ``every_hours`` ago or more, or never did (or its record
-    cannot be read)."""
-    data = lake.get(LAST_PASS)
-    try:
-        at = float(orjson.loads(data)["at"]) if data else None
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        at = None
-    return at is None or time.time() - at >= every_hours * 3600
+def due(lake: Lake, every_hours: float, retention_hours: int) -> bool:
+    """Whether a pass should run now: the last one (:data:`LAST_PASS`) ran ``every_hours`` ago or more. With no
+    record of one, only when the lake's first batch run (``_meta/runs``'s first commit) is older than the
+    retention — no tombstone of a younger lake can be due yet; the clock then starts now (recorded)."""
+    last = _seconds(lake.get(LAST_PASS), "at")
+    now = time.time()
+    if last is not None:
+        return now - last >= every_hours * 3600
+    first_run = _seconds(lake.get(FIRST_RUN_COMMIT), "commitInfo", "timestamp")
+    if first_run is not None and now - first_run / 1000 < retention_hours * 3600:
+        lake.put(LAST_PASS, orjson.dumps({"at": now, "retention_hours": retention_hours, "files": 0}))
+        return False
+    return True
+
+
+def _seconds(data: bytes | None, *path: str) -> float | None:
+    """The number at ``path`` in a JSON object (the first line holding it, for a Delta commit), None if absent."""
+    for line in (data or b"").splitlines():
+        try:
+            value: object = orjson.loads(line)
+            for key in path:
+                value = value.get(key) if isinstance(value, dict) else None
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+        except orjson.JSONDecodeError:
+            return None
+    return None
