@@ -20,7 +20,7 @@ import pytest
 
 from pinpipe.log.embedded import EmbeddedLog
 from pinpipe.tables import KINDS, topic_name
-from tests.fixtures.services import Service
+from tests.fixtures.services import Service, run_pinpipe
 
 PINPIPE = [sys.executable, "-m", "pinpipe"]
 PREFIX = "0affea73130b"
@@ -30,16 +30,7 @@ RECORDS_PER_TOPIC = 50
 def _pinpipe(
     *args: str, cwd: Path, timeout: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("PINPIPE")}
-    return subprocess.run(
-        [*PINPIPE, *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        env={**clean, **(env or {})},
-    )
+    return run_pinpipe(*args, cwd=cwd, env=env, timeout=timeout)
 
 
 def _error(proc: subprocess.CompletedProcess[str]) -> str:

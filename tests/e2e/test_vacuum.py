@@ -8,9 +8,7 @@ are older than the retention.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +23,13 @@ from pinpipe.synth.faults import send_list
 from pinpipe.synth.oracle import expected_output
 from pinpipe.tables import KINDS
 from tests.fixtures.batch_lake import land
+from tests.fixtures.services import run_pinpipe
 
 CHANGED = {"pin": ("title", "changed"), "geo": ("country", "Changed"), "user": ("age", 77)}
 
 
 def _pinpipe(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("PINPIPE")}
-    return subprocess.run(
-        [sys.executable, "-m", "pinpipe", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-        env={**clean, **(env or {})},
-    )
+    return run_pinpipe(*args, cwd=cwd, env=env, timeout=300)
 
 
 def _on_disk(table: Path) -> set[str]:

@@ -203,29 +203,39 @@ def test_a_manual_run_without_a_data_interval_from_a_dag_deployed_alone(
     assert len(result["assets"]) == 9
 
 
-def test_a_task_over_its_timeout_stops_its_command(airflow_home: AirflowHome, tmp_path: Path) -> None:
-    """A deployment with a 3-second ``land`` timeout (and no retries) and a sink that never goes idle: the task
-    fails on its ``execution_timeout`` and the command gets SIGTERM (the real sink then commits what it holds)."""
+def _land_timing_out(airflow_home: AirflowHome, tmp_path: Path, script: str, *edits: tuple[str, str]) -> dict[str, Any]:
+    """A scheduled run of the DAG deployed alone with a 3-second ``land`` timeout, no retries and ``edits``, its
+    ``pinpipe`` the shell ``script`` (run in ``tmp_path``): the run's result, which must come within 100 s."""
     folder = deployed_dag(tmp_path)
     dag_file = folder / "pinpipe_daily.py"
     text = dag_file.read_text()
-    for old, new in (('"land": timedelta(hours=2)', '"land": timedelta(seconds=3)'), ('"retries": 3', '"retries": 0')):
+    for old, new in (
+        ('"land": timedelta(hours=2)', '"land": timedelta(seconds=3)'),
+        ('"retries": 3', '"retries": 0'),
+        *edits,
+    ):
         assert old in text
         text = text.replace(old, new)
     dag_file.write_text(text)
     fake = tmp_path / "pinpipe"
-    fake.write_text(
-        "#!/bin/sh\necho \"$@\" >> calls.txt\nsleep 120 &\ntrap 'kill $!; echo terminated >> calls.txt; exit 0' TERM\nwait\n"
-    )
+    fake.write_text(script)
     fake.chmod(0o755)
     started = time.monotonic()
-    result = airflow_home.run(
+    result: dict[str, Any] = airflow_home.run(
         "CONF = {}\nSCHEDULED = True\n" + DAG_TEST,
         dag_folder=folder,
         variables={"pinpipe_executable": str(fake), "pinpipe_workdir": str(tmp_path)},
     )
     assert time.monotonic() - started < 100
     assert result["tasks"]["land"] == ["failed", 1]
+    return result
+
+
+def test_a_task_over_its_timeout_stops_its_command(airflow_home: AirflowHome, tmp_path: Path) -> None:
+    """A deployment with a 3-second ``land`` timeout (and no retries) and a sink that never goes idle: the task
+    fails on its ``execution_timeout`` and the command gets SIGTERM (the real sink then commits what it holds)."""
+    script = "#!/bin/sh\necho \"$@\" >> calls.txt\nsleep 120 &\ntrap 'kill $!; echo terminated >> calls.txt; exit 0' TERM\nwait\n"
+    result = _land_timing_out(airflow_home, tmp_path, script)
     assert result["tasks"]["batch"][0] == "upstream_failed"
     assert (tmp_path / "calls.txt").read_text().splitlines() == ["sink --until-idle", "terminated"]
 
@@ -233,28 +243,9 @@ def test_a_task_over_its_timeout_stops_its_command(airflow_home: AirflowHome, tm
 def test_a_command_that_ignores_sigterm_is_killed_after_the_grace(airflow_home: AirflowHome, tmp_path: Path) -> None:
     """The same timeout with a command that ignores SIGTERM (and a 2-second grace): the operator kills its process
     group, so neither the command nor the child it started outlives the task."""
-    folder = deployed_dag(tmp_path)
-    dag_file = folder / "pinpipe_daily.py"
-    text = dag_file.read_text()
-    for old, new in (
-        ('"land": timedelta(hours=2)', '"land": timedelta(seconds=3)'),
-        ('"retries": 3', '"retries": 0'),
-        ("kill_grace = timedelta(seconds=30)", "kill_grace = timedelta(seconds=2)"),
-    ):
-        assert old in text
-        text = text.replace(old, new)
-    dag_file.write_text(text)
-    fake = tmp_path / "pinpipe"
-    fake.write_text("#!/bin/sh\ntrap '' TERM\nsleep 300 &\necho $$ $! > pids.txt\nwait\nwait\n")
-    fake.chmod(0o755)
-    started = time.monotonic()
-    result = airflow_home.run(
-        "CONF = {}\nSCHEDULED = True\n" + DAG_TEST,
-        dag_folder=folder,
-        variables={"pinpipe_executable": str(fake), "pinpipe_workdir": str(tmp_path)},
-    )
-    assert time.monotonic() - started < 100
-    assert result["tasks"]["land"] == ["failed", 1]
+    script = "#!/bin/sh\ntrap '' TERM\nsleep 300 &\necho $$ $! > pids.txt\nwait\nwait\n"
+    grace = ("kill_grace = timedelta(seconds=30)", "kill_grace = timedelta(seconds=2)")
+    _land_timing_out(airflow_home, tmp_path, script, grace)
     pids = [int(pid) for pid in (tmp_path / "pids.txt").read_text().split()]
     assert len(pids) == 2
     deadline = time.monotonic() + 10

@@ -8,9 +8,7 @@ with their token, so each store call below fails if the token did not reach that
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from pinpipe.engine.spark_io import LakeRef
 from pinpipe.errors import ConfigError
 from pinpipe.lake.store import Lake
 from tests.fixtures.aws_auth import BUCKET, SignedS3, require_signed_requests
-from tests.fixtures.services import moto_server
+from tests.fixtures.services import moto_server, run_pinpipe
 
 pytestmark = pytest.mark.integration
 
@@ -84,16 +82,7 @@ def test_without_the_token_obstore_and_delta_rs_are_refused(signed: SignedS3) ->
 
 
 def _pinpipe(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith(("PINPIPE", "AWS_"))}
-    return subprocess.run(
-        [sys.executable, "-m", "pinpipe", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**clean, **env},
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_pinpipe(*args, cwd=cwd, env=env, clear=("PINPIPE", "AWS_"))
 
 
 def test_pinpipe_config_masks_the_session_token(signed: SignedS3, tmp_path: Path) -> None:

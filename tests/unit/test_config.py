@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from pinpipe.config import describe, load_settings
 from pinpipe.errors import ConfigError
+from tests.fixtures.services import run_pinpipe
 
 
 def test_precedence_flags_over_env_over_file(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -44,16 +43,7 @@ def test_bad_settings_name_the_setting(workdir: Path, monkeypatch: pytest.Monkey
 
 
 def _pinpipe(*args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("PINPIPE")}
-    return subprocess.run(
-        [sys.executable, "-m", "pinpipe", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env={**clean, **env},
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_pinpipe(*args, cwd=cwd, env=env)
 
 
 def test_a_bad_value_is_named_as_its_user_wrote_it(tmp_path: Path) -> None:
