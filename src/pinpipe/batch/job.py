@@ -12,9 +12,9 @@ Gold follows silver incrementally on DuckDB (:mod:`pinpipe.batch.gold_state`: ag
 silver log's changes since it was computed, rebuilt from whole silver when it cannot be trusted); on other engines
 it is recomputed from the whole of silver (:func:`pinpipe.batch.gold.compute_gold`) when silver changed or a gold
 table is missing. Each ``<lake>/gold/<name>`` is overwritten only if its rows changed. Reads of silver are bounded by the run's keys: the
-MERGE predicate names their buckets and ranges, the row counts come from the Delta log's statistics, and only the
-merge compares each ``ind``'s first record of the run with silver's row itself (a table from before the bucket
-column: :mod:`pinpipe.batch.legacy_counts`). Two runs at once on one
+MERGE predicate names their buckets and ranges, the row counts come from the Delta log's statistics, and the
+merge itself compares each ``ind``'s first record of the run with silver's row (for a table from before the bucket
+column, :mod:`pinpipe.batch.legacy_counts` reads silver first). Two runs at once on one
 lake are safe: the loser of a commit race re-reads the winner's progress and redoes that kind. Every run appends one
 row per kind to ``<lake>/_meta/runs`` (:data:`~pinpipe.lake.runs.RUNS_SCHEMA`) and must balance
 ``read = written + collapsed + quarantined`` (``written = inserted + updated``; ``collapsed`` = records that
