@@ -9,9 +9,7 @@ reporting the retired records instead of calling them lost.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from pinpipe.log import segment
 from pinpipe.log.retired import read_retired
 from pinpipe.source.database import create_source_engine
 from pinpipe.source.load import SampleOrigin, init_source
-from tests.fixtures.services import embedded_api
+from tests.fixtures.services import embedded_api, run_pinpipe
 
 PREFIX = "0affea73130b"
 SEGMENT_BYTES = 8192
@@ -37,15 +35,11 @@ ENV = {
 }
 
 
-def pinpipe(*args: str, timeout: float = 180.0) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "pinpipe", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, **ENV},
-    )
+def pinpipe(
+    *args: str, timeout: float = 180.0, cwd: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The real ``pinpipe`` with :data:`ENV` (and ``env``) set."""
+    return run_pinpipe(*args, cwd=cwd or Path.cwd(), env={**ENV, **(env or {})}, timeout=timeout)
 
 
 def _partitions(log_dir: Path) -> list[Path]:
@@ -111,14 +105,7 @@ def test_retention_after_the_sink_commits_keeps_accounting_balanced(tmp_path: Pa
     look = orjson.loads(status.stdout.splitlines()[0])
     starts = {(p["topic"], p["log_start"], p["retired"]) for p in look["partitions"]}
     assert starts == {(t, r.log_start, r.records) for t, r in retired.items()}
-    human = subprocess.run(
-        [sys.executable, "-m", "pinpipe", "status", "--log", str(log_dir), "--lake", str(lake)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        env={**os.environ, **ENV, "COLUMNS": "250"},
-    )
+    human = pinpipe("status", "--log", str(log_dir), "--lake", str(lake), env={"COLUMNS": "250"})
     assert human.returncode == 0, human.stderr
     assert "log start" in human.stdout and "retired" in human.stdout, human.stdout
     for topic, r in retired.items():  # each topic's row shows its log start and retired count
@@ -128,28 +115,12 @@ def test_retention_after_the_sink_commits_keeps_accounting_balanced(tmp_path: Pa
 
 
 def test_settings_are_validated_and_shown(tmp_path: Path) -> None:
-    shown = subprocess.run(
-        [sys.executable, "-m", "pinpipe", "config"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, **ENV},
-        cwd=tmp_path,
-    )
+    shown = pinpipe("config", timeout=60, cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     rows = {line.split("│")[1].strip(): line.split("│")[2].strip() for line in shown.stdout.splitlines() if "│" in line}
     assert rows["log.segment_bytes"] == str(SEGMENT_BYTES)
     assert rows["log.retention_bytes"] == str(RETENTION_BYTES)
     assert rows["log.retention_groups"] == "['pinpipe-sink']"
-    bad = subprocess.run(
-        [sys.executable, "-m", "pinpipe", "config"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, **ENV, "PINPIPE__LOG__RETENTION_BYTES": str(SEGMENT_BYTES)},
-        cwd=tmp_path,
-    )
+    bad = pinpipe("config", timeout=60, cwd=tmp_path, env={"PINPIPE__LOG__RETENTION_BYTES": str(SEGMENT_BYTES)})
     assert bad.returncode == 2
     assert "retention_bytes" in bad.stderr and "twice segment_bytes" in bad.stderr
