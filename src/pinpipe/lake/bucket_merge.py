@@ -156,9 +156,12 @@ def merge_bucket(
             continue
         rows = cast_to(reader.read(columns=schema.names), schema)
         matched[lo:hi] |= held
-        c_lo, c_hi = _span(compared_keys, f)
-        out.changed_firsts += _changed(compared.slice(c_lo, c_hi - c_lo), rows, schema)
         changed = mine.filter(differs(mine, _rows_of(rows, mine), schema))
+        if compared is winners:  # every ind came once: its first record is its winner, compared just above
+            out.changed_firsts += changed.num_rows
+        else:
+            c_lo, c_hi = _span(compared_keys, f)
+            out.changed_firsts += _changed(compared.slice(c_lo, c_hi - c_lo), rows, schema)
         if changed.num_rows:
             out.updated += changed.num_rows
             out.updated_keys.append(changed.column("ind").to_numpy(zero_copy_only=False))
