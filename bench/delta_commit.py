@@ -14,7 +14,9 @@ written: a commit checks no data file.
 
 Per size, ``--commits`` commits like a micro-batch's (one added file with its statistics, the application
 transaction of its log position), each followed by the reload; printed: the median and p90 of each call and their
-sum per merge, and the sum as a ratio to the smallest size (the same-run baseline). The last line is one JSON
+sum per merge, and the sum as a ratio to the smallest size (the same-run baseline). Then as many commits of the
+same kind through the log head a stream worker now commits with (:class:`pinpipe.lake.log_head.LogHead`: a look
+for a newer commit file, then its own put-if-absent commit file), on the same table: what replaced the two calls. The last line is one JSON
 object. Not a test: the figures depend on the machine (run it on a quiet one, and note ``uptime``).
 """
 
@@ -118,6 +120,36 @@ def measure(uri: str, commits: int, first_key: int) -> dict[str, Any]:
     }
 
 
+def measure_head(lake_root: Path, name: str, commits: int, first_key: int) -> dict[str, Any]:
+    """``commits`` commits through a :class:`~pinpipe.lake.log_head.LogHead` on the table ``lake_root/name``."""
+    from deltalake import DeltaTable
+
+    from pinpipe.lake.data_files import WrittenFile
+    from pinpipe.lake.log_head import LogHead
+    from pinpipe.lake.store import Lake
+
+    lake = Lake(f"file://{lake_root}")
+    t0 = time.perf_counter()
+    head = LogHead.start(lake, (name,), DeltaTable(lake.table_uri(name)))
+    start_s = time.perf_counter() - t0
+    assert head is not None
+    took: list[float] = []
+    for i in range(commits):
+        added = WrittenFile(
+            f"bucket={i % BUCKETS}/head-{i:06d}.parquet", 5_000, ROWS_PER_FILE, _stats(first_key + i * ROWS_PER_FILE)
+        )
+        t0 = time.perf_counter()
+        head.follow()
+        head.commit([added], [], {"bench-head": i + 1})
+        took.append(time.perf_counter() - t0)
+    head.wait()
+    return {
+        "head_ms": round(statistics.median(took) * 1000, 2),
+        "head_p90_ms": round(sorted(took)[int(len(took) * 0.9)] * 1000, 2),
+        "head_start_ms": round(start_s * 1000, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", default="0,300,3000,10000", help="data files of the table before the commits")
@@ -132,13 +164,15 @@ def main() -> None:
             uri = _table(base / f"t-{files}", files)
             build = time.perf_counter() - t0
             f = figures[str(files)] = measure(uri, args.commits, files * ROWS_PER_FILE)
+            f.update(measure_head(base, f"t-{files}", args.commits, (files + args.commits) * ROWS_PER_FILE))
             f["build_s"] = round(build, 2)
             ratio = f["merge_overhead_ms"] / max(figures[str(sizes[0])]["merge_overhead_ms"], 1e-6)
             f["ratio"] = round(ratio, 2)
             print(
                 f"{files:>6,} files: commit {f['commit_ms']:.1f} ms (p90 {f['commit_p90_ms']:.1f}), reload "
                 f"{f['reload_ms']:.1f} ms (p90 {f['reload_p90_ms']:.1f}); per merge {f['merge_overhead_ms']:.1f} ms "
-                f"= {ratio:.1f}x the {sizes[0]:,}-file table",
+                f"= {ratio:.1f}x the {sizes[0]:,}-file table; through the log head {f['head_ms']:.1f} ms "
+                f"(p90 {f['head_p90_ms']:.1f}; starting it {f['head_start_ms']:.0f} ms)",
                 flush=True,
             )
             shutil.rmtree(base / f"t-{files}", ignore_errors=True)

@@ -14,6 +14,7 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import httpx
 import numpy as np
@@ -21,7 +22,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from deltalake import DeltaTable
 
 from pinpipe.config import DEFAULT_PREFIX
 from pinpipe.tables import KINDS, stream_name
@@ -104,7 +104,14 @@ def load(port: int, records: dict[str, list[dict[str, Any]]], job: dict[str, Any
 
 
 class SilverObserver(threading.Thread):
-    """Notes every data file added to ``<lake>/silver/<kind>`` (when, which ``ind``) and the worker's RSS."""
+    """Notes every data file added to ``<lake>/silver/<kind>`` (when, which ``ind``) and the worker's RSS.
+
+    It reads the log as a tailing reader would, one commit file at a time: every 10 ms it checks whether each
+    table's next ``_delta_log/<version>.json`` exists (one ``stat``), notes the time, then reads that commit's
+    ``add`` actions and the ``ind`` column of the files they name. Its cost per commit is the commit's, not the
+    table's: reloading the table (delta-rs's ``update_incremental``) and diffing its file list, as it once did,
+    took tens of milliseconds per commit at 10M rows per kind — on the worker's two cores, and inside every
+    measured latency. Compaction's adds (``dataChange: false``) rewrite rows already seen and are skipped."""
 
     def __init__(self, lake_dir: Path, worker_pid: int) -> None:
         super().__init__(daemon=True)
@@ -116,43 +123,42 @@ class SilverObserver(threading.Thread):
         self.ready = threading.Event()
 
     def run(self) -> None:
-        tables: dict[str, DeltaTable] = {}
-        files: dict[str, set[str]] = {}
-        commits: dict[str, int] = dict.fromkeys(KINDS, -1)
+        logs = {kind: self.lake_dir / "silver" / kind / "_delta_log" for kind in KINDS}
+        # the commits there when the observer starts are the fill's: tail from the version after them
+        following = {kind: _next_version(log) for kind, log in logs.items()}
+        self.ready.set()
         next_rss = 0.0
         while not self.stop.is_set():
-            for kind in KINDS:
-                log_dir = self.lake_dir / "silver" / kind / "_delta_log"
-                try:  # cheap check first: has a new commit file appeared since the last look?
-                    count = sum(1 for e in os.scandir(log_dir) if e.name.endswith(".json"))
-                except FileNotFoundError:
-                    files.setdefault(kind, set())
-                    continue
-                if count == commits[kind]:
-                    continue
-                commits[kind] = count
-                try:
-                    dt = tables.get(kind)
-                    if dt is None:
-                        dt = tables[kind] = DeltaTable(str(self.lake_dir / "silver" / kind))
-                    else:
-                        dt.update_incremental()
-                except Exception:  # the table is being created
-                    commits[kind] = -1
-                    continue
-                now = time.time()
-                current = set(dt.file_uris())
-                if kind in files:  # the files there when the observer started are the fill's
-                    for uri in current - files[kind]:
-                        inds = pq.read_table(uri.removeprefix("file://"), columns=["ind"]).column("ind")
+            for kind, log in logs.items():
+                while (commit := log / f"{following[kind]:020d}.json").exists():
+                    now = time.time()
+                    following[kind] += 1
+                    for path in _added_files(commit):
+                        inds = pq.read_table(log.parent / path, columns=["ind"]).column("ind")
                         self.added[kind].append((now, inds.to_numpy()))
-                files[kind] = current
-            if len(files) == len(KINDS):
-                self.ready.set()
             if time.monotonic() >= next_rss:
                 next_rss = time.monotonic() + 1.0
                 self.rss.append((time.time(), rss_mb(self.pid)))
             time.sleep(0.01)
+
+
+def _next_version(log_dir: Path) -> int:
+    """The version after the newest commit in ``log_dir`` (0 when there is none yet)."""
+    try:
+        versions = [int(e.name[:-5]) for e in os.scandir(log_dir) if e.name.endswith(".json") and e.name[:-5].isdigit()]
+    except FileNotFoundError:
+        return 0
+    return max(versions, default=-1) + 1
+
+
+def _added_files(commit: Path) -> list[str]:
+    """The data files (paths relative to the table) a commit file adds with new data."""
+    out = []
+    for line in commit.read_bytes().splitlines():
+        action = orjson.loads(line).get("add") if line.strip() else None
+        if action is not None and action.get("dataChange", True):
+            out.append(unquote(action["path"]))
+    return out
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -6,6 +6,7 @@ PinpipeError                  root: every deliberate failure; carries facts as a
 │   ├── LogUnavailableError   the event log cannot take or serve records right now (API answers 503)
 │   ├── StoreUnavailableError the object store / lake did not answer
 │   ├── CommitConflictError   a Delta commit lost a race with another writer (re-read, then retry)
+│   │   └── Unfollowable      another writer changed a table's metadata under a log head (lake.log_head)
 │   ├── SourceUnavailableError the source database did not answer
 │   └── ApiUnavailableError   the ingestion API did not answer (the emulator's side)
 └── FatalError                retrying the same call will fail the same way; a person must act

@@ -155,10 +155,10 @@ def _may_hold(f: Any, ind: int) -> bool:
     return f.low is None or f.high is None or bool(f.low <= ind <= f.high)
 
 
-def test_a_kept_handle_knows_its_own_commits_files_without_listing_them(tmp_path: Path) -> None:
-    """After each merge through a kept handle the files it remembers for the new version (the snapshot's, minus
-    the rewritten, plus the written) are exactly what the Delta log lists; another writer's commit in between is
-    listed, not guessed."""
+def test_a_kept_handles_log_head_holds_exactly_the_files_and_transactions_delta_rs_lists(tmp_path: Path) -> None:
+    """After each merge through kept handles, the log head's view of the new version (its own commits written by
+    pinpipe, another writer's read from the log) is exactly what delta-rs lists when it opens that version afresh:
+    the same files with the same ``ind`` ranges, buckets and row counts, the same application transactions."""
     from pinpipe.lake import data_files
     from pinpipe.lake.open_tables import DeltaHandles
 
@@ -169,41 +169,46 @@ def test_a_kept_handle_knows_its_own_commits_files_without_listing_them(tmp_path
     rng = random.Random(3)
     for step in range(6):
         batch = [*_pins(50, 3_000 + 50 * step, step + 1), *({**r, "title": f"v{step}"} for r in rng.sample(rows, 5))]
-        if step == 3:  # another writer, on its own handle
-            delta.merge_silver(lake, "pin", pa.Table.from_pylist(_pins(10, 90_000, 9), schema=SILVER_SCHEMAS["pin"]))
+        if step == 3:  # another writer, through delta-rs
+            others = pa.Table.from_pylist(_pins(10, 90_000, 9), schema=SILVER_SCHEMAS["pin"])
+            delta.merge_silver(lake, "pin", others, {"other": 7})
         merged = delta.merge_silver(
-            lake, "pin", pa.Table.from_pylist(batch, schema=SILVER_SCHEMAS["pin"]), handles=handles
+            lake, "pin", pa.Table.from_pylist(batch, schema=SILVER_SCHEMAS["pin"]), {"me": step}, handles=handles
         )
-        kept = handles.get(("silver", "pin"))
-        assert kept is not None and merged.version == kept.version()
-        remembered = {(f.path, f.low, f.high, f.num_records) for f in data_files.table_files(kept)}
-        listed = {(f.path, f.low, f.high, f.num_records) for f in data_files._list_files(kept, "ind")}
+        head = handles.head(("silver", "pin"))
+        assert head is not None and merged.version == head.version
+        fresh = delta.open_table(lake, "silver", "pin")
+        assert fresh is not None and int(fresh.version()) == head.version
+        remembered = {(f.path, f.low, f.high, f.num_records, f.bucket) for f in head.files()}
+        listed = {(f.path, f.low, f.high, f.num_records, f.bucket) for f in data_files._list_files(fresh, "ind")}
         assert remembered == listed, step
+        assert head.txn("me") == fresh.transaction_version("me") == step
+        assert head.txn("other") == fresh.transaction_version("other") == (7 if step >= 3 else None)
+    silver = delta.read_table(lake, "silver", "pin")
+    assert silver is not None and silver.num_rows == 3_310 == len(pc.unique(silver.column("ind")))
 
 
 def test_a_merge_sees_another_writers_commit_through_the_next_commit_file_and_only_then_reads_the_log(
     tmp_path: Path,
 ) -> None:
-    """A kept handle skips delta-rs's update when no commit file follows its version (one ``stat``), and reads
-    the log when one does: a file another writer added holding one of the merge's keys is then a conflict, and
-    the retry on a fresh handle keeps one row per ``ind``."""
+    """A kept handle's log head looks for the commit file after its version (one failed read when there is
+    none) and folds in another writer's commit when there is one: a file that writer added holding one of the
+    merge's keys is then a conflict, and the retry on a fresh handle keeps one row per ``ind``."""
     from pinpipe.errors import CommitConflictError
-    from pinpipe.lake import data_files
     from pinpipe.lake.open_tables import DeltaHandles
 
     lake = Lake(f"file://{tmp_path / 'lake'}")
     handles = DeltaHandles()
     rows = _pins(200, 0, 0)
     delta.merge_silver(lake, "pin", pa.Table.from_pylist(rows, schema=SILVER_SCHEMAS["pin"]), handles=handles)
-    kept = handles.get(("silver", "pin"))
-    assert kept is not None and not data_files.newer_version_may_exist(kept)
+    head = handles.head(("silver", "pin"))
+    assert head is not None and not head.follow()  # nothing after its own commit
     other = {**rows[7], "title": "from another writer"}
     delta.merge_silver(lake, "pin", pa.Table.from_pylist([other], schema=SILVER_SCHEMAS["pin"]))
-    assert data_files.newer_version_may_exist(kept)  # the other writer's commit file follows the handle's version
     mine = {**rows[7], "title": "from the worker"}
     with pytest.raises(CommitConflictError):
         delta.merge_silver(lake, "pin", pa.Table.from_pylist([mine], schema=SILVER_SCHEMAS["pin"]), handles=handles)
-    assert handles.get(("silver", "pin")) is None  # dropped: the retry opens the latest version
+    assert handles.get(("silver", "pin")) is None and handles.head(("silver", "pin")) is None  # dropped
     delta.merge_silver(lake, "pin", pa.Table.from_pylist([mine], schema=SILVER_SCHEMAS["pin"]), handles=handles)
     silver = delta.read_table(lake, "silver", "pin")
     assert silver is not None and silver.num_rows == 200 == len(pc.unique(silver.column("ind")))

@@ -1,12 +1,13 @@
-"""The stream worker opens each Delta table once per process and commits from the handle it keeps; a handle made
-stale by another writer is never committed blindly.
+"""The stream worker opens each Delta table once per process and commits from the handle it keeps (a bucketed
+silver table's through the handle's log head, which writes the commits itself); a handle made stale by another
+writer is never committed blindly.
 
 Structural, not timed: the worker runs on the in-memory log and a ``file://`` lake and the test reads its
 :class:`~pinpipe.lake.open_tables.DeltaHandles` counters and the tables' versions. The other writer is the batch
-job's own path (:func:`pinpipe.lake.delta.merge_silver` without handles, a fresh table load per call), committing
-between two of the worker's micro-batches — rows for the same ``ind`` the worker's next batch holds (delta-rs's
-conflict checker must refuse the worker's commit; the worker drops the handle, reopens and commits again), or for
-other ``ind`` (the worker's commit lands on top of it, and the handle holds both).
+job's own path (:func:`pinpipe.lake.delta.merge_silver` without handles, a fresh table load per call, committed by
+delta-rs), committing between two of the worker's micro-batches — rows for the same ``ind`` the worker's next batch
+holds (the worker's conflict check must refuse its commit; the worker drops the handle, reopens and commits again),
+or for other ``ind`` (the worker's commit lands on top of it, and the head holds both).
 """
 
 from __future__ import annotations
@@ -85,8 +86,8 @@ def test_the_worker_opens_each_table_once_over_many_batches_and_compactions(
         history = DeltaTable(lake.table_uri("silver", kind)).history()
         packed = sum(1 for c in history if c.get(OPERATION) == "OPTIMIZE")
         assert handles.reuses[("silver", kind)] + packed >= version - 1, (kind, handles.reuses, version, packed)
-        kept = handles.get(("silver", kind))
-        assert kept is not None and kept.version() == version  # the handle holds the latest version
+        head = handles.head(("silver", kind))
+        assert head is not None and head.version == version  # the handle's log head holds the latest version
     expected = expected_output(sent)
     for kind in KINDS:
         silver = delta.read_table(lake, "silver", kind)
@@ -133,7 +134,7 @@ def test_a_handle_made_stale_by_a_concurrent_batch_is_refreshed_never_committed_
     _append(log, "geo", geo[50:100])
     while worker.step() is not None or worker.busy or worker.feed.lag().get((GEO, 0)):
         pass
-    assert worker.handles.discards[key] == 1  # delta-rs refused the stale commit; the handle was dropped
+    assert worker.handles.discards[key] == 1  # the stale commit was refused; the handle was dropped
     assert worker.handles.opens[key] == 2  # and reopened at the latest version for the retry
     assert worker.metrics.retries._value.get() >= 1
     silver = _geo_silver(lake)
@@ -146,9 +147,9 @@ def test_a_handle_made_stale_by_a_concurrent_batch_is_refreshed_never_committed_
         pass
     worker.close()
     assert worker.handles.discards[key] == 1 and worker.handles.opens[key] == 2
-    kept = worker.handles.get(key)
-    assert kept is not None and kept.version() == delta.table_version(lake, "silver", "geo")
-    assert kept.transaction_version("pinpipe-batch:x:0") == 2  # the handle holds the other writer's commit too
+    head = worker.handles.head(key)
+    assert head is not None and head.version == delta.table_version(lake, "silver", "geo")
+    assert head.txn("pinpipe-batch:x:0") == 2  # the head holds the other writer's commit too
     silver = _geo_silver(lake)
     assert len(silver) == 150
     assert {silver[r["ind"]] for r in geo[100:120]} == {"Batch"}
@@ -157,8 +158,9 @@ def test_a_handle_made_stale_by_a_concurrent_batch_is_refreshed_never_committed_
 
 
 def test_commits_through_a_kept_handle_write_checkpoints_so_a_fresh_open_replays_a_bounded_log(tmp_path: Path) -> None:
-    """delta-rs's post-commit hook writes a checkpoint every ``delta.checkpointInterval`` (100) versions on the
-    handle's commits too: a restarted worker or a reader replays at most 100 commit files, however long it ran."""
+    """The log head has delta-rs write a checkpoint every ``delta.checkpointInterval`` (100) versions of its own
+    commits, as delta-rs's post-commit hook does for its commits: a restarted worker or a reader replays at most
+    100 commit files, however long it ran."""
     from pinpipe.lake.open_tables import DeltaHandles
 
     lake = Lake(f"file://{tmp_path / 'lake'}")
@@ -167,12 +169,13 @@ def test_commits_through_a_kept_handle_write_checkpoints_so_a_fresh_open_replays
     for i in range(0, 215, 2):  # version 0 is the creation, then one merge per pair of rows: version 108
         delta.merge_silver(lake, "geo", _geo_rows(records[i : i + 2], "X"), app_txns={"w": i + 2}, handles=handles)
     assert handles.opens[("silver", "geo")] == 1
+    handles.close()  # the checkpoint is written in the background: the worker's close waits for it
     log_dir = tmp_path / "lake" / "silver" / "geo" / "_delta_log"
     checkpoint = orjson.loads((log_dir / "_last_checkpoint").read_bytes())["version"]
     assert (log_dir / f"{checkpoint:020d}.checkpoint.parquet").is_file()
     assert 108 - 100 < checkpoint <= 108  # what a fresh open replays: the commits after it, fewer than 100
-    kept = handles.get(("silver", "geo"))
-    assert kept is not None and kept.version() == delta.table_version(lake, "silver", "geo") == 108
+    head = handles.head(("silver", "geo"))
+    assert head is not None and head.version == delta.table_version(lake, "silver", "geo") == 108
     assert delta.txn_version(lake, "geo", "w") == 216
     assert len(_geo_silver(lake)) == 215
 

@@ -1,5 +1,5 @@
 """Silver's upsert by ``ind`` into a bucketed table, done by pinpipe itself: copy-on-write of whole files with
-pyarrow, committed with delta-rs's transaction API.
+pyarrow, committed with delta-rs's transaction API (or by a stream worker's log head, :mod:`pinpipe.lake.log_head`).
 
 Who calls what: :func:`pinpipe.lake.delta.merge_silver` (the stream worker's micro-batches and every chunk of the
 DuckDB batch) calls :func:`plan_merge` on the driver, and Spark executors run :func:`merge_bucket` per bucket
@@ -112,6 +112,8 @@ def plan_merge(
 
     touched = sorted(set(of.to_pylist()))
     total = BucketMerge()
+    if not touched:  # nothing to merge (a batch that only records progress)
+        return total
     if len(touched) == 1:
         total.add(one(touched[0]))
         return total

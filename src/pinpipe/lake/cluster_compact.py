@@ -40,6 +40,7 @@ from pinpipe.lake.data_files import (
     table_prefix,
     write_file,
 )
+from pinpipe.lake.log_head import LogHead
 from pinpipe.lake.store import Lake
 from pinpipe.tables import SILVER_SCHEMAS, Kind
 
@@ -148,23 +149,30 @@ def pack_files(lake: Lake, kind: Kind, files: list[TableFile], target: int, smal
     return Packing(groups, added)
 
 
-def commit_packing(lake: Lake, kind: Kind, dt: Any, packing: Packing) -> Packing:
+def commit_packing(lake: Lake, kind: Kind, dt: Any, packing: Packing, head: LogHead | None = None) -> Packing:
     """Commit ``packing`` on the open table ``dt`` (brought to its latest version first): one ``dataChange:
     false`` commit removing the packed files and adding the packed ones, for the groups whose files are all still
     in the latest version (:meth:`Packing.intact`; at a stream's pace merges rewrite a few small files while a
     compaction reads and writes, and a compaction that gave up whole on that never caught up). Returns what was
     committed, with the groups dropped; nothing is committed when every group was. Files other writers added since
     are no conflict: the packed rows are the same, and a file a merge added with keys inside a packed range only
-    costs later merges a read."""
+    costs later merges a read. With ``head`` (a :class:`~pinpipe.lake.log_head.LogHead`) the head follows the
+    log and writes the commit instead of ``dt``."""
     if not packing.groups:
         return packing
-    catch_up(dt)
-    committed = packing.intact({f.path for f in table_files(dt)})
+    if head is not None:
+        head.follow()
+    else:
+        catch_up(dt)
+    committed = packing.intact({f.path for f in (head.files() if head else table_files(dt))})
     if not committed.groups:
         return committed
     removed = [f for group in committed.groups for f in group]
     schema = SILVER_SCHEMAS[kind]
     metadata = {OPERATION: "OPTIMIZE"}
+    if head is not None:
+        head.commit(committed.added, removed, data_change=False, metadata=metadata)
+        return committed
     commit_files(
         lake, ("silver", kind), schema, committed.added, removed, None, dt, data_change=False, metadata=metadata
     )

@@ -5,7 +5,8 @@ Who calls what: the copy-on-write silver merge (:mod:`pinpipe.lake.bucket_merge`
 DuckDB batch on the driver and by Spark executors (:mod:`pinpipe.engine.spark_bucket_task`), writes Parquet files
 with pyarrow and describes them as :class:`WrittenFile`; the writer then commits them with :func:`commit_files`
 through delta-rs's transaction API (add/remove actions with :func:`file_stats` statistics), under delta-rs's
-optimistic concurrency check. :func:`write_file` writes one such file (the Spark executors' plain Parquet task
+optimistic concurrency check (a stream worker's kept handles commit through their
+:class:`~pinpipe.lake.log_head.LogHead` instead, which writes the same actions itself). :func:`write_file` writes one such file (the Spark executors' plain Parquet task
 too) and :func:`open_data_file` opens one for reading. :func:`table_files` lists a snapshot's files (paths, sizes,
 ``ind`` ranges, buckets) from the log alone.
 """
@@ -245,6 +246,8 @@ def check_unchanged(
     removed: Sequence[str],
     buckets: set[int | None],
     keys: Mapping[int, np.ndarray[Any, Any]] | None = None,
+    *,
+    head: Any = None,
 ) -> None:
     """Bring ``dt`` to the table's latest version and raise :class:`CommitConflictError` if, since the snapshot
     whose files were ``planned``, another writer removed one of the files this commit ``removed`` (compaction
@@ -252,11 +255,13 @@ def check_unchanged(
     a plain append): with ``keys`` (the commit's sorted keys by bucket), a file whose statistics can hold one of
     its bucket's keys; without, any file in one of ``buckets``. Nothing to do when no commit came in between; else
     the caller commits on the latest version. What a commit landing between this check and the caller's commit
-    can still do: delta-rs rejects one that removed the same files, not one that appended to the same bucket."""
-    before = int(dt.version())
-    if not catch_up(dt):
+    can still do: delta-rs rejects one that removed the same files, not one that appended to the same bucket.
+    With ``head`` (a :class:`~pinpipe.lake.log_head.LogHead`) the head follows the log instead of ``dt``, and the
+    head's own commit cannot land on a version it has not checked (its put-if-absent fails)."""
+    before = int(dt.version()) if head is None else head.version
+    if not (catch_up(dt) if head is None else head.follow()):
         return
-    now = {f.path: f for f in table_files(dt)}
+    now = {f.path: f for f in (table_files(dt) if head is None else head.files())}
     known = {f.path for f in planned}
     gone = [path for path in removed if path not in now]
     fresh = [f for f in now.values() if f.path not in known]

@@ -17,7 +17,8 @@ Idempotence:
 
 Layout: silver is partitioned by ``bucket`` (:func:`pinpipe.tables.silver_bucket`, the log's placement) in small
 files (:data:`SILVER_FILE_BYTES`), each holding a narrow ``ind`` range. A bucketed silver table is upserted by
-pinpipe's own copy-on-write (:mod:`pinpipe.lake.bucket_merge`, committed through delta-rs's transaction API),
+pinpipe's own copy-on-write (:mod:`pinpipe.lake.bucket_merge`, committed through delta-rs's transaction API, or
+by the kept handle's :class:`~pinpipe.lake.log_head.LogHead` for a long-lived writer),
 which reads and rewrites only the files holding its keys and keeps every file's range narrow; a table without the
 bucket column (created by an older pinpipe) and quarantine go through delta-rs's MERGE, whose predicate names the
 batch's ``ind`` or offset ranges (:mod:`pinpipe.lake.pruning`). Every table is created empty first
@@ -44,6 +45,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError
 
 from pinpipe.lake.data_files import catch_up
+from pinpipe.lake.log_head import kept_head
 from pinpipe.lake.open_tables import DeltaHandles as DeltaHandles
 from pinpipe.lake.open_tables import buckets_of, held
 from pinpipe.lake.open_tables import delta_errors as delta_errors
@@ -110,6 +112,10 @@ def txn_versions(
     if dt is None:
         return dict.fromkeys(app_ids)
     with held(handles, parts), delta_errors("reading application transactions", dt.table_uri):
+        head = handles.head(parts) if handles is not None else None
+        if head is not None:
+            head.follow()
+            return {app: head.txn(app) for app in app_ids}
         if kept is not None:
             catch_up(dt)
         return {app: (None if (v := dt.transaction_version(app)) is None else int(v)) for app in app_ids}
@@ -203,8 +209,9 @@ def _merge_silver(
     table_schema = silver_table_schema(kind)
     dt = _create(lake, "creating silver", ("silver", kind), table_schema, SILVER_FILE_BYTES[kind], handles)
     buckets = buckets_of(dt)
-    if buckets is not None and silver.num_rows:
-        return merge_files(lake, kind, dt, silver, app_txns, buckets, firsts)
+    if buckets is not None:
+        head = kept_head(lake, ("silver", kind), dt, handles)
+        return merge_files(lake, kind, dt, silver, app_txns, buckets, firsts, head)
     source = _with_buckets(silver, buckets)
     props = _props(app_txns)
     if source.num_rows == 0:

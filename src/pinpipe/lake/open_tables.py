@@ -11,9 +11,13 @@ table's file count, not with the batch. A stream worker commits several times a 
 :func:`pinpipe.lake.delta.merge_silver`, :func:`~pinpipe.lake.delta.write_quarantine`,
 :func:`~pinpipe.lake.delta.txn_versions` and :func:`pinpipe.stream.compaction.compact_table`: each table is opened
 once per process, and every later call starts from the version the handle holds — the one its own last commit
-produced (delta-rs advances the handle in memory when it commits, and when it compacts).
+produced (delta-rs advances the handle in memory when it merges and compacts). A bucketed silver table's handle
+goes further: its :class:`~pinpipe.lake.log_head.LogHead` writes the worker's commits itself and reads other
+writers' as JSON, so neither a commit nor a reload rebuilds delta-rs's snapshot (a cost in proportion to the
+table's files); the handle's snapshot then stays at the version it was opened at.
 
-Why a stale handle is safe: when another writer (a batch run, another worker, a compaction elsewhere) committed
+Why a stale handle is safe (the log head's own check is :func:`pinpipe.lake.data_files.check_unchanged`, and its
+put-if-absent commit cannot land on a version it has not checked): when another writer (a batch run, another worker, a compaction elsewhere) committed
 since, delta-rs's commit finds the newer versions, runs its conflict checker against each of them — a MERGE's
 read predicate (the batch's buckets and ``ind`` ranges) against the files they added, the files the MERGE read
 against the files they removed, the application transactions against theirs — and either commits on top (the
@@ -32,6 +36,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
+from typing import TYPE_CHECKING
 
 from deltalake import DeltaTable
 from deltalake.exceptions import TableNotFoundError
@@ -47,6 +52,9 @@ from pinpipe.errors import (
 from pinpipe.lake.store import Lake
 from pinpipe.tables import SILVER_BUCKET, SILVER_BUCKETS, SILVER_BUCKETS_KEY
 
+if TYPE_CHECKING:
+    from pinpipe.lake.log_head import LogHead
+
 TablePath = tuple[str, ...]
 
 
@@ -57,10 +65,17 @@ class DeltaHandles:
     :mod:`pinpipe.lake.delta` call :meth:`get` (an open handle or None), :meth:`keep` after opening or creating a
     table, and :meth:`discard` when a call on the handle failed. Calls for different tables may come from
     different threads (one per kind's commits, and the compactor's): :func:`held` serialises every use of one
-    table's handle through :meth:`lock`, so a compaction commits only between two of that kind's merges."""
+    table's handle through :meth:`lock`, so a compaction commits only between two of that kind's merges.
+
+    A bucketed silver table's handle also has a :class:`~pinpipe.lake.log_head.LogHead` (:meth:`head`,
+    :meth:`keep_head`): the table's latest version as pinpipe's own commits left it, ahead of the handle's
+    snapshot, which then only serves what does not change (schema, configuration, older transactions).
+    :meth:`discard` drops both; :meth:`close` waits for the heads' checkpoints."""
 
     def __init__(self) -> None:
         self._tables: dict[TablePath, DeltaTable] = {}
+        self._heads: dict[TablePath, LogHead] = {}
+        self._dropped: list[LogHead] = []
         self._lock = threading.Lock()
         self._table_locks: dict[TablePath, threading.RLock] = {}
         self.opens: Counter[TablePath] = Counter()
@@ -85,8 +100,28 @@ class DeltaHandles:
 
     def discard(self, parts: TablePath) -> None:
         with self._lock:
+            if (head := self._heads.pop(parts, None)) is not None:
+                self._dropped.append(head)  # its checkpoint may still be running: close waits for it
             if self._tables.pop(parts, None) is not None:
                 self.discards[parts] += 1
+
+    def head(self, parts: TablePath) -> LogHead | None:
+        """The table's :class:`~pinpipe.lake.log_head.LogHead`, None if it has none (yet, or cannot have one)."""
+        with self._lock:
+            return self._heads.get(parts)
+
+    def keep_head(self, parts: TablePath, head: LogHead) -> LogHead:
+        with self._lock:
+            self._heads[parts] = head
+        return head
+
+    def close(self) -> None:
+        """Wait for the checkpoints the heads are writing (the worker's last act on its tables)."""
+        with self._lock:
+            heads = [*self._heads.values(), *self._dropped]
+            self._dropped = []
+        for head in heads:
+            head.wait()
 
     def lock(self, parts: TablePath) -> threading.RLock:
         """The lock every use of the handle of ``parts`` holds (re-entrant: a call may open through the handle)."""
@@ -103,6 +138,8 @@ class DeltaHandles:
     def clear(self) -> None:
         with self._lock:
             self._tables.clear()
+            self._dropped += self._heads.values()
+            self._heads.clear()
 
 
 _HINTS: dict[type[PinpipeError], str] = {

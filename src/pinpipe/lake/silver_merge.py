@@ -26,6 +26,7 @@ from pinpipe.lake.data_files import (
     table_prefix,
     written_table_file,
 )
+from pinpipe.lake.log_head import LogHead
 from pinpipe.lake.open_tables import delta_errors
 from pinpipe.lake.store import Lake
 from pinpipe.tables import SILVER_SCHEMAS, Kind
@@ -68,15 +69,18 @@ def merge_files(
     app_txns: Mapping[str, int] | None,
     buckets: int,
     firsts: pa.Table | None,
+    head: LogHead | None = None,
 ) -> MergeStats:
     """:func:`pinpipe.lake.delta.merge_silver` into a bucketed silver table: :func:`~pinpipe.lake.bucket_merge.plan_merge` writes the files
     (each rewritten file on its own, inserts apart), then one commit removes the rewritten ones, adds the new ones
     and records ``app_txns``, after :func:`~pinpipe.lake.data_files.check_unchanged` made sure no other writer
-    touched them since the snapshot the plan read."""
+    touched them since the snapshot the plan read. With ``head`` (a kept handle's
+    :class:`~pinpipe.lake.log_head.LogHead`) the plan reads the head's files and the head writes the commit; else
+    delta-rs commits on ``dt``."""
     parts = ("silver", kind)
     schema = SILVER_SCHEMAS[kind]
     with delta_errors("listing silver files", dt.table_uri):
-        files = table_files(dt)
+        files = head.files() if head is not None else table_files(dt)
         target = int(dt.metadata().configuration.get("delta.targetFileSize") or SILVER_FILE_BYTES[kind])
     with delta_errors("merging into silver", dt.table_uri):
         plan = plan_merge(
@@ -98,14 +102,18 @@ def merge_files(
     )
     if not plan.added and not plan.removed and not app_txns:
         return stats
+    by_path = {f.path: f for f in files}
+    removed = [by_path[p] for p in plan.removed]
+    metadata = row_metadata(plan.inserted, plan.updated)
+    if head is not None:
+        with delta_errors("merging into silver", dt.table_uri):
+            check_unchanged(dt, files, plan.removed, set(plan.keys), plan.keys, head=head)
+            version = head.commit(plan.added, removed, app_txns, metadata=metadata)
+        return replace(stats, version=version)
     check_unchanged(dt, files, plan.removed, set(plan.keys), plan.keys)
     base_version = int(dt.version())
     base = table_files(dt)  # the files of the version the commit goes on top of
-    by_path = {f.path: f for f in files}
-    removed = [by_path[p] for p in plan.removed]
-    commit_files(
-        lake, parts, schema, plan.added, removed, app_txns, dt, metadata=row_metadata(plan.inserted, plan.updated)
-    )
+    commit_files(lake, parts, schema, plan.added, removed, app_txns, dt, metadata=metadata)
     version = reload(dt)
     if version == base_version + 1:  # nothing landed in between: the new version's files are known
         gone = set(plan.removed)

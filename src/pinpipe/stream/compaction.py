@@ -36,6 +36,7 @@ from pinpipe import retry
 from pinpipe.errors import CommitConflictError, ConfigError, RetryableError
 from pinpipe.lake.cluster_compact import commit_packing, pack_files
 from pinpipe.lake.data_files import table_files
+from pinpipe.lake.log_head import LogHead, kept_head
 from pinpipe.lake.open_tables import DeltaHandles, buckets_of, held
 from pinpipe.lake.store import Lake
 from pinpipe.tables import KINDS, Kind
@@ -59,7 +60,8 @@ def compact_table(lake: Lake, *parts: str, handles: DeltaHandles | None = None) 
     target size), held throughout. Files at or above a quarter of the target are left alone: the micro-batches'
     files are tiny, while a full-size file (a batch run's, or one a merge rewrote for an updated row) would be
     rewritten whole to absorb a few kilobytes. App transaction versions survive compaction. With ``handles`` the
-    kept handle compacts (and is advanced to the compaction's versions; a failure drops it). A
+    kept handle compacts (and is advanced to the compaction's versions; a failure drops it); a bucketed silver
+    table's :class:`~pinpipe.lake.log_head.LogHead` lists and commits, as for the worker's merges. A
     :class:`CommitConflictError` when merges rewrote a file of every group it packed (nothing committed)."""
     dt = delta.open_table(lake, *parts, handles=handles)
     if dt is None:
@@ -71,10 +73,11 @@ def compact_table(lake: Lake, *parts: str, handles: DeltaHandles | None = None) 
             metrics: dict[str, Any] = dt.optimize.compact(target_size=small)
             return metrics
         kind: Kind = parts[1]
-        buckets = sorted({int(f.bucket or 0) for f in table_files(dt)})
+        head = kept_head(lake, (parts[0], kind), dt, handles)
+        buckets = sorted({int(f.bucket or 0) for f in (head.files() if head else table_files(dt))})
     totals = {"numFilesAdded": 0, "numFilesRemoved": 0, "rows": 0, "groupsDropped": 0}
     for bucket in buckets:
-        for name, value in _compact_bucket(lake, kind, dt, bucket, int(target or 0), handles).items():
+        for name, value in _compact_bucket(lake, kind, dt, bucket, int(target or 0), handles, head).items():
             totals[name] += value
     if totals["groupsDropped"] and not totals["numFilesRemoved"]:
         raise CommitConflictError(
@@ -90,7 +93,7 @@ BUCKET_ATTEMPTS = 2
 
 
 def _compact_bucket(
-    lake: Lake, kind: Kind, dt: Any, bucket: int, target: int, handles: DeltaHandles | None
+    lake: Lake, kind: Kind, dt: Any, bucket: int, target: int, handles: DeltaHandles | None, head: LogHead | None
 ) -> dict[str, int]:
     """Pack one bucket's small files: its file list read holding the table, the files read and written without
     it (a stream worker's merges go on meanwhile; a bucket is a sixteenth of the work, so few merges land in
@@ -100,14 +103,14 @@ def _compact_bucket(
     done = {"numFilesAdded": 0, "numFilesRemoved": 0, "rows": 0, "groupsDropped": 0}
     for _ in range(BUCKET_ATTEMPTS):
         with held(handles, parts), delta.delta_errors("compacting", dt.table_uri):
-            files = [f for f in table_files(dt) if int(f.bucket or 0) == bucket]
+            files = [f for f in (head.files() if head else table_files(dt)) if int(f.bucket or 0) == bucket]
         with delta.delta_errors("compacting", dt.table_uri):
             packing = pack_files(lake, kind, files, target, SMALL_SHARE)
         if not packing.groups:
             done["groupsDropped"] = 0  # the new snapshot leaves nothing to pack
             break
         with held(handles, parts), delta.delta_errors("compacting", dt.table_uri):
-            committed = commit_packing(lake, kind, dt, packing).metrics()
+            committed = commit_packing(lake, kind, dt, packing, head).metrics()
         for name in ("numFilesAdded", "numFilesRemoved", "rows"):
             done[name] += committed[name]
         done["groupsDropped"] = committed["groupsDropped"]  # what the last attempt left

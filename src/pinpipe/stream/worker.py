@@ -399,6 +399,7 @@ class StreamWorker:
                 self._wait_compaction(raise_error=finish and sys.exc_info()[0] is None)
         self.feed.close()
         self._pool.shutdown(wait=True)
+        self.handles.close()  # the silver tables' checkpoints being written
         t = self._totals
         log.info(
             "stream stopped",

@@ -1,0 +1,113 @@
+"""A kept handle's log head (:mod:`pinpipe.lake.log_head`) writes the stream's silver commits itself: what it does
+when another writer changed the table under it, when it lost the race for a version, and on a table whose
+protocol it cannot write. Real ``file://`` lakes, the product's merge, delta-rs as the other writer and as the
+reader."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pytest
+from deltalake import DeltaTable
+
+from pinpipe.errors import CommitConflictError
+from pinpipe.lake import delta
+from pinpipe.lake.log_head import Unfollowable, commit_bytes, log_key, parse_commit
+from pinpipe.lake.open_tables import DeltaHandles
+from pinpipe.lake.store import Lake
+from pinpipe.synth.generate import generate_records
+from pinpipe.synth.oracle import clean_record
+from pinpipe.tables import SILVER_SCHEMAS
+
+GEO = ("silver", "geo")
+
+
+def _geo(start: int, rows: int) -> pa.Table:
+    out = []
+    for record in generate_records(rows, 4, start=start)["geo"]:
+        row = clean_record("geo", record).row
+        assert row is not None
+        out.append(row)
+    return pa.Table.from_pylist(out, schema=SILVER_SCHEMAS["geo"])
+
+
+def _silver_inds(lake: Lake) -> list[int]:
+    silver = delta.read_table(lake, *GEO)
+    assert silver is not None
+    return sorted(silver.column("ind").to_pylist())
+
+
+def _client(lake: Lake, version: int) -> str:
+    commit = lake.get(log_key("silver/geo/", version))
+    assert commit is not None
+    return str(orjson.loads(commit.splitlines()[0])["commitInfo"]["clientVersion"])
+
+
+def test_a_metadata_change_by_another_writer_sends_the_merge_back_to_a_fresh_handle_and_loses_nothing(
+    tmp_path: Path,
+) -> None:
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    handles = DeltaHandles()
+    delta.merge_silver(lake, "geo", _geo(0, 50), {"w": 50}, handles=handles)
+    assert handles.head(GEO) is not None
+    other = DeltaTable(lake.table_uri(*GEO))  # another writer changes the table's properties: a metaData commit
+    other.alter.set_table_properties({"delta.logRetentionDuration": "interval 60 days"})
+    with pytest.raises(Unfollowable) as caught:
+        delta.merge_silver(lake, "geo", _geo(50, 50), {"w": 100}, handles=handles)
+    assert isinstance(caught.value, CommitConflictError)  # retryable: the stream's retry policy takes it
+    assert handles.get(GEO) is None and handles.head(GEO) is None
+    merged = delta.merge_silver(lake, "geo", _geo(50, 50), {"w": 100}, handles=handles)  # the retry
+    head = handles.head(GEO)
+    assert head is not None and merged.version == head.version == delta.table_version(lake, *GEO)
+    assert _client(lake, head.version).startswith("pinpipe-")  # the new head writes again
+    assert _silver_inds(lake) == list(range(100))
+    assert delta.txn_version(lake, "geo", "w") == 100
+
+
+def test_a_version_another_writer_committed_first_is_a_conflict_and_its_commit_stays(tmp_path: Path) -> None:
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    handles = DeltaHandles()
+    delta.merge_silver(lake, "geo", _geo(0, 20), {"w": 20}, handles=handles)
+    head = handles.head(GEO)
+    assert head is not None
+    delta.merge_silver(lake, "geo", _geo(20, 20), {"other": 1})  # delta-rs commits head.version + 1
+    taken = lake.get(log_key("silver/geo/", head.version + 1))
+    with pytest.raises(CommitConflictError):
+        head.commit([], [], {"w": 21})  # as if the head had not looked: the put-if-absent refuses
+    assert lake.get(log_key("silver/geo/", head.version + 1)) == taken
+    assert head.follow() and head.txn("other") == 1 and head.txn("w") == 20
+    delta.merge_silver(lake, "geo", _geo(40, 10), {"w": 50}, handles=handles)
+    assert _silver_inds(lake) == list(range(50))
+    assert delta.txn_version(lake, "geo", "other") == 1 and delta.txn_version(lake, "geo", "w") == 50
+
+
+def test_a_table_whose_protocol_pinpipe_cannot_write_is_merged_through_delta_rs(tmp_path: Path) -> None:
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    delta.merge_silver(lake, "geo", _geo(0, 20))
+    DeltaTable(lake.table_uri(*GEO)).alter.add_constraint({"ind_known": "ind >= 0"})  # writer version 3
+    handles = DeltaHandles()
+    for start in (20, 30):
+        merged = delta.merge_silver(lake, "geo", _geo(start, 10), {"w": start + 10}, handles=handles)
+        assert handles.head(GEO) is None
+        assert merged.version is not None and _client(lake, merged.version).startswith("delta-rs")
+    assert _silver_inds(lake) == list(range(40))
+    assert delta.txn_version(lake, "geo", "w") == 40
+
+
+def test_a_commit_the_head_writes_reads_back_as_the_same_actions_and_unknown_actions_are_refused() -> None:
+    from pinpipe.lake.data_files import TableFile, WrittenFile
+
+    stats = '{"numRecords":3,"minValues":{"ind":7},"maxValues":{"ind":9},"nullCount":{"ind":0}}'
+    added = [WrittenFile("bucket=2/part-a.parquet", 100, 3, stats, 2)]
+    removed = [TableFile("bucket=2/part-b.parquet", 80, 2, 7, 8, 2)]
+    data = commit_bytes(
+        added, removed, {"w": 4}, data_change=True, partition_by=["bucket"], metadata={"k": "v"}, now_ms=1
+    )
+    commit = parse_commit(data, "file:///t")
+    assert commit.added == [TableFile("bucket=2/part-a.parquet", 100, 3, 7, 9, 2)]
+    assert commit.removed == ["bucket=2/part-b.parquet"] and commit.txns == {"w": 4}
+    assert orjson.loads(data.splitlines()[0])["commitInfo"]["k"] == "v"
+    with pytest.raises(Unfollowable, match="metaData"):
+        parse_commit(data + orjson.dumps({"metaData": {"id": "x"}}) + b"\n", "file:///t")
