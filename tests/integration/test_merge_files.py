@@ -158,7 +158,8 @@ def _may_hold(f: Any, ind: int) -> bool:
 def test_a_kept_handles_log_head_holds_exactly_the_files_and_transactions_delta_rs_lists(tmp_path: Path) -> None:
     """After each merge through kept handles, the log head's view of the new version (its own commits written by
     pinpipe, another writer's read from the log) is exactly what delta-rs lists when it opens that version afresh:
-    the same files with the same ``ind`` ranges, buckets and row counts, the same application transactions."""
+    the same files with the same ``ind`` ranges, buckets and row counts (and its totals and bucket index agree), the
+    same application transactions."""
     from pinpipe.lake import data_files
     from pinpipe.lake.open_tables import DeltaHandles
 
@@ -182,6 +183,11 @@ def test_a_kept_handles_log_head_holds_exactly_the_files_and_transactions_delta_
         remembered = {(f.path, f.low, f.high, f.num_records, f.bucket) for f in head.files()}
         listed = {(f.path, f.low, f.high, f.num_records, f.bucket) for f in data_files._list_files(fresh, "ind")}
         assert remembered == listed, step
+        assert head.rows == sum(f[3] for f in listed) and head.size == sum(
+            f.size for f in data_files._list_files(fresh, "ind")
+        )
+        by_bucket = {(f.path, f.bucket) for b in range(SILVER_BUCKETS) for f in head.bucket_files(b)}
+        assert by_bucket == {(f[0], f[4]) for f in listed}
         assert head.txn("me") == fresh.transaction_version("me") == step
         assert head.txn("other") == fresh.transaction_version("other") == (7 if step >= 3 else None)
     silver = delta.read_table(lake, "silver", "pin")

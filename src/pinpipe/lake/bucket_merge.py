@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,8 +79,12 @@ class BucketMerge:
 def rows_per_file(target_bytes: int, kind: Kind, files: Sequence[TableFile]) -> int:
     """Rows per written file so that files come out about ``target_bytes`` (the table's ``delta.targetFileSize``),
     from the table's bytes per row, or :data:`BYTES_PER_ROW` when it holds nothing."""
-    rows = sum(f.num_records for f in files)
-    per_row = sum(f.size for f in files) / rows if rows else BYTES_PER_ROW[kind]
+    return rows_per_file_of(target_bytes, kind, sum(f.num_records for f in files), sum(f.size for f in files))
+
+
+def rows_per_file_of(target_bytes: int, kind: Kind, rows: int, size: int) -> int:
+    """:func:`rows_per_file` from a table's row and byte totals."""
+    per_row = size / rows if rows else BYTES_PER_ROW[kind]
     return max(MIN_ROWS_PER_FILE, math.floor(target_bytes / max(per_row, 1.0)))
 
 
@@ -90,25 +94,23 @@ def plan_merge(
     schema: pa.Schema,
     winners: pa.Table,
     buckets: int,
-    files: Sequence[TableFile],
+    files_of: Callable[[int], Sequence[TableFile]],
     rows_per_file: int,
     firsts: pa.Table | None = None,
 ) -> BucketMerge:
     """:func:`merge_bucket` for every bucket ``winners`` (one row per ``ind``) fall in, :data:`WORKERS` at a time,
-    summed in bucket order: what :func:`pinpipe.lake.delta.merge_silver` commits. ``firsts``: the first records of
-    the ``ind`` s that came more than once (see :func:`merge_bucket`), none by default."""
+    summed in bucket order: what :func:`pinpipe.lake.delta.merge_silver` commits. ``files_of(bucket)``: the table's
+    files in a bucket (:func:`by_bucket`, or a log head's). ``firsts``: the first records of the ``ind`` s that came
+    more than once (see :func:`merge_bucket`), none by default."""
     winners = cast_to(winners, schema)
     of = _buckets(winners, buckets)
-    by_bucket: dict[int, list[TableFile]] = {}
-    for f in files:
-        by_bucket.setdefault(int(f.bucket or 0), []).append(f)
     firsts = cast_to(firsts, schema) if firsts is not None and firsts.num_rows else schema.empty_table()
     firsts_of = _buckets(firsts, buckets)
 
     def one(bucket: int) -> BucketMerge:
         mine = winners.filter(pc.equal(of, bucket))
         first = firsts.filter(pc.equal(firsts_of, bucket)) if firsts.num_rows else firsts
-        return merge_bucket(lake, prefix, schema, bucket, mine, first, by_bucket.get(bucket, ()), rows_per_file)
+        return merge_bucket(lake, prefix, schema, bucket, mine, first, files_of(bucket), rows_per_file)
 
     touched = sorted(set(of.to_pylist()))
     total = BucketMerge()
@@ -121,6 +123,14 @@ def plan_merge(
         for part in pool.map(one, touched):
             total.add(part)
     return total
+
+
+def by_bucket(files: Sequence[TableFile]) -> Callable[[int], Sequence[TableFile]]:
+    """``files`` grouped by bucket, as :func:`plan_merge` takes them."""
+    grouped: dict[int, list[TableFile]] = {}
+    for f in files:
+        grouped.setdefault(int(f.bucket or 0), []).append(f)
+    return lambda bucket: grouped.get(bucket, ())
 
 
 def _buckets(rows: pa.Table, buckets: int) -> pa.Array:

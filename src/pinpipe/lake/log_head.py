@@ -37,14 +37,23 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import orjson
 
 from pinpipe import __version__
 from pinpipe.errors import CommitConflictError
-from pinpipe.lake.data_files import TableFile, WrittenFile, table_files, table_prefix, written_table_file
+from pinpipe.lake.data_files import (
+    TableFile,
+    WrittenFile,
+    may_hold,
+    merge_conflict,
+    table_files,
+    table_prefix,
+    written_table_file,
+)
 from pinpipe.lake.open_tables import DeltaHandles, delta_errors
 from pinpipe.lake.store import Lake
 from pinpipe.tables import SILVER_BUCKET
@@ -172,19 +181,28 @@ def kept_head(lake: Lake, parts: tuple[str, ...], dt: Any, handles: DeltaHandles
     return head
 
 
-@dataclass
 class LogHead:
-    """The latest version of one table as its writer knows it: the version, its files, the application
+    """The latest version of one table as its writer knows it: the version, its files (by bucket, with the
+    table's row and byte totals, so a merge's plan costs the buckets it touches, not the table), the application
     transactions committed since ``dt``'s snapshot (older ones are ``dt``'s)."""
 
-    lake: Lake
-    parts: tuple[str, ...]
-    dt: Any
-    version: int
-    _files: dict[str, TableFile]
-    txns: dict[str, int] = field(default_factory=dict)
-    checkpoint_interval: int = 100
-    _checkpointing: threading.Thread | None = None
+    def __init__(
+        self, lake: Lake, parts: tuple[str, ...], dt: Any, version: int, files: Sequence[TableFile], interval: int
+    ) -> None:
+        self.lake = lake
+        self.parts = parts
+        self.dt = dt
+        self.version = version
+        self.txns: dict[str, int] = {}
+        self.checkpoint_interval = interval
+        self.rows = 0
+        """Rows of :attr:`version` (from the files' statistics)."""
+        self.size = 0
+        """Bytes of :attr:`version`'s data files."""
+        self._files: dict[str, TableFile] = {}
+        self._buckets: dict[int | None, dict[str, TableFile]] = {}
+        self._checkpointing: threading.Thread | None = None
+        self._fold(Commit(list(files), [], {}))
 
     @classmethod
     def start(cls, lake: Lake, parts: tuple[str, ...], dt: Any) -> LogHead | None:
@@ -194,8 +212,8 @@ class LogHead:
             if not writable(dt):
                 return None
             interval = int(dt.metadata().configuration.get("delta.checkpointInterval") or 100)
-            files = {f.path: f for f in table_files(dt)}
-        return cls(lake, parts, dt, int(dt.version()), files, checkpoint_interval=max(1, interval))
+            files = table_files(dt)
+        return cls(lake, parts, dt, int(dt.version()), files, max(1, interval))
 
     @property
     def prefix(self) -> str:
@@ -205,6 +223,13 @@ class LogHead:
         """The files of :attr:`version`."""
         return list(self._files.values())
 
+    def bucket_files(self, bucket: int | None) -> list[TableFile]:
+        """The files of :attr:`version` in ``bucket``."""
+        return list(self._buckets.get(bucket, {}).values())
+
+    def file(self, path: str) -> TableFile:
+        return self._files[path]
+
     def txn(self, app_id: str) -> int | None:
         """The last version ``app_id`` committed, as of :attr:`version`."""
         if app_id in self.txns:
@@ -212,21 +237,47 @@ class LogHead:
         value = self.dt.transaction_version(app_id)
         return None if value is None else int(value)
 
-    def follow(self) -> bool:
-        """Fold in every commit after :attr:`version`; True if there was one. :class:`Unfollowable` if one cannot
-        be folded (the caller goes back to delta-rs)."""
-        moved = False
+    def follow(self) -> list[Commit]:
+        """Fold in every commit after :attr:`version`; the commits folded (none: nothing new).
+        :class:`Unfollowable` if one cannot be folded (the caller goes back to delta-rs)."""
+        folded: list[Commit] = []
         while (data := self.lake.get(log_key(self.prefix, self.version + 1))) is not None:
-            self._fold(parse_commit(data, self.dt.table_uri))
+            commit = parse_commit(data, self.dt.table_uri)
+            self._fold(commit)
             self.version += 1
-            moved = True
-        return moved
+            folded.append(commit)
+        return folded
+
+    def check_unchanged(self, removed: Sequence[str], keys: Mapping[int, np.ndarray[Any, Any]]) -> None:
+        """:meth:`follow`, then raise :class:`CommitConflictError` if the commits folded removed one of the files a
+        merge planned on the head's files rewrites (``removed``), or added a file still there that may hold one of
+        its keys (``keys``: sorted, by bucket) — the check :func:`pinpipe.lake.data_files.check_unchanged` makes
+        for a delta-rs commit. The head's commit that follows cannot land on a version it has not checked (its
+        put-if-absent fails)."""
+        before = self.version
+        folded = self.follow()
+        if not folded:
+            return
+        gone = [path for path in removed if path not in self._files]
+        fresh = {f.path: f for commit in folded for f in commit.added if f.path in self._files}
+        new = [f for f in fresh.values() if f.bucket is not None and f.bucket in keys and may_hold(f, keys[f.bucket])]
+        if gone or new:
+            raise merge_conflict(len(gone), len(new), before, self.dt.table_uri)
 
     def _fold(self, commit: Commit) -> None:
         for path in commit.removed:
-            self._files.pop(path, None)
+            if (f := self._files.pop(path, None)) is not None:
+                self._buckets[f.bucket].pop(path, None)
+                self.rows -= f.num_records
+                self.size -= f.size
         for f in commit.added:
+            if (old := self._files.get(f.path)) is not None:  # the same path added again: replaced
+                self.rows -= old.num_records
+                self.size -= old.size
             self._files[f.path] = f
+            self._buckets.setdefault(f.bucket, {})[f.path] = f
+            self.rows += f.num_records
+            self.size += f.size
         self.txns.update(commit.txns)
 
     def commit(

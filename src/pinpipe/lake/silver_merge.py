@@ -8,7 +8,7 @@ application transactions, after checking that no other writer touched what the p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -16,8 +16,9 @@ import numpy as np
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from pinpipe.lake.bucket_merge import plan_merge, rows_per_file
+from pinpipe.lake.bucket_merge import by_bucket, plan_merge, rows_per_file_of
 from pinpipe.lake.data_files import (
+    TableFile,
     check_unchanged,
     commit_files,
     remember_files,
@@ -80,13 +81,26 @@ def merge_files(
     parts = ("silver", kind)
     schema = SILVER_SCHEMAS[kind]
     with delta_errors("listing silver files", dt.table_uri):
-        files = head.files() if head is not None else table_files(dt)
         target = int(dt.metadata().configuration.get("delta.targetFileSize") or SILVER_FILE_BYTES[kind])
+        if head is not None:  # the head's files by bucket and totals: the plan costs the buckets it touches
+            files: list[TableFile] = []
+            files_of: Callable[[int], Sequence[TableFile]] = head.bucket_files
+            rows_before, size = head.rows, head.size
+        else:
+            files = table_files(dt)
+            files_of = by_bucket(files)
+            rows_before, size = sum(f.num_records for f in files), sum(f.size for f in files)
     with delta_errors("merging into silver", dt.table_uri):
         plan = plan_merge(
-            lake, table_prefix(*parts), schema, silver, buckets, files, rows_per_file(target, kind, files), firsts
+            lake,
+            table_prefix(*parts),
+            schema,
+            silver,
+            buckets,
+            files_of,
+            rows_per_file_of(target, kind, rows_before, size),
+            firsts,
         )
-    rows_before = sum(f.num_records for f in files)
     stats = MergeStats(
         plan.inserted,
         plan.updated,
@@ -102,14 +116,15 @@ def merge_files(
     )
     if not plan.added and not plan.removed and not app_txns:
         return stats
-    by_path = {f.path: f for f in files}
-    removed = [by_path[p] for p in plan.removed]
     metadata = row_metadata(plan.inserted, plan.updated)
     if head is not None:
+        removed = [head.file(p) for p in plan.removed]
         with delta_errors("merging into silver", dt.table_uri):
-            check_unchanged(dt, files, plan.removed, set(plan.keys), plan.keys, head=head)
+            head.check_unchanged(plan.removed, plan.keys)
             version = head.commit(plan.added, removed, app_txns, metadata=metadata)
         return replace(stats, version=version)
+    by_path = {f.path: f for f in files}
+    removed = [by_path[p] for p in plan.removed]
     check_unchanged(dt, files, plan.removed, set(plan.keys), plan.keys)
     base_version = int(dt.version())
     base = table_files(dt)  # the files of the version the commit goes on top of

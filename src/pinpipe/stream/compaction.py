@@ -103,7 +103,10 @@ def _compact_bucket(
     done = {"numFilesAdded": 0, "numFilesRemoved": 0, "rows": 0, "groupsDropped": 0}
     for _ in range(BUCKET_ATTEMPTS):
         with held(handles, parts), delta.delta_errors("compacting", dt.table_uri):
-            files = [f for f in (head.files() if head else table_files(dt)) if int(f.bucket or 0) == bucket]
+            if head is not None:
+                files = head.bucket_files(bucket)
+            else:
+                files = [f for f in table_files(dt) if int(f.bucket or 0) == bucket]
         with delta.delta_errors("compacting", dt.table_uri):
             packing = pack_files(lake, kind, files, target, SMALL_SHARE)
         if not packing.groups:
