@@ -145,3 +145,32 @@ def test_on_s3_the_head_commits_by_conditional_put_and_follows_delta_rs_commits(
     assert merged.version == head.version == delta.table_version(lake, *GEO)
     assert _silver_inds(lake) == list(range(50))
     assert delta.txn_version(lake, "geo", "w") == 50 and delta.txn_version(lake, "geo", "other") == 1
+
+
+def test_an_idle_head_whose_version_the_log_cleanup_removed_goes_back_to_delta_rs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a worker sat idle, other writers committed, checkpointed, and expired-log cleanup removed the commit
+    files from the head's version on: the head must not take a version number from the gap (its put-if-absent
+    would succeed there, and the commit would be lost behind the checkpoint). It refuses, and the retry reopens."""
+    from pinpipe.lake import log_head
+
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    handles = DeltaHandles()
+    delta.merge_silver(lake, "geo", _geo(0, 10), {"w": 10}, handles=handles)
+    head = handles.head(GEO)
+    assert head is not None
+    for start in (10, 20, 30):  # other writers, through delta-rs
+        delta.merge_silver(lake, "geo", _geo(start, 10), {"other": start})
+    latest = delta.table_version(lake, *GEO)
+    assert latest is not None
+    DeltaTable(lake.table_uri(*GEO)).create_checkpoint()
+    log_dir = tmp_path / "lake" / "silver" / "geo" / "_delta_log"
+    for version in range(head.version, latest):  # what cleanup of expired commits leaves: the checkpoint on
+        (log_dir / f"{version:020d}.json").unlink()
+    monkeypatch.setattr(log_head, "IDLE_CHECK_S", 0.0)
+    with pytest.raises(Unfollowable, match="no longer holds"):
+        delta.merge_silver(lake, "geo", _geo(40, 10), {"w": 50}, handles=handles)
+    delta.merge_silver(lake, "geo", _geo(40, 10), {"w": 50}, handles=handles)  # the retry
+    assert _silver_inds(lake) == list(range(50))
+    assert delta.txn_version(lake, "geo", "w") == 50 and delta.txn_version(lake, "geo", "other") == 30

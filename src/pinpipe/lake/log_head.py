@@ -23,7 +23,9 @@ worker) and pinpipe's commits exclude each other. A lost race is a
 Only tables whose protocol it can write are followed — reader version 1, writer version 2 without an
 ``appendOnly`` table or column invariants (what pinpipe creates); any other table goes through delta-rs as before.
 A commit it cannot fold in (a ``metaData`` or ``protocol`` change, an action it does not know) makes
-:meth:`~LogHead.follow` raise :class:`Unfollowable`: the caller drops the head and goes back to delta-rs.
+:meth:`~LogHead.follow` raise :class:`Unfollowable`: the caller drops the head and goes back to delta-rs. So does
+a log that no longer holds the head's own version after a long idle spell (:data:`IDLE_CHECK_S`: expired-log
+cleanup removed it, and the head would otherwise reuse a version number).
 
 Checkpoints: delta-rs writes one every ``delta.checkpointInterval`` (100) commits after its own commits; after a
 commit of the head at such a version, a background thread opens the table at that version and has delta-rs write
@@ -62,6 +64,10 @@ log = logging.getLogger(__name__)
 
 FOLDED = frozenset({"add", "remove", "txn", "commitInfo"})
 """The actions :meth:`LogHead.follow` folds into its view; any other makes the table :class:`Unfollowable`."""
+
+
+IDLE_CHECK_S = 600.0
+"""A head that has seen no commit for this long checks, at its next look, that the log still holds its version."""
 
 
 class Unfollowable(CommitConflictError):
@@ -202,6 +208,7 @@ class LogHead:
         self._files: dict[str, TableFile] = {}
         self._buckets: dict[int | None, dict[str, TableFile]] = {}
         self._checkpointing: threading.Thread | None = None
+        self._advanced = time.monotonic()
         self._fold(Commit(list(files), [], {}))
 
     @classmethod
@@ -246,7 +253,20 @@ class LogHead:
             self._fold(commit)
             self.version += 1
             folded.append(commit)
+        now = time.monotonic()
+        if folded:
+            self._advanced = now
+        elif now - self._advanced > IDLE_CHECK_S:
+            self._check_not_cleaned()
+            self._advanced = now
         return folded
+
+    def _check_not_cleaned(self) -> None:
+        """After a long idle spell: the head's own version must still be in the log. Expired-log cleanup (at a
+        checkpoint, of commits older than ``delta.logRetentionDuration``) could otherwise have removed the commits
+        after it, and the head would take a version number another writer used long ago."""
+        if self.lake.get(log_key(self.prefix, self.version)) is None:
+            raise Unfollowable(f"the log no longer holds version {self.version}, the head's", self.dt.table_uri)
 
     def check_unchanged(self, removed: Sequence[str], keys: Mapping[int, np.ndarray[Any, Any]]) -> None:
         """:meth:`follow`, then raise :class:`CommitConflictError` if the commits folded removed one of the files a
@@ -311,6 +331,7 @@ class LogHead:
             )
         self._fold(Commit([written_table_file(f) for f in added], [f.path for f in removed], dict(app_txns or {})))
         self.version = version
+        self._advanced = time.monotonic()
         if version % self.checkpoint_interval == 0:
             self._checkpoint(version)
         return version
