@@ -16,6 +16,7 @@ by :func:`describe` and never logged; so is a password embedded in a URL (``mysq
 
 from __future__ import annotations
 
+import logging
 import os
 import tomllib
 from pathlib import Path
@@ -29,6 +30,8 @@ from pinpipe.masking import MASK as MASK
 from pinpipe.masking import describe as describe
 from pinpipe.masking import mask_secrets as mask_secrets
 from pinpipe.tables import check_prefix
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PREFIX = "0affea73130b"
 """The original project's user id: its clients post to ``0affea73130b.pin`` and ``streaming-0affea73130b-pin``."""
@@ -318,6 +321,36 @@ def _env_layer() -> dict[str, Any]:
     return layer
 
 
+READ_VARIABLES = frozenset({"PINPIPE_CONFIG"})
+"""The single-underscore ``PINPIPE_`` variables pinpipe reads; settings take two (``PINPIPE__SECTION__KEY``)."""
+
+
+def unread_variables() -> list[tuple[str, str | None]]:
+    """The ``PINPIPE_…`` variables of the environment that pinpipe does not read (one underscore where settings
+    take two, as in ``PINPIPE_API_PORT``), each with the variable it probably means (None when no section of the
+    settings starts its name)."""
+    out: list[tuple[str, str | None]] = []
+    sections = sorted((name.upper() for name in Settings.model_fields), key=len, reverse=True)
+    for name in os.environ:
+        upper = name.upper()
+        if not upper.startswith("PINPIPE_") or upper.startswith("PINPIPE__") or upper in READ_VARIABLES:
+            continue
+        rest = upper[len("PINPIPE_") :]
+        section = next((s for s in sections if rest == s or rest.startswith(s + "_")), None)
+        out.append((name, None if section is None else _meant(section, rest)))
+    return sorted(out)
+
+
+def _meant(section: str, rest: str) -> str | None:
+    """The variable ``PINPIPE_<rest>`` probably means, ``rest`` starting with the settings field ``section``."""
+    kind = Settings.model_fields[section.lower()].annotation
+    if not (isinstance(kind, type) and issubclass(kind, BaseModel)):
+        return f"PINPIPE__{rest}"  # a top-level setting (PINPIPE_PREFIX)
+    if rest == section:  # the section alone (PINPIPE_LAKE): its url, if it has one
+        return f"PINPIPE__{section}__URL" if "url" in kind.model_fields else None
+    return f"PINPIPE__{section}__{rest[len(section) + 1 :]}"
+
+
 def config_file() -> Path | None:
     """The ``pinpipe.toml`` in effect: ``$PINPIPE_CONFIG`` or ``./pinpipe.toml`` if it exists."""
     explicit = os.environ.get("PINPIPE_CONFIG")
@@ -336,6 +369,12 @@ def config_file() -> Path | None:
 def load_settings(overrides: dict[str, Any] | None = None) -> Settings:
     """Build the effective settings. ``overrides`` are command-line values as ``{"section": {"key": v}}``;
     None values are ignored so unset flags fall through to the environment, the file and the defaults."""
+    for name, guess in unread_variables():
+        log.warning(
+            f"{name} is not read: settings come from PINPIPE__SECTION__KEY variables"
+            + (f" (did you mean {guess}?)" if guess else ""),
+            extra={"fields": {"variable": name}},
+        )
     from_file: dict[str, Any] = {}
     path = config_file()
     if path is not None:

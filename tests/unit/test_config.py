@@ -57,6 +57,20 @@ def test_a_bad_value_is_named_as_its_user_wrote_it(tmp_path: Path) -> None:
     assert toml.returncode == 2 and "sink.flush_seconds = '-1' in pinpipe.toml" in toml.stderr, toml.stderr
 
 
+def test_a_pinpipe_variable_with_one_underscore_is_named_as_unread_with_the_setting_it_likely_means(
+    tmp_path: Path,
+) -> None:
+    """``PINPIPE_API_PORT`` (one underscore) is not a setting: the command warns, names ``PINPIPE__API__PORT``,
+    and goes on with the default; the variable pinpipe does read with one underscore draws no warning."""
+    (tmp_path / "pinpipe.toml").write_text("")
+    env = {"PINPIPE_API_PORT": "99999", "PINPIPE_FROBNICATE": "1", "PINPIPE_CONFIG": str(tmp_path / "pinpipe.toml")}
+    out = _pinpipe("config", cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "PINPIPE_API_PORT is not read" in out.stderr and "did you mean PINPIPE__API__PORT?" in out.stderr
+    assert "PINPIPE_FROBNICATE is not read" in out.stderr and "PINPIPE_CONFIG" not in out.stderr
+    assert "99999" not in out.stdout  # the setting kept its default
+
+
 def test_a_bad_secret_value_is_never_echoed(tmp_path: Path) -> None:
     """A session token of the wrong type in pinpipe.toml is named by its key, its value masked."""
     (tmp_path / "pinpipe.toml").write_text("[lake]\nsession_token = 12345678987654321\n")
