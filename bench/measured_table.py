@@ -114,9 +114,11 @@ def _stream(f: Figures) -> str:
         for n in sizes
     )
     missing = sum(f[n]["main"]["missing"] for n in sizes)
+    floor = f" (the machine's floor in the same run: a bare delta-rs append of 100 rows {f['floor_append_ms']:.0f} ms)"
     return (
         f"rows per kind {' / '.join(_rows(n) for n in sizes)}: p50 {p50} ms, p99 {p99} ms ({ratio}× the empty "
         f"silver), {missing} records missing; worker RSS {rss}; mean micro-batch {profile}"
+        + (floor if "floor_append_ms" in f else "")
     )
 
 

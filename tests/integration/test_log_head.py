@@ -174,3 +174,16 @@ def test_an_idle_head_whose_version_the_log_cleanup_removed_goes_back_to_delta_r
     delta.merge_silver(lake, "geo", _geo(40, 10), {"w": 50}, handles=handles)  # the retry
     assert _silver_inds(lake) == list(range(50))
     assert delta.txn_version(lake, "geo", "w") == 50 and delta.txn_version(lake, "geo", "other") == 30
+
+
+def test_a_garbled_commit_file_after_the_heads_version_is_named_as_corrupt_state(tmp_path: Path) -> None:
+    from pinpipe.errors import CorruptStateError
+
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    handles = DeltaHandles()
+    delta.merge_silver(lake, "geo", _geo(0, 10), {"w": 10}, handles=handles)
+    head = handles.head(GEO)
+    assert head is not None
+    lake.put(log_key("silver/geo/", head.version + 1), b'{"add": {"path": "bucket=1/x.parquet", "si\n')
+    with pytest.raises(CorruptStateError, match=f"commit {head.version + 1} of .* is not a Delta commit"):
+        delta.merge_silver(lake, "geo", _geo(10, 10), {"w": 20}, handles=handles)

@@ -46,7 +46,7 @@ import numpy as np
 import orjson
 
 from pinpipe import __version__
-from pinpipe.errors import CommitConflictError
+from pinpipe.errors import CommitConflictError, CorruptStateError
 from pinpipe.lake.data_files import (
     TableFile,
     WrittenFile,
@@ -249,7 +249,14 @@ class LogHead:
         :class:`Unfollowable` if one cannot be folded (the caller goes back to delta-rs)."""
         folded: list[Commit] = []
         while (data := self.lake.get(log_key(self.prefix, self.version + 1))) is not None:
-            commit = parse_commit(data, self.dt.table_uri)
+            try:
+                commit = parse_commit(data, self.dt.table_uri)
+            except (ValueError, KeyError, TypeError) as exc:  # a garbled commit file: not a lost race
+                raise CorruptStateError(
+                    f"commit {self.version + 1} of {self.dt.table_uri} is not a Delta commit: {exc}",
+                    hint="the table's log was damaged: restore the commit file from a backup, or rebuild the table",
+                    table=self.dt.table_uri,
+                ) from exc
             self._fold(commit)
             self.version += 1
             folded.append(commit)
