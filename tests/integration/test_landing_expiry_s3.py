@@ -6,41 +6,26 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
 
 import orjson
 import pytest
 
 from pinpipe.batch.job import run_batch
 from pinpipe.checks.accounting import account
-from pinpipe.config import LakeSettings
 from pinpipe.engine import DuckDBEngine
 from pinpipe.lake.expiry_manifest import EXPIRED_PREFIX, read_expired
 from pinpipe.lake.store import Lake, landed_key
 from pinpipe.synth.faults import send_list
 from pinpipe.tables import KINDS, topic_name
 from tests.fixtures.batch_lake import land
-from tests.fixtures.services import Service
+from tests.fixtures.services import Service, moto_lake
 
 pytestmark = pytest.mark.integration
 PREFIX = "0affea73130b"
 
 
 def test_expire_on_s3_keeps_accounting_balanced(moto: Service) -> None:
-    import boto3
-
-    bucket = f"lake-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3",
-        endpoint_url=moto.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).create_bucket(Bucket=bucket)
-    settings = LakeSettings.model_validate(
-        {"endpoint": moto.url, "access_key_id": "testing", "secret_access_key": "testing"}
-    )
-    url = f"s3://{bucket}/lake"
+    url, settings = moto_lake(moto)
     lake = Lake(url, settings)
     sent = send_list(150, 4).by_kind()
     land(lake, sent, per_object=40)

@@ -5,7 +5,6 @@ reader."""
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import orjson
@@ -13,7 +12,6 @@ import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
 
-from pinpipe.config import LakeSettings
 from pinpipe.errors import CommitConflictError
 from pinpipe.lake import delta
 from pinpipe.lake.log_head import Unfollowable, commit_bytes, log_key, parse_commit
@@ -22,7 +20,7 @@ from pinpipe.lake.store import Lake
 from pinpipe.synth.generate import generate_records
 from pinpipe.synth.oracle import clean_record
 from pinpipe.tables import SILVER_SCHEMAS
-from tests.fixtures.services import Service
+from tests.fixtures.services import Service, moto_lake
 
 GEO = ("silver", "geo")
 
@@ -120,20 +118,8 @@ def test_a_commit_the_head_writes_reads_back_as_the_same_actions_and_unknown_act
 def test_on_s3_the_head_commits_by_conditional_put_and_follows_delta_rs_commits(moto: Service) -> None:
     """On an S3 lake (moto) the head's commit is a conditional put and its look for a newer version a GET: the
     worker's merges, another writer's delta-rs commit between them, and a reader's fresh open all agree."""
-    import boto3
-
-    name = f"lake-{uuid.uuid4().hex[:12]}"
-    boto3.client(
-        "s3",
-        endpoint_url=moto.url,
-        region_name="us-east-1",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    ).create_bucket(Bucket=name)
-    settings = LakeSettings.model_validate(
-        {"endpoint": moto.url, "access_key_id": "testing", "secret_access_key": "testing"}
-    )
-    lake = Lake(f"s3://{name}/lake", settings)
+    url, settings = moto_lake(moto)
+    lake = Lake(url, settings)
     handles = DeltaHandles()
     delta.merge_silver(lake, "geo", _geo(0, 30), {"w": 30}, handles=handles)
     head = handles.head(GEO)
