@@ -173,3 +173,22 @@ def test_a_garbled_commit_file_after_the_heads_version_is_named_as_corrupt_state
     lake.put(log_key("silver/geo/", head.version + 1), b'{"add": {"path": "bucket=1/x.parquet", "si\n')
     with pytest.raises(CorruptStateError, match=f"commit {head.version + 1} of .* is not a Delta commit"):
         delta.merge_silver(lake, "geo", _geo(10, 10), {"w": 20}, handles=handles)
+
+
+def test_a_resume_after_another_writer_changed_the_metadata_reads_the_positions_afresh(tmp_path: Path) -> None:
+    """A worker's resume (:func:`~pinpipe.lake.delta.txn_versions` through its handles, as on a partition
+    reassignment) meets a metadata commit its head cannot fold: it reads the positions from a fresh open instead
+    of failing, and the next merge starts a new head."""
+    lake = Lake(f"file://{tmp_path / 'lake'}")
+    handles = DeltaHandles()
+    delta.merge_silver(lake, "geo", _geo(0, 10), {"w": 10}, handles=handles)
+    delta.merge_silver(lake, "geo", _geo(10, 10), {"other": 3})
+    DeltaTable(lake.table_uri(*GEO)).alter.set_table_properties({"delta.logRetentionDuration": "interval 60 days"})
+    assert delta.txn_versions(lake, "geo", ["w", "other", "none"], handles=handles) == {
+        "w": 10,
+        "other": 3,
+        "none": None,
+    }
+    assert handles.head(GEO) is None and handles.opens[GEO] == 2
+    delta.merge_silver(lake, "geo", _geo(20, 10), {"w": 30}, handles=handles)
+    assert handles.head(GEO) is not None and _silver_inds(lake) == list(range(30))

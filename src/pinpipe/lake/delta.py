@@ -45,7 +45,7 @@ from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import DeltaError
 
 from pinpipe.lake.data_files import catch_up
-from pinpipe.lake.log_head import kept_head
+from pinpipe.lake.log_head import Unfollowable, kept_head
 from pinpipe.lake.open_tables import DeltaHandles as DeltaHandles
 from pinpipe.lake.open_tables import buckets_of, held
 from pinpipe.lake.open_tables import delta_errors as delta_errors
@@ -113,9 +113,15 @@ def txn_versions(
         return dict.fromkeys(app_ids)
     with held(handles, parts), delta_errors("reading application transactions", dt.table_uri):
         head = handles.head(parts) if handles is not None else None
-        if head is not None:
-            head.follow()
-            return {app: head.txn(app) for app in app_ids}
+        if head is not None and handles is not None:
+            try:
+                head.follow()
+            except Unfollowable:  # another writer changed the table's metadata: read it afresh
+                handles.discard(parts)
+                dt = open_table(lake, *parts, handles=handles) or dt
+                kept = None
+            else:
+                return {app: head.txn(app) for app in app_ids}
         if kept is not None:
             catch_up(dt)
         return {app: (None if (v := dt.transaction_version(app)) is None else int(v)) for app in app_ids}
