@@ -6,8 +6,8 @@ DuckDB batch on the driver and by Spark executors (:mod:`pinpipe.engine.spark_bu
 with pyarrow and describes them as :class:`WrittenFile`; the writer then commits them with :func:`commit_files`
 through delta-rs's transaction API (add/remove actions with :func:`file_stats` statistics), under delta-rs's
 optimistic concurrency check (a stream worker's kept handles commit through their
-:class:`~pinpipe.lake.log_head.LogHead` instead, which writes the same actions itself). :func:`write_file` writes one such file (the Spark executors' plain Parquet task
-too) and :func:`open_data_file` opens one for reading. :func:`table_files` lists a snapshot's files (paths, sizes,
+:class:`~pinpipe.lake.log_head.LogHead` instead, which writes the same actions itself). :func:`write_file` writes
+one such file (the Spark executors' plain Parquet task too) and :func:`open_data_file` opens one for reading. :func:`table_files` lists a snapshot's files (paths, sizes,
 ``ind`` ranges, buckets) from the log alone.
 """
 
