@@ -114,9 +114,11 @@ def _stream(f: Figures) -> str:
         for n in sizes
     )
     missing = sum(f[n]["main"]["missing"] for n in sizes)
+    seconds = " / ".join(f"{f[n]['seconds']:.0f}" for n in sizes)
     floor = f" (the machine's floor in the same run: a bare delta-rs append of 100 rows {f['floor_append_ms']:.0f} ms)"
     return (
-        f"rows per kind {' / '.join(_rows(n) for n in sizes)}: p50 {p50} ms, p99 {p99} ms ({ratio}× the empty "
+        f"rows per kind {' / '.join(_rows(n) for n in sizes)}, runs of {seconds} s: p50 {p50} ms, p99 {p99} ms "
+        f"({ratio}× the empty "
         f"silver), {missing} records missing; worker RSS {rss}; mean micro-batch {profile}"
         + (floor if "floor_append_ms" in f else "")
     )
@@ -344,10 +346,10 @@ ROWS: list[Kept | Measured] = [
         "`bench/batch.py --engines duckdb,spark,cluster --updates 10000`",
     ),
     Kept(
-        "batch, a 10M-rows-per-table backlog (30.6M records) in chunks of `batch.chunk_records` = 500,000, DuckDB, first run with gold, against the same at 1M rows (2026-12-01, load average 2.0 before the 10M run, 3.1 before the 1M run, nothing else running)",
-        "10M: 229.6 s wall, 333.1 s CPU, peak RSS 3.54 GB (the gold state's rebuild needed its second memory limit, 3 GB); 1M: 25.8 s wall, 29.9 s CPU, 2.35 GB → **8.9×** for 10× the rows. Before, the same backlog took 1,029.9 s and 4.22 GB: 89 % of it went to np.isin/np.union1d over every key the run had written, once per chunk",
+        "batch, a 10M-rows-per-table backlog (30.6M records) in chunks of `batch.chunk_records` = 500,000, DuckDB, first run with gold, against the same at 1M rows (the `batch-1m` row above) (2026-12-02, 256 KiB pin files, load average 1.0 before the 10M run, 1.8 before the 1M run, nothing else running)",
+        "10M: 238.4 s wall, 362.8 s CPU, peak RSS 2.67 GB; 1M: 23.5 s wall, 34.7 s CPU, 2.23 GB → **10.1×** for 10× the rows. With 1 MiB pin files (2026-12-01): 229.6 s and 3.54 GB against 25.8 s (8.9×). Before that, the same backlog took 1,029.9 s and 4.22 GB: 89 % of it went to np.isin/np.union1d over every key the run had written, once per chunk",
         "< 4 GB, ≤ 12× the 1M run (met)",
-        "the child of `bench/batch.py --rows N --engines duckdb --updates 0` (`--child file://LAKE duckdb - 500000`) on the landing that command made",
+        "`python bench/batch.py --rows 10000000 --engines duckdb --updates 0` (landing 348.6 s, not timed)",
     ),
     Measured(
         "batch-real-size",
@@ -377,7 +379,7 @@ ROWS: list[Kept | Measured] = [
     ),
     Measured(
         "stream",
-        "stream, 1,000 records/s through the API (Kinesis dialect) with 2 % updates of old `ind`s spread over the key range, ack → readable in silver, silver pre-filled with 0 / 1M / 10M rows per kind (the largest run 300 s)",
+        "stream, 1,000 records/s through the API (Kinesis dialect) with 2 % updates of old `ind`s spread over the key range, ack → readable in silver, silver pre-filled with 0 / 1M / 10M rows per kind",
         _stream,
         _stream_target,
     ),
