@@ -118,8 +118,7 @@ def _stream(f: Figures) -> str:
     floor = f" (the machine's floor in the same run: a bare delta-rs append of 100 rows {f['floor_append_ms']:.0f} ms)"
     return (
         f"rows per kind {' / '.join(_rows(n) for n in sizes)}, runs of {seconds} s: p50 {p50} ms, p99 {p99} ms "
-        f"({ratio}× the empty "
-        f"silver), {missing} records missing; worker RSS {rss}; mean micro-batch {profile}"
+        f"({ratio}× the empty silver), {missing} records missing; worker RSS {rss}; mean micro-batch {profile}"
         + (floor if "floor_append_ms" in f else "")
     )
 
