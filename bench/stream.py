@@ -155,7 +155,7 @@ def measure(tmp: Path, n: int, args: argparse.Namespace, steps: list[float]) -> 
     fill_s = _fill(lake_dir, n, cache)
     files = {k: len(scale.table_files(f"file://{lake_dir}", k)) for k in KINDS}
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PINPIPE")}
-    port = free_port()
+    port, metrics_port = free_port(), free_port()
     cli = [sys.executable, "-m", "pinpipe"]
     api = subprocess.Popen([*cli, "api", "--log", log_url, "--port", str(port)], env=env, stderr=subprocess.DEVNULL)
     worker: subprocess.Popen[bytes] | None = None
@@ -176,6 +176,7 @@ def measure(tmp: Path, n: int, args: argparse.Namespace, steps: list[float]) -> 
                 [
                     *(*cli, "--log-format", "json", "stream", "--log", log_url, "--lake", f"file://{lake_dir}"),
                     *("--max-wait-ms", str(args.max_wait_ms), "--compact-every", args.compact_every),
+                    *("--metrics-port", str(metrics_port)),
                 ],
                 env=env,
                 stdout=worker_log,
@@ -185,7 +186,7 @@ def measure(tmp: Path, n: int, args: argparse.Namespace, steps: list[float]) -> 
             if time.monotonic() > deadline or worker.poll() is not None:
                 raise SystemExit(f"the stream worker did not start: {log_path.read_text()[-2000:]}")
             time.sleep(0.05)
-        observer = SilverObserver(lake_dir, worker.pid)
+        observer = SilverObserver(lake_dir, worker.pid, metrics_port)
         observer.start()
         observer.ready.wait(30)
         rss_start = rss_mb(worker.pid)
@@ -195,7 +196,7 @@ def measure(tmp: Path, n: int, args: argparse.Namespace, steps: list[float]) -> 
         )
         pools = _pools(int(args.rate * args.seconds * 1.1) // 3 + 1000, n + 1_000_000, 7)
         main_run = run_phase(port, pools, job, observer)
-        rss = [r for _, r in observer.rss]
+        rss, arrow = [r for _, r in observer.rss], [a for _, a in observer.arrow]
         fifth = max(1, len(rss) // 5)
         result: dict[str, Any] = {
             "seconds": args.seconds,
@@ -207,6 +208,9 @@ def measure(tmp: Path, n: int, args: argparse.Namespace, steps: list[float]) -> 
             "rss_max": max(rss, default=0.0),
             "rss_first_fifth": sum(rss[:fifth]) / fifth if rss else 0.0,
             "rss_last_fifth": sum(rss[-fifth:]) / fifth if rss else 0.0,
+            # one sample every 10 s: resident memory beside what Arrow's pool holds (live Arrow data)
+            "rss_series": [round(r) for r in rss[::10]],
+            "arrow_series": [round(a) for a in arrow[::10]],
             "profile": _profile(log_path),
             "steps": {},
         }
@@ -247,6 +251,9 @@ def report(figures: dict[str, Any], sizes: list[int], steps_at: set[int]) -> Non
             f"{m['missing']:>7,} {r['rss_start']:>7.0f}/{r['rss_end']:.0f}/{r['rss_max']:.0f} "
             f"{r['rss_first_fifth']:>9.0f}/{r['rss_last_fifth']:.0f}"
         )
+    for n in sizes:
+        r = figures[str(n)]
+        print(f"memory N={n:,} every 10 s, MB: RSS {r['rss_series']}, Arrow pool {r['arrow_series']}")
     for n in sizes:
         p = figures[str(n)]["profile"]
         parts = " ".join(

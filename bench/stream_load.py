@@ -113,12 +113,14 @@ class SilverObserver(threading.Thread):
     took tens of milliseconds per commit at 10M rows per kind — on the worker's two cores, and inside every
     measured latency. Compaction's adds (``dataChange: false``) rewrite rows already seen and are skipped."""
 
-    def __init__(self, lake_dir: Path, worker_pid: int) -> None:
+    def __init__(self, lake_dir: Path, worker_pid: int, metrics_port: int | None = None) -> None:
         super().__init__(daemon=True)
         self.lake_dir = lake_dir
         self.pid = worker_pid
+        self.metrics_port = metrics_port
         self.added: dict[str, list[tuple[float, np.ndarray]]] = {k: [] for k in KINDS}
         self.rss: list[tuple[float, float]] = []
+        self.arrow: list[tuple[float, float]] = []  # MB held by the worker's Arrow pool, from its /metrics
         self.stop = threading.Event()
         self.ready = threading.Event()
 
@@ -139,7 +141,21 @@ class SilverObserver(threading.Thread):
             if time.monotonic() >= next_rss:
                 next_rss = time.monotonic() + 1.0
                 self.rss.append((time.time(), rss_mb(self.pid)))
+                if self.metrics_port is not None:
+                    self.arrow.append((time.time(), arrow_mb(self.metrics_port)))
             time.sleep(0.01)
+
+
+def arrow_mb(port: int) -> float:
+    """``pinpipe_arrow_allocated_bytes`` in MB from the worker's ``/metrics`` (0 when it does not answer)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).text
+    except httpx.HTTPError:
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith("pinpipe_arrow_allocated_bytes "):
+            return float(line.split()[1]) / 2**20
+    return 0.0
 
 
 def _next_version(log_dir: Path) -> int:

@@ -62,6 +62,8 @@ def _build_info(text: str, stage: str) -> None:
     line = next(line for line in text.splitlines() if line.startswith("pinpipe_build_info{"))
     assert f'version="{__version__}"' in line and f'stage="{stage}"' in line and line.endswith(" 1.0"), line
     assert "\nprocess_resident_memory_bytes " in text and "\nprocess_cpu_seconds_total " in text
+    arrow = next(line for line in text.splitlines() if line.startswith("pinpipe_arrow_allocated_bytes "))
+    assert float(arrow.split()[1]) >= 0, arrow
 
 
 def test_sink_and_stream_serve_metrics_on_the_configured_host(tmp_path: Path) -> None:
