@@ -195,8 +195,11 @@ def measure(tmp: Path, n: int, args: argparse.Namespace, steps: list[float]) -> 
             f"N={n:,}: {args.rate:,.0f} records/s for {args.seconds:.0f} s (worker RSS {rss_start:.0f} MB)", flush=True
         )
         pools = _pools(int(args.rate * args.seconds * 1.1) // 3 + 1000, n + 1_000_000, 7)
+        started = time.time()
         main_run = run_phase(port, pools, job, observer)
-        rss, arrow = [r for _, r in observer.rss], [a for _, a in observer.arrow]
+        # the samples of the main run only (not the wait for the last records after it)
+        rss = [r for t, r in observer.rss if t <= started + args.seconds]
+        arrow = [a for t, a in observer.arrow if t <= started + args.seconds]
         fifth = max(1, len(rss) // 5)
         result: dict[str, Any] = {
             "seconds": args.seconds,
@@ -210,6 +213,8 @@ def measure(tmp: Path, n: int, args: argparse.Namespace, steps: list[float]) -> 
             "rss_last_fifth": sum(rss[-fifth:]) / fifth if rss else 0.0,
             # one sample every 10 s: resident memory beside what Arrow's pool holds (live Arrow data)
             "rss_series": [round(r) for r in rss[::10]],
+            # a leak climbs to the end; a warm-up levels off: the trend of the second half, MB per minute
+            "rss_slope_second_half": _slope_per_minute(rss[len(rss) // 2 :]),
             "arrow_series": [round(a) for a in arrow[::10]],
             "profile": _profile(log_path),
             "steps": {},
@@ -233,6 +238,16 @@ def measure(tmp: Path, n: int, args: argparse.Namespace, steps: list[float]) -> 
             shutil.rmtree(lake_dir, ignore_errors=True)
 
 
+def _slope_per_minute(samples: list[float]) -> float:
+    """Least-squares slope of 1-s samples, in units per minute (0 for fewer than two)."""
+    n = len(samples)
+    if n < 2:
+        return 0.0
+    mx, my = (n - 1) / 2, sum(samples) / n
+    num = sum((x - mx) * (y - my) for x, y in enumerate(samples))
+    return 60 * num / sum((x - mx) ** 2 for x in range(n))
+
+
 def _ms(x: float) -> str:
     return f"{x * 1000:7.0f}"
 
@@ -253,7 +268,10 @@ def report(figures: dict[str, Any], sizes: list[int], steps_at: set[int]) -> Non
         )
     for n in sizes:
         r = figures[str(n)]
-        print(f"memory N={n:,} every 10 s, MB: RSS {r['rss_series']}, Arrow pool {r['arrow_series']}")
+        print(
+            f"memory N={n:,} every 10 s, MB: RSS {r['rss_series']}, Arrow pool {r['arrow_series']}; "
+            f"RSS trend over the second half {r['rss_slope_second_half']:+.1f} MB/min"
+        )
     for n in sizes:
         p = figures[str(n)]["profile"]
         parts = " ".join(
