@@ -25,7 +25,8 @@ log = get_logger("telemetry")
 
 
 def register_process_metrics(registry: CollectorRegistry, stage: str) -> None:
-    """Add the process collector and ``pinpipe_build_info{version, python, stage}`` to ``registry``."""
+    """Add the process collector, ``pinpipe_arrow_allocated_bytes`` and ``pinpipe_build_info{version, python,
+    stage}`` to ``registry``."""
 
     ProcessCollector(registry=registry)
     arrow = Gauge(
