@@ -52,7 +52,21 @@ with open_engine("duckdb") as engine:
 """
 
 
+def _created_once(root: Path) -> None:
+    """Each table's log holds one table creation: a loser of the race to create it must open the winner's table,
+    not commit a second CREATE TABLE (a new table id) on top of it."""
+    logs = [path.parent for path in root.rglob("_delta_log/00000000000000000000.json")]
+    assert {log.parent.relative_to(root).as_posix() for log in logs} >= {
+        *(f"{table}/{kind}" for table in ("silver", "quarantine") for kind in KINDS),
+        "_meta/runs",
+    }
+    for log in logs:
+        creating = [c.name for c in sorted(log.glob("*.json")) if b'"metaData"' in c.read_bytes()]
+        assert creating == ["00000000000000000000.json"], f"{log.parent}: {creating}"
+
+
 def _check(lake: Lake) -> None:
+    _created_once(Path(lake.url.removeprefix("file://")))
     for kind in KINDS:
         silver = delta.read_table(lake, "silver", kind)
         assert silver is not None

@@ -140,8 +140,10 @@ def _create(
     handles: DeltaHandles | None = None,
 ) -> DeltaTable:
     """The table at ``parts`` (the kept handle with ``handles``), created empty first if there is none. Creation
-    is a conflict-checked commit of version 0: of two writers creating it at once one wins and the other opens
-    the winner's table, so rows are only ever written by MERGE (never by an unchecked first append)."""
+    is a commit of version 0 and nothing else: of two writers creating it at once one wins and the other opens
+    the winner's table, so rows are only ever written by MERGE (never by an unchecked first append). delta-rs's
+    commit retries would land the loser's CREATE TABLE as version 1 (a second ``metaData`` with a new table id,
+    which later commits of the other writers then fail against), so creation runs without them."""
     dt = open_table(lake, *parts, handles=handles)
     if dt is not None:
         return dt
@@ -160,6 +162,7 @@ def _create(
             partition_by=[SILVER_BUCKET] if bucketed else None,
             configuration=config or None,
             storage_options=lake.storage_options or None,
+            commit_properties=CommitProperties(max_commit_retries=0),
             raise_if_key_not_exists=False,
         )
     except (DeltaError, OSError) as exc:
