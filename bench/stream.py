@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import orjson
 import pyarrow as pa
 from deltalake import write_deltalake
@@ -240,12 +241,9 @@ def measure(tmp: Path, n: int, args: argparse.Namespace, steps: list[float]) -> 
 
 def _slope_per_minute(samples: list[float]) -> float:
     """Least-squares slope of 1-s samples, in units per minute (0 for fewer than two)."""
-    n = len(samples)
-    if n < 2:
+    if len(samples) < 2:
         return 0.0
-    mx, my = (n - 1) / 2, sum(samples) / n
-    num = sum((x - mx) * (y - my) for x, y in enumerate(samples))
-    return 60 * num / sum((x - mx) ** 2 for x in range(n))
+    return 60 * float(np.polyfit(np.arange(len(samples)), samples, 1)[0])
 
 
 def _ms(x: float) -> str:

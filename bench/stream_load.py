@@ -128,8 +128,10 @@ class SilverObserver(threading.Thread):
         logs = {kind: self.lake_dir / "silver" / kind / "_delta_log" for kind in KINDS}
         # the commits there when the observer starts are the fill's: tail from the version after them
         following = {kind: _next_version(log) for kind, log in logs.items()}
+        # memory on a thread of its own: a /metrics scrape waits on the busy worker, and must not delay the
+        # moment a commit is seen
+        threading.Thread(target=self._sample_memory, daemon=True).start()
         self.ready.set()
-        next_rss = 0.0
         while not self.stop.is_set():
             for kind, log in logs.items():
                 while (commit := log / f"{following[kind]:020d}.json").exists():
@@ -138,12 +140,15 @@ class SilverObserver(threading.Thread):
                     for path in _added_files(commit):
                         inds = pq.read_table(log.parent / path, columns=["ind"]).column("ind")
                         self.added[kind].append((now, inds.to_numpy()))
-            if time.monotonic() >= next_rss:
-                next_rss = time.monotonic() + 1.0
-                self.rss.append((time.time(), rss_mb(self.pid)))
-                if self.metrics_port is not None:
-                    self.arrow.append((time.time(), arrow_mb(self.metrics_port)))
             time.sleep(0.01)
+
+    def _sample_memory(self) -> None:
+        """Once a second: the worker's RSS and, with its metrics port, what its Arrow pool holds."""
+        while not self.stop.is_set():
+            self.rss.append((time.time(), rss_mb(self.pid)))
+            if self.metrics_port is not None:
+                self.arrow.append((time.time(), arrow_mb(self.metrics_port)))
+            self.stop.wait(1.0)
 
 
 def arrow_mb(port: int) -> float:
