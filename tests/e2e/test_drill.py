@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from pinpipe.errors import ConfigError
+from pinpipe.emulate.emulator import EmulateOptions, EmulateSummary
+from pinpipe.errors import ConfigError, RetryableError
+from pinpipe.ops import drill
 from pinpipe.ops.drill import KILLABLE, Component, DrillOptions, run_drill
 
 
@@ -57,3 +60,21 @@ def test_drill_refuses_a_used_directory(tmp_path: Path) -> None:
     (tmp_path / "something").write_text("x")
     with pytest.raises(ConfigError, match="not empty"):
         run_drill(DrillOptions("api", tmp_path))
+
+
+def test_an_emulator_that_fails_fails_the_drill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An emulator thread that raises (here: the stream dialect's API probe) is raised again by the drill, named,
+    instead of leaving a drill that balances over the other dialect's records alone."""
+    real = drill.emulate
+
+    def emulate(options: EmulateOptions, progress: Callable[[int], None] | None = None) -> EmulateSummary:
+        if options.dialect == "stream":
+            raise RetryableError("cannot reach the API at the probe")
+        return real(options, progress)
+
+    monkeypatch.setattr(drill, "emulate", emulate)
+    said: list[str] = []
+    with pytest.raises(RetryableError, match="cannot reach the API"):
+        run_drill(DrillOptions("api", tmp_path / "drill", kills=0, events=40, send_seconds=0.5), said.append)
+    assert "the stream emulator failed: cannot reach the API at the probe" in said
+    assert (tmp_path / "drill" / "send-batch.jsonl").stat().st_size > 0  # the other dialect did send

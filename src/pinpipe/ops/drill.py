@@ -12,7 +12,8 @@ What one drill does, all on 127.0.0.1 and under one data directory:
 3. emulates ``events`` selections through *each* dialect at once (Kafka REST and Kinesis proxy, the same seed,
    so each post arrives twice — two topics per kind), with send logs ``send-batch.jsonl`` / ``send-stream.jsonl``
    and retries enough to ride out a restart, paced so that the sending lasts a few seconds;
-4. meanwhile SIGKILLs the chosen component ``kills`` times at random moments (seeded) and restarts it at once:
+4. meanwhile SIGKILLs the chosen component ``kills`` times at random moments (seeded, counted from the moment
+   both emulators have had a first request answered) and restarts it at once:
 
    - ``api``: the API process, at random moments while requests are in flight;
    - ``log``: the embedded log has no process of its own — it lives inside the API process, so killing the log
@@ -40,7 +41,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -49,7 +50,7 @@ from pinpipe.batch.job import run_batch
 from pinpipe.checks.accounting import AccountingReport, account
 from pinpipe.checks.parity import ParityReport, compare_lakes
 from pinpipe.config import DEFAULT_PREFIX
-from pinpipe.emulate.emulator import EmulateOptions, EmulateSummary, emulate
+from pinpipe.emulate.emulator import Dialect, EmulateOptions, EmulateSummary, emulate
 from pinpipe.engine import open_engine
 from pinpipe.errors import ConfigError, RetryableError
 from pinpipe.lake import delta
@@ -63,6 +64,7 @@ from pinpipe.tables import kind_of_topic, stream_app_id
 
 Component = Literal["api", "sink", "stream", "log", "corrupt"]
 KILLABLE: tuple[Component, ...] = ("api", "sink", "stream", "log")
+DIALECTS: tuple[Dialect, ...] = ("batch", "stream")
 COMPONENTS: tuple[Component, ...] = (*KILLABLE, "corrupt")
 RECORDS_PER_REQUEST = 4
 QUIESCE_TIMEOUT_S = 90.0
@@ -264,8 +266,10 @@ def _send_with_kills(
 ) -> dict[str, EmulateSummary]:
     requests = -(-opts.events // RECORDS_PER_REQUEST) * 3
     sends: dict[str, EmulateSummary] = {}
+    failures: dict[Dialect, BaseException] = {}
+    sending = {dialect: threading.Event() for dialect in DIALECTS}
 
-    def send(dialect: Literal["batch", "stream"]) -> None:
+    def send(dialect: Dialect) -> None:
         options = EmulateOptions(
             dialect=dialect,
             api=f"http://127.0.0.1:{port}",
@@ -279,18 +283,23 @@ def _send_with_kills(
             prefix=opts.prefix,
             max_attempts=14,
         )
-        sends[dialect] = emulate(options)
+        try:
+            sends[dialect] = emulate(options, progress=lambda records: sending[dialect].set())
+        except BaseException as exc:  # raised again in the drill's thread, after the other emulator is done
+            failures[dialect] = exc
+        finally:
+            sending[dialect].set()
 
-    threads = [threading.Thread(target=send, args=(d,), name=f"emulate-{d}") for d in ("batch", "stream")]
+    threads = [threading.Thread(target=send, args=(d,), name=f"emulate-{d}") for d in DIALECTS]
     rng = random.Random(opts.seed)
     kills = 0 if opts.component == "corrupt" else opts.kills
     moments = sorted(rng.uniform(0.1, 0.8) * opts.send_seconds for _ in range(kills))
     target = services["api" if opts.component in ("log", "corrupt") else opts.component]
-    t0 = time.monotonic()
     what = "one corrupted record" if opts.component == "corrupt" else f"{kills} kills of {opts.component}"
     say(f"sending {opts.events} selections through each dialect; {what}")
     for thread in threads:
         thread.start()
+    t0 = _sending_since(sending, say)
     if opts.component == "corrupt":
         time.sleep(max(0.0, t0 + 0.3 * opts.send_seconds - time.monotonic()))
         readers = {name: services[name] for name in ("sink", "stream")}
@@ -308,7 +317,23 @@ def _send_with_kills(
         say(f"kill {number}: {target.name} pid {pid} at {at:.2f} s; back in {restart_s:.2f} s {note}".rstrip())
     for thread in threads:
         thread.join()
+    for dialect, exc in failures.items():
+        say(f"the {dialect} emulator failed: {exc}")
+        raise exc
     return sends
+
+
+def _sending_since(sending: Mapping[Dialect, threading.Event], say: Progress) -> float:
+    """Wait until every emulator has had a request answered (or has stopped) and return that moment: the kill
+    moments count from it, so that a slow start (reading the source, the API probe) never puts a kill before
+    an emulator sends, where a restart would meet its probe instead of its requests."""
+    started = time.monotonic()
+    for dialect, event in sending.items():
+        if not event.wait(max(0.0, started + READY_TIMEOUT_S - time.monotonic())):
+            say(f"the {dialect} emulator has sent nothing after {READY_TIMEOUT_S:.0f} s; the kills start anyway")
+    now = time.monotonic()
+    say(f"both emulators sending after {now - started:.2f} s; the kill moments count from here")
+    return now
 
 
 def _ends(event_log: EmbeddedLog, prefix: str) -> dict[tuple[str, int], int]:
