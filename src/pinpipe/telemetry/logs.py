@@ -41,6 +41,18 @@ class _HumanFormatter(logging.Formatter):
         return mask_secrets(line)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is at the time of each line, not the stream it was when logging was set
+    up: after ``contextlib.redirect_stderr`` (or a test harness's capture) ends, lines still go somewhere open."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+
 FOREIGN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
 """Loggers of libraries whose lines go through the same formatter as pinpipe's (the ASGI server's start, stop and
 error lines). The server must be started without its own logging config (``uvicorn.run(..., log_config=None)``)."""
@@ -48,7 +60,7 @@ error lines). The server must be started without its own logging config (``uvico
 
 def setup_logging(fmt: LogFormat = "human", level: int = logging.INFO) -> None:
     """Send pinpipe's log lines, and those of :data:`FOREIGN_LOGGERS`, to stderr in ``fmt``. Idempotent."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _StderrHandler()
     handler.setFormatter(_JsonFormatter() if fmt == "json" else _HumanFormatter())
     root = logging.getLogger("pinpipe")
     root.handlers[:] = [handler]
