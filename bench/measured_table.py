@@ -21,6 +21,8 @@ import difflib
 import json
 import os
 import platform
+import shlex
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -104,7 +106,7 @@ def _stream(f: Figures) -> str:
     ratio = " / ".join(f"{f[n]['main']['p99'] / base:.1f}" for n in sizes)
     rss = "; ".join(
         f"{_rows(n)}: {f[n]['rss_start']:.0f} → {f[n]['rss_end']:.0f} MB (max {f[n]['rss_max']:.0f}; first / last fifth "
-        f"{f[n]['rss_first_fifth']:.0f} / {f[n]['rss_last_fifth']:.0f})"
+        f"{f[n]['rss_first_fifth']:.0f} / {f[n]['rss_last_fifth']:.0f}{_trend(f[n])})"
         for n in sizes
     )
     profile = "; ".join(
@@ -121,6 +123,12 @@ def _stream(f: Figures) -> str:
         f"({ratio}× the empty silver), {missing} records missing; worker RSS {rss}; mean micro-batch {profile}"
         + (floor if "floor_append_ms" in f else "")
     )
+
+
+def _trend(run: Figures) -> str:
+    """The RSS trend over a run's second half, when the run recorded it."""
+    slope = run.get("rss_slope_second_half")
+    return "" if slope is None else f"; second-half trend {slope:+.1f} MB/min"
 
 
 def _stream_target(f: Figures) -> str:
@@ -383,8 +391,8 @@ ROWS: list[Kept | Measured] = [
         _stream_target,
     ),
     Measured(
-        "stream",
-        "stream, rate steps on the empty silver (same run)",
+        "stream_steps",
+        "stream, rate steps on the empty silver",
         _stream_steps,
         lambda f: f"≥ 10,000/s with p99 < 1 s ({_met(f['max_rate_p99_under_1s'] >= 10_000)})",
     ),
@@ -444,6 +452,8 @@ def record(name: str, command: list[str], results: Path = RESULTS) -> int:
     last = ""
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as proc:
         assert proc.stdout is not None
+        # a SIGTERM to the recorder is passed on to the bench, which stops its servers; nothing is recorded
+        signal.signal(signal.SIGTERM, lambda signum, frame: proc.terminate())
         for line in proc.stdout:
             sys.stdout.write(line)
             if line.strip():
@@ -461,7 +471,7 @@ def record(name: str, command: list[str], results: Path = RESULTS) -> int:
     shown = ["python" if i == 0 and Path(a).name.startswith("python") else a for i, a in enumerate(command)]
     doc = {
         "name": name,
-        "command": " ".join(os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in shown),
+        "command": shlex.join(os.path.relpath(a, ROOT) if a.startswith(str(ROOT)) else a for a in shown),
         "recorded_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "load_average": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "machine": machine(),
