@@ -26,6 +26,7 @@ import asyncio
 import json
 import multiprocessing
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -201,6 +202,7 @@ def main() -> None:
     sys.path.insert(0, str(ROOT))
     from tests.fixtures.services import free_port
 
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))  # unwind: the servers stop
     with tempfile.TemporaryDirectory(prefix="pinpipe-bench-") as tmp:
         api_port, noop_port = free_port(), free_port()
         servers: list[subprocess.Popen[bytes]] = []

@@ -64,7 +64,7 @@ def run_phase(
     for i in range(2):
         share = {k: v[i::2] for k, v in pools.items()}
         half = {**job, "rate": job["rate"] / 2, "seed": job["seed"] * 2 + i}
-        proc = multiprocessing.Process(target=load, args=(port, share, half, queue))
+        proc = multiprocessing.Process(target=load, args=(port, share, half, queue), daemon=True)
         proc.start()
         procs.append(proc)
     sent: Sent = []
@@ -307,6 +307,8 @@ def main() -> None:
     parser.add_argument("--fill-cache", default=None, help="keep filled lakes in DIR/lake-N and reuse them")
     parser.add_argument("--keep", action="store_true", help="keep the lakes and logs")
     args = parser.parse_args()
+    # a SIGTERM (`kill`, a timeout) unwinds like Ctrl-C: the finally blocks stop the api and the worker
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     args.steps_at = {int(s) for s in args.steps_at.split(",") if s.strip()} or {0}
     steps = [float(s) for s in args.steps.split(",") if s.strip()]
     sizes = sorted({0, *(int(s) for s in args.rows.split(",") if s.strip())})  # N = 0: the same-run baseline
