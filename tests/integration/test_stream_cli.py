@@ -82,6 +82,7 @@ def test_three_worker_processes_share_the_partitions(tmp_path: Path) -> None:
     scraper.join()
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     assert done.stderr.decode().count("stream stopped") == 3
+    assert done.stderr.decode().count("arrow_pool=system") == 3  # each worker runs Arrow on the system allocator
     assert scraped and "pinpipe_stream_lag_records" in scraped[0]
     expected = expected_output(sent)
     for kind in KINDS:

@@ -24,6 +24,7 @@ from pinpipe.config import Settings
 from pinpipe.engine import open_engine
 from pinpipe.lake.store import open_lake
 from pinpipe.stream.compaction import Compactor, CompactSchedule
+from pinpipe.stream.memory import choose_arrow_pool
 from pinpipe.stream.worker import StreamOptions, StreamWorker, open_feed
 from pinpipe.telemetry.logs import get_logger
 from pinpipe.telemetry.stream import StreamMetrics
@@ -50,6 +51,7 @@ def run_worker(
     compact_every: str | None,
 ) -> None:
     s = settings.stream
+    arrow_pool = choose_arrow_pool()  # before anything allocates from Arrow's pool
     schedule = CompactSchedule.parse(compact_every)
     lake = open_lake(settings.lake.url, settings.lake, access="write")
     lake.table_uri("silver")  # fails early on a lake that cannot hold Delta tables
@@ -74,6 +76,7 @@ def run_worker(
                 "max_batch": s.max_batch,
                 "max_wait_ms": s.max_wait_ms,
                 "compact_every": compact_every,
+                "arrow_pool": arrow_pool,
             }
         },
     )
